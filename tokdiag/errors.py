@@ -1,0 +1,39 @@
+"""Errors raised by tokdiag.
+
+Exception tree::
+
+    TokdiagError                  base of everything tokdiag raises on purpose
+    ├── ConfigError               a bad argument: names the value and the fix (also a ValueError)
+    ├── TargetError               a "module:attr" target that cannot be imported or resolved
+    ├── JournalError              a journal file that cannot be read as a tokdiag journal
+    └── VocabularyNotFound        no BPE vocabulary on disk for a tokenizer workload
+
+Warnings use :class:`TokdiagWarning` (a ``UserWarning``), e.g. a watch pattern
+that matches no class.
+"""
+
+from __future__ import annotations
+
+
+class TokdiagError(Exception):
+    """Base class of every error tokdiag raises on purpose."""
+
+
+class ConfigError(TokdiagError, ValueError):
+    """A bad argument. The message names the bad value and says how to fix it."""
+
+
+class TargetError(TokdiagError, LookupError):
+    """A ``"package.module:attr"`` target that cannot be resolved."""
+
+
+class JournalError(TokdiagError):
+    """A file that is not a readable tokdiag journal."""
+
+
+class VocabularyNotFound(TokdiagError, FileNotFoundError):
+    """No BPE vocabulary file could be found on disk (tokdiag never downloads one)."""
+
+
+class TokdiagWarning(UserWarning):
+    """Something measured may not mean what you think (e.g. a watch pattern matched nothing)."""

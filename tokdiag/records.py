@@ -1,0 +1,64 @@
+"""The record every probe returns, and the vocabulary of the timeline.
+
+A probe returns a list of :class:`Record`. The tracker stamps each batch with
+``run``, ``step`` and ``elapsed_s``; the timeline is one row per record with
+the columns in :data:`COLUMNS`.
+
+Probes, subjects and metrics written by tokdiag itself (units in brackets):
+
+=========  ================================  ==========================================
+probe      subject                           metrics
+=========  ================================  ==========================================
+process    ``"process"``                     rss [bytes], uss [bytes] (optional),
+                                             traced [bytes] (tracemalloc current, when
+                                             tracing), gc_objects [objects],
+                                             gc_gen0/gc_gen1/gc_gen2 [objects] (gc counts)
+census     qualified type name               count [objects], bytes [bytes] (shallow)
+           (``"builtins.dict"``)
+watch      qualified class name              count [objects], bytes [bytes] (reachable,
+           (``"app.agents.RewardAgent"``)    partitioned: a byte already owned by a
+                                             cache or an earlier class is not counted)
+cache      cache label (``"tiktoken.         entries [entries], bytes [bytes] (deep,
+           registry:ENCODINGS"``)            partitioned like watch), distinct_payloads
+                                             [objects], fingerprint [hash], native_bytes
+                                             [bytes] (estimate), hits/misses/maxsize
+                                             [calls]/[entries] for lru_cache
+alloc      ``"file.py:123"``                 bytes [bytes], count [blocks]
+tracker    ``"tokdiag"``                     snapshot_s [seconds], self_bytes [bytes]
+                                             (tokdiag's own retained memory),
+                                             alloc_overhead_s [seconds]
+=========  ================================  ==========================================
+
+``fingerprint`` values are integers that change when a cached payload is
+mutated; they are identifiers, not quantities (unit ``hash``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COLUMNS: tuple[str, ...] = ("run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit")
+"""Columns of :attr:`tokdiag.Run.timeline`, in order."""
+
+BYTES = "bytes"
+OBJECTS = "objects"
+ENTRIES = "entries"
+SECONDS = "seconds"
+HASH = "hash"
+CALLS = "calls"
+BLOCKS = "blocks"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One measurement: ``value`` of ``metric`` for ``subject``, taken by ``probe``."""
+
+    probe: str
+    subject: str
+    metric: str
+    value: float
+    unit: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"probe": self.probe, "subject": self.subject, "metric": self.metric,
+                "value": self.value, "unit": self.unit}
