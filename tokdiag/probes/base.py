@@ -1,0 +1,51 @@
+"""The probe protocol and the per-snapshot context shared by probes."""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from tokdiag.records import Record
+from tokdiag.sizing import Seen
+
+
+@dataclass
+class SnapshotContext:
+    """What the probes of one snapshot share. Dropped when the snapshot returns.
+
+    ``heap`` is ``gc.get_objects()`` taken once, lazily, for every probe
+    that needs it; ``seen`` splits reachable bytes between owners in the
+    order the probes run (caches, then watched classes, then the census'
+    ``unowned_bytes``). ``exclude_ids`` are identities of tokdiag's own
+    containers that no probe should count.
+    """
+
+    seen: Seen = field(default_factory=Seen)
+    exclude_ids: set[int] = field(default_factory=set)
+    _heap: list[Any] | None = None
+
+    @property
+    def heap(self) -> list[Any]:
+        if self._heap is None:
+            heap = gc.get_objects()
+            self.exclude_ids.add(id(heap))
+            self._heap = heap
+        return self._heap
+
+    def release(self) -> None:
+        """Forget every object this context listed (called by the tracker)."""
+        self._heap = None
+        self.seen = Seen()
+        self.exclude_ids.clear()
+
+
+@runtime_checkable
+class Probe(Protocol):
+    """Something that measures one kind of thing at a snapshot."""
+
+    name: str
+
+    def collect(self, ctx: SnapshotContext) -> list[Record]:
+        """Take the measurement; hold no reference to what was measured afterwards."""
+        ...
