@@ -1,5 +1,54 @@
-"""tokdiag: find where memory accumulates in long-running LLM agent services."""
+"""tokdiag: find where memory accumulates in long-running LLM agent services.
+
+>>> import tokdiag as td
+>>> run = td.track(lambda i: None, steps=5, census=False, progress=False)
+>>> run.status
+'completed'
+
+The pipeline, one way: probes -> journal/timeline -> analysis -> charts ->
+notebooks. See the README for the tour.
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from tokdiag import presets
+from tokdiag.errors import ConfigError, JournalError, TargetError, TokdiagError, TokdiagWarning, VocabularyNotFound
+from tokdiag.probes.caches import cache
+from tokdiag.probes.census import census
+from tokdiag.run import Run, load
+from tokdiag.sizing import Seen, deep_size
+from tokdiag.tracker import Tracker, track
+
+__all__ = [
+    "ConfigError",
+    "JournalError",
+    "Run",
+    "Seen",
+    "TargetError",
+    "TokdiagError",
+    "TokdiagWarning",
+    "Tracker",
+    "VocabularyNotFound",
+    "__version__",
+    "cache",
+    "census",
+    "deep_size",
+    "load",
+    "presets",
+    "track",
+]
+
+
+def __getattr__(name: str) -> object:
+    # Analysis entry points, imported on first use so `import tokdiag` stays light.
+    if name == "compare":
+        from tokdiag.analysis import compare
+
+        return compare
+    if name == "why_alive":
+        from tokdiag.retention import why_alive
+
+        return why_alive
+    raise AttributeError(f"module 'tokdiag' has no attribute {name!r}")

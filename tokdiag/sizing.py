@@ -39,6 +39,7 @@ from __future__ import annotations
 import gc
 import sys
 import types
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -97,7 +98,8 @@ class Seen:
         return id(obj) in self.ids
 
 
-_skip_cache: dict[type, bool] = {}
+# Keyed by type, held weakly: a measuring tool must not keep classes alive.
+_skip_cache: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
 def _is_skipped_type(t: type) -> bool:
@@ -128,7 +130,7 @@ def shallow_size(obj: object) -> int:
     return (size + ALIGN - 1) & ~(ALIGN - 1)
 
 
-_managed_dict_size: dict[type, int] = {}
+_managed_dict_size: weakref.WeakKeyDictionary[type, int] = weakref.WeakKeyDictionary()
 
 
 def _managed_dict_extra(objs: list[Any], kinds: set[type]) -> int:

@@ -17,12 +17,14 @@ class SnapshotContext:
     ``heap`` is ``gc.get_objects()`` taken once, lazily, for every probe
     that needs it; ``seen`` splits reachable bytes between owners in the
     order the probes run (caches, then watched classes, then the census'
-    ``unowned_bytes``). ``exclude_ids`` are identities of tokdiag's own
+    ``unowned_bytes``); ``native_seen`` does the same for native memory
+    (one tiktoken Encoding in two caches is counted once). ``exclude_ids`` are identities of tokdiag's own
     containers that no probe should count.
     """
 
     seen: Seen = field(default_factory=Seen)
     exclude_ids: set[int] = field(default_factory=set)
+    native_seen: set[int] = field(default_factory=set)
     _heap: list[Any] | None = None
 
     @property
@@ -38,6 +40,7 @@ class SnapshotContext:
         self._heap = None
         self.seen = Seen()
         self.exclude_ids.clear()
+        self.native_seen.clear()
 
 
 @runtime_checkable

@@ -22,9 +22,9 @@ Metrics per cache (see :mod:`tokdiag.records`):
   of their Rust core, which Python-level tools cannot see
   (:func:`estimate_tiktoken_native`).
 
-``lru_cache`` keeps its results in C-level link nodes that the garbage
-collector does not traverse, so ``bytes`` covers its key dict only; the
-results appear in the ledger's unexplained remainder.
+``lru_cache`` results are reached through the wrapper itself (its
+``tp_traverse`` visits every cached key and result), so ``bytes`` covers
+them: 50 cached strings of ~15 KB measure ~760 KB.
 """
 
 from __future__ import annotations
@@ -78,6 +78,16 @@ def estimate_tiktoken_native(mergeable_ranks: Mapping[bytes, int], special_token
 def _is_encoding(obj: object) -> bool:
     t = type(obj)
     return t.__name__ == "Encoding" and t.__module__.startswith("tiktoken")
+
+
+def _encodings_in(obj: object) -> list[Any]:
+    """tiktoken Encodings that are ``obj`` or one of its attributes (a tokenizer wrapping one)."""
+    if _is_encoding(obj):
+        return [obj]
+    attrs = getattr(obj, "__dict__", None)
+    if isinstance(attrs, dict):
+        return [v for v in attrs.values() if _is_encoding(v)]
+    return []
 
 
 _native_memo: dict[tuple[int, int, int], int] = {}
@@ -255,9 +265,15 @@ class CacheProbe:
                 fp = hash(tuple(sorted(_content_hash(v) for v in distinct))) & 0x1FFFFFFFFFFFFF
                 recs.append(Record("cache", label, "fingerprint", float(fp), HASH))
             if spec.native:
-                native = sum(_native_of(v) for v in distinct if _is_encoding(v))
-                if native or any(_is_encoding(v) for v in distinct):
+                encodings = [e for v in distinct for e in _encodings_in(v)]
+                if encodings:
+                    native = 0
+                    for enc in encodings:  # one Encoding in two caches is counted once
+                        if id(enc) not in ctx.native_seen:
+                            ctx.native_seen.add(id(enc))
+                            native += _native_of(enc)
                     recs.append(Record("cache", label, "native_bytes", float(native), BYTES))
+                    del encodings
             del distinct
         del values
         return recs

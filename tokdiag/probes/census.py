@@ -15,6 +15,7 @@ probes), never here. This is the census' meaning, as in objgraph.
 from __future__ import annotations
 
 import sys
+import weakref
 from collections import Counter
 from itertools import compress
 from typing import Any
@@ -26,7 +27,8 @@ from tokdiag.probes.base import SnapshotContext
 from tokdiag.records import BYTES, OBJECTS, Record
 from tokdiag.sizing import ALIGN
 
-_name_cache: dict[type, str] = {}
+# Keyed by type, held weakly: a measuring tool must not keep classes alive.
+_name_cache: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
 
 
 def type_name(t: type) -> str:
@@ -36,13 +38,14 @@ def type_name(t: type) -> str:
         module = getattr(t, "__module__", None) or "?"
         qual = getattr(t, "__qualname__", None) or getattr(t, "__name__", "?")
         name = f"{module}.{qual}"
-        if len(_name_cache) > 50_000:
-            _name_cache.clear()
-        _name_cache[t] = name
+        try:
+            _name_cache[t] = name
+        except TypeError:
+            pass
     return name
 
 
-_fixed_cache: dict[type, int | None] = {}
+_fixed_cache: weakref.WeakKeyDictionary[type, int | None] = weakref.WeakKeyDictionary()
 
 
 def _fixed_size(t: type, sample: object) -> int | None:

@@ -1,0 +1,48 @@
+"""Ready-made cache lists for the tokenizers people argue about.
+
+>>> [c.label for c in tiktoken()]
+['tiktoken.registry:ENCODINGS']
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from tokdiag.probes.caches import CacheSpec, cache, resolve_target
+from tokdiag.errors import TargetError
+
+__all__ = ["aworld", "tiktoken"]
+
+# AWorld 0.3.2: module-level tokenizer instances, and the caches PR #765 adds
+# (present only when that PR, or tokdiag's emulation of it, is applied).
+_AWORLD_TARGETS = (
+    "aworld.models.qwen_tokenizer:qwen_tokenizer",
+    "aworld.models.openai_tokenizer:openai_tokenizer",
+    "aworld.models.utils:_TIKTOKEN_ENCODING_CACHE",
+    "aworld.models.openai_tokenizer:_BPE_CACHE",
+    "aworld.models.qwen_tokenizer:_BPE_CACHE",
+)
+
+
+def tiktoken() -> list[CacheSpec]:
+    """tiktoken's own registry of Encodings (``tiktoken.registry.ENCODINGS``)."""
+    return [cache("tiktoken.registry:ENCODINGS")]
+
+
+def aworld() -> list[CacheSpec]:
+    """AWorld's module-level tokenizers and, when present, PR #765's caches.
+
+    Returns an empty list when aworld is not installed (``pip install
+    'tokdiag[aworld]'``). Importing the modules is what measuring them
+    takes: aworld's tokenizer modules load their vocabularies at import.
+    """
+    if importlib.util.find_spec("aworld") is None:
+        return []
+    specs: list[CacheSpec] = []
+    for target in _AWORLD_TARGETS:
+        try:
+            resolve_target(target)
+        except TargetError:
+            continue
+        specs.append(cache(target))
+    return specs

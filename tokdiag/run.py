@@ -1,0 +1,128 @@
+"""``Run``: one tracked run, from a live tracker or from its journal alone.
+
+The facade users hold: the timeline, how the run ended, and the analyses
+(verdicts, ledger, why-alive chains) computed from it. It sits above the
+analysis layer and below charts, so ``run.verdicts()`` is a call into
+:mod:`tokdiag.analysis`, never the other way round.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tokdiag.journal import JournalContents, read_journal
+from tokdiag.timeline import series, timeline_from_snapshots
+
+
+@dataclass
+class Run:
+    """The measurements of one run and how it ended.
+
+    ``status`` is ``completed``, ``budget`` (stopped by the memory budget),
+    ``error``, ``interrupted``, or ``killed`` (the journal has no end line:
+    the process died, e.g. OOM-killed; every finished snapshot is kept).
+    """
+
+    name: str
+    timeline: pd.DataFrame
+    header: dict[str, Any] = field(default_factory=dict)
+    status: str = "completed"
+    message: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    retention: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    journal: Path | None = None
+    live: bool = False
+
+    @classmethod
+    def from_journal(cls, contents: JournalContents, *, live: bool = False) -> Run:
+        name = str(contents.header.get("run") or contents.path.stem)
+        end = contents.end
+        status = str(end.get("reason", "completed")) if end else "killed"
+        message = str(end.get("message", "")) if end else (
+            "the journal has no end line: the process died before the run finished"
+            + (" (its last line was cut mid-write)" if contents.truncated else ""))
+        return cls(
+            name=name,
+            timeline=timeline_from_snapshots(name, contents.snapshots),
+            header=contents.header,
+            status=status,
+            message=message,
+            events=contents.events,
+            warnings=contents.warnings,
+            retention=contents.retention,
+            journal=contents.path,
+            live=live,
+        )
+
+    # -- views -------------------------------------------------------------
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.header.get("params", {}))
+
+    @property
+    def steps(self) -> list[int]:
+        """Snapshot steps, in order."""
+        return sorted(self.timeline["step"].unique().tolist())
+
+    def series(self, probe: str, subject: str, metric: str) -> pd.Series:
+        """One series by step, e.g. ``run.series("process", "process", "rss")``."""
+        return series(self.timeline, probe, subject, metric)
+
+    # -- analysis ------------------------------------------------------------
+    def verdicts(self, *, project_to: int = 10_000) -> pd.DataFrame:
+        """A verdict per series (leak / bounded / step / flat / inconclusive); see :mod:`tokdiag.analysis`."""
+        from tokdiag.analysis import verdicts
+
+        return verdicts(self.timeline, project_to=project_to)
+
+    def ledger(self) -> pd.DataFrame:
+        """RSS growth since the first snapshot split into owners; see :func:`tokdiag.analysis.ledger`."""
+        from tokdiag.analysis import ledger
+
+        return ledger(self.timeline)
+
+    def why_alive(self, target: Any, **kwargs: Any) -> list[Any]:
+        """Reference chains that keep instances of ``target`` alive.
+
+        In the process that ran the workload (a live run) the heap is walked
+        now; for a run loaded from its journal the chains recorded at the
+        end of the run are returned (as :class:`tokdiag.retention.Chain`).
+        """
+        from tokdiag.retention import Chain, why_alive
+
+        if self.live:
+            return why_alive(target, **kwargs)
+        key = str(target if isinstance(target, str) else getattr(target, "__qualname__", target))
+        hits = [s for s in self.retention if s == key or s.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+        return [Chain.from_dict(c) for s in hits for c in self.retention[s]]
+
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers: status, steps, RSS at start and end, growth per step."""
+        rss = self.series("process", "process", "rss")
+        out: dict[str, Any] = {"run": self.name, "status": self.status, "snapshots": int(len(rss))}
+        if len(rss):
+            out.update(first_step=int(rss.index[0]), last_step=int(rss.index[-1]),
+                       rss_start=float(rss.iloc[0]), rss_end=float(rss.iloc[-1]))
+        return out
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        rss = ""
+        if "rss_end" in s:
+            rss = f", rss {s['rss_start'] / 2**20:.1f} -> {s['rss_end'] / 2**20:.1f} MiB"
+        return f"<Run {self.name!r} {self.status}: {s['snapshots']} snapshots{rss}>"
+
+
+def load(path: str | os.PathLike[str]) -> Run:
+    """The :class:`Run` written to a journal, from the journal alone.
+
+    Tolerates a truncated last line (a run killed mid-write keeps every
+    finished snapshot).
+    """
+    return Run.from_journal(read_journal(path))

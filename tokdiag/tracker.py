@@ -1,0 +1,393 @@
+"""The step loop: when to snapshot, what to measure, and writing it all down.
+
+Two forms, one engine::
+
+    run = td.track(step, steps=500, watch=["RewardAgent"])      # a callable per step
+
+    with td.Tracker(watch=["RewardAgent"]) as tr:                # the loop form
+        for i in tr.steps(500):
+            do_work(i)
+    run = tr.run
+
+Snapshots are labelled by the number of steps completed: step 0 is taken
+before the first step, then every ``every`` steps, and always after the
+last. ``every="auto"`` (the default) keeps the snapshots' own cost under
+``overhead`` (5%) of the run's time, but takes at least ``min_snapshots``
+over a run of known length so verdicts have enough points; the cost of
+every snapshot is recorded (``tracker/tokdiag/snapshot_s``).
+
+Before each snapshot the tracker runs ``gc.collect()`` (``collect=False``
+to measure garbage too). Between snapshots it holds nothing the workload
+made: records are written to the journal and dropped, the heap list is
+released, classes are remembered by weak reference.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tokdiag.errors import ConfigError, TokdiagWarning
+from tokdiag.journal import JournalWriter, make_header, read_journal
+from tokdiag.probes import (
+    AllocationProbe,
+    CacheProbe,
+    CacheSpec,
+    CensusProbe,
+    Probe,
+    ProcessProbe,
+    SnapshotContext,
+    WatchProbe,
+    cache,
+)
+from tokdiag.records import BYTES, SECONDS, Record
+from tokdiag.run import Run
+from tokdiag.sizing import deep_sizes
+
+_MiB = 1024 * 1024
+
+
+def _check_steps(steps: Any) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+        raise ConfigError(f"steps={steps!r}: must be a positive integer number of workload steps, e.g. steps=500")
+    return steps
+
+
+def _check_every(every: Any) -> int | str:
+    if every == "auto":
+        return every
+    if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
+        raise ConfigError(f"every={every!r}: must be a positive integer (snapshot every k steps) or 'auto'")
+    return every
+
+
+def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm.auto warns when ipywidgets is missing, then falls back to text
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="step", mininterval=0.5, leave=True)
+
+
+class Tracker:
+    """Snapshot memory over the steps of a workload; see the module docstring.
+
+    Parameters
+    ----------
+    watch:
+        Class names to count and size: qualified (``"app.agents.RewardAgent"``),
+        bare (``"RewardAgent"``) or glob (``"*.MemoryEventMessage"``). A name
+        that matches no class in the process is a :class:`TokdiagWarning`
+        at the end, with close matches.
+    caches:
+        ``"module:attr"`` strings, callables or objects (see :func:`tokdiag.cache`),
+        e.g. ``[td.cache("aworld.models.utils:_TIKTOKEN_ENCODING_CACHE"), *td.presets.tiktoken()]``.
+    every:
+        Snapshot every k steps, or ``"auto"``.
+    census:
+        Count and size every type on the heap at each snapshot.
+    alloc_sites:
+        Top N tracemalloc allocation sites per snapshot (0 = off; tracing
+        slows allocation-heavy code several times).
+    journal:
+        Where to append the journal (JSON lines). Default: a temporary file
+        that is removed once the run is loaded back.
+    budget_mb:
+        Stop the workload cleanly when RSS passes this many MiB; the journal
+        records why.
+    collect:
+        ``gc.collect()`` before each snapshot.
+    why_alive:
+        At the end, record reference chains for watched classes that grew.
+    """
+
+    def __init__(
+        self,
+        *,
+        watch: Sequence[str] = (),
+        caches: Sequence[Any] = (),
+        every: int | str = "auto",
+        census: bool = True,
+        alloc_sites: int = 0,
+        uss: bool = False,
+        journal: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        budget_mb: float | None = None,
+        collect: bool = True,
+        progress: bool = True,
+        name: str | None = None,
+        why_alive: bool = True,
+        overhead: float = 0.05,
+        min_snapshots: int = 20,
+        params: dict[str, Any] | None = None,
+        probes: Sequence[Probe] = (),
+    ) -> None:
+        self.every = _check_every(every)
+        if budget_mb is not None and (isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float))
+                                      or not budget_mb > 0):
+            raise ConfigError(f"budget_mb={budget_mb!r}: must be a positive number of MiB (e.g. 4096) or None")
+        if not 0 < overhead < 1:
+            raise ConfigError(f"overhead={overhead!r}: must be a fraction of run time between 0 and 1, e.g. 0.05")
+        if isinstance(alloc_sites, bool) or not isinstance(alloc_sites, int) or alloc_sites < 0:
+            raise ConfigError(f"alloc_sites={alloc_sites!r}: must be 0 (off) or a positive number of sites")
+        if isinstance(watch, str):
+            watch = [watch]
+        self.budget_bytes = None if budget_mb is None else int(budget_mb * _MiB)
+        self.collect = collect
+        self.progress = progress
+        self.why_alive = why_alive
+        self.overhead = overhead
+        self.min_snapshots = max(1, int(min_snapshots))
+        self.name = name or (Path(journal).stem if journal else "run")
+        self._journal_path = Path(journal) if journal else None
+        self._overwrite = overwrite
+        self._temp_journal = journal is None
+
+        specs: list[CacheSpec] = [cache(c) for c in caches]
+        self._process = ProcessProbe(uss=uss)
+        self._cache_probe = CacheProbe(specs) if specs else None
+        self._watch_probe = WatchProbe(list(watch)) if watch else None
+        self._census_probe = CensusProbe() if census else None
+        self._alloc_probe = AllocationProbe(alloc_sites) if alloc_sites else None
+        self._probes: list[Any] = [p for p in (self._process, self._cache_probe, self._watch_probe,
+                                              self._census_probe, self._alloc_probe) if p is not None]
+        self._probes.extend(probes)
+        self._params = {
+            "watch": list(watch), "caches": [s.label for s in specs], "every": self.every,
+            "census": census, "alloc_sites": alloc_sites, "budget_mb": budget_mb, "collect": collect,
+            **(params or {}),
+        }
+        self.run: Run | None = None
+        self._writer: JournalWriter | None = None
+        self._bar: Any = None
+        self._ended = False
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self._started or self._ended:
+            return
+        if exc_type is None:
+            self._finish("completed", f"stopped by the caller after {self._done} steps")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self._finish("interrupted", f"interrupted after {self._done} steps")
+        else:
+            self._finish("error", f"{exc_type.__name__}: {exc} (after {self._done} steps)")
+
+    def _start(self, total: int | None) -> None:
+        if self._started:
+            raise ConfigError("this Tracker has already run; create a new Tracker (or call td.track) for another run")
+        self._started = True
+        if self._journal_path is None:
+            fd, tmp = tempfile.mkstemp(prefix=f"tokdiag-{self.name}-", suffix=".jsonl")
+            os.close(fd)
+            self._journal_path = Path(tmp)
+            self._overwrite = True
+        params = {"steps": total, **self._params}
+        self._writer = JournalWriter(self._journal_path, make_header(self.name, params), overwrite=self._overwrite)
+        if self._alloc_probe is not None:
+            self._alloc_probe.start()
+        self._t0 = time.perf_counter()
+        self._done = 0
+        self._total = total
+        self._work_s = 0.0
+        self._steps_since = 0
+        self._next = 0
+        self._snapshots = 0
+        self._first_counts: dict[str, float] = {}
+        self._last_counts: dict[str, float] = {}
+        self._bar = _progress_bar(total, self.name, self.progress)
+
+    # -- the loop ------------------------------------------------------------
+    def steps(self, n: int) -> Iterator[int]:
+        """Yield ``0 .. n-1``, snapshotting as it goes; stops early when the budget is passed."""
+        n = _check_steps(n)
+        self._start(n)
+        self._snapshot(0)
+        rss_now = self._process.rss
+        for i in range(n):
+            t = time.perf_counter()
+            yield i
+            self._work_s += time.perf_counter() - t
+            self._done = i + 1
+            self._steps_since += 1
+            if self._bar is not None:
+                self._bar.update(1)
+            if self.budget_bytes is not None:
+                rss = rss_now()
+                if rss > self.budget_bytes:
+                    self._snapshot(self._done)
+                    self._event("budget", f"RSS {rss / _MiB:.0f} MiB passed budget_mb={self.budget_bytes / _MiB:.0f} "
+                                          f"after {self._done} steps; the workload was stopped")
+                    self._finish("budget", f"stopped after {self._done} of {n} steps: RSS {rss / _MiB:.0f} MiB "
+                                           f"> budget {self.budget_bytes / _MiB:.0f} MiB")
+                    return
+            if self._done == n or self._done >= self._next:
+                self._snapshot(self._done)
+        self._finish("completed", f"{n} steps")
+
+    def snapshot(self) -> None:
+        """Take a snapshot now, at the current step (e.g. from inside a long step)."""
+        if not self._started:
+            raise ConfigError("snapshot() before the run started: iterate tracker.steps(n) first")
+        self._snapshot(self._done)
+
+    def _snapshot(self, step: int) -> None:
+        t = time.perf_counter()
+        if self.collect:
+            gc.collect()
+        ctx = SnapshotContext()
+        records: list[Record] = []
+        try:
+            for probe in self._probes:
+                records.extend(probe.collect(ctx))
+        finally:
+            ctx.release()
+            del ctx
+        cost = time.perf_counter() - t
+        records.append(Record("tracker", "tokdiag", "snapshot_s", cost, SECONDS))
+        records.append(Record("tracker", "tokdiag", "self_bytes", float(self._self_bytes()), BYTES))
+        assert self._writer is not None
+        self._writer.snapshot(step, time.perf_counter() - self._t0, records)
+        self._snapshots += 1
+        for r in records:
+            if r.probe == "watch" and r.metric == "count":
+                self._first_counts.setdefault(r.subject, r.value)
+                self._last_counts[r.subject] = r.value
+            elif r.probe == "process" and r.metric == "rss" and self._bar is not None:
+                self._bar.set_postfix_str(f"rss={r.value / _MiB:.0f} MiB, snapshots={self._snapshots}", refresh=False)
+        del records
+        self._schedule(step, cost)
+
+    def _schedule(self, step: int, cost: float) -> None:
+        if self.every != "auto":
+            self._next = step + int(self.every)
+            return
+        per_step = self._work_s / self._steps_since if self._steps_since else 0.0
+        k = 1
+        if per_step > 0:
+            k = max(1, math.ceil(cost / (self.overhead * per_step)))
+        if self._total:
+            k = min(k, max(1, self._total // self.min_snapshots))
+        elif per_step == 0:
+            k = 1
+        self._next = step + k
+        self._work_s = 0.0
+        self._steps_since = 0
+
+    def _self_bytes(self) -> int:
+        state: list[Any] = [self._first_counts, self._last_counts, self._params]
+        for p in (self._census_probe, self._watch_probe):
+            if p is not None:
+                state.append(vars(p) if hasattr(p, "__dict__") else p)
+        return deep_sizes(state)
+
+    def _event(self, event: str, message: str) -> None:
+        assert self._writer is not None
+        self._writer.write({"kind": "event", "step": self._done, "elapsed_s": time.perf_counter() - self._t0,
+                            "event": event, "message": message})
+
+    def _finish(self, reason: str, message: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        writer = self._writer
+        assert writer is not None
+        try:
+            if reason in ("error", "interrupted") and self._done and self._snapshots:
+                try:  # the state when it broke is evidence too
+                    self._snapshot(self._done)
+                except Exception:
+                    pass
+            if self._watch_probe is not None:
+                for pattern, close in self._watch_probe.unmatched().items():
+                    hint = f"; did you mean {', '.join(close)}?" if close else (
+                        "; check the spelling, or import the module that defines it before tracking")
+                    msg = f"watch: no class matches {pattern!r}{hint} (its count and bytes were not measured)"
+                    warnings.warn(msg, TokdiagWarning, stacklevel=4)
+                    writer.write({"kind": "warning", "message": msg})
+                if self.why_alive and reason != "interrupted":
+                    self._record_retention(writer)
+            writer.write({"kind": "end", "reason": reason, "step": self._done,
+                          "elapsed_s": time.perf_counter() - self._t0, "message": message})
+        finally:
+            writer.close()
+            if self._alloc_probe is not None:
+                self._alloc_probe.stop()
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = None
+        assert self._journal_path is not None
+        self.run = Run.from_journal(read_journal(self._journal_path), live=True)
+        if self._temp_journal:
+            self._journal_path.unlink(missing_ok=True)
+            self.run.journal = None
+
+    def _record_retention(self, writer: JournalWriter) -> None:
+        grown = [s for s, last in self._last_counts.items() if last > self._first_counts.get(s, 0) and last > 0]
+        if not grown:
+            return
+        try:
+            from tokdiag.retention import why_alive
+        except ImportError:  # pragma: no cover - retention is part of the package
+            return
+        for subject in grown:
+            try:
+                chains = why_alive(subject, max_chains=3)
+            except Exception as exc:  # evidence gathering must not lose the run
+                writer.write({"kind": "warning", "message": f"why_alive({subject!r}) failed: {exc!r}"})
+                continue
+            writer.write({"kind": "retention", "subject": subject, "chains": [c.as_dict() for c in chains]})
+            del chains
+
+
+def _check_step_callable(step: Any) -> Callable[[int], Any]:
+    if not callable(step):
+        raise ConfigError(
+            f"step={step!r} is not callable; pass a function taking the step index, e.g. "
+            "td.track(lambda i: handle_request(i), steps=500)")
+    try:
+        sig = inspect.signature(step)
+    except (TypeError, ValueError):
+        return step
+    try:
+        sig.bind(0)
+    except TypeError:
+        raise ConfigError(
+            f"step={getattr(step, '__qualname__', step)!r}{sig} cannot be called with the step index; "
+            "it must accept one positional argument, e.g. def step(i): ...") from None
+    return step
+
+
+def track(step: Callable[[int], Any], steps: int, **options: Any) -> Run:
+    """Run ``step(i)`` for ``i`` in ``range(steps)`` under a :class:`Tracker` and return the :class:`Run`.
+
+    Options are the :class:`Tracker` parameters. If ``step`` raises, the
+    journal records the error and the exception propagates.
+
+    >>> import tokdiag as td
+    >>> run = td.track(lambda i: None, steps=3, census=False, progress=False)
+    >>> run.status, run.steps
+    ('completed', [0, 1, 2, 3])
+    """
+    step = _check_step_callable(step)
+    steps = _check_steps(steps)
+    tracker = Tracker(**options)
+    with tracker:
+        for i in tracker.steps(steps):
+            step(i)
+    assert tracker.run is not None
+    return tracker.run
