@@ -190,7 +190,6 @@ class Tracker:
     def _start(self, total: int | None) -> None:
         if self._started:
             raise ConfigError("this Tracker has already run; create a new Tracker (or call td.track) for another run")
-        self._started = True
         if self._journal_path is None:
             fd, tmp = tempfile.mkstemp(prefix=f"tokdiag-{self.name}-", suffix=".jsonl")
             os.close(fd)
@@ -198,6 +197,7 @@ class Tracker:
             self._overwrite = True
         params = {"steps": total, **self._params}
         self._writer = JournalWriter(self._journal_path, make_header(self.name, params), overwrite=self._overwrite)
+        self._started = True
         if self._alloc_probe is not None:
             self._alloc_probe.start()
         self._t0 = time.perf_counter()

@@ -160,26 +160,33 @@ class CensusProbe:
     """Per-type count and shallow bytes, plus bytes not owned by caches or watched classes.
 
     To keep journals small only types that matter are written: at least
-    ``min_bytes`` bytes or ``min_count`` objects at some snapshot; once a
-    type is written it is written at every later snapshot (holding only its
-    name) so its series stays continuous.
+    ``min_bytes`` bytes or ``min_count`` objects, or a count that moved by
+    ``min_growth`` since the first snapshot. Once a type is written it is
+    written at every later snapshot (the probe holds only its name and first
+    count) so its series stays continuous; a type first written late was
+    below those thresholds before.
     """
 
     name = "census"
 
-    def __init__(self, *, min_bytes: int = 64 * 1024, min_count: int = 500) -> None:
-        if min_bytes < 0 or min_count < 0:
-            raise ValueError(f"min_bytes={min_bytes}, min_count={min_count}: both must be >= 0")
+    def __init__(self, *, min_bytes: int = 64 * 1024, min_count: int = 500, min_growth: int = 50) -> None:
+        if min(min_bytes, min_count, min_growth) < 0:
+            raise ValueError(f"min_bytes={min_bytes}, min_count={min_count}, min_growth={min_growth}: must be >= 0")
         self.min_bytes = min_bytes
         self.min_count = min_count
+        self.min_growth = min_growth
         self._kept: set[str] = set()
+        self._first: dict[str, int] | None = None
 
     def collect(self, ctx: SnapshotContext) -> list[Record]:
         rows = take_census(ctx.heap, ctx.seen.ids if len(ctx.seen) else None)
+        if self._first is None:
+            self._first = {name: n for name, (n, _b, _u) in rows.items()}
+        first = self._first
         recs: list[Record] = []
         for name, (n, b, u) in rows.items():
             if name not in self._kept:
-                if b < self.min_bytes and n < self.min_count:
+                if b < self.min_bytes and n < self.min_count and abs(n - first.get(name, 0)) < self.min_growth:
                     continue
                 self._kept.add(name)
             recs.append(Record("census", name, "count", float(n), OBJECTS))

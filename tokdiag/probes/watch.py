@@ -74,6 +74,7 @@ class WatchProbe:
         # type -> pattern, by weak reference (classes can be garbage collected)
         self._decided: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
         self.matched: dict[str, set[str]] = {p: set() for p in self.patterns}
+        self._primed = False
 
     def _pattern_for(self, t: type) -> str | None:
         try:
@@ -88,7 +89,15 @@ class WatchProbe:
             self.matched[found].add(type_name(t))
         return found
 
+    def _prime(self) -> None:
+        """Match every class alive now, so a class with no instances yet is counted as 0."""
+        for t in all_classes():
+            self._pattern_for(t)
+        self._primed = True
+
     def collect(self, ctx: SnapshotContext) -> list[Record]:
+        if not self._primed:
+            self._prime()
         heap = ctx.heap
         kinds = set(map(type, heap))
         watched = {t for t in kinds if self._pattern_for(t) is not None}

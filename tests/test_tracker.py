@@ -1,0 +1,295 @@
+"""The tracker on workloads that really leak and really don't."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import weakref
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import tokdiag as td
+from tokdiag.records import COLUMNS
+
+
+class LeakyAgent:
+    def __init__(self, i: int) -> None:
+        self.i = i
+        self.payload = bytes(4096)  # a new object per agent (a literal b"p" * 4096 would be one shared constant)
+
+
+class Message:
+    def __init__(self, agent: LeakyAgent) -> None:
+        self.agent = agent
+        self.text = "hello " * 50
+
+
+_RETAINED: list[LeakyAgent] = []
+
+
+def _values(run: td.Run, probe: str, subject: str, metric: str) -> list[float]:
+    return run.series(probe, subject, metric).tolist()
+
+
+def test_timeline_columns_and_first_last_snapshots():
+    run = td.track(lambda i: None, steps=25, every=10, progress=False, census=False)
+    assert list(run.timeline.columns) == list(COLUMNS)
+    assert run.steps == [0, 10, 20, 25]
+    assert run.status == "completed"
+    assert set(run.timeline["probe"]) >= {"process", "tracker"}
+
+
+def test_leaking_workload_shows_growth_under_the_right_owner():
+    _RETAINED.clear()
+    name = f"{__name__}.LeakyAgent"
+
+    def leak(i: int) -> None:
+        _RETAINED.append(LeakyAgent(i))
+
+    try:
+        run = td.track(leak, steps=60, every=10, watch=["LeakyAgent"], progress=False)
+    finally:
+        _RETAINED.clear()
+    counts = _values(run, "watch", name, "count")
+    assert counts == [0, 10, 20, 30, 40, 50, 60]
+    sizes = _values(run, "watch", name, "bytes")
+    per_agent = (sizes[-1] - sizes[1]) / 50
+    assert 4096 < per_agent < 4096 + 1024  # the payload plus the instance, nothing more
+    # the census sees the class too, once its count has moved by min_growth (50)
+    assert run.series("census", name, "count").tolist() == [50, 60]
+
+
+def test_bounded_cache_fills_then_stops():
+    @functools.lru_cache(maxsize=20)
+    def lookup(i: int) -> bytes:
+        return bytes(2048)
+
+    def work(i: int) -> None:
+        lookup(i)
+
+    run = td.track(work, steps=100, every=10, caches=[td.cache(lookup, name="lookup")], progress=False)
+    entries = _values(run, "cache", "lookup", "entries")
+    assert entries[:3] == [0, 10, 20]
+    assert entries[2:] == [20] * (len(entries) - 2)  # full at step 20, then nothing more
+    size = _values(run, "cache", "lookup", "bytes")
+    assert size[-1] == size[3]  # bytes settle too
+    assert size[-1] > 20 * 2048
+
+
+def test_watch_partition_counts_a_shared_agent_once_under_the_first_owner():
+    agents = [LeakyAgent(i) for i in range(10)]
+    messages = [Message(a) for a in agents]
+    a_name, m_name = f"{__name__}.LeakyAgent", f"{__name__}.Message"
+
+    run = td.track(lambda i: None, steps=1, watch=["Message", "LeakyAgent"], census=False, progress=False)
+    m_bytes = _values(run, "watch", m_name, "bytes")[-1]
+    a_bytes = _values(run, "watch", a_name, "bytes")[-1]
+    assert a_bytes == 0  # every agent is reachable from a message, listed first
+    assert m_bytes > 10 * 4096
+
+    run2 = td.track(lambda i: None, steps=1, watch=["LeakyAgent", "Message"], census=False, progress=False)
+    a2 = _values(run2, "watch", a_name, "bytes")[-1]
+    m2 = _values(run2, "watch", m_name, "bytes")[-1]
+    assert a2 > 10 * 4096 and m2 < 10 * 4096
+    assert abs((a2 + m2) - (a_bytes + m_bytes)) <= 64  # the same bytes, split differently
+
+    # a cache comes before every watched class
+    cache = {i: a for i, a in enumerate(agents)}
+    run3 = td.track(lambda i: None, steps=1, watch=["LeakyAgent"], caches=[td.cache(lambda: cache, name="c")],
+                    census=False, progress=False)
+    assert _values(run3, "watch", a_name, "bytes")[-1] == 0
+    assert _values(run3, "cache", "c", "bytes")[-1] > 10 * 4096
+    del messages, agents, cache
+
+
+def test_tracker_holds_no_reference_to_what_it_measured():
+    refs: list[weakref.ref] = []
+
+    def make(i: int) -> None:
+        obj = LeakyAgent(i)
+        refs.append(weakref.ref(obj))
+        _RETAINED.append(obj)
+
+    try:
+        run = td.track(make, steps=20, every=5, watch=["LeakyAgent"], progress=False)
+    finally:
+        _RETAINED.clear()
+    assert _values(run, "watch", f"{__name__}.LeakyAgent", "count")[-1] == 20
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def test_noop_workload_is_flat_and_tokdiag_retains_little():
+    run = td.track(lambda i: None, steps=1000, progress=False)
+    tl = run.timeline
+    gc_objects = run.series("process", "process", "gc_objects")
+    # after the first snapshot warms tokdiag's own caches, the heap does not grow
+    assert gc_objects.iloc[-1] - gc_objects.iloc[1] < 200
+    counts = tl[(tl.probe == "census") & (tl.metric == "count")].pivot_table(index="step", columns="subject", values="value")
+    growth = (counts.iloc[-1] - counts.iloc[1]).abs()
+    assert growth.max() < 100, growth.sort_values().tail()
+    rss = run.series("process", "process", "rss")
+    assert rss.iloc[-1] - rss.iloc[1] < 2 * 2**20
+    assert run.series("tracker", "tokdiag", "self_bytes").max() < 2**20
+
+
+def test_loop_form_and_early_break(tmp_path: Path):
+    with td.Tracker(journal=tmp_path / "loop.jsonl", census=False, progress=False, every=2) as tr:
+        for i in tr.steps(100):
+            if i == 7:
+                break
+    assert tr.run is not None
+    assert tr.run.status == "completed"
+    assert "7 steps" in tr.run.message
+
+
+def test_error_in_step_is_journalled_and_raised(tmp_path: Path):
+    path = tmp_path / "err.jsonl"
+
+    def boom(i: int) -> None:
+        if i == 5:
+            raise RuntimeError("model server went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        td.track(boom, steps=50, every=2, journal=path, census=False, progress=False)
+    run = td.load(path)
+    assert run.status == "error"
+    assert "RuntimeError: model server went away" in run.message
+    assert run.steps[-1] == 5  # the state when it broke was snapshotted
+
+
+def test_budget_guard_stops_a_runaway_workload(tmp_path: Path):
+    hog: list[bytearray] = []
+    start_mb = td.Tracker()._process.rss() / 2**20
+    path = tmp_path / "budget.jsonl"
+
+    def runaway(i: int) -> None:
+        hog.append(bytearray(8 * 2**20))  # 8 MiB per step, touched
+        hog[-1][::4096] = b"x" * len(hog[-1][::4096])
+
+    run = td.track(runaway, steps=1000, every=5, budget_mb=start_mb + 120, journal=path, census=False,
+                   progress=False)
+    hog.clear()
+    assert run.status == "budget"
+    assert run.steps[-1] < 40
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    events = [x for x in lines if x["kind"] == "event"]
+    assert events and events[0]["event"] == "budget" and "passed budget_mb" in events[0]["message"]
+    assert lines[-1]["kind"] == "end" and lines[-1]["reason"] == "budget"
+
+
+def test_sigkill_mid_run_keeps_every_finished_snapshot(tmp_path: Path):
+    path = tmp_path / "killed.jsonl"
+    script = textwrap.dedent(f"""
+        import time, tokdiag as td
+        keep = []
+        def step(i):
+            keep.append(bytearray(100_000))
+            time.sleep(0.01)
+        td.track(step, steps=100_000, every=5, journal={str(path)!r}, census=False, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if path.exists() and path.read_text().count('"kind": "snapshot"') >= 4:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    written = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    snapshots = [x for x in written if x["kind"] == "snapshot"]
+    assert len(snapshots) >= 4
+    run = td.load(path)
+    assert run.status == "killed"
+    assert run.steps == [s["step"] for s in snapshots]
+    rss = run.series("process", "process", "rss")
+    assert rss.iloc[-1] > rss.iloc[0]
+
+
+def test_truncated_last_line_is_tolerated(tmp_path: Path):
+    path = tmp_path / "cut.jsonl"
+    td.track(lambda i: None, steps=10, every=2, journal=path, census=False, progress=False)
+    lines = path.read_text().splitlines(keepends=True)
+    # drop the end line and cut the last snapshot mid-write
+    body = "".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2]
+    path.write_text(body)
+    run = td.load(path)
+    assert run.status == "killed" and "cut mid-write" in run.message
+    assert run.steps == [0, 2, 4, 6, 8]
+
+
+def test_journal_is_readable_by_plain_pandas(tmp_path: Path):
+    path = tmp_path / "plain.jsonl"
+    td.track(lambda i: None, steps=4, every=2, journal=path, census=False, progress=False, params={"who": "test"})
+    df = pd.read_json(path, lines=True)
+    assert df["kind"].tolist() == ["header", "snapshot", "snapshot", "snapshot", "end"]
+    header = df.iloc[0]
+    assert header["params"]["who"] == "test" and header["tokdiag"] == td.__version__
+    run = td.load(path)
+    assert run.params["who"] == "test" and run.params["steps"] == 4
+
+
+def test_existing_journal_is_not_overwritten(tmp_path: Path):
+    path = tmp_path / "once.jsonl"
+    td.track(lambda i: None, steps=1, journal=path, census=False, progress=False)
+    with pytest.raises(td.ConfigError, match="already exists.*overwrite=True"):
+        td.track(lambda i: None, steps=1, journal=path, census=False, progress=False)
+    td.track(lambda i: None, steps=1, journal=path, census=False, progress=False, overwrite=True)
+
+
+# -- bad inputs: each names the value and the fix ------------------------------------------
+
+def test_bad_steps_and_step_callable():
+    with pytest.raises(td.ConfigError, match=r"steps=0: must be a positive integer"):
+        td.track(lambda i: None, steps=0)
+    with pytest.raises(td.ConfigError, match=r"steps=-3"):
+        td.track(lambda i: None, steps=-3)
+    with pytest.raises(td.ConfigError, match=r"step='run' is not callable; pass a function taking the step index"):
+        td.track("run", steps=3)  # type: ignore[arg-type]
+    with pytest.raises(td.ConfigError, match=r"cannot be called with the step index"):
+        td.track(lambda: None, steps=3)  # type: ignore[arg-type]
+    with pytest.raises(td.ConfigError, match=r"every=0"):
+        td.Tracker(every=0)
+    with pytest.raises(td.ConfigError, match=r"budget_mb=-1"):
+        td.Tracker(budget_mb=-1)
+
+
+def test_unknown_cache_path_names_the_value_and_the_fix():
+    with pytest.raises(td.TargetError, match=r"'no_such_pkg_xyz:CACHE'.*cannot be imported"):
+        td.cache("no_such_pkg_xyz:CACHE")
+    with pytest.raises(td.TargetError, match=r"has no attribute 'ENCODNGS'.*did you mean ENCODINGS"):
+        td.cache("tiktoken.registry:ENCODNGS")
+    with pytest.raises(td.TargetError, match=r"expected 'package.module:attribute'"):
+        td.cache("tiktoken.registry.ENCODINGS")
+
+
+class RewardAgent:
+    pass
+
+
+def test_unknown_watch_name_warns_with_close_matches(tmp_path: Path):
+    keep = RewardAgent()
+    path = tmp_path / "typo.jsonl"
+    with pytest.warns(td.TokdiagWarning, match=r"no class matches 'RewardAgnet'; did you mean RewardAgent\?"):
+        run = td.track(lambda i: None, steps=2, watch=["RewardAgnet"], journal=path, census=False, progress=False)
+    assert any("RewardAgnet" in w for w in run.warnings)
+    assert any("RewardAgnet" in w for w in td.load(path).warnings)  # it is in the journal too
+    del keep
+
+
+def test_watch_name_of_a_class_without_instances_does_not_warn(recwarn):
+    td.track(lambda i: None, steps=1, watch=["RewardAgent"], census=False, progress=False)
+    assert not [w for w in recwarn if issubclass(w.category, td.TokdiagWarning)]
