@@ -22,8 +22,9 @@ PR #765 (see ``DESIGN.md``), on real vocabularies and without network access:
     ``extra_vocab_file`` path).
 
 ``tokdiag.workloads.agents``
-    A pure-Python agent application (``RewardAgent``, ``MemoryEventMessage``,
-    an event bus, history, browser snapshots) with one toggle per retention path.
+    ``agent_workload(...)``: a pure-Python agent application (``RewardAgent``,
+    ``MemoryEventMessage``, an event bus, history, browser snapshots) with one
+    toggle per retention path.
 
 ``tokdiag.workloads.aworld``
     The real ``aworld`` 0.3.2 package (the ``tokdiag[aworld]`` extra): its
