@@ -1,0 +1,49 @@
+"""Packaging: the public surface, and pyproject.toml agreeing with environment.yml."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+import tokdiag
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_public_api_is_exactly_all():
+    public = {n for n in dir(tokdiag) if not n.startswith("_")} - {
+        # submodules imported as a side effect of importing the package
+        "errors", "journal", "probes", "records", "run", "sizing", "timeline", "tracker", "analysis",
+        "retention", "workloads",
+    }
+    assert set(tokdiag.__all__) - {"__version__"} == public
+    assert tokdiag.__all__ == sorted(tokdiag.__all__, key=lambda s: (s.startswith("_"), s.lower())) or \
+        tokdiag.__all__ == sorted(tokdiag.__all__)
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_lists_the_same_packages_as_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"])
+    for extra in ("aworld", "dev"):
+        wanted |= set(project["optional-dependencies"][extra])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    listed = {p for p in pip if not p.startswith("-e")}
+    assert {r.replace(" ", "") for r in listed} == {r.replace(" ", "") for r in wanted}
+
+
+def test_readme_commands_exist_in_the_makefile():
+    readme = (ROOT / "README.md").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("report", "test"):
+        assert f"make {target}" in readme
+        assert re.search(rf"^{target}:", makefile, re.M)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci

@@ -1,0 +1,111 @@
+"""deep_size against pympler, the census against a reference count."""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+from pympler import asizeof
+
+import tokdiag as td
+from tokdiag.probes.census import take_census, type_name
+from tokdiag.sizing import shallow_size
+
+
+@dataclass
+class Msg:
+    role: str
+    content: str
+    meta: dict = field(default_factory=dict)
+
+
+def _vocab(n: int) -> dict[bytes, int]:
+    return {f"tok{i:06d}-{'x' * (i % 13)}".encode(): i for i in range(n)}
+
+
+@pytest.mark.parametrize("shape", ["vocab", "messages", "dataclasses", "mixed"])
+def test_deep_size_agrees_with_pympler_within_one_percent(shape: str):
+    if shape == "vocab":
+        obj: object = _vocab(150_000)
+    elif shape == "messages":
+        obj = [{"role": "user", "content": f"question {i} " * 20, "meta": {"i": i, "tags": ["a", "b"]}}
+               for i in range(3000)]
+    elif shape == "dataclasses":
+        obj = [Msg("assistant", f"answer {i} " * 30, {"step": i}) for i in range(3000)]
+    else:
+        obj = {"history": [Msg("user", "x" * i) for i in range(300)], "blob": bytes(10_000), "n": 10**30}
+    ours = td.deep_size(obj)  # first: pympler materialises instance __dict__s on 3.11
+    theirs = asizeof.asizeof(obj)
+    assert abs(ours - theirs) <= 0.01 * theirs, (ours, theirs)
+
+
+def test_deep_size_sees_objects_the_gc_does_not_track():
+    payload = {"k": "v" * 10_000}  # a dict of atoms: untracked, and so is the str
+    assert not gc.is_tracked(payload)
+    assert td.deep_size([payload]) > 10_000
+    assert td.deep_size(b"x" * 5000) >= 5000
+
+
+def test_shared_seen_splits_bytes_between_owners_without_double_counting():
+    shared = bytes(50_000)
+    a, b = [shared], [shared]
+    seen = td.Seen()
+    first, second = td.deep_size(a, seen), td.deep_size(b, seen)
+    assert first > 50_000 > second
+    both = [a, b]
+    assert first + second == td.deep_size(both) - shallow_size(both)
+
+
+def test_deep_size_does_not_follow_classes_modules_or_functions():
+    class Holder:
+        pass
+
+    h = Holder()
+    h.mod = sys
+    h.fn = test_deep_size_sees_objects_the_gc_does_not_track
+    assert td.deep_size(h) < 1000
+
+
+def test_census_counts_match_a_reference_count():
+    class Marker:
+        pass
+
+    keep = [Marker() for _ in range(1234)]
+    gc.collect()
+    heap = gc.get_objects()
+    rows = take_census(heap)
+    reference = Counter(type_name(type(o)) for o in heap)
+    ref_bytes = Counter()
+    for o in heap:
+        ref_bytes[type_name(type(o))] += (sys.getsizeof(o) + 7) & ~7
+    del heap
+    assert rows[type_name(Marker)][0] == 1234
+    for name in ("builtins.dict", "builtins.list", "builtins.function", type_name(Marker)):
+        assert rows[name][0] == reference[name]
+        assert rows[name][1] == ref_bytes[name]
+    del keep
+
+
+def test_census_dataframe():
+    df = td.census()
+    assert list(df.columns) == ["type", "count", "bytes"]
+    assert df["bytes"].is_monotonic_decreasing
+    assert (df["type"] == "builtins.dict").any()
+
+
+def test_unowned_bytes_leave_out_what_an_owner_claimed():
+    class Owned:
+        pass
+
+    objs = [Owned() for _ in range(100)]
+    gc.collect()
+    seen = td.Seen()
+    td.deep_size(objs[:40], seen)
+    heap = gc.get_objects()
+    count, total, unowned = take_census(heap, seen.ids)[type_name(Owned)]
+    del heap
+    assert count == 100
+    assert unowned == total * 60 // 100
