@@ -17,11 +17,12 @@ def test_public_api_is_exactly_all():
     public = {n for n in dir(tokdiag) if not n.startswith("_")} - {
         # submodules imported as a side effect of importing the package
         "errors", "journal", "probes", "records", "run", "sizing", "timeline", "tracker", "analysis",
-        "retention", "workloads",
+        "retention", "workloads", "annotations",
     }
     assert set(tokdiag.__all__) - {"__version__"} == public
-    assert tokdiag.__all__ == sorted(tokdiag.__all__, key=lambda s: (s.startswith("_"), s.lower())) or \
-        tokdiag.__all__ == sorted(tokdiag.__all__)
+    assert tokdiag.__all__ == sorted(tokdiag.__all__, key=lambda s: (s[0].islower(), s))
+    for name in tokdiag.__all__:
+        assert getattr(tokdiag, name) is not None
 
 
 def _name(req: str) -> str:

@@ -34,21 +34,25 @@ __all__ = [
     "__version__",
     "cache",
     "census",
+    "compare",
     "deep_size",
     "load",
     "presets",
     "track",
+    "why_alive",
 ]
+
+_LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.retention"}
 
 
 def __getattr__(name: str) -> object:
     # Analysis entry points, imported on first use so `import tokdiag` stays light.
-    if name == "compare":
-        from tokdiag.analysis import compare
+    if name in _LAZY:
+        import importlib
 
-        return compare
-    if name == "why_alive":
-        from tokdiag.retention import why_alive
-
-        return why_alive
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tokdiag' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
