@@ -1,0 +1,16 @@
+"""Analysis: turn a timeline into answers.
+
+- :func:`verdicts` / :func:`classify`: leak, bounded, step, flat or
+  inconclusive per series, with growth per step and its interval;
+- :func:`ledger`: RSS growth split between owners, the rest unexplained;
+- :func:`compare`: two runs side by side, and whether a difference is real.
+
+Only numpy and pandas are imported here (never plotly, never the tracker):
+analysis reads timelines and returns DataFrames.
+"""
+
+from __future__ import annotations
+
+from tokdiag.analysis.verdicts import LABELS, PRACTICAL_MIN, Verdict, classify, verdicts
+
+__all__ = ["LABELS", "PRACTICAL_MIN", "Verdict", "classify", "verdicts"]
