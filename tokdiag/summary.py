@@ -1,0 +1,137 @@
+"""The sidecar ``summary.json`` a notebook writes so a batch index can show its headline verdicts.
+
+A notebook's last cell calls :func:`write_summary` with a few headlines, one
+per series that matters::
+
+    from tokdiag.summary import write_summary
+    write_summary(output_dir, [
+        ("app.agents.RewardAgent", "leak", "+2.1 KiB/step"),
+        ("tiktoken.registry:ENCODINGS", "bounded", "settles at 1 entry"),
+    ], title="Agent objects, 300 tasks")
+
+``tokdiag batch`` reads it back with :func:`read_summary` and puts the
+headlines on ``index.html``. The file is plain JSON::
+
+    {"tokdiag_summary": 1, "title": "...",
+     "headlines": [{"subject": "...", "verdict": "leak", "detail": "..."}]}
+
+It is written atomically (temp file, then rename), so a run killed while
+writing leaves the previous summary or none, never half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tokdiag.errors import ConfigError
+
+SUMMARY_FILE = "summary.json"
+"""File name of the sidecar inside a run's ``output_dir``."""
+
+FORMAT_VERSION = 1
+
+VERDICTS: tuple[str, ...] = ("leak", "step", "bounded", "flat", "inconclusive")
+"""The verdict labels of tokdiag's analysis, most alarming first (others are shown as given)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Headline:
+    """One headline verdict: what (``subject``), the verdict label, and a short detail."""
+
+    subject: str
+    verdict: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The content of a ``summary.json``."""
+
+    headlines: tuple[Headline, ...]
+    title: str = ""
+
+
+HeadlineLike = Headline | Mapping[str, Any] | tuple[Any, ...]
+
+
+def _headline(item: object, index: int) -> Headline:
+    if isinstance(item, Headline):
+        return item
+    if isinstance(item, Mapping):
+        verdict = item.get("verdict", item.get("label"))
+        if "subject" not in item or verdict is None:
+            raise ConfigError(f"headline {index} ({item!r}) needs keys 'subject' and 'verdict' (or 'label'); "
+                              "e.g. {'subject': 'RewardAgent', 'verdict': 'leak', 'detail': '+2 KiB/step'}")
+        return Headline(str(item["subject"]), str(verdict), str(item.get("detail", "") or ""))
+    if isinstance(item, tuple) and len(item) in (2, 3):
+        return Headline(*(str(part) for part in item))
+    subject, verdict = getattr(item, "subject", None), getattr(item, "label", getattr(item, "verdict", None))
+    if subject is not None and verdict is not None:  # a verdict object from tokdiag.analysis
+        return Headline(str(subject), str(verdict), str(getattr(item, "detail", "") or ""))
+    raise ConfigError(f"headline {index} is {item!r}; give a Headline, a (subject, verdict[, detail]) tuple, "
+                      "or a mapping with 'subject' and 'verdict'")
+
+
+def _rows(headlines: object) -> Iterable[object]:
+    to_dict = getattr(headlines, "to_dict", None)
+    if callable(to_dict) and hasattr(headlines, "columns"):  # a pandas DataFrame (a verdict table)
+        return list(to_dict(orient="records"))
+    if isinstance(headlines, Mapping):  # {subject: verdict}
+        return [(k, v) for k, v in headlines.items()]
+    if isinstance(headlines, (str, bytes)) or not isinstance(headlines, Iterable):
+        raise ConfigError(f"headlines must be a list of (subject, verdict[, detail]) or a DataFrame, "
+                          f"not {type(headlines).__name__}")
+    return headlines
+
+
+def write_summary(output_dir: str | os.PathLike[str], headlines: object, *, title: str = "") -> Path:
+    """Write ``summary.json`` into ``output_dir`` and return its path.
+
+    ``headlines``: an iterable of :class:`Headline`, ``(subject, verdict[,
+    detail])`` tuples or mappings with ``subject`` and ``verdict`` (or
+    ``label``) keys; a ``{subject: verdict}`` dict; or a DataFrame with those
+    columns (e.g. a verdict table).
+
+    >>> import tempfile
+    >>> path = write_summary(tempfile.mkdtemp(), [("RewardAgent", "leak", "+2 KiB/step")])
+    >>> read_summary(path.parent).headlines[0].verdict
+    'leak'
+    """
+    items = tuple(_headline(item, i) for i, item in enumerate(_rows(headlines)))
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"tokdiag_summary": FORMAT_VERSION, "title": str(title),
+               "headlines": [asdict(h) for h in items]}
+    target = folder / SUMMARY_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".summary-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=1, ensure_ascii=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_summary(run_dir: str | os.PathLike[str]) -> Summary | None:
+    """The summary in ``run_dir`` (a folder, or the ``summary.json`` itself); None if absent or unreadable.
+
+    A batch index must render whatever a notebook managed to write, so a
+    malformed file is treated as absent rather than raising.
+    """
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / SUMMARY_FILE
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        items = tuple(_headline(item, i) for i, item in enumerate(payload.get("headlines", [])))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    return Summary(headlines=items, title=str(payload.get("title", "")))
