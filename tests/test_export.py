@@ -1,0 +1,203 @@
+"""HTML export: offline, plotly.js once, no absolute paths, hostile strings stay text."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import plotly.graph_objects as go
+import pytest
+
+from tokdiag._execute import execute
+from tokdiag.errors import ConfigError
+from tokdiag.export import (
+    PLOTLY_MIME,
+    export_html,
+    plotly_renderer_setup,
+    report_from_journals,
+    sanitize_html,
+    scrub_notebook,
+)
+
+HERE = Path(__file__).parent
+NOTEBOOKS = HERE / "notebooks"
+REPO = HERE.parent
+CANARY = '<script>window.__canary=1</script><img src=x onerror="window.__canary=2">'
+PLOTLY_BANNER = "* plotly.js v"
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """simple_plot.ipynb executed by a real kernel and exported: (run folder, html path, page text)."""
+    run_dir = tmp_path_factory.mktemp("export") / "run"
+    result = execute(NOTEBOOKS / "simple_plot.ipynb", run_dir / "simple_plot.ipynb",
+                     {"points": 4, "output_dir": "."}, cwd=run_dir)
+    assert result.ok, result.failure
+    page = export_html(result.output, run_dir / "simple_plot.html")
+    return run_dir, page, page.read_text(encoding="utf-8")
+
+
+def _csp(page: str) -> dict[str, list[str]]:
+    """The page's Content-Security-Policy ``<meta>``, as {directive: [sources]}."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Meta(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            values = dict(attrs)
+            if tag == "meta" and (values.get("http-equiv") or "").lower() == "content-security-policy":
+                found.append(values.get("content") or "")
+
+    Meta().feed(page)
+    assert len(found) == 1, "the page must carry exactly one CSP meta tag"
+    return {part.split()[0]: part.split()[1:] for part in found[0].split(";") if part.strip()}
+
+
+def _machine_paths(*extra: Path) -> list[str]:
+    paths = {str(REPO), str(REPO.resolve()), str(Path.home()), sys.prefix, *(str(p) for p in extra)}
+    return sorted(p for p in paths if len(p) > 1)
+
+
+def test_page_loads_nothing_from_the_network(executed: tuple[Path, Path, str]) -> None:
+    _, _, page = executed
+    assert 'src="http' not in page and "src='http" not in page
+    markup = re.sub(r"<script\b[^>]*>.*?</script>", "", page, flags=re.S)  # plotly.js mentions URLs in strings
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", markup)
+    assert "require" not in markup and "mathjax" not in markup.lower()
+    policy = _csp(page)
+    assert policy["default-src"] == ["'none'"] and "connect-src" not in policy
+
+
+def test_plotly_js_is_inlined_exactly_once_for_two_figures(executed: tuple[Path, Path, str]) -> None:
+    _, _, page = executed
+    assert page.count(PLOTLY_BANNER) == 1
+    assert page.count('class="tokdiag-figure"') == 2
+
+
+def test_every_inline_script_is_allowed_by_hash_and_nothing_else(executed: tuple[Path, Path, str]) -> None:
+    _, _, page = executed
+    scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    assert len(scripts) == 2  # plotly.js and the drawing script; figure specs are inert JSON
+    allowed = _csp(page)["script-src"]
+    expected = ["'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'" for s in scripts]
+    assert sorted(allowed) == sorted(expected)
+    others = re.findall(r"<script\b([^>]+)>", page)
+    assert len(others) == 2 and all('type="application/json"' in attrs for attrs in others)
+
+
+def test_no_absolute_paths_of_the_machine(executed: tuple[Path, Path, str]) -> None:
+    run_dir, _, page = executed
+    notebook_text = (run_dir / "simple_plot.ipynb").read_text(encoding="utf-8")
+    scrubbed = json.dumps(scrub_notebook(nbformat.reads(notebook_text, as_version=4), base_dir=run_dir))
+    for path in _machine_paths(run_dir, run_dir.parent):
+        assert path not in page, f"{path!r} leaked into the HTML"
+        assert path not in scrubbed, f"{path!r} left in the scrubbed notebook"
+    assert "working folder: .\n" in page  # the kernel's cwd, printed by the notebook, became relative
+
+
+def test_canary_strings_stay_text(executed: tuple[Path, Path, str]) -> None:
+    _, _, page = executed
+    assert "<script>window.__canary" not in page
+    assert not re.search(r"<img[^>]*onerror", page, flags=re.I)
+    escaped = "&lt;script&gt;window.__canary=1&lt;/script&gt;&lt;img src=x onerror="
+    # DataFrame cells, the printed string, its repr and the unescaped Styler table all show as text
+    assert page.count(escaped) >= 4
+
+
+def test_sanitize_html_keeps_tables_and_escapes_active_content() -> None:
+    table = ('<table class="dataframe" border="1"><tbody><tr><th style="text-align: right;">a</th>'
+             "<td>1</td></tr></tbody></table>")
+    assert sanitize_html(table) == table
+    hostile = sanitize_html(f'<div onclick="x()">{CANARY}</div><a href="javascript:alert(1)">x</a>')
+    assert "<script" not in hostile and "onclick" not in hostile and "<img" not in hostile
+    assert "javascript:" not in hostile
+
+
+def test_scrub_notebook_makes_paths_relative_or_symbolic(tmp_path: Path) -> None:
+    run_dir = tmp_path / "out" / "run"
+    home = Path.home()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"open('{run_dir}/journal.jsonl')\nos.chdir('{run_dir}')\nsys.prefix == '{sys.prefix}'",
+        outputs=[nbformat.v4.new_output("stream", name="stdout", text=f"{home}/data/x.bin\n")])])
+    nb.metadata["papermill"] = {"input_path": str(REPO / "notebooks" / "x.ipynb"), "cwd": str(run_dir)}
+    clean = scrub_notebook(nb, base_dir=run_dir)
+    source = clean.cells[0].source
+    assert "open('journal.jsonl')" in source and "os.chdir('.')" in source and "'$PYTHON'" in source
+    assert clean.cells[0].outputs[0].text == "~/data/x.bin\n"
+    assert clean.metadata.papermill == {"input_path": "notebooks/x.ipynb", "cwd": "."}
+    assert nb.cells[0].source.startswith(f"open('{run_dir}")  # the original is untouched
+
+
+def test_renderer_emits_the_plotly_mime_type_and_a_text_line() -> None:
+    import plotly.io as pio
+
+    plotly_renderer_setup()
+    assert pio.renderers.default == "tokdiag"
+    fig = go.Figure(go.Bar(x=["a"], y=[1])).update_layout(title="Owners")
+    bundle = pio.renderers["tokdiag"].to_mimebundle(fig.to_dict())
+    assert set(bundle) == {PLOTLY_MIME, "text/plain"}
+    assert bundle["text/plain"] == "<plotly figure: Owners>"
+
+
+def _figure_output(fig: go.Figure) -> nbformat.NotebookNode:
+    import plotly.io as pio
+
+    plotly_renderer_setup()
+    return nbformat.v4.new_output("display_data", data=pio.renderers["tokdiag"].to_mimebundle(fig.to_dict()))
+
+
+def test_export_without_a_kernel_handles_foreign_plotly_outputs(tmp_path: Path) -> None:
+    spec_with_script_end = go.Figure(go.Scatter(x=[1], y=[1], name="</script><script>window.__canary=3</script>"))
+    bundle_only = nbformat.v4.new_output("display_data", data={
+        "text/html": "<script>/**\n* plotly.js v9.9.9\n*/ window.PlotlyConfig = {};</script>"})
+    cdn_figure = nbformat.v4.new_output("display_data", data={
+        "text/html": '<div id="x"></div><script>require(["plotly"], function(P){P.newPlot("x", [])});'
+                     "window.Plotly.newPlot('x', [])</script>"})
+    widget = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "abc"}, "text/plain": "  0%|  | 0/5"})
+    js = nbformat.v4.new_output("display_data", data={"application/javascript": "window.__canary=4"})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "...", outputs=[bundle_only, _figure_output(spec_with_script_end), cdn_figure, widget, js])])
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    page = export_html(nb, tmp_path / "page.html", title="foreign outputs").read_text(encoding="utf-8")
+    assert page.count(PLOTLY_BANNER) == 1 and "9.9.9" not in page
+    assert "</script><script>window.__canary=3" not in page
+    assert "cannot be exported offline" in page and "newPlot('x'" not in page
+    assert "0/5" in page and "unpkg" not in page and "window.__canary=4" not in page
+    assert "<title>foreign outputs</title>" in page
+
+
+def test_a_page_without_figures_carries_no_plotly(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# nothing to draw")])
+    page = export_html(nb, tmp_path / "plain.html").read_text(encoding="utf-8")
+    assert PLOTLY_BANNER not in page and _csp(page)["script-src"] == ["'none'"]
+
+
+def test_missing_notebook_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        export_html(tmp_path / "nope.ipynb", tmp_path / "x.html")
+
+
+def test_report_from_journals_rejects_missing_journal(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"journal .*missing\.jsonl.* does not exist"):
+        report_from_journals([tmp_path / "missing.jsonl"], tmp_path / "out")
+    with pytest.raises(ConfigError, match="no journal given"):
+        report_from_journals([], tmp_path / "out")
+
+
+def test_report_from_journals_runs_the_bundled_notebook(tmp_path: Path) -> None:
+    import tokdiag as td
+
+    journal = tmp_path / "runs" / "service.jsonl"
+    td.track(lambda i: None, steps=3, census=False, progress=False, journal=str(journal))
+    page = report_from_journals([journal], tmp_path / "report")
+    text = page.read_text(encoding="utf-8")
+    assert page.name == "journal_report.html" and "service.jsonl" in text
+    assert "rss" in text  # the timeline head was displayed
+    assert str(tmp_path) not in text and "../runs/service.jsonl" in text
