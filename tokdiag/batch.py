@@ -1,0 +1,518 @@
+"""Run a plan of parameterized notebooks, several at once, and write an index page.
+
+A plan is a YAML file::
+
+    title: tokdiag suite            # optional, shown on index.html
+    jobs: 2                         # optional, runs at once (--jobs overrides)
+    timeout: 600                    # optional, seconds allowed per cell
+    runs:
+      - notebook: notebooks/agent_objects.ipynb
+        parameters: {tasks: 300}    # optional
+        grid: {fixed: [false, true]}  # optional: one run per combination
+        name: agents                # optional: folder name (default: notebook name)
+
+A relative ``notebook`` path is looked up in the plan file's folder, then in
+the current folder. Every parameter must be documented in the notebook's
+``parameters`` cell (as :func:`papermill.inspect_notebook` sees it); the whole
+plan is checked before anything runs, and a mistake raises
+:class:`~tokdiag.errors.ConfigError` naming the run, the key and the fix.
+
+Each run gets a folder ``NN-name[-key=value...]`` under the output folder,
+its own kernel (papermill), and the notebook parameter ``output_dir="."``
+with the kernel started in that folder, so the notebook's journal and
+``summary.json`` (see :mod:`tokdiag.summary`) land beside the executed
+notebook and its HTML export. A run that fails (a cell raises, the kernel
+dies, a cell times out) is recorded with its cell and exception and the
+others go on. ``index.html`` lists every run: notebook, parameters, status,
+headline verdicts, duration, and relative links; ``index.json`` holds the same
+for programs.
+
+>>> # doctest: +SKIP
+>>> result = run_batch("plans/default.yaml", "reports", jobs=2)
+>>> result.index
+PosixPath('reports/index.html')
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import itertools
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote
+
+from tokdiag._execute import ExecutionFailure, check_parameters, execute
+from tokdiag.errors import ConfigError
+from tokdiag.summary import VERDICTS, Summary, read_summary
+
+OUTPUT_DIR_PARAMETER = "output_dir"
+"""The notebook parameter tokdiag sets to the run's folder (relative to the kernel's cwd: ``"."``)."""
+
+RUN_MARKER = ".tokdiag-run"
+"""File that marks a folder as written by tokdiag (only such folders are cleared on a re-run)."""
+
+_PLAN_KEYS = ("title", "jobs", "timeout", "runs")
+_RUN_KEYS = ("notebook", "parameters", "grid", "name")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """One notebook execution of a plan: which notebook, with which parameters, into which folder."""
+
+    index: int
+    notebook: Path
+    label: str
+    parameters: Mapping[str, Any]
+    folder_name: str
+    pass_output_dir: bool = True
+
+    def kernel_parameters(self) -> dict[str, Any]:
+        """The parameters papermill injects (the plan's, plus ``output_dir="."`` when documented)."""
+        params = dict(self.parameters)
+        if self.pass_output_dir:
+            params[OUTPUT_DIR_PARAMETER] = "."
+        return params
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated plan (see the module docstring for the file format)."""
+
+    runs: tuple[RunSpec, ...]
+    title: str = "tokdiag batch"
+    jobs: int | None = None
+    timeout: float | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What one run produced. Paths are absolute; the index makes them relative."""
+
+    spec: RunSpec
+    folder: Path
+    duration_s: float
+    failure: ExecutionFailure | None = None
+    notebook: Path | None = None
+    html: Path | None = None
+    journals: tuple[Path, ...] = ()
+    summary: Summary | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """The outcome of :func:`run_batch`: every run (in plan order) and the index page."""
+
+    out_dir: Path
+    index: Path
+    runs: tuple[RunResult, ...] = field(default_factory=tuple)
+
+    @property
+    def failed(self) -> tuple[RunResult, ...]:
+        return tuple(r for r in self.runs if not r.ok)
+
+
+# ---------------------------------------------------------------------------
+# plans
+
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    """Read and validate the plan file at ``path`` (raises :class:`ConfigError` naming any problem)."""
+    import yaml
+
+    plan_path = Path(path)
+    if not plan_path.is_file():
+        raise ConfigError(f"plan file {str(plan_path)!r} does not exist; give the path of a YAML plan "
+                          "(see `tokdiag batch --help` for the format)")
+    try:
+        data = yaml.safe_load(plan_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{plan_path.name}: not valid YAML{where} ({problem}); fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{plan_path.name}: not a text file; a plan is a UTF-8 YAML file") from None
+    return parse_plan(data, base_dir=plan_path.parent, source=plan_path.name)
+
+
+def parse_plan(data: object, *, base_dir: str | os.PathLike[str] = ".", source: str = "plan") -> Plan:
+    """Validate an already-loaded plan (e.g. a dict); relative notebooks resolve against ``base_dir``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: a plan is a mapping with a 'runs' list, got {_kind(data)}; e.g.\n"
+                          "runs:\n  - notebook: notebooks/agent_objects.ipynb\n    parameters: {tasks: 300}")
+    for key in data:
+        if key not in _PLAN_KEYS:
+            raise ConfigError(f"{source}: unknown key {key!r} at the top level; "
+                              f"{_suggest(key, _PLAN_KEYS)}allowed keys: {', '.join(_PLAN_KEYS)}")
+    title = data.get("title", "tokdiag batch")
+    if not isinstance(title, str):
+        raise ConfigError(f"{source}: title must be text, got {title!r}")
+    jobs = data.get("jobs")
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        raise ConfigError(f"{source}: jobs must be a whole number >= 1, got {jobs!r}")
+    timeout = data.get("timeout")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
+        raise ConfigError(f"{source}: timeout must be a number of seconds > 0, got {timeout!r}")
+    runs = data.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise ConfigError(f"{source}: 'runs' must be a non-empty list of runs, got {_kind(runs)}; e.g.\n"
+                          "runs:\n  - notebook: notebooks/agent_objects.ipynb")
+    specs: list[RunSpec] = []
+    for i, run in enumerate(runs):
+        specs.extend(_expand_run(run, where=f"{source}, runs[{i}]", base_dir=Path(base_dir),
+                                 first_index=len(specs) + 1))
+    return Plan(runs=tuple(specs), title=title, jobs=jobs,
+                timeout=float(timeout) if timeout is not None else None, source=source)
+
+
+def _expand_run(run: object, *, where: str, base_dir: Path, first_index: int) -> list[RunSpec]:
+    if not isinstance(run, Mapping):
+        raise ConfigError(f"{where}: each run is a mapping with a 'notebook' key, got {_kind(run)}")
+    for key in run:
+        if key not in _RUN_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r}; {_suggest(key, _RUN_KEYS)}"
+                              f"allowed keys: {', '.join(_RUN_KEYS)}")
+    label = run.get("notebook")
+    if not isinstance(label, str) or not label:
+        raise ConfigError(f"{where}: 'notebook' must be the path of an .ipynb file, got {label!r}")
+    notebook = _resolve_notebook(label, base_dir=base_dir, where=where)
+    parameters = run.get("parameters") or {}
+    if not isinstance(parameters, Mapping):
+        raise ConfigError(f"{where}: 'parameters' must be a mapping of name: value, got {_kind(parameters)}")
+    grid = run.get("grid") or {}
+    if not isinstance(grid, Mapping):
+        raise ConfigError(f"{where}: 'grid' must be a mapping of name: [values], got {_kind(grid)}")
+    for name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: grid.{name} must be a non-empty list of values, e.g. [100, 300]; "
+                              f"got {values!r}")
+        if name in parameters:
+            raise ConfigError(f"{where}: {name!r} is both in 'parameters' and in 'grid'; keep it in one")
+    for name in (*parameters, *grid):
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(f"{where}: parameter name {name!r} is not a Python identifier")
+    documented = check_parameters(notebook, {**parameters, **grid}, reserved=(OUTPUT_DIR_PARAMETER,),
+                                  where=f"{where}: ")
+    pass_output_dir = documented is not None and OUTPUT_DIR_PARAMETER in documented
+    base_name = run.get("name", notebook.stem)
+    if not isinstance(base_name, str) or not base_name.strip():
+        raise ConfigError(f"{where}: 'name' must be non-empty text, got {base_name!r}")
+    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())] or [{}]
+    specs = []
+    for offset, combo in enumerate(combos):
+        index = first_index + offset
+        suffix = "".join(f"-{k}={_slug_value(v)}" for k, v in combo.items())
+        specs.append(RunSpec(index=index, notebook=notebook, label=label, parameters={**parameters, **combo},
+                             folder_name=_slug(f"{index:02d}-{base_name}{suffix}"),
+                             pass_output_dir=pass_output_dir))
+    return specs
+
+
+def _resolve_notebook(label: str, *, base_dir: Path, where: str) -> Path:
+    given = Path(label).expanduser()
+    candidates = [given] if given.is_absolute() else [base_dir / given, Path.cwd() / given]
+    for candidate in candidates:
+        if candidate.is_file():
+            if candidate.suffix != ".ipynb":
+                raise ConfigError(f"{where}: notebook {label!r} is not an .ipynb file")
+            return candidate.resolve()
+    tried = " or ".join(repr(os.path.relpath(c)) if not given.is_absolute() else repr(str(c)) for c in candidates)
+    raise ConfigError(f"{where}: notebook {label!r} not found (looked for {tried}); "
+                      "give a path relative to the plan file or to the current folder")
+
+
+def _slug(text: str, limit: int = 80) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_.")
+    return slug[:limit] or "run"
+
+
+def _slug_value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "+".join(_slug_value(v) for v in value)
+    return str(value)
+
+
+def _suggest(word: object, choices: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _kind(value: object) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:120]
+
+
+# ---------------------------------------------------------------------------
+# running
+
+
+def _prepare_folder(folder: Path) -> None:
+    """Create ``folder``; clear it first if tokdiag wrote it before, refuse if someone else did."""
+    if folder.exists():
+        if (folder / RUN_MARKER).exists():
+            shutil.rmtree(folder)
+        elif folder.is_dir() and any(folder.iterdir()):
+            raise ConfigError(f"folder {str(folder)!r} exists and was not written by tokdiag; "
+                              "choose another output folder (-o) or remove it")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RUN_MARKER).write_text("written by tokdiag; cleared when the run is repeated\n", encoding="utf-8")
+
+
+def run_one(spec: RunSpec, folder: str | os.PathLike[str], *, timeout: float | None = None) -> RunResult:
+    """Execute one run into ``folder``: executed notebook, HTML, journals, summary. Never raises for a failed run."""
+    from tokdiag.export import export_html, scrub_notebook
+
+    import nbformat
+
+    run_dir = Path(folder).resolve()
+    _prepare_folder(run_dir)
+    executed = run_dir / f"{spec.notebook.stem}.ipynb"
+    result = execute(spec.notebook, executed, spec.kernel_parameters(), cwd=run_dir, timeout=timeout)
+    failure = result.failure
+    page: Path | None = None
+    if executed.is_file():
+        try:
+            scrubbed = scrub_notebook(nbformat.read(executed, as_version=4), base_dir=run_dir)
+            nbformat.write(scrubbed, executed)
+            page = export_html(scrubbed, run_dir / f"{spec.notebook.stem}.html",
+                               title=f"{spec.notebook.stem} ({_format_parameters(spec.parameters) or 'defaults'})")
+        except Exception as exc:  # an export bug must not lose the run
+            if failure is None:
+                failure = ExecutionFailure(ename=type(exc).__name__, evalue=f"HTML export failed: {exc}")
+    journals = tuple(sorted(p for p in run_dir.rglob("*.jsonl") if p.is_file()))
+    return RunResult(spec=spec, folder=run_dir, duration_s=result.duration_s, failure=failure,
+                     notebook=executed if executed.is_file() else None, html=page, journals=journals,
+                     summary=read_summary(run_dir))
+
+
+class _Progress:
+    """Plain progress lines, one per start and end of a run (thread-safe)."""
+
+    def __init__(self, stream: TextIO | None, total: int) -> None:
+        self.stream, self.total, self.done = stream, total, 0
+        self.lock = threading.Lock()
+
+    def say(self, text: str) -> None:
+        if self.stream is None:
+            return
+        with self.lock:
+            print(text, file=self.stream, flush=True)
+
+    def started(self, spec: RunSpec) -> None:
+        params = _format_parameters(spec.parameters)
+        self.say(f"[start] {spec.folder_name}" + (f"  ({params})" if params else ""))
+
+    def finished(self, result: RunResult) -> None:
+        with self.lock:
+            self.done += 1
+            done = self.done
+        mark = "ok" if result.ok else "FAILED"
+        detail = "" if result.failure is None else f": {result.failure.describe()}"
+        self.say(f"[{done}/{self.total}] {mark:6} {result.spec.folder_name} in {result.duration_s:.1f}s{detail}")
+
+
+def run_batch(plan: Plan | str | os.PathLike[str], out_dir: str | os.PathLike[str] = "reports", *,
+              jobs: int | None = None, progress: TextIO | None = sys.stderr) -> BatchResult:
+    """Execute every run of ``plan`` (a :class:`Plan` or a plan file), ``jobs`` at a time; write the index.
+
+    ``jobs`` defaults to the plan's ``jobs``, else 2 (never more than the
+    number of runs). Progress lines go to ``progress`` (None: silent). Returns
+    a :class:`BatchResult`; failed runs are in it and on the index page, not
+    raised. Raises :class:`ConfigError` for a bad plan before anything runs.
+    """
+    if not isinstance(plan, Plan):
+        plan = load_plan(plan)
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ConfigError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    workers = max(1, min(jobs or plan.jobs or 2, len(plan.runs)))
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for spec in plan.runs:  # refuse foreign folders before spending minutes on the runs
+        folder = out / spec.folder_name
+        if folder.exists() and not (folder / RUN_MARKER).exists() and folder.is_dir() and any(folder.iterdir()):
+            raise ConfigError(f"folder {str(folder)!r} exists and was not written by tokdiag; "
+                              "choose another output folder (-o) or remove it")
+    report = _Progress(progress, len(plan.runs))
+    report.say(f"tokdiag batch: {len(plan.runs)} runs of {plan.source or 'the plan'}, {workers} at a time")
+
+    def work(spec: RunSpec) -> RunResult:
+        report.started(spec)
+        try:
+            result = run_one(spec, out / spec.folder_name, timeout=plan.timeout)
+        except Exception as exc:  # anything unforeseen fails this run only
+            result = RunResult(spec=spec, folder=out / spec.folder_name, duration_s=0.0,
+                               failure=ExecutionFailure(ename=type(exc).__name__, evalue=str(exc)))
+        report.finished(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokdiag-run") as pool:
+        results = tuple(pool.map(work, plan.runs))
+    index = write_index(results, out, title=plan.title, plan_name=plan.source)
+    failed = sum(1 for r in results if not r.ok)
+    report.say(f"tokdiag batch: {len(results) - failed} ok, {failed} failed; index: "
+               f"{os.path.relpath(index)}")
+    return BatchResult(out_dir=out, index=index, runs=results)
+
+
+# ---------------------------------------------------------------------------
+# the index page
+
+
+def _format_parameters(parameters: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={json.dumps(v, default=str)}"
+                     for k, v in parameters.items())
+
+
+def _href(path: Path, base: Path) -> str:
+    return quote(os.path.relpath(path, base).replace(os.sep, "/"))
+
+
+_VERDICT_HELP = {
+    "leak": "keeps growing at a steady rate to the end of the run",
+    "step": "grew once (a jump) and then stayed level",
+    "bounded": "grew, then settled: a cache filling up or warm-up",
+    "flat": "no growth worth mentioning",
+    "inconclusive": "too few or too noisy points to decide",
+}
+
+_INDEX_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px; color: #1d2430; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+.sub { color: #5b6474; margin-bottom: 16px; }
+table.runs { border-collapse: collapse; width: 100%; }
+table.runs th, table.runs td { border-bottom: 1px solid #e3e6eb; padding: 8px 10px; text-align: left; vertical-align: top; }
+table.runs th { background: #f5f7fa; font-weight: 600; }
+code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; background: #f2f4f7; padding: 1px 4px; border-radius: 3px; word-break: break-word; }
+.status { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 600; font-size: 12px; }
+.status.ok { background: #e3f5e8; color: #176b2c; }
+.status.failed { background: #fde4e4; color: #a11414; }
+.error { color: #a11414; margin-top: 4px; font-size: 13px; }
+.verdict { display: inline-block; min-width: 64px; text-align: center; padding: 0 6px; border-radius: 3px; font-size: 12px; font-weight: 600; margin-right: 6px; }
+.v-leak { background: #d7301f; color: white; } .v-step { background: #fc8d59; color: #1d2430; }
+.v-bounded { background: #fdd49e; color: #1d2430; } .v-flat { background: #c7e9c0; color: #1d2430; }
+.v-inconclusive, .v-other { background: #e3e6eb; color: #1d2430; }
+ul.headlines { margin: 0; padding: 0; list-style: none; } ul.headlines li { margin: 2px 0; }
+.detail { color: #5b6474; }
+.muted { color: #8a93a3; }
+.num { text-align: right; white-space: nowrap; }
+.links a { margin-right: 10px; white-space: nowrap; }
+dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 4px 12px; margin-top: 24px; color: #3b4352; }
+dl.legend dd { margin: 0; }
+"""
+
+
+def _headlines_html(summary: Summary | None) -> str:
+    if summary is None or not summary.headlines:
+        return '<span class="muted">no summary.json</span>'
+    items = []
+    for h in summary.headlines:
+        cls = f"v-{h.verdict}" if h.verdict in VERDICTS else "v-other"
+        detail = f' <span class="detail">{html.escape(h.detail)}</span>' if h.detail else ""
+        items.append(f'<li><span class="verdict {cls}">{html.escape(h.verdict)}</span>'
+                     f"<code>{html.escape(h.subject)}</code>{detail}</li>")
+    return '<ul class="headlines">' + "".join(items) + "</ul>"
+
+
+def _row_html(result: RunResult, base: Path) -> str:
+    spec = result.spec
+    params = "".join(f"<code>{html.escape(part)}</code> " for part in
+                     (_format_parameters({k: v}) for k, v in spec.parameters.items())) or \
+        '<span class="muted">defaults</span>'
+    status = f'<span class="status {result.status}">{result.status}</span>'
+    if result.failure is not None:
+        status += f'<div class="error">{html.escape(result.failure.describe())}</div>'
+    links = []
+    if result.html is not None:
+        links.append(f'<a href="{_href(result.html, base)}">report</a>')
+    if result.notebook is not None:
+        links.append(f'<a href="{_href(result.notebook, base)}">notebook</a>')
+    for journal in result.journals:
+        links.append(f'<a href="{_href(journal, base)}">{html.escape(journal.name)}</a>')
+    title = html.escape(result.summary.title) if result.summary is not None and result.summary.title else ""
+    return (f"<tr><td class=\"num\">{spec.index}</td>"
+            f"<td><strong>{html.escape(spec.notebook.stem)}</strong>"
+            f"{'<div class=detail>' + title + '</div>' if title else ''}"
+            f"<div class=\"muted\">{html.escape(spec.folder_name)}/</div></td>"
+            f"<td>{params}</td><td>{status}</td><td>{_headlines_html(result.summary)}</td>"
+            f"<td class=\"num\">{result.duration_s:.1f} s</td>"
+            f"<td class=\"links\">{''.join(links) or '<span class=muted>none</span>'}</td></tr>")
+
+
+def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *, title: str = "tokdiag batch",
+                plan_name: str = "", now: Callable[[], _dt.datetime] | None = None) -> Path:
+    """Write ``index.html`` and ``index.json`` for ``results`` into ``out_dir``; return the HTML path.
+
+    Every text is escaped, links are relative, and the page loads nothing and
+    runs no script (its Content-Security-Policy forbids both).
+    """
+    from tokdiag.export import csp_meta
+
+    base = Path(out_dir).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = (now or (lambda: _dt.datetime.now().astimezone()))().strftime("%Y-%m-%d %H:%M %Z").strip()
+    failed = sum(1 for r in results if not r.ok)
+    counts = f"{len(results)} runs: {len(results) - failed} ok, {failed} failed"
+    legend = "".join(f'<dt><span class="verdict v-{name}">{name}</span></dt><dd>{html.escape(text)}</dd>'
+                     for name, text in _VERDICT_HELP.items())
+    plan = f" · plan <code>{html.escape(plan_name)}</code>" if plan_name else ""
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+{csp_meta()}
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>{_INDEX_CSS}</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<div class="sub">{html.escape(counts)}{plan} · generated {html.escape(stamp)}</div>
+<table class="runs">
+<thead><tr><th>#</th><th>notebook</th><th>parameters</th><th>status</th><th>headline verdicts</th>
+<th>duration</th><th>files</th></tr></thead>
+<tbody>
+{chr(10).join(_row_html(r, base) for r in results)}
+</tbody>
+</table>
+<dl class="legend">{legend}</dl>
+</body>
+</html>
+"""
+    index = base / "index.html"
+    index.write_text(page, encoding="utf-8")
+    records = [{
+        "index": r.spec.index, "notebook": r.spec.label, "folder": r.spec.folder_name,
+        "parameters": dict(r.spec.parameters), "status": r.status, "duration_s": round(r.duration_s, 3),
+        "error": None if r.failure is None else {"where": r.failure.where, "ename": r.failure.ename,
+                                                 "evalue": r.failure.evalue, "cell_index": r.failure.cell_index},
+        "html": _href(r.html, base) if r.html else None,
+        "executed_notebook": _href(r.notebook, base) if r.notebook else None,
+        "journals": [_href(j, base) for j in r.journals],
+        "headlines": [] if r.summary is None else [
+            {"subject": h.subject, "verdict": h.verdict, "detail": h.detail} for h in r.summary.headlines],
+    } for r in results]
+    (base / "index.json").write_text(json.dumps({"title": title, "plan": plan_name, "runs": records},
+                                                indent=1, default=str), encoding="utf-8")
+    return index

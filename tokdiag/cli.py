@@ -1,0 +1,195 @@
+"""The ``tokdiag`` command: run a notebook, run a plan of notebooks, report on journals.
+
+Exit status: 0 when everything ran, 1 when a notebook failed (its error is
+printed and shown in the HTML), 2 for a usage or configuration error (one
+line on stderr naming the problem and the fix, no traceback), 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from tokdiag.errors import TokdiagError
+
+EPILOG = """\
+examples:
+  tokdiag run notebooks/agent_objects.ipynb -p tasks 300 -o reports/agents
+  tokdiag run notebooks/your_workload.ipynb -p target mypkg.service:handle -p steps 200
+  tokdiag run notebooks/tokenizer_caches.ipynb --list-parameters
+  tokdiag batch plans/default.yaml --jobs 2 -o reports      # then open reports/index.html
+  tokdiag report runs/service.jsonl -o reports/service      # HTML from journals alone
+
+a plan (YAML) for `tokdiag batch`:
+  title: nightly memory check
+  jobs: 2
+  runs:
+    - notebook: notebooks/agent_objects.ipynb
+      parameters: {tasks: 300}
+      grid: {fixed: [false, true]}     # one run per value
+
+exit status: 0 all ran, 1 a notebook failed, 2 bad usage or configuration.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p`` value: JSON or a Python literal when it parses as one, else the text itself.
+
+    >>> parse_value("300"), parse_value("true"), parse_value("False"), parse_value('["A", "B"]')
+    (300, True, False, ['A', 'B'])
+    >>> parse_value("mypkg.mod:fn")
+    'mypkg.mod:fn'
+    """
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return text
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tokdiag")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tokdiag`` command."""
+    parser = _Parser(prog="tokdiag", description="Measure where memory accumulates in long-running "
+                     "LLM agent services: run tokdiag's notebooks and write self-contained HTML reports.",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tokdiag {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="run one notebook with parameters, write the executed notebook and HTML",
+                         description="Run NOTEBOOK in a new kernel (papermill) and export it as offline HTML.",
+                         epilog="example:\n  tokdiag run notebooks/agent_objects.ipynb -p tasks 300 -o reports/agents",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("notebook", metavar="NOTEBOOK", help="the .ipynb file to run")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="set a parameter; VALUE is read as JSON or a Python literal when it is one "
+                          "(300, true, [\"A\", \"B\"]), else as text")
+    run.add_argument("-r", "--parameter-raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="set a parameter to VALUE as text, unparsed")
+    run.add_argument("-o", "--output", metavar="DIR",
+                     help="folder for the executed notebook, HTML, journal and summary (default: reports/NAME)")
+    run.add_argument("--timeout", type=float, metavar="SECONDS", help="seconds allowed per cell (default: none)")
+    run.add_argument("--list-parameters", action="store_true",
+                     help="print the notebook's documented parameters and exit")
+
+    batch = sub.add_parser("batch", help="run a plan of notebooks and parameter sets, several at once",
+                           description="Run every notebook of PLAN (YAML) in its own kernel, JOBS at a time, "
+                                       "and write OUTPUT/index.html.",
+                           epilog=EPILOG.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    batch.add_argument("plan", metavar="PLAN", help="the plan file (YAML)")
+    batch.add_argument("-j", "--jobs", type=int, metavar="N", help="runs at once (default: the plan's jobs, else 2)")
+    batch.add_argument("-o", "--output", metavar="DIR", default="reports",
+                       help="folder for the run folders and index.html (default: reports)")
+    batch.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    report = sub.add_parser("report", help="an HTML report from journal files alone (e.g. from a service)",
+                            description="Load JOURNAL files written by tokdiag and write an HTML report.",
+                            epilog="example:\n  tokdiag report runs/service.jsonl -o reports/service",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("journals", nargs="+", metavar="JOURNAL", help="journal files (.jsonl)")
+    report.add_argument("-o", "--output", metavar="DIR", default="reports/journal_report",
+                        help="folder for the report (default: reports/journal_report)")
+    return parser
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current folder when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tokdiag._execute import check_parameters, notebook_parameters
+    from tokdiag.batch import OUTPUT_DIR_PARAMETER, RunSpec, run_one
+
+    notebook = Path(args.notebook)
+    documented = notebook_parameters(notebook)  # raises ConfigError for a missing or unreadable notebook
+    if args.list_parameters:
+        if documented is None:
+            print(f"{notebook.name} has no cell tagged 'parameters'; it takes no parameters")
+        else:
+            for parameter in documented.values():
+                print(parameter.describe())
+        return 0
+    parameters: dict[str, Any] = {name: parse_value(value) for name, value in args.parameter}
+    parameters.update({name: value for name, value in args.parameter_raw})
+    check_parameters(notebook, parameters, reserved=(OUTPUT_DIR_PARAMETER,))
+    folder = Path(args.output) if args.output else Path("reports") / notebook.stem
+    spec = RunSpec(index=1, notebook=notebook.resolve(), label=str(notebook), parameters=parameters,
+                   folder_name=folder.name,
+                   pass_output_dir=documented is not None and OUTPUT_DIR_PARAMETER in documented)
+    print(f"tokdiag run: {notebook.name} -> {_shown(folder)}/", file=sys.stderr)
+    result = run_one(spec, folder, timeout=args.timeout)
+    shown = _shown(result.html) if result.html else _shown(result.folder)
+    if result.failure is not None:
+        print(f"tokdiag run: {notebook.name} failed at {result.failure.describe()}; see {shown}", file=sys.stderr)
+        return 1
+    print(f"tokdiag run: ok in {result.duration_s:.1f}s; open {shown}", file=sys.stderr)
+    return 0
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from tokdiag.batch import load_plan, run_batch
+
+    plan = load_plan(args.plan)
+    result = run_batch(plan, args.output, jobs=args.jobs, progress=None if args.quiet else sys.stderr)
+    print(_shown(result.index))
+    return 1 if result.failed else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tokdiag.export import report_from_journals
+
+    page = report_from_journals(args.journals, args.output)
+    print(_shown(page))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tokdiag`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+        handler = {"run": _cmd_run, "batch": _cmd_batch, "report": _cmd_report}[args.command]
+        return handler(args)
+    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except TokdiagError as exc:
+        print(f"tokdiag: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. an output folder that cannot be written
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(f"tokdiag: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tokdiag: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
