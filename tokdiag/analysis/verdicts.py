@@ -217,8 +217,14 @@ def _theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float
     ``(N -/+ z*sqrt(Var S)) / 2`` with ``Var S = m(m-1)(2m+5)/18`` (Kendall's
     S, normal approximation, no ties correction: ties only make it narrower,
     so leaving it out is conservative). When ``m`` is too small for that
-    rank to exist the bound is infinite (say so rather than pretend), except
-    when every pairwise slope is the same (an exact line, e.g. exact counts).
+    rank to exist (fewer than 7 points for 99%, fewer than 5 for 90%), the
+    bound comes from the least-squares standard error of the slope instead:
+    ``slope +/- t(m-2) * se`` with Student's t for ``m - 2`` degrees of
+    freedom (:data:`_T_QUANTILES`), so a short run of a few snapshots that
+    grows 40 MB per step with kilobytes of noise is still decided, while two
+    or three noisy points stay wide. With no degrees of freedom left the
+    bound is infinite (say so rather than pretend), except when every
+    pairwise slope is the same (an exact line, e.g. exact counts).
     """
     m = x.size
     nan = float("nan")
@@ -237,11 +243,45 @@ def _theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float
         c = z * sd
         lo_rank = int(math.floor((n_pairs - c) / 2.0))  # 1-based
         hi_rank = int(math.ceil((n_pairs + c) / 2.0)) + 1
-        lo = float(slopes[lo_rank - 1]) if lo_rank >= 1 else (float(slopes[0]) if exact else -math.inf)
-        hi = float(slopes[hi_rank - 1]) if hi_rank <= n_pairs else (float(slopes[-1]) if exact else math.inf)
+        if lo_rank >= 1 and hi_rank <= n_pairs:
+            lo, hi = float(slopes[lo_rank - 1]), float(slopes[hi_rank - 1])
+        elif exact:
+            lo, hi = float(slopes[0]), float(slopes[-1])
+        else:
+            half_width = _ols_half_width(x, y, z)
+            lo, hi = slope - half_width, slope + half_width
         bounds += [lo, hi]
     intercept = float(np.median(y - slope * x))
     return slope, bounds[0], bounds[1], bounds[2], bounds[3], intercept
+
+
+_T_QUANTILES: dict[float, tuple[float, ...]] = {
+    CONFIDENCE_Z: (math.inf, 63.657, 9.925, 5.841, 4.604, 4.032, 3.707, 3.499, 3.355, 3.250, 3.169),
+    TOST_Z: (math.inf, 6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812),
+}
+"""Student's t quantiles (0.995 and 0.95) by degrees of freedom 0-10, for :func:`_ols_half_width`."""
+
+
+def _ols_half_width(x: np.ndarray, y: np.ndarray, z: float) -> float:
+    """Half width of the least-squares slope interval at the level of normal quantile ``z``.
+
+    Used only where Sen's rank interval does not exist (few points). Infinite
+    with fewer than three points.
+    """
+    m = x.size
+    df = m - 2
+    if df < 1:
+        return math.inf
+    xc = x - x.mean()
+    sxx = float(np.dot(xc, xc))
+    if sxx <= 0:
+        return math.inf
+    b = float(np.dot(xc, y - y.mean())) / sxx
+    resid = y - y.mean() - b * xc
+    se = math.sqrt(float(np.dot(resid, resid)) / df / sxx)
+    table = _T_QUANTILES[z]
+    t = table[df] if df < len(table) else z * (1 + 1 / df)  # beyond the table rank intervals are used anyway
+    return t * se
 
 
 def _segment_sse(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

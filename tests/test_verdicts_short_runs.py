@@ -1,0 +1,34 @@
+"""Short runs (a few snapshots): decided when the signal is far above the noise, not otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tokdiag.analysis import classify
+
+MB = 1024 * 1024
+
+
+def test_six_snapshots_of_a_40mb_per_step_leak_with_kilobytes_of_noise_is_a_leak():
+    # what per_instance_load(keep=True) looks like over 6 steps: Sen's rank interval needs 7 points
+    rng = np.random.default_rng(1)
+    steps = np.arange(6)
+    v = classify(steps, 300 * MB + 42 * MB * steps + rng.normal(0, 15_000, 6))
+    assert v.verdict == "leak"
+    assert 41 * MB < v.per_step_low <= v.per_step <= v.per_step_high < 43 * MB
+
+
+def test_five_snapshots_too_noisy_for_their_slope_stay_inconclusive():
+    rng = np.random.default_rng(2)
+    steps = np.arange(5)
+    y = 300 * MB + 100_000 * steps + rng.normal(0, 2 * MB, 5)
+    v = classify(steps, y)
+    assert v.verdict == "inconclusive"
+    assert np.isfinite(v.per_step_low) and v.per_step_low < 0 < v.per_step_high
+
+
+def test_short_flat_series_with_noise_is_flat_not_inconclusive():
+    rng = np.random.default_rng(3)
+    steps = np.arange(6)
+    v = classify(steps, 300 * MB + rng.normal(0, 4096, 6))
+    assert v.verdict == "flat"
