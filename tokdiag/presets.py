@@ -35,9 +35,19 @@ def aworld() -> list[CacheSpec]:
     Returns an empty list when aworld is not installed (``pip install
     'tokdiag[aworld]'``). Importing the modules is what measuring them
     takes: aworld's tokenizer modules load their vocabularies at import.
+    They are imported through :func:`tokdiag.workloads.aworld.import_aworld`,
+    which points AWorld's log, memory and tool files into a private temporary
+    directory first; a plain import would create ``./logs`` (8 log files) in
+    the working directory. The ``_BPE_CACHE`` / ``_TIKTOKEN_ENCODING_CACHE``
+    specs are included only while PR #765 (or
+    ``tokenizer_workload(patched=True)``) is applied, so call this after
+    creating a patched workload.
     """
     if importlib.util.find_spec("aworld") is None:
         return []
+    from tokdiag.workloads.aworld import import_aworld  # lazy: only when aworld is installed
+
+    import_aworld()
     specs: list[CacheSpec] = []
     for target in _AWORLD_TARGETS:
         try:
