@@ -1,9 +1,9 @@
 """Census probe: count and shallow bytes per type in one pass over the heap.
 
-The pass is C loops only: ``map(type, heap)`` counted with ``Counter``;
-per-object ``sys.getsizeof`` only for types whose instances vary in size
-(``dict``, ``list``, ``str``, ...), selected with ``itertools.compress``;
-fixed-size types are ``count * size``. ``bench/census.py`` measures it
+The pass is C loops only, over slices of the heap: ``map(type, slice)``
+counted with ``Counter``; per-object ``sys.getsizeof`` only for types whose
+instances vary in size (``dict``, ``list``, ``tuple``, ...), selected with
+``itertools.compress``; fixed-size types are ``count * size``. ``bench/census.py`` measures it
 against ``Counter(map(type, gc.get_objects()))``, objgraph and pympler.
 
 Only gc-tracked objects are listed by ``gc.get_objects()``: atoms (``str``,
@@ -77,14 +77,9 @@ def _safe_getsizeof(o: object) -> int:
         return 0
 
 
-def _bytes_by_type(objs: list[Any], kinds: list[type]) -> dict[type, int]:
-    """Sum of aligned shallow sizes per type for ``objs`` (one C pass + bincount)."""
-    if not objs:
-        return {}
-    code = {t: i for i, t in enumerate(kinds)}
-    codes = np.fromiter(map(code.__getitem__, map(type, objs)), dtype=np.int64, count=len(objs))
-    sums = np.bincount(codes, weights=_aligned_sizes(objs), minlength=len(kinds))
-    return {t: int(sums[i]) for i, t in enumerate(kinds)}
+_CHUNK = 8192
+"""Objects per slice of the heap: small enough that a slice's objects are
+still in the CPU cache when their sizes are read right after their types."""
 
 
 def take_census(heap: list[Any], owned_ids: set[int] | None = None) -> dict[str, tuple[int, int, int]]:
@@ -92,44 +87,71 @@ def take_census(heap: list[Any], owned_ids: set[int] | None = None) -> dict[str,
 
     ``unowned bytes`` leaves out objects whose id is in ``owned_ids`` (bytes
     a cache or watched class already owns); it equals ``bytes`` when
-    ``owned_ids`` is None.
+    ``owned_ids`` is None or empty.
+
+    One pass in slices of :data:`_CHUNK` objects, all C loops: types counted
+    with ``Counter.update``; ``sys.getsizeof`` only on objects of types whose
+    size varies (selected with ``itertools.compress``), summed per type with
+    ``numpy.bincount`` at the end; fixed-size types are ``count * size``.
+    The ``id`` check for ``owned_ids`` runs only when there are owned ids.
+    Bytes per type are identical to summing ``getsizeof`` rounded up to 8
+    over every object (``tests/test_sizing_census.py``).
     """
-    counts = Counter(map(type, heap))
-    sized: dict[type, int] = {}
+    counts: Counter[type] = Counter()
+    code: dict[type, int] = {}
+    fixed: dict[type, int] = {}
     variable: set[type] = set()
-    new = {t for t in counts if t not in _fixed_cache}
-    if new:  # one sample per type not seen before (C-level pass)
-        samples = dict(zip(map(type, compress(heap, map(new.__contains__, map(type, heap)))),
-                           compress(heap, map(new.__contains__, map(type, heap)))))
-        for t in new:
-            _fixed_size(t, samples[t])
-        samples.clear()
-    for t, n in counts.items():
-        fixed = _fixed_cache[t]
-        if fixed is None:
-            variable.add(t)
-        else:
-            sized[t] = fixed * n
-    var_objs = list(compress(heap, map(variable.__contains__, map(type, heap)))) if variable else []
-    var_kinds = list(variable)
-    sized.update(_bytes_by_type(var_objs, var_kinds))
-    del var_objs
-    owned: dict[type, int] = {}
-    if owned_ids:
-        owned_objs = list(compress(heap, map(owned_ids.__contains__, map(id, heap))))
-        owned_kinds = list(set(map(type, owned_objs)))
-        owned = _bytes_by_type(owned_objs, owned_kinds)
-        del owned_objs
+    size_parts: list[np.ndarray] = []
+    code_parts: list[np.ndarray] = []
+    own_size_parts: list[np.ndarray] = []
+    own_code_parts: list[np.ndarray] = []
+    check_owned = bool(owned_ids)
+    owned_contains = owned_ids.__contains__ if owned_ids else None
+    for start in range(0, len(heap), _CHUNK):
+        chunk = heap[start:start + _CHUNK]
+        kinds = list(map(type, chunk))
+        counts.update(kinds)
+        if len(counts) != len(code):  # types not met before in this census
+            for t in counts.keys() - code.keys():
+                size = _fixed_cache[t] if t in _fixed_cache else _fixed_size(t, chunk[kinds.index(t)])
+                code[t] = len(code)
+                if size is None:
+                    variable.add(t)
+                else:
+                    fixed[t] = size
+        sel = list(map(variable.__contains__, kinds))
+        objs = list(compress(chunk, sel))
+        if objs:
+            size_parts.append(_aligned_sizes(objs))
+            code_parts.append(np.fromiter(map(code.__getitem__, compress(kinds, sel)), np.int64, len(objs)))
+        del objs
+        if check_owned:
+            own = list(map(owned_contains, map(id, chunk)))  # type: ignore[arg-type]
+            if any(own):
+                objs = list(compress(chunk, own))
+                own_size_parts.append(_aligned_sizes(objs))
+                own_code_parts.append(np.fromiter(map(code.__getitem__, compress(kinds, own)), np.int64, len(objs)))
+                del objs
+        del chunk, kinds
+    sized = _sum_by_code(code_parts, size_parts, len(code))
+    owned = _sum_by_code(own_code_parts, own_size_parts, len(code))
     out: dict[str, tuple[int, int, int]] = {}
     for t, n in counts.items():
+        c = code[t]
+        b = fixed[t] * n if t in fixed else int(sized[c])
+        u = b - int(owned[c])
         name = type_name(t)
-        b = sized[t]
-        u = b - owned.get(t, 0)
         prev = out.get(name)
         if prev is not None:  # two distinct classes with one qualified name
             n, b, u = n + prev[0], b + prev[1], u + prev[2]
         out[name] = (n, b, u)
     return out
+
+
+def _sum_by_code(codes: list[np.ndarray], sizes: list[np.ndarray], n: int) -> np.ndarray:
+    if not codes:
+        return np.zeros(n, dtype=np.int64)
+    return np.bincount(np.concatenate(codes), weights=np.concatenate(sizes), minlength=n).astype(np.int64)
 
 
 def census(*, collect: bool = True) -> pd.DataFrame:
