@@ -17,7 +17,9 @@ def test_public_api_is_exactly_all():
     public = {n for n in dir(tokdiag) if not n.startswith("_")} - {
         # submodules imported as a side effect of importing the package
         "errors", "journal", "probes", "records", "run", "sizing", "timeline", "tracker", "analysis",
-        "retention", "workloads", "annotations", "export", "batch", "cli", "summary",
+        "retention", "workloads", "annotations", "export", "batch", "cli", "summary", "charts", "magic",
+        # IPython's hook for `%load_ext tokdiag`, not API
+        "load_ipython_extension",
     }
     assert set(tokdiag.__all__) - {"__version__"} == public
     assert tokdiag.__all__ == sorted(tokdiag.__all__, key=lambda s: (s[0].islower(), s))

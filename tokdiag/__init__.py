@@ -54,5 +54,12 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'tokdiag' has no attribute {name!r}")
 
 
+def load_ipython_extension(ipython: object) -> None:
+    """IPython hook for ``%load_ext tokdiag``: registers the ``%%tokdiag`` cell magic (see :mod:`tokdiag.magic`)."""
+    from tokdiag.magic import load_ipython_extension as load
+
+    load(ipython)
+
+
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
