@@ -18,6 +18,7 @@ Two things papermill leaves to its caller are settled here:
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -81,6 +82,27 @@ def _curve_supported(manager: Any) -> bool:
     return bool(manager.has_trait("transport_encryption") and zmq.has("curve"))
 
 
+class _PapermillNoise(logging.Filter):
+    """Drops papermill's warnings about parameter lines it cannot read.
+
+    tokdiag reads those lines itself (:func:`_assigned`) and checks every
+    parameter before a run, so "Unable to parse line" and "Passed unknown
+    parameter" would only be noise on the batch's stderr.
+    """
+
+    NOISE = ("Unable to parse line", "Passed unknown parameter")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
+
+
+def _quiet_papermill() -> None:
+    for name in ("papermill", "papermill.translators"):  # filters do not apply to records of child loggers
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _PapermillNoise) for f in log.filters):
+            log.addFilter(_PapermillNoise())
+
+
 @dataclass(frozen=True, slots=True)
 class NotebookParameter:
     """One documented parameter of a notebook's ``parameters`` cell."""
@@ -129,10 +151,48 @@ def notebook_parameters(path: str | Path) -> dict[str, NotebookParameter] | None
     nb = _read_notebook(path)
     if not has_parameters_cell(nb):
         return None
+    _quiet_papermill()
     found = papermill.inspect_notebook(str(path))
-    return {name: NotebookParameter(name=name, type_name=str(p.get("inferred_type_name", "None")),
-                                    default=str(p.get("default", "")), help=str(p.get("help", "")))
-            for name, p in found.items()}
+    documented = {name: NotebookParameter(name=name, type_name=str(p.get("inferred_type_name", "None")),
+                                          default=str(p.get("default", "")), help=str(p.get("help", "")))
+                  for name, p in found.items()}
+    in_order: dict[str, NotebookParameter] = {}
+    for cell in nb.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            for parameter in _assigned(cell.source):
+                in_order.setdefault(parameter.name, documented.get(parameter.name, parameter))
+    return {**in_order, **documented}
+
+
+def _assigned(source: str) -> list[NotebookParameter]:
+    """Top-level names a parameters cell assigns, read with :mod:`ast`.
+
+    papermill's own reader skips any line with more than one ``=`` (e.g. a
+    comment such as ``# "" = off``) although it injects such a parameter
+    fine; this finds those so they are not reported as unknown.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython magics and the like: papermill's reading is all we have
+        return []
+    lines = source.splitlines()
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        line = lines[node.end_lineno - 1] if node.end_lineno else ""
+        help_text = line.split("#", 1)[1].strip() if "#" in line[value.end_col_offset or 0:] else ""
+        for target in targets:
+            if isinstance(target, ast.Name):
+                found.append(NotebookParameter(name=target.id, type_name="None",
+                                               default=ast.get_source_segment(source, value) or "", help=help_text))
+    return found
 
 
 def check_parameters(notebook: Path, parameters: Mapping[str, object], *,
@@ -146,8 +206,8 @@ def check_parameters(notebook: Path, parameters: Mapping[str, object], *,
     documented = notebook_parameters(notebook)
     for name in parameters:
         if name in reserved:
-            raise ConfigError(f"{where}parameter {name!r} is set by tokdiag to the run's folder; "
-                              "remove it and choose the folder with -o DIR")
+            raise ConfigError(f"{where}parameter {name!r} is set by tokdiag (to the run's folder or a file "
+                              "in it); remove it and choose the folder with -o DIR")
     if not parameters:
         return documented
     if documented is None:
@@ -218,6 +278,7 @@ def execute(notebook: Path, output: Path, parameters: Mapping[str, object], *, c
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    _quiet_papermill()
     output.parent.mkdir(parents=True, exist_ok=True)
     cwd.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -17,15 +17,47 @@ the current folder. Every parameter must be documented in the notebook's
 plan is checked before anything runs, and a mistake raises
 :class:`~tokdiag.errors.ConfigError` naming the run, the key and the fix.
 
-Each run gets a folder ``NN-name[-key=value...]`` under the output folder,
-its own kernel (papermill), and the notebook parameter ``output_dir="."``
-with the kernel started in that folder, so the notebook's journal and
-``summary.json`` (see :mod:`tokdiag.summary`) land beside the executed
-notebook and its HTML export. A run that fails (a cell raises, the kernel
-dies, a cell times out) is recorded with its cell and exception and the
-others go on. ``index.html`` lists every run: notebook, parameters, status,
-headline verdicts, duration, and relative links; ``index.json`` holds the same
-for programs.
+Each run gets a folder ``NN-name[-key=value...]`` under the output folder
+and its own kernel (papermill), started *in that folder*. A run that fails (a
+cell raises, the kernel dies, a cell times out) is recorded with its cell and
+exception and the others go on. ``index.html`` lists every run: notebook,
+parameters, status, headline verdicts, duration, and relative links;
+``index.json`` holds the same for programs.
+
+The run-folder convention (for notebook authors)
+------------------------------------------------
+A notebook tells tokdiag where its files go by declaring parameters with
+these names in its ``parameters`` cell; tokdiag sets each one it finds (and
+only those) and refuses them in a plan or on the command line:
+
+==============  ==================  ===========================================
+parameter       set to              the notebook should
+==============  ==================  ===========================================
+``output_dir``  ``"."``             write its journal(s) and ``summary.json``
+                                    there (``out_dir`` is accepted as an alias)
+``journal``     ``"journal.jsonl"`` pass it to ``td.track(..., journal=journal)``
+==============  ==================  ===========================================
+
+Both values are relative to the kernel's working folder, which *is* the run
+folder, so plain relative paths in a notebook land there as well; keep them
+relative (absolute paths would show up in the shared HTML). A typical
+``parameters`` cell::
+
+    steps = 300            # steps to run
+    output_dir = "."       # where the journal and summary.json go (set by tokdiag batch)
+
+then ``td.track(step, steps=steps, journal=os.path.join(output_dir,
+"run.jsonl"))`` and, in the last cell, ``tokdiag.summary.write_summary(output_dir,
+verdict_table)``.
+
+What the index shows for a run:
+
+* **files**: the executed notebook, its HTML, and every ``*.jsonl`` journal
+  found in the run folder (or below it);
+* **headline verdicts**: read from ``summary.json`` (see
+  :mod:`tokdiag.summary`) when the notebook wrote one; otherwise computed from
+  the journals it left (:func:`tokdiag.summary.headlines_from_journals`).
+  scrapbook is not used.
 
 >>> # doctest: +SKIP
 >>> result = run_batch("plans/default.yaml", "reports", jobs=2)
@@ -53,10 +85,29 @@ from urllib.parse import quote
 
 from tokdiag._execute import ExecutionFailure, check_parameters, execute
 from tokdiag.errors import ConfigError
-from tokdiag.summary import VERDICTS, Summary, read_summary
+from tokdiag.summary import VERDICTS, Summary, headlines_from_journals, read_summary
 
 OUTPUT_DIR_PARAMETER = "output_dir"
 """The notebook parameter tokdiag sets to the run's folder (relative to the kernel's cwd: ``"."``)."""
+
+JOURNAL_FILE = "journal.jsonl"
+"""What a notebook's ``journal`` parameter is set to (a file in the run's folder)."""
+
+RUN_FOLDER_PARAMETERS: Mapping[str, str] = {OUTPUT_DIR_PARAMETER: ".", "out_dir": ".", "journal": JOURNAL_FILE}
+"""Parameters tokdiag sets when a notebook declares them (see "The run-folder convention" above)."""
+
+
+def run_folder_parameters(documented: Mapping[str, object] | None) -> dict[str, str]:
+    """The subset of :data:`RUN_FOLDER_PARAMETERS` that a notebook with ``documented`` parameters declares.
+
+    >>> run_folder_parameters({"steps": 1, "output_dir": "."})
+    {'output_dir': '.'}
+    >>> run_folder_parameters(None)
+    {}
+    """
+    if documented is None:
+        return {}
+    return {name: value for name, value in RUN_FOLDER_PARAMETERS.items() if name in documented}
 
 RUN_MARKER = ".tokdiag-run"
 """File that marks a folder as written by tokdiag (only such folders are cleared on a re-run)."""
@@ -74,14 +125,11 @@ class RunSpec:
     label: str
     parameters: Mapping[str, Any]
     folder_name: str
-    pass_output_dir: bool = True
+    folder_parameters: Mapping[str, str] = field(default_factory=dict)
 
     def kernel_parameters(self) -> dict[str, Any]:
-        """The parameters papermill injects (the plan's, plus ``output_dir="."`` when documented)."""
-        params = dict(self.parameters)
-        if self.pass_output_dir:
-            params[OUTPUT_DIR_PARAMETER] = "."
-        return params
+        """The parameters papermill injects: the plan's, plus the run-folder ones the notebook declares."""
+        return {**self.parameters, **self.folder_parameters}
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +258,9 @@ def _expand_run(run: object, *, where: str, base_dir: Path, first_index: int) ->
     for name in (*parameters, *grid):
         if not isinstance(name, str) or not name.isidentifier():
             raise ConfigError(f"{where}: parameter name {name!r} is not a Python identifier")
-    documented = check_parameters(notebook, {**parameters, **grid}, reserved=(OUTPUT_DIR_PARAMETER,),
+    documented = check_parameters(notebook, {**parameters, **grid}, reserved=tuple(RUN_FOLDER_PARAMETERS),
                                   where=f"{where}: ")
-    pass_output_dir = documented is not None and OUTPUT_DIR_PARAMETER in documented
+    folder_parameters = run_folder_parameters(documented)
     base_name = run.get("name", notebook.stem)
     if not isinstance(base_name, str) or not base_name.strip():
         raise ConfigError(f"{where}: 'name' must be non-empty text, got {base_name!r}")
@@ -223,7 +271,7 @@ def _expand_run(run: object, *, where: str, base_dir: Path, first_index: int) ->
         suffix = "".join(f"-{k}={_slug_value(v)}" for k, v in combo.items())
         specs.append(RunSpec(index=index, notebook=notebook, label=label, parameters={**parameters, **combo},
                              folder_name=_slug(f"{index:02d}-{base_name}{suffix}"),
-                             pass_output_dir=pass_output_dir))
+                             folder_parameters=folder_parameters))
     return specs
 
 
@@ -302,9 +350,13 @@ def run_one(spec: RunSpec, folder: str | os.PathLike[str], *, timeout: float | N
             if failure is None:
                 failure = ExecutionFailure(ename=type(exc).__name__, evalue=f"HTML export failed: {exc}")
     journals = tuple(sorted(p for p in run_dir.rglob("*.jsonl") if p.is_file()))
+    summary = read_summary(run_dir)
+    if summary is None and journals:
+        derived = headlines_from_journals(journals)
+        summary = Summary(headlines=derived, title="", source="journals") if derived else None
     return RunResult(spec=spec, folder=run_dir, duration_s=result.duration_s, failure=failure,
                      notebook=executed if executed.is_file() else None, html=page, journals=journals,
-                     summary=read_summary(run_dir))
+                     summary=summary)
 
 
 class _Progress:
@@ -425,14 +477,15 @@ dl.legend dd { margin: 0; }
 
 def _headlines_html(summary: Summary | None) -> str:
     if summary is None or not summary.headlines:
-        return '<span class="muted">no summary.json</span>'
+        return '<span class="muted">none (no summary.json or journal)</span>'
     items = []
     for h in summary.headlines:
         cls = f"v-{h.verdict}" if h.verdict in VERDICTS else "v-other"
         detail = f' <span class="detail">{html.escape(h.detail)}</span>' if h.detail else ""
         items.append(f'<li><span class="verdict {cls}">{html.escape(h.verdict)}</span>'
                      f"<code>{html.escape(h.subject)}</code>{detail}</li>")
-    return '<ul class="headlines">' + "".join(items) + "</ul>"
+    source = '<div class="muted">computed from the journal</div>' if summary.source == "journals" else ""
+    return '<ul class="headlines">' + "".join(items) + "</ul>" + source
 
 
 def _row_html(result: RunResult, base: Path) -> str:
@@ -464,12 +517,15 @@ def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *
                 plan_name: str = "", now: Callable[[], _dt.datetime] | None = None) -> Path:
     """Write ``index.html`` and ``index.json`` for ``results`` into ``out_dir``; return the HTML path.
 
-    Every text is escaped, links are relative, and the page loads nothing and
+    Every text is escaped, links are relative, absolute paths of this machine
+    are shown relative or as ``$TMPDIR``/``~``/``$PYTHON`` (as in
+    :func:`tokdiag.export.scrub_notebook`), and the page loads nothing and
     runs no script (its Content-Security-Policy forbids both).
     """
-    from tokdiag.export import csp_meta
+    from tokdiag.export import _replacements, _scrub_value, csp_meta
 
     base = Path(out_dir).resolve()
+    rules = _replacements(base, ())  # plan values may hold absolute paths: show them relative or symbolic
     base.mkdir(parents=True, exist_ok=True)
     stamp = (now or (lambda: _dt.datetime.now().astimezone()))().strftime("%Y-%m-%d %H:%M %Z").strip()
     failed = sum(1 for r in results if not r.ok)
@@ -501,7 +557,7 @@ def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *
 </html>
 """
     index = base / "index.html"
-    index.write_text(page, encoding="utf-8")
+    index.write_text(_scrub_value(page, rules), encoding="utf-8")
     records = [{
         "index": r.spec.index, "notebook": r.spec.label, "folder": r.spec.folder_name,
         "parameters": dict(r.spec.parameters), "status": r.status, "duration_s": round(r.duration_s, 3),
@@ -513,6 +569,7 @@ def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *
         "headlines": [] if r.summary is None else [
             {"subject": h.subject, "verdict": h.verdict, "detail": h.detail} for h in r.summary.headlines],
     } for r in results]
-    (base / "index.json").write_text(json.dumps({"title": title, "plan": plan_name, "runs": records},
-                                                indent=1, default=str), encoding="utf-8")
+    payload = _scrub_value(json.loads(json.dumps({"title": title, "plan": plan_name, "runs": records},
+                                                 default=str)), rules)
+    (base / "index.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     return index

@@ -125,7 +125,7 @@ def _shown(path: Path) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from tokdiag._execute import check_parameters, notebook_parameters
-    from tokdiag.batch import OUTPUT_DIR_PARAMETER, RunSpec, run_one
+    from tokdiag.batch import RUN_FOLDER_PARAMETERS, RunSpec, run_folder_parameters, run_one
 
     notebook = Path(args.notebook)
     documented = notebook_parameters(notebook)  # raises ConfigError for a missing or unreadable notebook
@@ -138,11 +138,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     parameters: dict[str, Any] = {name: parse_value(value) for name, value in args.parameter}
     parameters.update({name: value for name, value in args.parameter_raw})
-    check_parameters(notebook, parameters, reserved=(OUTPUT_DIR_PARAMETER,))
+    check_parameters(notebook, parameters, reserved=tuple(RUN_FOLDER_PARAMETERS))
     folder = Path(args.output) if args.output else Path("reports") / notebook.stem
     spec = RunSpec(index=1, notebook=notebook.resolve(), label=str(notebook), parameters=parameters,
                    folder_name=folder.name,
-                   pass_output_dir=documented is not None and OUTPUT_DIR_PARAMETER in documented)
+                   folder_parameters=run_folder_parameters(documented))
     print(f"tokdiag run: {notebook.name} -> {_shown(folder)}/", file=sys.stderr)
     result = run_one(spec, folder, timeout=args.timeout)
     shown = _shown(result.html) if result.html else _shown(result.folder)

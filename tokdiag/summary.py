@@ -10,7 +10,8 @@ per series that matters::
     ], title="Agent objects, 300 tasks")
 
 ``tokdiag batch`` reads it back with :func:`read_summary` and puts the
-headlines on ``index.html``. The file is plain JSON::
+headlines on ``index.html``. A run that wrote journals but no summary gets
+headlines computed from its journals (:func:`headlines_from_journals`). The file is plain JSON::
 
     {"tokdiag_summary": 1, "title": "...",
      "headlines": [{"subject": "...", "verdict": "leak", "detail": "..."}]}
@@ -51,10 +52,14 @@ class Headline:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """The content of a ``summary.json``."""
+    """Headline verdicts of a run: the content of a ``summary.json``, or derived from journals.
+
+    ``source`` is ``"summary.json"`` or ``"journals"`` (the index page says which).
+    """
 
     headlines: tuple[Headline, ...]
     title: str = ""
+    source: str = SUMMARY_FILE
 
 
 HeadlineLike = Headline | Mapping[str, Any] | tuple[Any, ...]
@@ -135,3 +140,67 @@ def read_summary(run_dir: str | os.PathLike[str]) -> Summary | None:
     except (OSError, ValueError, AttributeError, TypeError):
         return None
     return Summary(headlines=items, title=str(payload.get("title", "")))
+
+
+_SEVERITY = {"leak": 0, "step": 1, "bounded": 2}
+_PROBE_ORDER = {"watch": 0, "cache": 1, "census": 2}
+
+
+def _amount(value: float, unit: str) -> str:
+    """``+20 KiB``, ``-3 objects``: a signed figure in the series' unit."""
+    if value != value:  # NaN
+        return "?"
+    sign = "+" if value >= 0 else "-"
+    size = abs(value)
+    if unit == "bytes":
+        for div, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+            if size >= div:
+                return f"{sign}{size / div:.3g} {suffix}"
+        return f"{sign}{size:.3g} B"
+    return f"{sign}{size:.3g} {unit}"
+
+
+def _headline_of(row: Mapping[str, Any], prefix: str) -> Headline:
+    subject = "RSS" if (row["probe"], row["metric"]) == ("process", "rss") else f"{row['subject']} {row['metric']}"
+    verdict, unit = str(row["verdict"]), str(row["unit"])
+    if verdict == "leak":
+        detail = f"{_amount(float(row['per_step']), unit)}/step"
+    elif verdict in ("step", "bounded"):
+        detail = f"{_amount(float(row['growth']), unit)} then level"
+    else:
+        detail = f"{_amount(float(row['growth']), unit)} overall" if verdict == "flat" else ""
+    return Headline(prefix + subject, verdict, detail)
+
+
+def headlines_from_journals(paths: Iterable[str | os.PathLike[str]], *, limit: int = 5) -> tuple[Headline, ...]:
+    """Headline verdicts computed from journal files, for a run that wrote no ``summary.json``.
+
+    Per journal: the process RSS verdict first, then the growing series of
+    the ``watch``, ``cache`` and ``census`` probes (leaks, then steps, then
+    bounded; larger growth first), at most ``limit`` in all. With several
+    journals each subject is prefixed with the journal's run name. A journal
+    that cannot be read is skipped (an index page shows what it can).
+    """
+    from tokdiag.analysis import verdicts
+    from tokdiag.errors import TokdiagError
+    from tokdiag.run import load
+
+    journals = [Path(p) for p in paths]
+    found: list[Headline] = []
+    for journal in journals:
+        try:
+            run = load(journal)
+            table = verdicts(run.timeline)
+        except (TokdiagError, OSError, ValueError, KeyError):
+            continue
+        prefix = f"{run.name}: " if len(journals) > 1 else ""
+        rows = table.to_dict(orient="records")
+        rss = [r for r in rows if (r["probe"], r["metric"]) == ("process", "rss")]
+        growing = sorted((r for r in rows if r["verdict"] in _SEVERITY and r["probe"] in _PROBE_ORDER),
+                         key=lambda r: (_SEVERITY[r["verdict"]], _PROBE_ORDER[r["probe"]],
+                                        -abs(float(r["growth"]) if r["growth"] == r["growth"] else 0.0)))
+        for row in [*rss, *growing]:  # watch and census may both judge a class: keep the first
+            headline = _headline_of(row, prefix)
+            if all(h.subject != headline.subject for h in found):
+                found.append(headline)
+    return tuple(found[:limit])
