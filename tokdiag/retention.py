@@ -1,0 +1,604 @@
+"""Why is it still alive? Reference chains from a root to live instances.
+
+:func:`why_alive` answers, for a class (or a class-name pattern, or one
+instance), which chain of references keeps its instances alive::
+
+    module app.bus -> bus -> EventBus._history[12] -> MemoryEventMessage.agent -> RewardAgent
+
+Roots are the places Python itself holds objects from: a module's globals
+(``module app.bus``), a class's dict (``class app.bus.EventBus``), the local
+variables of a running function in any thread (``frame serve
+(server.py:88)``), and gc-tracked objects that no tracked object refers to
+(held from C code, or by an owner the garbage collector cannot see; root
+kind ``gc``). tokdiag's own frames, modules and objects are never roots and
+never links of a chain.
+
+How it is fast
+--------------
+``objgraph.find_backref_chain`` calls ``gc.get_referrers`` for every node of
+its breadth-first search, and each call scans the whole heap. Here the heap
+is read once: ``gc.get_referents`` over every object of ``gc.get_objects()``
+(in chunks, with the collector paused) gives the reverse index as two numpy
+arrays of ids (referent id sorted, referrer id), and the search then walks
+back from up to :data:`MAX_SAMPLES` instances at once, one numpy lookup per
+level, to the nearest roots. Only the objects on a found chain are looked
+at again, to label each edge (attribute name through ``__dict__`` or
+``__slots__``, dict key, list/tuple index, closure variable, frame local).
+
+Measured with ``.venv/bin/python bench/why_alive.py`` (a 1.0M-object heap,
+the target held through a module, a bus, a 20,000-message history and the
+messages' ``agent`` attribute): see the figure recorded below under
+``BENCH``.
+
+What it leaves behind
+---------------------
+Nothing: every list of objects it made is dropped before it returns, the
+collector is re-enabled, and the ``f_locals`` snapshots it had to read from
+running function frames (Python 3.11 caches them on the frame, holding the
+locals) are emptied again. After it returns, an instance the caller drops
+can be collected, and ``gc.get_referrers`` of it shows nothing of tokdiag's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import inspect
+import json
+import os
+import sys
+import threading
+import types
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import chain as _chain
+from itertools import compress, islice
+from typing import Any
+
+import numpy as np
+
+from tokdiag.errors import ConfigError
+
+__all__ = ["EDGE_KINDS", "ROOT_KINDS", "Chain", "Edge", "MAX_SAMPLES", "why_alive"]
+
+EDGE_KINDS: tuple[str, ...] = ("attr", "key", "index", "item", "closure", "frame", "referent")
+"""Kinds of :class:`Edge`: attribute, dict key, sequence index, set member, closure variable,
+frame local, and an unlabelled reference (a C object's internal field)."""
+
+ROOT_KINDS: tuple[str, ...] = ("module", "class", "frame", "gc")
+"""Kinds of chain roots (see the module docstring)."""
+
+MAX_SAMPLES = 1000
+"""At most this many instances of the target are searched from at once."""
+
+BENCH = "not measured yet"
+"""The figure measured by ``bench/why_alive.py`` (filled in from its output)."""
+
+_CHUNK = 65_536
+_TOKDIAG_DIR = os.path.dirname(os.path.abspath(__file__))
+_THIS_FILE = os.path.abspath(__file__)
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+_KEY_MAX = 40
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """One reference on a chain: held by a ``source_type`` object under ``label``.
+
+    ``kind`` is one of :data:`EDGE_KINDS`. ``label`` is the bare name or key:
+    ``"agent"`` (attr), ``'"messages"'`` (key: the key's repr, shortened),
+    ``"12"`` (index), ``"leaked"`` (closure or frame variable), ``""``
+    (item, referent). :attr:`text` renders it (``.agent``, ``["messages"]``,
+    ``[12]``).
+    """
+
+    kind: str
+    label: str
+    source_type: str
+
+    @property
+    def text(self) -> str:
+        if self.kind == "attr":
+            return f".{self.label}"
+        if self.kind in ("key", "index"):
+            return f"[{self.label}]"
+        if self.kind == "item":
+            return "{member}"
+        if self.kind == "closure":
+            return f".<closure {self.label}>"
+        if self.kind == "frame":
+            return f".<local {self.label}>"
+        return ".<referent>"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "label": self.label, "source_type": self.source_type}
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """A chain of references from a root to an instance of ``target_type``.
+
+    ``root`` describes the root (``"module app.bus"``, ``"class app.Bus"``,
+    ``"frame serve (server.py:88)"``), ``root_kind`` is one of
+    :data:`ROOT_KINDS`, ``edges`` go from the root to the instance.
+
+    >>> c = Chain("module app", "module", (Edge("attr", "REGISTRY", "module"), Edge("key", '"k"', "dict"),
+    ...           Edge("attr", "items", "Holder"), Edge("index", "0", "list")), "Target")
+    >>> c.text
+    'module app -> REGISTRY["k"] -> Holder.items[0] -> Target'
+    >>> Chain.from_dict(c.as_dict()) == c
+    True
+    """
+
+    root: str
+    root_kind: str
+    edges: tuple[Edge, ...]
+    target_type: str
+
+    @property
+    def text(self) -> str:
+        """One line: the root, then one segment per object that holds the next link, then the target.
+
+        A segment starts at each object that is not a plain container: the
+        first edge from the root (written as a bare name), an attribute, a
+        closure or frame variable, or an unlabelled reference. Keys, indexes
+        and set members of the containers that follow are appended to it.
+        """
+        parts = [self.root]
+        seg = ""
+        for i, e in enumerate(self.edges):
+            if i == 0:
+                seg = e.label if e.kind in ("attr", "frame", "closure") else e.text
+                if e.kind == "referent":
+                    seg = f"{e.source_type}{e.text}"
+            elif e.kind in ("key", "index", "item"):
+                seg += e.text
+            else:
+                parts.append(seg)
+                seg = f"{e.source_type}{e.text}"
+        if seg:
+            parts.append(seg)
+        parts.append(self.target_type)
+        return " -> ".join(parts)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe form (written to journals); :meth:`from_dict` reads it back."""
+        return {"root": self.root, "root_kind": self.root_kind, "target_type": self.target_type,
+                "edges": [e.as_dict() for e in self.edges], "text": self.text}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Chain:
+        try:
+            edges = tuple(Edge(str(e["kind"]), str(e["label"]), str(e["source_type"])) for e in d.get("edges", ()))
+            return cls(str(d["root"]), str(d["root_kind"]), edges, str(d["target_type"]))
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"not a retention chain: {d!r} lacks {exc}; pass a dict made by Chain.as_dict()") from None
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def _qualname(t: type) -> str:
+    return getattr(t, "__qualname__", None) or getattr(t, "__name__", "?")
+
+
+def _is_tokdiag_type(t: type) -> bool:
+    mod = getattr(t, "__module__", None)
+    return isinstance(mod, str) and (mod == "tokdiag" or mod.startswith("tokdiag."))
+
+
+def _subclasses(classes: Iterable[type]) -> set[type]:
+    out: set[type] = set()
+    stack = list(classes)
+    while stack:
+        t = stack.pop()
+        if t in out:
+            continue
+        out.add(t)
+        try:
+            stack.extend(type.__subclasses__(t))
+        except TypeError:
+            pass
+    return out
+
+
+def _resolve(target: Any) -> tuple[set[type] | None, str]:
+    """``(types, target_type)``; ``types`` is None for an instance target."""
+    if isinstance(target, str):
+        from tokdiag.probes.watch import WatchProbe, _matches, all_classes
+
+        pattern = target.strip()
+        if not pattern:
+            raise ConfigError("why_alive(''): pass a class, a class name such as 'RewardAgent' "
+                              "('app.agents.RewardAgent', '*.RewardAgent'), or an instance")
+        found = [t for t in all_classes() if _matches(pattern, t)]
+        if not found:
+            close = WatchProbe([pattern]).unmatched().get(pattern, [])
+            hint = f"; did you mean {', '.join(close)}?" if close else (
+                "; check the spelling, or import the module that defines it first")
+            raise ConfigError(f"why_alive({target!r}): no class matches {pattern!r}{hint}")
+        names = sorted({_qualname(t) for t in found})
+        return _subclasses(found), names[0] if len(names) == 1 else pattern
+    if isinstance(target, type):
+        return _subclasses([target]), _qualname(target)
+    return None, _qualname(type(target))
+
+
+# --------------------------------------------------------------------------- the heap index
+
+
+class _Index:
+    """Reverse index of the heap: for an id, the ids of the objects referring to it."""
+
+    def __init__(self, objs: list[Any]) -> None:
+        children: list[np.ndarray] = []
+        parents: list[np.ndarray] = []
+        get_referents = gc.get_referents
+        for start in range(0, len(objs), _CHUNK):
+            chunk = objs[start:start + _CHUNK]
+            refs = list(map(get_referents, chunk))
+            lens = np.fromiter(map(len, refs), dtype=np.int64, count=len(refs))
+            total = int(lens.sum())
+            kids = np.fromiter(map(id, _chain.from_iterable(refs)), dtype=np.int64, count=total)
+            del refs
+            ids = np.fromiter(map(id, chunk), dtype=np.int64, count=len(chunk))
+            del chunk
+            children.append(kids)
+            parents.append(np.repeat(ids, lens))
+        kid = np.concatenate(children) if children else np.empty(0, np.int64)
+        par = np.concatenate(parents) if parents else np.empty(0, np.int64)
+        del children, parents
+        order = np.argsort(kid, kind="stable")
+        self.kid = kid[order]
+        self.par = par[order]
+        del kid, par, order
+
+    def referrers(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, ends)`` into :attr:`par` for each id."""
+        return np.searchsorted(self.kid, ids, "left"), np.searchsorted(self.kid, ids, "right")
+
+
+def _at(oid: int) -> Any:
+    """The object with this id. Only called for ids of objects the search holds alive
+    (everything in its ``gc.get_objects()`` list, and the samples), so the id is valid."""
+    return ctypes.cast(oid, ctypes.py_object).value
+
+
+def _is_tokdiag_file(filename: str) -> bool:
+    try:
+        return os.path.abspath(filename).startswith(_TOKDIAG_DIR + os.sep)
+    except (TypeError, ValueError):
+        return False
+
+
+def _frames() -> list[tuple[types.FrameType, str]]:
+    """Every running frame of every thread, with its thread's name, innermost first."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out: list[tuple[types.FrameType, str]] = []
+    for ident, top in sys._current_frames().items():
+        f: types.FrameType | None = top
+        while f is not None:
+            out.append((f, names.get(ident, str(ident))))
+            f = f.f_back
+    return out
+
+
+def _frame_label(f: types.FrameType, thread: str) -> str:
+    code = f.f_code
+    name = getattr(code, "co_qualname", code.co_name)
+    where = f"{os.path.basename(code.co_filename)}:{f.f_lineno}"
+    suffix = "" if thread == "MainThread" else f", thread {thread}"
+    return f"frame {name} ({where}{suffix})"
+
+
+def _locals_of(f: types.FrameType, touched: list[dict[str, Any]]) -> dict[str, Any]:
+    """A frame's local variables; a snapshot dict Python caches on the frame is remembered for emptying."""
+    loc = f.f_locals
+    if type(loc) is dict and (f.f_code.co_flags & inspect.CO_OPTIMIZED) and loc is not f.f_globals:
+        touched.append(loc)
+    return loc
+
+
+def _release_snapshots(touched: list[dict[str, Any]]) -> None:
+    # Python 3.11 keeps the f_locals snapshot of a function frame (holding every local) until the
+    # next snapshot; empty it so nothing stays alive through it. The frame's real locals are untouched.
+    for d in touched:
+        d.clear()
+    touched.clear()
+
+
+# --------------------------------------------------------------------------- labelling
+
+
+def _key_label(k: Any) -> str:
+    if isinstance(k, str):
+        s = json.dumps(k, ensure_ascii=False)
+    else:
+        try:
+            s = repr(k)
+        except Exception:
+            s = f"<{type(k).__name__}>"
+    return s if len(s) <= _KEY_MAX else s[: _KEY_MAX - 3] + "..."
+
+
+def _type_dict(t: type) -> dict[str, Any] | None:
+    for r in gc.get_referents(t):
+        if type(r) is dict:
+            return r
+    return None
+
+
+def _attr_of(p: Any, c: Any) -> str | None:
+    """Name under which ``p`` holds ``c`` as an attribute (instance dict or slots)."""
+    try:
+        d = object.__getattribute__(p, "__dict__")
+    except Exception:
+        d = None
+    if isinstance(d, dict):
+        for k, v in d.items():
+            if v is c:
+                return str(k)
+    for t in type(p).__mro__:
+        slots = t.__dict__.get("__slots__", ())
+        if isinstance(slots, str):
+            slots = (slots,)
+        for s in slots:
+            if s in ("__dict__", "__weakref__"):
+                continue
+            name = f"_{t.__name__.lstrip('_')}{s}" if s.startswith("__") and not s.endswith("__") else s
+            try:
+                if object.__getattribute__(p, name) is c:
+                    return name
+            except Exception:
+                continue
+    return None
+
+
+def _label(nodes: list[Any], i: int, owner: str | None, touched: list[dict[str, Any]]) -> tuple[Edge | None, int, str | None]:
+    """Edge for ``nodes[i] -> nodes[i+1]``: ``(edge or None to skip, hops consumed, owner for next)``."""
+    p, c = nodes[i], nodes[i + 1]
+    tp = type(p)
+    # instance -> its own __dict__: fold into the next edge as an attribute of the instance
+    if type(c) is dict and not isinstance(p, type):
+        try:
+            if object.__getattribute__(p, "__dict__") is c:
+                return None, 1, "module" if isinstance(p, types.ModuleType) else _qualname(tp)
+        except Exception:
+            pass
+    if isinstance(p, type) and type(c) is dict and _type_dict(p) is c:
+        return None, 1, _qualname(p)
+    # function -> __closure__ tuple -> cell -> value: one closure edge
+    if isinstance(p, types.FunctionType):
+        if c is p.__closure__ and i + 3 < len(nodes) and i + 2 < len(nodes):
+            cell = nodes[i + 2]
+            for j, cl in enumerate(p.__closure__ or ()):
+                if cl is cell:
+                    return Edge("closure", p.__code__.co_freevars[j], _qualname(tp)), 3, None
+        for name in ("__defaults__", "__kwdefaults__", "__dict__", "__globals__", "__wrapped__"):
+            if getattr(p, name, None) is c:
+                return Edge("attr", name, "function"), 1, None
+    if isinstance(p, dict):
+        for k, v in p.items():
+            if v is c:
+                if owner is not None:
+                    return Edge("attr", str(k), owner), 1, None
+                return Edge("key", _key_label(k), _qualname(tp)), 1, None
+        for k in p:
+            if k is c:
+                return Edge("item", "", _qualname(tp)), 1, None
+    if isinstance(p, (list, tuple)):
+        for j, v in enumerate(p):
+            if v is c:
+                return Edge("index", str(j), _qualname(tp)), 1, None
+    if isinstance(p, (set, frozenset)):
+        return Edge("item", "", _qualname(tp)), 1, None
+    if isinstance(p, types.CellType):
+        return Edge("closure", "cell_contents", "cell"), 1, None
+    if isinstance(p, (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)):
+        frame = getattr(p, "gi_frame", None) or getattr(p, "cr_frame", None) or getattr(p, "ag_frame", None)
+        if frame is not None:
+            loc = _locals_of(frame, touched)
+            for k, v in loc.items():
+                if v is c:
+                    return Edge("frame", str(k), _qualname(tp)), 1, None
+    if isinstance(p, types.MethodType):
+        for name in ("__self__", "__func__"):
+            if getattr(p, name, None) is c:
+                return Edge("attr", name, "method"), 1, None
+    name = _attr_of(p, c)
+    if name is not None:
+        return Edge("attr", name, _qualname(tp)), 1, None
+    return Edge("referent", "", _qualname(tp)), 1, None
+
+
+def _edges(nodes: list[Any], touched: list[dict[str, Any]], owner: str | None = None) -> tuple[Edge, ...]:
+    """Label the references along ``nodes`` (root first); ``owner`` names the root when it is a namespace dict."""
+    out: list[Edge] = []
+    i = 0
+    while i < len(nodes) - 1:
+        edge, hops, owner = _label(nodes, i, owner, touched)
+        if edge is not None:
+            out.append(edge)
+        i += hops
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def why_alive(target: Any, *, max_chains: int = 3, max_depth: int = 50, collect: bool = True) -> list[Chain]:
+    """Reference chains from roots to live instances of ``target``, nearest roots first.
+
+    ``target`` is a class, a class-name pattern (qualified ``"app.agents.RewardAgent"``,
+    bare ``"RewardAgent"`` or glob ``"*.RewardAgent"``, matched like the watch
+    probe; subclasses included), or one instance. Up to ``max_chains``
+    chains, each from a different root; ``max_depth`` bounds their length.
+    ``collect`` runs ``gc.collect()`` first, so garbage is not explained.
+
+    Returns ``[]`` when no instance is alive. Raises :class:`ConfigError`
+    when a pattern matches no class (with close matches).
+
+    >>> import collections
+    >>> class Holder: pass
+    >>> h = Holder(); h.items = [collections.UserList()]
+    >>> [c.text.split(" -> ", 1)[1] for c in why_alive(collections.UserList)][:1]
+    ['h -> Holder.items[0] -> UserList']
+    """
+    if isinstance(max_chains, bool) or not isinstance(max_chains, int) or max_chains < 1:
+        raise ConfigError(f"max_chains={max_chains!r}: pass a positive number of chains, e.g. max_chains=3")
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
+        raise ConfigError(f"max_depth={max_depth!r}: pass a positive number of references, e.g. max_depth=50")
+    kinds, target_type = _resolve(target)
+    if collect:
+        gc.collect()
+    touched: list[dict[str, Any]] = []
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _search(target, kinds, target_type, max_chains, max_depth, touched)
+    finally:
+        _release_snapshots(touched)
+        target = kinds = None
+        if was_enabled:
+            gc.enable()
+
+
+def _search(target: Any, kinds: set[type] | None, target_type: str, max_chains: int, max_depth: int,
+            touched: list[dict[str, Any]]) -> list[Chain]:
+    objs = gc.get_objects()
+    try:
+        if kinds is None:
+            samples = [target]
+        else:
+            samples = list(islice(compress(objs, map(kinds.__contains__, map(type, objs))), MAX_SAMPLES))
+        if not samples:
+            return []
+        index = _Index(objs)
+
+        # Running frames: their locals are invisible to the collector in 3.11, so add them by name.
+        frame_roots: list[str] = []
+        frame_refs: dict[int, list[tuple[int, str]]] = {}
+        blocked: set[int] = set()  # held by tokdiag's own frames only: never roots
+        for f, thread in _frames():
+            fname = f.f_code.co_filename
+            if os.path.abspath(fname) == _THIS_FILE:
+                continue
+            loc = _locals_of(f, touched)
+            if _is_tokdiag_file(fname):
+                blocked.update(map(id, loc.values()))
+                continue
+            if loc is f.f_globals:  # module-level code: its module is the root
+                continue
+            k = len(frame_roots)
+            frame_roots.append(_frame_label(f, thread))
+            for name, v in loc.items():
+                frame_refs.setdefault(id(v), []).append((k, str(name)))
+        del f, loc
+
+        sample_ids = list(dict.fromkeys(map(id, samples)))
+        toward: dict[int, int] = {s: s for s in sample_ids}  # node id -> next id toward the target
+        found: list[tuple[list[int], str, str, str | None]] = []  # (ids root..target, root, kind, owner)
+        frontier = np.array(sample_ids, dtype=np.int64)
+        used_frames: set[int] = set()
+        stop_depth = max_depth
+        depth = 0
+        while frontier.size and depth <= stop_depth and len(found) < max_chains:
+            starts, ends = index.referrers(frontier)
+            nxt: list[int] = []
+            for n, oid in enumerate(frontier.tolist()):
+                if len(found) >= max_chains:
+                    break
+                obj = _at(oid)
+                parent_ids = index.par[starts[n]:ends[n]].tolist()
+                root = _root_of(obj, parent_ids)
+                if root is None and oid in frame_refs:
+                    fresh = [k for k, _name in frame_refs[oid] if k not in used_frames]
+                    if fresh:
+                        used_frames.add(fresh[0])
+                        found.append(([-(fresh[0] + 1)] + _path(toward, oid), frame_roots[fresh[0]], "frame", None))
+                        continue
+                if root == "blocked":
+                    continue
+                if root is not None:
+                    found.append((_path(toward, oid), *root))
+                    continue
+                live_parents = [p for p in parent_ids if p != oid]
+                if not live_parents and oid not in blocked and not _is_tokdiag_type(type(obj)):
+                    found.append((_path(toward, oid), f"{_qualified(type(obj))} with no tracked referrer", "gc", None))
+                    continue
+                for p in live_parents:
+                    if p not in toward:
+                        toward[p] = oid
+                        nxt.append(p)
+                del obj
+            if found and stop_depth == max_depth:
+                stop_depth = min(max_depth, 2 * depth + 2)  # a few more levels for other roots, then stop
+            frontier = np.array(nxt, dtype=np.int64)
+            depth += 1
+
+        chains: list[Chain] = []
+        for ids, root_label, root_kind, owner in found[:max_chains]:
+            nodes: list[Any] = []
+            frame_name = None
+            if ids[0] < 0:
+                k = -ids[0] - 1
+                frame_name = next(nm for kk, nm in frame_refs[ids[1]] if kk == k)
+                ids = ids[1:]
+            nodes.extend(map(_at, ids))
+            edges = _edges(nodes, touched, owner)
+            nodes.clear()
+            if frame_name is not None:
+                edges = (Edge("frame", frame_name, "frame"),) + edges
+            chains.append(Chain(root_label, root_kind, edges, target_type))
+        return chains
+    finally:
+        del objs
+        samples = None  # noqa: F841
+
+
+def _qualified(t: type) -> str:
+    return f"{getattr(t, '__module__', '?')}.{_qualname(t)}"
+
+
+def _path(toward: dict[int, int], oid: int) -> list[int]:
+    out = [oid]
+    while toward[oid] != oid:
+        oid = toward[oid]
+        out.append(oid)
+    return out
+
+
+def _root_of(obj: Any, parent_ids: list[int]) -> tuple[str, str, str | None] | str | None:
+    """``(label, kind, owner)`` when ``obj`` is a root, ``"blocked"`` for tokdiag's own, else None.
+
+    ``owner`` names the namespace when the root is a module's or class's dict
+    (its keys are then attributes).
+    """
+    t = type(obj)
+    if isinstance(obj, types.ModuleType):
+        name = getattr(obj, "__name__", "?")
+        return "blocked" if _is_tokdiag_name(name) else (f"module {name}", "module", None)
+    if _is_tokdiag_type(t):
+        return "blocked"
+    if t is dict:
+        for p in parent_ids:
+            owner = _at(p)
+            if isinstance(owner, types.ModuleType) and owner.__dict__ is obj:
+                name = getattr(owner, "__name__", "?")
+                return "blocked" if _is_tokdiag_name(name) else (f"module {name}", "module", "module")
+            if isinstance(owner, type) and _type_dict(owner) is obj:
+                if _is_tokdiag_type(owner):
+                    return "blocked"
+                return f"class {_qualified(owner)}", "class", _qualname(owner)
+    return None
+
+
+def _is_tokdiag_name(name: str) -> bool:
+    return name == "tokdiag" or name.startswith("tokdiag.")
