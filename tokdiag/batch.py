@@ -344,8 +344,11 @@ def run_one(spec: RunSpec, folder: str | os.PathLike[str], *, timeout: float | N
         try:
             scrubbed = scrub_notebook(nbformat.read(executed, as_version=4), base_dir=run_dir)
             nbformat.write(scrubbed, executed)
+            params = _format_parameters(spec.parameters) or "default parameters"
+            status = "ok" if failure is None else f"FAILED at {failure.describe()}"
             page = export_html(scrubbed, run_dir / f"{spec.notebook.stem}.html",
-                               title=f"{spec.notebook.stem} ({_format_parameters(spec.parameters) or 'defaults'})")
+                               title=f"{spec.notebook.stem} ({params})",
+                               subtitle=f"tokdiag run {spec.folder_name}: {status} · opens offline")
         except Exception as exc:  # an export bug must not lose the run
             if failure is None:
                 failure = ExecutionFailure(ename=type(exc).__name__, evalue=f"HTML export failed: {exc}")

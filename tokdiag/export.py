@@ -316,6 +316,9 @@ _BOOTSTRAP_JS = """(function () {
 })();"""
 
 _EXTRA_CSS = """
+.tokdiag-header { padding: 12px 16px 4px; border-bottom: 1px solid #e3e6eb; margin-bottom: 8px; }
+.tokdiag-header h1 { font: 600 20px/1.3 system-ui, sans-serif; margin: 0; color: #1d2430; }
+.tokdiag-sub { font: 13px system-ui, sans-serif; color: #5b6474; margin: 2px 0 6px; }
 .tokdiag-figure { width: 100%; margin: 0.5em 0; }
 .tokdiag-note { color: #8a5300; background: #fff4e0; padding: 0.5em 0.8em; border-radius: 4px; }
 """
@@ -326,6 +329,11 @@ _TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 {{ super() }}
 <style type="text/css">{{ resources.tokdiag.css }}</style>
 {%- endblock html_head -%}
+{%- block body_header -%}
+{{ super() }}
+<header class="tokdiag-header"><h1>{{ resources.metadata.name | e }}</h1>
+<div class="tokdiag-sub">{{ resources.tokdiag.subtitle | e }}</div></header>
+{%- endblock body_header -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
@@ -379,14 +387,16 @@ def _load_notebook(source: Any) -> tuple[Any, str]:
     raise ConfigError(f"export_html needs a notebook path or NotebookNode, not {type(source).__name__}")
 
 
-def export_html(notebook: Any, out_html: str | os.PathLike[str], *, title: str | None = None) -> Path:
+def export_html(notebook: Any, out_html: str | os.PathLike[str], *, title: str | None = None,
+                subtitle: str = "") -> Path:
     """Write ``notebook`` (an executed ``.ipynb`` path or a NotebookNode) as self-contained HTML.
 
     The page opens offline: plotly.js is inlined once (only if there is a
     figure), no script or stylesheet is loaded from anywhere, HTML outputs
     are sanitized, and absolute paths are scrubbed relative to the folder of
     ``out_html``. ``title`` defaults to the notebook's ``metadata.title`` or
-    file name. Returns the path written.
+    file name; both it and ``subtitle`` (e.g. the parameters) head the page,
+    escaped. Returns the path written.
     """
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
@@ -402,7 +412,8 @@ def export_html(notebook: Any, out_html: str | os.PathLike[str], *, title: str |
     exporter = HTMLExporter(template_name="lab", template_file="tokdiag_report.html.j2",
                             extra_loaders=[DictLoader({"tokdiag_report.html.j2": _TEMPLATE})])
     resources = {"metadata": {"name": page_title},
-                 "tokdiag": {"csp_meta": csp_meta(scripts), "css": _EXTRA_CSS, "scripts": scripts}}
+                 "tokdiag": {"csp_meta": csp_meta(scripts), "css": _EXTRA_CSS, "scripts": scripts,
+                             "subtitle": subtitle or "tokdiag report · opens offline"}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     _check_page(body, figures)
     out.write_text(body, encoding="utf-8")
