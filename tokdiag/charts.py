@@ -112,7 +112,7 @@ _MAX_LINES = 12
 
 def _esc(value: Any) -> str:
     """``value`` as text that plotly shows literally (its pseudo-HTML cannot see a tag in it)."""
-    return html.escape(str(value), quote=True)
+    return html.escape(str(value), quote=False)  # plotly shows &quot; literally; without "<" no tag can form
 
 
 def _base_layout(fig: go.Figure, title: str, *, height: int | None = None) -> go.Figure:
