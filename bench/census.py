@@ -23,6 +23,7 @@ Run: ``.venv/bin/python bench/census.py [n_objects] [repeats]``
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import sys
 import time
@@ -91,6 +92,7 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 
 
 def main() -> None:
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)")
     target = int(sys.argv[1]) if len(sys.argv) > 1 else 400_000
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 7
     import objgraph
@@ -125,6 +127,7 @@ def main() -> None:
           f"{'met' if ratio <= GOAL else 'NOT met'}")
     print(f"with owned ids: {ours_owned / floor:.2f}x (unowned_bytes needs one id() per object)")
     del heap, keep
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

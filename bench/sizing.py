@@ -22,6 +22,7 @@ Run: ``.venv/bin/python bench/sizing.py [repeats]``
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -66,6 +67,7 @@ def load_vocab() -> tuple[str, dict[bytes, int]]:
 
 
 def main() -> None:
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)")
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     vocab_name, vocab = load_vocab()
     shapes: list[tuple[str, Any]] = [
@@ -100,6 +102,7 @@ def main() -> None:
     worst = max(r[2] for r in results)
     print(f"goal: sizes <= {SIZE_GOAL:.0%} apart on every shape: worst {worst:.3%} -> "
           f"{'met' if worst <= SIZE_GOAL else 'NOT met'}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
