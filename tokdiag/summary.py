@@ -185,15 +185,16 @@ def headlines_from_journals(paths: Iterable[str | os.PathLike[str]], *, limit: i
     from tokdiag.errors import TokdiagError
     from tokdiag.run import load
 
-    journals = [Path(p) for p in paths]
-    found: list[Headline] = []
-    for journal in journals:
+    judged = []
+    for journal in paths:
         try:
             run = load(journal)
-            table = verdicts(run.timeline)
+            judged.append((run.name, verdicts(run.timeline)))
         except (TokdiagError, OSError, ValueError, KeyError):
             continue
-        prefix = f"{run.name}: " if len(journals) > 1 else ""
+    found: list[Headline] = []
+    for name, table in judged:
+        prefix = f"{name}: " if len(judged) > 1 else ""
         rows = table.to_dict(orient="records")
         rss = [r for r in rows if (r["probe"], r["metric"]) == ("process", "rss")]
         growing = sorted((r for r in rows if r["verdict"] in _SEVERITY and r["probe"] in _PROBE_ORDER),

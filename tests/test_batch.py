@@ -1,0 +1,268 @@
+"""Batch runs: a plan with good and broken runs, parallel kernels, the index page, plan validation."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from tokdiag.batch import (
+    RUN_MARKER,
+    BatchResult,
+    load_plan,
+    parse_plan,
+    run_batch,
+    run_folder_parameters,
+)
+from tokdiag.errors import ConfigError
+from tokdiag.summary import Headline, headlines_from_journals, read_summary, write_summary
+
+NOTEBOOKS = Path(__file__).parent / "notebooks"
+
+
+def _copy_fixtures(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("rendezvous.ipynb", "broken.ipynb", "simple_plot.ipynb", "no_parameters.ipynb"):
+        shutil.copy(NOTEBOOKS / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[BatchResult, Path, str]:
+    """Two runs that must overlap in time (each waits for the other's pid file) and one broken run, --jobs 2."""
+    root = _copy_fixtures(tmp_path_factory.mktemp("batch"))
+    meeting = root / "meeting"
+    meeting.mkdir()
+    (root / "plan.yaml").write_text(f"""\
+title: "test <b>batch</b>"
+runs:
+  - notebook: rendezvous.ipynb
+    name: meet
+    parameters: {{meeting: "{meeting}", expect: 2, wait_s: 60, steps: 20}}
+    grid: {{name: [a, b]}}
+  - notebook: broken.ipynb
+""", encoding="utf-8")
+    progress = io.StringIO()
+    result = run_batch(root / "plan.yaml", root / "out", jobs=2, progress=progress)
+    return result, meeting, progress.getvalue()
+
+
+class _Index(HTMLParser):
+    """Rows of the index table (their text) and every link target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[str] = []
+        self.links: list[list[str]] = []
+        self._in_body = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.rows.append("")
+            self.links.append([])
+        elif tag == "a" and self.rows:
+            self.links[-1].append(dict(attrs).get("href") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tbody":
+            self._in_body = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_body and self.rows:
+            self.rows[-1] += data
+
+
+def _index(result: BatchResult) -> _Index:
+    parser = _Index()
+    parser.feed(result.index.read_text(encoding="utf-8"))
+    return parser
+
+
+def test_both_rows_are_on_the_index_and_the_broken_one_names_cell_and_exception(batch) -> None:
+    result, _, _ = batch
+    assert [r.spec.folder_name for r in result.runs] == ["01-meet-name=a", "02-meet-name=b", "03-broken"]
+    assert [r.status for r in result.runs] == ["ok", "ok", "failed"]
+    index = _index(result)
+    assert len(index.rows) == 3
+    broken = index.rows[2]
+    assert "failed" in broken and "ZeroDivisionError: division by zero" in broken
+    assert "cell 2" in broken  # the third cell of broken.ipynb as written, injected parameters not counted
+    failure = result.runs[2].failure
+    assert failure is not None and failure.ename == "ZeroDivisionError" and failure.cell_index == 2
+    record = json.loads((result.out_dir / "index.json").read_text())["runs"][2]
+    assert record["status"] == "failed" and record["error"]["ename"] == "ZeroDivisionError"
+
+
+def test_good_rows_link_to_files_that_exist_by_relative_paths(batch) -> None:
+    result, _, _ = batch
+    index = _index(result)
+    for row, links in zip(index.rows[:2], index.links[:2], strict=True):
+        assert "ok" in row
+        assert len(links) == 3  # report, notebook, journal
+        for href in links:
+            assert not href.startswith(("/", "file:", "http")), href
+            assert (result.out_dir / unquote(href)).is_file(), href
+        assert any(h.endswith(".html") for h in links) and any(h.endswith("journal.jsonl") for h in links)
+    # the failed run keeps its executed notebook and HTML, where the traceback is
+    for href in index.links[2]:
+        assert (result.out_dir / unquote(href)).is_file()
+
+
+def test_headlines_come_from_the_journal_the_notebook_wrote(batch) -> None:
+    result, _, _ = batch
+    good = result.runs[0]
+    assert good.summary is not None and good.summary.source == "journals"
+    kept = [h for h in good.summary.headlines if "Kept count" in h.subject]
+    assert kept and kept[0].verdict == "leak" and kept[0].detail == "+1 objects/step"
+    assert "Kept count" in _index(result).rows[0] and "computed from the journal" in _index(result).rows[0]
+
+
+def test_jobs_2_runs_kernels_at_the_same_time_in_different_processes(batch) -> None:
+    result, meeting, _ = batch
+    # each rendezvous run waited until both pid files existed: finishing at all proves they overlapped
+    pids = {p.stem: int(p.read_text()) for p in meeting.glob("*.pid")}
+    assert set(pids) == {"a", "b"}
+    assert pids["a"] != pids["b"] and os.getpid() not in pids.values()
+    for run, name in zip(result.runs[:2], "ab", strict=True):
+        assert run.notebook is not None
+        assert f"run {name} in pid {pids[name]}" in run.notebook.read_text()
+
+
+def test_progress_goes_to_the_stream_while_it_runs(batch) -> None:
+    _, _, progress = batch
+    assert "3 runs of plan.yaml, 2 at a time" in progress
+    assert progress.count("[start]") == 3
+    assert re.search(r"\[\d/3\] FAILED 03-broken in [\d.]+s: .*ZeroDivisionError", progress)
+    assert "1 failed" in progress.splitlines()[-1]
+
+
+def test_index_escapes_text_and_holds_no_absolute_paths(batch) -> None:
+    result, meeting, _ = batch
+    page = result.index.read_text(encoding="utf-8")
+    assert "<title>test &lt;b&gt;batch&lt;/b&gt;</title>" in page
+    for path in (str(meeting), str(result.out_dir), str(Path.home())):
+        assert path not in page
+        assert path not in (result.out_dir / "index.json").read_text()
+    assert "<script" not in page
+
+
+def test_run_folders_of_a_second_batch_replace_the_first_but_foreign_folders_are_refused(tmp_path: Path) -> None:
+    root = _copy_fixtures(tmp_path / "plans")
+    (root / "plan.yaml").write_text("runs:\n  - notebook: no_parameters.ipynb\n", encoding="utf-8")
+    out = tmp_path / "out"
+    (out / "01-no_parameters").mkdir(parents=True)
+    (out / "01-no_parameters" / "mine.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="was not written by tokdiag"):
+        run_batch(root / "plan.yaml", out, progress=None)
+    assert (out / "01-no_parameters" / "mine.txt").read_text() == "keep me"
+    (out / "01-no_parameters" / RUN_MARKER).write_text("")
+    result = run_batch(root / "plan.yaml", out, progress=None)
+    assert result.runs[0].ok and not (out / "01-no_parameters" / "mine.txt").exists()
+
+
+# --------------------------------------------------------------------------- plans, no kernel
+
+
+def _plan(tmp_path: Path, text: str) -> Path:
+    _copy_fixtures(tmp_path)
+    path = tmp_path / "plan.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_grid_expands_into_one_run_per_combination(tmp_path: Path) -> None:
+    plan = load_plan(_plan(tmp_path, """\
+jobs: 3
+runs:
+  - notebook: simple_plot.ipynb
+    parameters: {title: x}
+    grid: {points: [2, 3]}
+"""))
+    assert plan.jobs == 3
+    assert [r.folder_name for r in plan.runs] == ["01-simple_plot-points=2", "02-simple_plot-points=3"]
+    assert [dict(r.parameters) for r in plan.runs] == [{"title": "x", "points": 2}, {"title": "x", "points": 3}]
+    assert plan.runs[0].kernel_parameters() == {"title": "x", "points": 2, "output_dir": "."}
+
+
+def test_run_folder_parameters_follow_what_the_notebook_declares() -> None:
+    assert run_folder_parameters({"steps": 1, "output_dir": ".", "journal": "x.jsonl"}) == {
+        "output_dir": ".", "journal": "journal.jsonl"}
+    assert run_folder_parameters({"out_dir": "."}) == {"out_dir": "."}
+    assert run_folder_parameters({"steps": 1}) == {} and run_folder_parameters(None) == {}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("runs:\n  - notebook: simple_plot.ipynb\n    paramters: {points: 2}\n",
+     r"runs\[0\]: unknown key 'paramters'; did you mean 'parameters'\?"),
+    ("title: x\nrun: []\n", r"unknown key 'run' at the top level; did you mean 'runs'\?"),
+    ("jobs: two\nruns:\n  - notebook: simple_plot.ipynb\n", r"jobs must be a whole number >= 1, got 'two'"),
+    ("runs: {notebook: simple_plot.ipynb}\n", r"'runs' must be a non-empty list"),
+    ("runs:\n  - notebook: simple_plot.ipynb\n    parameters: [1]\n", r"'parameters' must be a mapping"),
+    ("runs:\n  - notebook: simple_plot.ipynb\n    grid: {points: 3}\n", r"grid.points must be a non-empty list"),
+    ("runs:\n  - notebook: missing.ipynb\n", r"runs\[0\]: notebook 'missing.ipynb' not found"),
+    ("runs:\n  - notebook: simple_plot.ipynb\n    parameters: {pionts: 2}\n",
+     r"has no parameter 'pionts'; did you mean 'points'\? its documented parameters are: title .*points"),
+    ("runs:\n  - notebook: simple_plot.ipynb\n    parameters: {output_dir: /tmp}\n",
+     r"parameter 'output_dir' is set by tokdiag"),
+    ("runs:\n  - notebook: no_parameters.ipynb\n    parameters: {x: 1}\n", r"has no cell tagged 'parameters'"),
+    ("runs:\n  - notebook: simple_plot.ipynb\n   parameters: {}\n", r"not valid YAML at line 3"),
+])
+def test_bad_plans_raise_config_errors_naming_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_plan(_plan(tmp_path, text))
+
+
+def test_a_missing_plan_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"plan file .*nope\.yaml.* does not exist"):
+        load_plan(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="a plan is a mapping"):
+        parse_plan(["runs"])
+
+
+# --------------------------------------------------------------------------- summaries, no kernel
+
+
+def test_summary_round_trips_and_a_malformed_one_reads_as_absent(tmp_path: Path) -> None:
+    path = write_summary(tmp_path, [("RewardAgent", "leak", "+2 KiB/step"), {"subject": "cache", "label": "bounded"}],
+                         title="t")
+    summary = read_summary(tmp_path)
+    assert summary is not None and summary.title == "t" and path.name == "summary.json"
+    assert summary.headlines == (Headline("RewardAgent", "leak", "+2 KiB/step"), Headline("cache", "bounded", ""))
+    path.write_text("{not json")
+    assert read_summary(tmp_path) is None
+    with pytest.raises(ConfigError, match="needs keys 'subject' and 'verdict'"):
+        write_summary(tmp_path, [{"name": "x"}])
+
+
+class Grows:
+    """One per step of the tracked workload below, all kept."""
+
+    def __init__(self) -> None:
+        self.data = bytearray(256)
+
+
+def test_headlines_from_a_journal_put_rss_first_then_what_grows(tmp_path: Path) -> None:
+    import tokdiag as td
+
+    kept: list[bytearray] = []
+    objects: list[Grows] = []
+
+    def step(i: int) -> None:
+        kept.append(bytearray(64 * 1024))
+        objects.append(Grows())
+
+    journal = tmp_path / "j.jsonl"
+    td.track(step, steps=40, progress=False, census=False, watch=[f"{__name__}.Grows"], journal=str(journal))
+    headlines = headlines_from_journals([journal, tmp_path / "missing.jsonl"])
+    assert headlines[0].subject == "RSS"
+    grows = [h for h in headlines if h.subject.endswith("Grows count")]
+    assert grows and grows[0].verdict == "leak" and grows[0].detail == "+1 objects/step"
