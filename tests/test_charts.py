@@ -9,8 +9,9 @@ headless Chromium to show a malicious name stays text).
 
 from __future__ import annotations
 
+import html
 import re
-from dataclasses import dataclass
+import sys
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import tokdiag as td
 from tokdiag import charts
 from tokdiag.errors import ConfigError
 from tokdiag.records import COLUMNS
+from tokdiag.retention import Chain, Edge, why_alive
 from tokdiag.run import Run
 
 MiB = 2.0**20
@@ -283,46 +285,52 @@ def test_verdict_table_rejects_bad_input_and_annotates_empty():
 
 # --------------------------------------------------------------------------- chains
 
-@dataclass(frozen=True)
-class _Edge:  # the shape of tokdiag.retention.Edge
-    kind: str
-    label: str
-    source_type: str
-
-
-@dataclass(frozen=True)
-class _Chain:  # the shape of tokdiag.retention.Chain
-    root: str
-    root_kind: str
-    edges: tuple[_Edge, ...]
-    target_type: str
-
-
-def _chain_objects() -> list[Any]:
-    try:
-        from tokdiag.retention import Chain, Edge  # type: ignore[attr-defined]
-    except ImportError:
-        Chain, Edge = _Chain, _Edge  # noqa: N806
-    hops = (Edge("attr", "_history", "EventBus"), Edge("index", "12", "list"),
+def _chain_objects() -> list[Chain]:
+    hops = (Edge("attr", "bus", "module"), Edge("attr", "_history", "EventBus"), Edge("index", "12", "list"),
             Edge("attr", "agent", "MemoryEventMessage"))
-    return [Chain("app.bus", "module", hops, "RewardAgent")]
+    return [Chain("module app", "module", hops, "RewardAgent")]
 
 
 def test_chain_draws_root_types_target_and_edge_labels():
-    fig = charts.chain(_chain_objects())
+    chains = _chain_objects()
+    fig = charts.chain(chains)
     path = fig.data[0]
-    nodes = list(path.text)
-    assert nodes[0].startswith("module app.bus")
-    assert nodes[1:] == ["list", "MemoryEventMessage", "RewardAgent"]
+    assert list(path.text) == ["module app", "EventBus", "list", "MemoryEventMessage", "RewardAgent"]
     labels = [a.text for a in fig.layout.annotations if a.text]
-    assert labels == ["<b>._history</b>", "<b>[12]</b>", "<b>.agent</b>"]
-    arrows = [a for a in fig.layout.annotations if a.showarrow]
-    assert len(arrows) == 3
+    assert labels == ["<b>.bus</b>", "<b>._history</b>", "<b>[12]</b>", "<b>.agent</b>"]
+    assert len([a for a in fig.layout.annotations if a.showarrow]) == 4
+    assert path.customdata[0][2] == html.escape(chains[0].text, quote=False)  # the whole chain on hover
+    # the dict form (as journals store it) draws the same path
+    again = charts.chain([c.as_dict() for c in chains])
+    assert list(again.data[0].text) == list(path.text)
+
+
+def test_chain_from_a_real_run(tmp_path):
+    class Holder:
+        pass
+
+    holder = Holder()
+    holder.items = []
+    sys.modules[__name__].CHAIN_ROOT = holder  # a module global, so the chain starts at this module
+
+    class Retained:
+        pass
+
+    try:
+        for _ in range(3):
+            holder.items.append(Retained())
+        chains = why_alive(Retained)
+        assert chains
+        fig = charts.chain(chains)
+        assert fig.data[0].text[-1].endswith("Retained")
+        assert "<b>.items</b>" in [a.text for a in fig.layout.annotations]
+    finally:
+        del sys.modules[__name__].CHAIN_ROOT
 
 
 def test_chain_accepts_dicts_and_long_paths():
     hops = [{"kind": "attr", "label": f"a{k}", "source_type": f"T{k}"} for k in range(8)]
-    fig = charts.chain({"root": "app", "root_kind": "module", "edges": hops, "target_type": "Leaked"})
+    fig = charts.chain({"root": "module app", "root_kind": "module", "edges": hops, "target_type": "Leaked"})
     assert len(fig.data[0].text) == 9
     assert fig.data[0].text[-1] == "Leaked"
     assert [a.text for a in fig.layout.annotations if a.text][-1] == "<b>.a7</b>"

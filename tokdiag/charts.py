@@ -512,48 +512,43 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
 
 # --------------------------------------------------------------------------- why-alive chains
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+def _as_chain(c: Any) -> Any:
+    """A :class:`tokdiag.retention.Chain` from a Chain or its dict (``Chain.as_dict()``)."""
+    from tokdiag.retention import Chain
+
+    if isinstance(c, Chain):
+        return c
+    if isinstance(c, Mapping):
+        return Chain.from_dict(dict(c))
+    raise ConfigError(f"chain: {c!r} is not a retention chain; pass tokdiag.retention.Chain objects "
+                      "(run.why_alive(...)) or their dicts (Chain.as_dict())")
 
 
-def _edge_text(edge: Any) -> tuple[str, str, str]:
-    """(kind, label as shown on the edge, source type) for an Edge, its dict or a (kind, label, type) tuple."""
-    if isinstance(edge, (tuple, list)) and not hasattr(edge, "_fields"):
-        kind, label, source = (list(edge) + ["", "", ""])[:3]
-    else:
-        kind, label, source = _get(edge, "kind", ""), _get(edge, "label", ""), _get(edge, "source_type", "")
-    kind, label = str(kind or ""), str(label if label is not None else "")
-    if kind in ("attr", "attribute") and label and not label.startswith("."):
-        label = "." + label
-    elif kind in ("key", "index", "item") and label and not label.startswith("["):
-        label = f"[{label}]"
-    return kind, label, str(source or "")
+_ROOT_TYPES = ("module", "type", "frame", "function", "cell")
 
 
 def _chain_path(c: Any) -> tuple[list[str], list[str]]:
-    """Node labels (root, intermediate types, target) and the edge labels between them."""
-    root, root_kind = _get(c, "root", None), _get(c, "root_kind", "")
-    edges = list(_get(c, "edges", ()) or ())
-    target = _get(c, "target_type", None)
-    if root is None or target is None:
-        raise ConfigError(f"chain: {c!r} is not a retention chain; pass tokdiag.retention.Chain objects "
-                          "(run.why_alive(...)) or their dicts (keys root, root_kind, edges, target_type)")
-    parsed = [_edge_text(e) for e in edges]
-    first = _esc(f"{root_kind} {root}".strip())
-    if parsed and parsed[0][2] and parsed[0][2] not in ("module", str(root_kind)):
-        first += f"<br>({_esc(parsed[0][2])})"  # the root object's own type
-    nodes = [first] + [_esc(p[2] or "?") for p in parsed[1:]] + [_esc(target)]
-    labels = [_esc(p[1] or p[0]) for p in parsed] or [""]  # no edges: the root holds the target directly
+    """Node labels (root, the type of each object on the way, target) and the edge labels between them.
+
+    Edge ``k`` leaves an object of type ``edges[k].source_type`` (the root
+    for ``k = 0``), so node ``k`` is that type and the last node the target.
+    """
+    c = _as_chain(c)
+    root = str(c.root)
+    first = _esc(root if root.startswith(str(c.root_kind)) else f"{c.root_kind} {root}".strip())
+    edges = list(c.edges)
+    if edges and edges[0].source_type and edges[0].source_type not in (*_ROOT_TYPES, str(c.root_kind)):
+        first += f"<br>({_esc(edges[0].source_type)})"  # the root object's own type
+    nodes = [first] + [_esc(e.source_type or "?") for e in edges[1:]] + [_esc(c.target_type)]
+    labels = [_esc(e.text) for e in edges] or [""]  # no edges: the root holds the target directly
     return nodes, labels
 
 
 def chain(chains: Any, *, top: int = 6) -> go.Figure:
     """Why-alive chains drawn as paths: root -> intermediate objects -> leaked type, edges labelled.
 
-    Each chain is one row, read left to right: the root (a module global, a
-    thread's frame...) on the left in green, each object on the way by its
+    Each chain is one row, read left to right: the root (a module, a class,
+    a thread's frame...) on the left in green, each object on the way by its
     type, the leaked type on the right in red; the label on each arrow is
     how the next object is held (``.agent``, ``["messages"]``, ``[3]``).
     Accepts one chain or a list, as :class:`tokdiag.retention.Chain` objects
@@ -568,13 +563,15 @@ def chain(chains: Any, *, top: int = 6) -> go.Figure:
              "object (right); the arrow labels are the references to cut</sup>")
     if not chains:
         return _empty(title, "no retention chains recorded (nothing leaked, or why_alive was off)")
-    paths = [_chain_path(c) for c in chains[:top]]
+    shown = [_as_chain(c) for c in chains[:top]]
+    paths = [_chain_path(c) for c in shown]
     if len(chains) > top:
         title = title.replace("<br>", f" ({top} of {len(chains)} chains)<br>", 1)
     fig = go.Figure()
     longest = max(len(nodes) for nodes, _ in paths)
     for row, (nodes, labels) in enumerate(paths):
         y = -row
+        whole = _esc(shown[row].text)
         xs = list(range(len(nodes)))
         colors = ["#2ca02c"] + ["#6b8fb3"] * (len(nodes) - 2) + ["#d62728"] if len(nodes) > 1 else ["#2ca02c"]
         hops = len(nodes) - 1
@@ -583,8 +580,9 @@ def chain(chains: Any, *, top: int = 6) -> go.Figure:
             textposition=["top center" if k % 2 == 0 else "bottom center" for k in xs],
             marker={"size": 16, "color": colors, "line": {"width": 1, "color": "white"}},
             line={"color": "#bbbbbb", "width": 1}, name=f"chain {row + 1} ({hops} hop{'s' if hops != 1 else ''})",
-            customdata=np.array([[n, k] for k, n in enumerate(nodes)], dtype=object),
-            hovertemplate="%{customdata[0]}<br>hop %{customdata[1]}<extra></extra>", showlegend=False,
+            customdata=np.array([[n, k, whole] for k, n in enumerate(nodes)], dtype=object),
+            hovertemplate="%{customdata[0]}<br>hop %{customdata[1]} of "
+                          f"{len(nodes) - 1}<br>%{{customdata[2]}}<extra></extra>", showlegend=False,
             cliponaxis=False,
         ))
         for k, label in enumerate(labels):

@@ -1,0 +1,105 @@
+"""The ``%%tokdiag`` cell magic, run in a real IPython InteractiveShell."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from tokdiag.magic import PLOTLY_MIME, RUN_VARIABLE
+
+
+@pytest.fixture(scope="module")
+def shell() -> InteractiveShell:
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "tokdiag")
+    sh.run_cell("class MagicLeak:\n    pass\nKEPT = []\nSEEN = []", store_history=False)
+    yield sh
+    sh.user_ns.pop(RUN_VARIABLE, None)
+    sh.user_ns["KEPT"] = []
+
+
+def _figures(cap) -> list[dict]:
+    return [o.data[PLOTLY_MIME] for o in cap.outputs if PLOTLY_MIME in o.data]
+
+
+def _table_rows(spec: dict) -> list[tuple[str, str]]:
+    """(verdict, series cell) per row of the verdict table figure."""
+    cells = spec["data"][0]["cells"]["values"]
+    return [(v.replace("<b>", "").replace("</b>", ""), s) for v, s in zip(cells[0], cells[1])]
+
+
+def test_a_leaking_cell_is_tracked_and_reported(shell):
+    shell.user_ns["KEPT"] = []
+    with capture_output() as cap:
+        shell.run_cell_magic("tokdiag", "--steps 40 --every 4 --watch MagicLeak --no-progress",
+                             "KEPT.append(MagicLeak())")
+    assert len(shell.user_ns["KEPT"]) == 40  # the body ran once per step, in the user namespace
+    run = shell.user_ns[RUN_VARIABLE]
+    assert run.status == "completed" and run.steps[-1] == 40
+    count = run.series("watch", "__main__.MagicLeak", "count")
+    assert count.iloc[-1] - count.iloc[0] == 40
+    figures = _figures(cap)
+    assert len(figures) == 2  # verdict table, then ledger
+    table, ledger = figures
+    assert table["data"][0]["type"] == "table"
+    rows = _table_rows(table)
+    leak = [v for v, s in rows if "MagicLeak" in s and "count" in s]
+    assert leak == ["leak"]
+    assert not any("gc_gen" in s for _, s in rows)  # collector bookkeeping left out
+    assert ledger["data"][-1]["name"] == "RSS growth"
+    assert RUN_VARIABLE in cap.outputs[0].data["text/plain"]
+
+
+def test_a_cell_that_does_not_leak_comes_out_flat(shell):
+    with capture_output() as cap:
+        shell.run_cell_magic("tokdiag", "--steps 30 --every 3 --watch MagicLeak --no-progress",
+                             "tmp = [MagicLeak() for _ in range(5)]\ndel tmp")
+    run = shell.user_ns[RUN_VARIABLE]
+    count = run.series("watch", "__main__.MagicLeak", "count")
+    assert count.max() - count.min() == 0
+    rows = _table_rows(_figures(cap)[0])
+    assert [v for v, s in rows if "MagicLeak" in s and "count" in s] == ["flat"]
+    assert "leak" not in [v for v, s in rows if "MagicLeak" in s]
+
+
+def test_step_index_is_available_as_i_and_step(shell):
+    shell.user_ns["SEEN"] = []
+    with capture_output():
+        shell.run_cell_magic("tokdiag", "--steps 6 --every 2 --no-progress", "SEEN.append((i, step))")
+    assert shell.user_ns["SEEN"] == [(k, k) for k in range(6)]
+
+
+def test_the_progress_bar_shows(shell):
+    with capture_output() as cap:
+        shell.run_cell_magic("tokdiag", "--steps 5 --every 1 --name barrun", "pass")
+    assert "barrun" in cap.stderr and "5/5" in cap.stderr
+
+
+def test_a_failing_cell_keeps_the_run_and_raises(shell):
+    shell.user_ns.pop(RUN_VARIABLE, None)
+    with capture_output(), pytest.raises(ZeroDivisionError):
+        shell.run_cell_magic("tokdiag", "--steps 10 --every 1 --no-progress", "x = 1 / (3 - i)")
+    run = shell.user_ns[RUN_VARIABLE]
+    assert run.status == "error" and "ZeroDivisionError" in run.message
+
+
+@pytest.mark.parametrize(("line", "named"), [
+    ("--every 2", "--steps"),             # required
+    ("--steps many", "--steps"),          # not an int
+    ("--steps 0", "--steps"),             # not positive
+    ("--steps 5 --every 0", "--every"),
+    ("--steps 5 --every often", "--every"),
+    ("--steps 5 --budget-mb -1", "--budget-mb"),
+    ("--steps 5 --colour red", "--colour"),
+    ("--steps 5 --cache nocolon", "nocolon"),
+])
+def test_bad_options_are_usage_errors_naming_the_option(shell, line, named):
+    with pytest.raises(UsageError, match=named):
+        shell.run_cell_magic("tokdiag", line, "pass")
+
+
+def test_an_empty_body_is_a_usage_error(shell):
+    with pytest.raises(UsageError, match="cell body"):
+        shell.run_cell_magic("tokdiag", "--steps 3", "   \n")
