@@ -218,7 +218,8 @@ def check_parameters(notebook: Path, parameters: Mapping[str, object], *,
         if name not in documented:
             close = difflib.get_close_matches(name, list(documented), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            listing = "; ".join(p.describe() for p in documented.values()) or "(none)"
+            listing = "; ".join(p.describe() + (" [set by tokdiag]" if p.name in reserved else "")
+                                for p in documented.values()) or "(none)"
             raise ConfigError(f"{where}notebook {notebook.name!r} has no parameter {name!r}; {hint}"
                               f"its documented parameters are: {listing}")
     return documented

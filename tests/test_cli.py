@@ -1,0 +1,119 @@
+"""The ``tokdiag`` command: help with examples, one-line errors with exit status 2, run and report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tokdiag.cli import main, parse_value
+
+NOTEBOOKS = Path(__file__).parent / "notebooks"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tokdiag(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m tokdiag ARGS`` in a subprocess, the way a user runs it."""
+    return subprocess.run([sys.executable, "-m", "tokdiag", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _one_line_error(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_help_shows_examples(tmp_path: Path) -> None:
+    done = _tokdiag("--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "examples:" in done.stdout
+    for command in ("tokdiag run notebooks/", "tokdiag batch plans/default.yaml", "tokdiag report "):
+        assert command in done.stdout
+
+
+def test_a_missing_notebook_is_one_line_and_status_2(tmp_path: Path) -> None:
+    done = _tokdiag("run", "nope.ipynb", cwd=tmp_path)
+    assert done.returncode == 2
+    assert _one_line_error(done.stderr).startswith("tokdiag: error: notebook 'nope.ipynb' does not exist")
+
+
+def test_an_unknown_parameter_names_it_and_the_documented_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(NOTEBOOKS / "simple_plot.ipynb"), "-p", "pionts", "3"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "no parameter 'pionts'" in line and "did you mean 'points'?" in line
+    assert 'title (default "Bytes per step"): title of the first chart' in line
+    assert "points (default 6): number of steps to plot" in line
+    assert "output_dir" in line and "[set by tokdiag]" in line
+
+
+def test_parameters_set_by_tokdiag_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(NOTEBOOKS / "simple_plot.ipynb"), "-p", "output_dir", "/tmp/x"]) == 2
+    assert "parameter 'output_dir' is set by tokdiag" in _one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(("plan", "message"), [
+    (None, "plan file 'plan.yaml' does not exist"),
+    ("runs:\n  - notebook: x.ipynb\n bad: [\n", "plan.yaml: not valid YAML at line"),
+    ("runs:\n  - notebook: simple_plot.ipynb\n    parameter: {points: 2}\n",
+     "runs[0]: unknown key 'parameter'; did you mean 'parameters'?"),
+    ("runs:\n  - notebook: simple_plot.ipynb\n    grid: {points: 3}\n", "grid.points must be a non-empty list"),
+    ("timeout: soon\nruns:\n  - notebook: simple_plot.ipynb\n", "timeout must be a number of seconds > 0"),
+])
+def test_a_bad_plan_is_one_line_and_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch, plan: str | None,
+                                             message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "simple_plot.ipynb").write_bytes((NOTEBOOKS / "simple_plot.ipynb").read_bytes())
+    if plan is not None:
+        (tmp_path / "plan.yaml").write_text(plan, encoding="utf-8")
+    assert main(["batch", "plan.yaml", "-o", "out"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert line.startswith("tokdiag: error: ") and message in line
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_a_bad_plan_from_the_shell_has_no_traceback(tmp_path: Path) -> None:
+    (tmp_path / "plan.yaml").write_text("runs:\n  - notebook: missing.ipynb\n", encoding="utf-8")
+    done = _tokdiag("batch", "plan.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "notebook 'missing.ipynb' not found" in _one_line_error(done.stderr)
+
+
+def test_usage_errors_are_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["run"]) == 2
+    assert main(["batch", "plan.yaml", "--jobs", "many"]) == 2
+    assert main(["report", "missing.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "journal 'missing.jsonl' does not exist" in err
+
+
+def test_list_parameters(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(NOTEBOOKS / "broken.ipynb"), "--list-parameters"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("divisor (default 0): the cell after next divides by this")
+
+
+def test_parse_value_reads_literals_and_keeps_text() -> None:
+    assert parse_value("300") == 300 and parse_value("1.5") == 1.5
+    assert parse_value("true") is True and parse_value("None") is None
+    assert parse_value('["A", "B"]') == ["A", "B"] and parse_value("{'k': 1}") == {"k": 1}
+    assert parse_value("mypkg.mod:fn") == "mypkg.mod:fn" and parse_value("") == ""
+
+
+def test_run_passes_typed_parameters_and_reports_a_failure_with_status_1(tmp_path: Path) -> None:
+    (tmp_path / "broken.ipynb").write_bytes((NOTEBOOKS / "broken.ipynb").read_bytes())
+    ok = _tokdiag("run", "broken.ipynb", "-p", "divisor", "4", "-o", "ok", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "open ok/broken.html" in ok.stderr
+    assert "0.25" in (tmp_path / "ok" / "broken.ipynb").read_text()  # 4 arrived as a number
+    failed = _tokdiag("run", "broken.ipynb", "-o", "failed", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert "failed at In [4], cell 2: ZeroDivisionError: division by zero" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert (tmp_path / "failed" / "broken.html").is_file()
