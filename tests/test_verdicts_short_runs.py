@@ -32,3 +32,11 @@ def test_short_flat_series_with_noise_is_flat_not_inconclusive():
     steps = np.arange(6)
     v = classify(steps, 300 * MB + rng.normal(0, 4096, 6))
     assert v.verdict == "flat"
+
+
+def test_an_exact_count_line_has_no_invented_warm_up():
+    # the tracker's "auto" schedule: 0, 1, then every 15 steps; a leak of one object per task
+    steps = np.r_[0, 1, np.arange(16, 300, 15), 300].astype(float)
+    v = classify(steps, steps.copy(), unit="objects")
+    assert v.verdict == "leak"
+    assert v.warmup_steps == 0

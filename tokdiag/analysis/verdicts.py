@@ -361,7 +361,9 @@ def _split(x: np.ndarray, y: np.ndarray, noise: float, min_tail: int) -> int:
     best = int(np.argmin(cost))
     gain = one_line - float(cost[best])
     var = max((noise / scale) ** 2, float(cost[best]) / max(n - 4, 1))
-    price = max(_split_price(n) * var, 1e-9 * one_line, 1e-18)
+    # Floor: the running-sum SSEs carry rounding errors of ~1e-15 per point on this normalised
+    # scale; an exact line (exact counts) must not be split by them.
+    price = max(_split_price(n) * var, 1e-9 * one_line, 1e-10 * n)
     return int(ks[best]) if gain > price else 0
 
 
