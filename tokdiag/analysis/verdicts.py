@@ -367,6 +367,24 @@ def _split(x: np.ndarray, y: np.ndarray, noise: float, min_tail: int) -> int:
     return int(ks[best]) if gain > price else 0
 
 
+def _last_half(xt: np.ndarray, yt: np.ndarray, minimum: float
+               ) -> tuple[int, np.ndarray, np.ndarray, float, float, float, bool]:
+    """The last half of the tail judged alone: ``(h, x, y, slope, lo99, hi99, practically_flat)``.
+
+    Practically flat is the TOST test of step 5 on the half: its 90% interval
+    inside the practical band for the half's own span.
+    """
+    h = xt.size // 2
+    xf, yf = xt[-h:], yt[-h:]
+    s_f, lo_f, hi_f, lo90_f, hi90_f, ic_f = _theil_sen(xf, yf)
+    inf_f = _autocorrelation_inflation(yf - ic_f - s_f * xf)
+    lo_f, hi_f = s_f - inf_f * (s_f - lo_f), s_f + inf_f * (hi_f - s_f)
+    lo90_f, hi90_f = s_f - inf_f * (s_f - lo90_f), s_f + inf_f * (hi90_f - s_f)
+    span_f = float(xf[-1] - xf[0])
+    band_f = minimum / span_f if span_f > 0 else math.inf
+    return h, xf, yf, s_f, lo_f, hi_f, bool(-band_f < lo90_f and hi90_f < band_f)
+
+
 def _more_steps(slope: float, lo: float, hi: float, span: float, minimum: float) -> float | None:
     """Extra steps (same snapshot interval) after which the interval would decide, or None."""
     if span <= 0:
@@ -477,15 +495,9 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
 
     if lo > 0 and slope * span >= minimum:  # grows, surely and by a practical amount
         if m >= 2 * MIN_SNAPSHOTS:  # does it keep growing through the end? judge the last half alone
-            h = m // 2
-            xf, yf = xt[-h:], yt[-h:]
-            s_f, lo_f, hi_f, lo90_f, hi90_f, ic_f = _theil_sen(xf, yf)
-            inf_f = _autocorrelation_inflation(yf - ic_f - s_f * xf)
-            lo_f, hi_f = s_f - inf_f * (s_f - lo_f), s_f + inf_f * (hi_f - s_f)
-            lo90_f, hi90_f = s_f - inf_f * (s_f - lo90_f), s_f + inf_f * (hi90_f - s_f)
+            h, xf, yf, s_f, lo_f, hi_f, flat_f = _last_half(xt, yt, minimum)
             span_f = float(xf[-1] - xf[0])
-            band_f = minimum / span_f if span_f > 0 else math.inf
-            if lo_f <= 0 and -band_f < lo90_f and hi90_f < band_f:
+            if lo_f <= 0 and flat_f:
                 return Verdict(
                     "bounded", s_f, lo_f, hi_f, float(np.median(yf)) - start, int(round(float(xf[0] - x[0]))),
                     float(np.median(yf)), n,
@@ -525,6 +537,16 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
             "bounded", change, plateau,
             f"{'grew' if change > 0 else 'shrank'} {_fmt(change, unit)} over the first {warmup} steps, "
             f"then flat at {_fmt(plateau, unit)} for {int(span)} steps")
+    if m >= 2 * MIN_SNAPSHOTS:  # undecided overall, but has it settled by the end?
+        h, xf, yf, s_f, lo_f, hi_f, flat_f = _last_half(xt, yt, minimum)
+        if flat_f:
+            level = float(np.median(yf))
+            change = level - start
+            label = "bounded" if abs(change) >= max(minimum, 3.0 * noise, _TINY) else "flat"
+            return Verdict(
+                label, s_f, lo_f, hi_f, change, int(round(float(xf[0] - x[0]))), level, n,
+                f"changed {_fmt(change, unit)} in all, the last part unevenly, then flat at {_fmt(level, unit)} "
+                f"over the last {h} snapshots ({int(xf[-1] - xf[0])} steps)" + note, unit, noise)
     # Undecided: the interval straddles zero, or the band, or both.
     extra = _more_steps(slope, lo, hi, span, minimum)
     since = f" ({m} snapshots since step {int(xt[0])})" if b else ""

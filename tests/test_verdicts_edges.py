@@ -1,4 +1,4 @@
-"""Short runs (a few snapshots): decided when the signal is far above the noise, not otherwise."""
+"""Edge cases of verdicts: short runs, exact counts, RSS that settles unevenly."""
 
 from __future__ import annotations
 
@@ -40,3 +40,20 @@ def test_an_exact_count_line_has_no_invented_warm_up():
     v = classify(steps, steps.copy(), unit="objects")
     assert v.verdict == "leak"
     assert v.warmup_steps == 0
+
+
+def test_rss_that_jumps_creeps_then_stays_flat_is_bounded_not_inconclusive():
+    # measured: the fixed agent app over 300 tasks (page-granular RSS, KiB since the first snapshot)
+    steps = np.r_[0, 1, np.arange(16, 300, 15), 300].astype(float)
+    kib = [0, 45864, 53828, 53968, 54992, 55744, 54720, 54992] + [55748] * 14
+    v = classify(steps, 71 * MB + np.array(kib, float) * 1024)
+    assert v.verdict == "bounded"
+    assert v.per_step == 0
+
+
+def test_a_slow_leak_under_page_noise_is_never_called_bounded():
+    rng = np.random.default_rng(5)
+    steps = np.r_[0, 1, np.arange(16, 300, 15), 300].astype(float)
+    for _ in range(50):
+        y = np.round((100 * MB + 2048 * steps + rng.normal(0, 30_000, steps.size)) / 4096) * 4096
+        assert classify(steps, y).verdict in ("leak", "inconclusive")
