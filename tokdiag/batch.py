@@ -464,6 +464,8 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; background: #f
 .status.ok { background: #e3f5e8; color: #176b2c; }
 .status.failed { background: #fde4e4; color: #a11414; }
 .error { color: #a11414; margin-top: 4px; font-size: 13px; }
+td.nb { white-space: nowrap; }
+td.st { min-width: 16em; max-width: 28em; }
 .verdict { display: inline-block; min-width: 64px; text-align: center; padding: 0 6px; border-radius: 3px; font-size: 12px; font-weight: 600; margin-right: 6px; }
 .v-leak { background: #d7301f; color: white; } .v-step { background: #fc8d59; color: #1d2430; }
 .v-bounded { background: #fdd49e; color: #1d2430; } .v-flat { background: #c7e9c0; color: #1d2430; }
@@ -508,10 +510,10 @@ def _row_html(result: RunResult, base: Path) -> str:
         links.append(f'<a href="{_href(journal, base)}">{html.escape(journal.name)}</a>')
     title = html.escape(result.summary.title) if result.summary is not None and result.summary.title else ""
     return (f"<tr><td class=\"num\">{spec.index}</td>"
-            f"<td><strong>{html.escape(spec.notebook.stem)}</strong>"
+            f"<td class=\"nb\"><strong>{html.escape(spec.notebook.stem)}</strong>"
             f"{'<div class=detail>' + title + '</div>' if title else ''}"
             f"<div class=\"muted\">{html.escape(spec.folder_name)}/</div></td>"
-            f"<td>{params}</td><td>{status}</td><td>{_headlines_html(result.summary)}</td>"
+            f"<td>{params}</td><td class=\"st\">{status}</td><td>{_headlines_html(result.summary)}</td>"
             f"<td class=\"num\">{result.duration_s:.1f} s</td>"
             f"<td class=\"links\">{''.join(links) or '<span class=muted>none</span>'}</td></tr>")
 
