@@ -249,7 +249,7 @@ def test_verdict_table_puts_the_leak_first_in_red(leaking_run):
     ranks = [charts._LABEL_RANK[v] for v in labels]
     assert ranks == sorted(ranks)  # leak first, flat last
     subject = f"{__name__}.ChartLeak"
-    row = next(n for n, s in enumerate(table.cells.values[1]) if subject in s and "count" in s)
+    row = next(n for n, s in enumerate(table.cells.values[1]) if s.startswith("ChartLeak<br>") and "watch count" in s)
     assert labels[row] == "leak"
     assert table.cells.fill.color[0][row] == charts.LABEL_COLORS["leak"]
     assert table.cells.values[2][row] == "1 objects/step"
@@ -268,7 +268,7 @@ def test_verdict_table_from_a_run_and_its_projection(leaking_run):
     assert "5,000" in "".join(fig.data[0].header.values)
     subject = f"{__name__}.ChartLeak"
     table = fig.data[0]
-    row = next(n for n, s in enumerate(table.cells.values[1]) if subject in s and "count" in s)
+    row = next(n for n, s in enumerate(table.cells.values[1]) if s.startswith("ChartLeak<br>") and "watch count" in s)
     expected = leaking_run.verdicts(project_to=5_000)
     projected = expected[(expected.subject == subject) & (expected.metric == "count")]["projected"].iloc[0]
     assert table.cells.values[4][row] == charts._human(projected, "objects")
@@ -369,6 +369,17 @@ def test_compare_groups_a_and_b_with_their_intervals_per_unit():
     agents_after = next(t for t in fig.data if t.name == "after" and t.xaxis == "x2")
     assert "fixed" in agents_after.y[0]
     assert "before" in fig.layout.title.text and "after" in fig.layout.title.text
+
+
+def test_compare_keeps_the_same_class_from_two_probes_apart():
+    df = _compare_df()
+    census = df.iloc[[0]].assign(probe="census", per_step_a=2.0, per_step_a_high=2.5)
+    both = pd.concat([df, census], ignore_index=True)
+    both.attrs["labels"] = df.attrs["labels"]
+    fig = charts.compare(both)
+    before = next(t for t in fig.data if t.name == "before" and t.xaxis == "x2")
+    assert len(set(before.y)) == 2  # one bar row per (probe, subject, metric), not stacked on one category
+    assert sorted(before.x) == [1.0, 2.0]
 
 
 def test_compare_without_rows_or_columns():

@@ -185,6 +185,19 @@ def _match(subjects: Sequence[str] | str | None, present: Iterable[str], what: s
     return chosen
 
 
+def _series_name(probe: str, subject: str) -> tuple[str, str]:
+    """(short name, where it lives) for a series label: ``RewardAgent``, ``tokdiag.workloads.agents``.
+
+    Classes and census types are shown by their bare name with the module
+    beside it (long qualified names are cut off in tables); caches and the
+    process keep their label.
+    """
+    if probe in ("watch", "census") and "." in subject:
+        module, name = subject.rsplit(".", 1)
+        return name, module
+    return subject, ""
+
+
 def _steps_note(run: Run) -> str:
     steps = run.steps
     return f"{len(steps)} snapshots over {steps[-1]} steps" if steps else "no snapshots"
@@ -281,7 +294,8 @@ def ledger(run_or_ledger_df: Run | pd.DataFrame, *, rss: bool = True, title: str
             hovertemplate="RSS growth<br>step %{x}: %{y:+.2f} MiB<extra></extra>",
         ))
     _base_layout(fig, heading, height=480)
-    fig.update_layout(legend_title_text="owner (kind)", hovermode="closest")
+    # legend top-down like the stack: RSS line, unexplained, then owners down to the first cache
+    fig.update_layout(legend_title_text="owner (kind)", legend_traceorder="reversed", hovermode="closest")
     fig.update_xaxes(title_text=STEP_AXIS)
     fig.update_yaxes(title_text="growth since first snapshot (MiB)", zeroline=True, zerolinecolor="#888")
     return fig
@@ -483,9 +497,11 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
         title = title.replace("<br>", f" (top {len(rows)} of {total} series)<br>", 1)
     many_runs = "run" in rows.columns and rows["run"].nunique() > 1
     labels = rows["verdict"].astype(str).tolist()
-    series_col = [
-        (f"{_esc(r.run)}: " if many_runs else "") + f"{_esc(r.subject)}<br><sup>{_esc(r.probe)} {_esc(r.metric)}</sup>"
-        for r in rows.itertuples()]
+    series_col = []
+    for r in rows.itertuples():
+        name, where = _series_name(str(r.probe), str(r.subject))
+        detail = " · ".join(_esc(x) for x in (where, f"{r.probe} {r.metric}") if x)
+        series_col.append((f"{_esc(r.run)}: " if many_runs else "") + f"{_esc(name)}<br><sup>{detail}</sup>")
     per_step = [_rate(v, u) for v, u in zip(rows["per_step"], rows["unit"])]
     interval = [f"{_human(lo, u)} to {_human(hi, u)}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
                 for lo, hi, u in zip(rows["per_step_low"].astype(float), rows["per_step_high"].astype(float),
@@ -653,8 +669,11 @@ def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
     for r, (unit, part) in enumerate(zip(units, parts), start=1):
         allv = part[["per_step_a", "per_step_b", "per_step_a_high", "per_step_b_high"]].to_numpy(dtype=float)
         div, axis_unit = _scale(unit, allv)
-        cats = [f"{_esc(s)} · {_esc(m)}<br><i>{_esc(c)}</i>"
-                for s, m, c in zip(part["subject"], part["metric"], part["change"])]
+        short = [_series_name(str(p), str(s))[0] for p, s in zip(part["probe"], part["subject"])]
+        if len(set(zip(short, part["probe"], part["metric"]))) < len(part):  # same class name in two modules
+            short = [str(s) for s in part["subject"]]
+        cats = [f"{_esc(s)} · {_esc(p)} {_esc(m)}<br><i>{_esc(c)}</i>"
+                for s, p, m, c in zip(short, part["probe"], part["metric"], part["change"])]
         # B first: in a horizontal group the first trace is drawn at the bottom, so A reads above B
         for side, label, color in (("b", lb, "#1f77b4"), ("a", la, "#9e9e9e")):
             v = part[f"per_step_{side}"].to_numpy(dtype=float)
