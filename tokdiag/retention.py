@@ -46,6 +46,7 @@ import gc
 import inspect
 import json
 import os
+import re
 import sys
 import threading
 import types
@@ -74,11 +75,11 @@ MAX_SAMPLES = 1000
 BENCH = "not measured yet"
 """The figure measured by ``bench/why_alive.py`` (filled in from its output)."""
 
-_CHUNK = 65_536
+_BLOCK = 32
 _TOKDIAG_DIR = os.path.dirname(os.path.abspath(__file__))
-_THIS_FILE = os.path.abspath(__file__)
 _CONTAINERS = (dict, list, tuple, set, frozenset)
 _KEY_MAX = 40
+_INDEX = re.compile(r"\[\d+\]")
 
 
 # --------------------------------------------------------------------------- records
@@ -234,35 +235,64 @@ def _resolve(target: Any) -> tuple[set[type] | None, str]:
 # --------------------------------------------------------------------------- the heap index
 
 
+def _sorted_addresses(objs: Iterable[Any], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted ids, order)`` of the objects, without a Python-level ``id`` call per object.
+
+    The objects go into a numpy object array (a C loop); its buffer *is* the
+    ``PyObject*`` addresses, which CPython uses as ids. They are sorted (a
+    copy) before the array and its references are dropped.
+    """
+    if count == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    arr = np.fromiter(objs, dtype=object, count=count)
+    view = np.ctypeslib.as_array((ctypes.c_int64 * count).from_address(arr.ctypes.data))
+    order = np.argsort(view, kind="stable")  # ids are mostly ascending: the stable sort is the fast one
+    ids = view[order]
+    del view, arr
+    return ids, order
+
+
 class _Index:
-    """Reverse index of the heap: for an id, the ids of the objects referring to it."""
+    """Reverse index of the heap: which block of :data:`_BLOCK` heap objects refers to an id.
+
+    Built in one pass: ``gc.get_referents(*block)`` for consecutive blocks of
+    ``gc.get_objects()`` (one C call per block, no list per object), the
+    referents' ids sorted with their block numbers. :meth:`referrers` finds
+    the exact referrers of an id inside its few blocks, only for the nodes
+    the search visits.
+    """
 
     def __init__(self, objs: list[Any]) -> None:
-        children: list[np.ndarray] = []
-        parents: list[np.ndarray] = []
+        self.objs = objs
         get_referents = gc.get_referents
-        for start in range(0, len(objs), _CHUNK):
-            chunk = objs[start:start + _CHUNK]
-            refs = list(map(get_referents, chunk))
-            lens = np.fromiter(map(len, refs), dtype=np.int64, count=len(refs))
-            total = int(lens.sum())
-            kids = np.fromiter(map(id, _chain.from_iterable(refs)), dtype=np.int64, count=total)
-            del refs
-            ids = np.fromiter(map(id, chunk), dtype=np.int64, count=len(chunk))
-            del chunk
-            children.append(kids)
-            parents.append(np.repeat(ids, lens))
-        kid = np.concatenate(children) if children else np.empty(0, np.int64)
-        par = np.concatenate(parents) if parents else np.empty(0, np.int64)
-        del children, parents
-        order = np.argsort(kid, kind="stable")
-        self.kid = kid[order]
-        self.par = par[order]
-        del kid, par, order
+        flats = [get_referents(*objs[s:s + _BLOCK]) for s in range(0, len(objs), _BLOCK)]
+        sizes = np.fromiter(map(len, flats), dtype=np.int64, count=len(flats))
+        total = int(sizes.sum())
+        self.kid, order = _sorted_addresses(_chain.from_iterable(flats), total)
+        flats.clear()
+        del flats
+        self.block = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)[order]
+        del order, sizes
 
-    def referrers(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(starts, ends)`` into :attr:`par` for each id."""
-        return np.searchsorted(self.kid, ids, "left"), np.searchsorted(self.kid, ids, "right")
+    def referrers(self, ids: np.ndarray) -> list[list[int]]:
+        """For each id, the ids of the heap objects that refer to it.
+
+        One scan per block touched by any of ``ids`` (a big list in a block
+        is read once per level, not once per id it holds).
+        """
+        starts = np.searchsorted(self.kid, ids, "left")
+        ends = np.searchsorted(self.kid, ids, "right")
+        wanted = set(ids.tolist())
+        blocks = np.unique(np.concatenate([self.block[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+                                          or [np.empty(0, np.int64)]))
+        hits: dict[int, list[int]] = {}
+        objs = self.objs
+        get_referents = gc.get_referents
+        for blk in blocks.tolist():
+            for o in objs[blk * _BLOCK:(blk + 1) * _BLOCK]:
+                for rid in wanted.intersection(map(id, get_referents(o))):
+                    hits.setdefault(rid, []).append(id(o))
+        return [hits.get(oid, []) for oid in ids.tolist()]
 
 
 def _at(oid: int) -> Any:
@@ -285,8 +315,12 @@ def _frames() -> list[tuple[types.FrameType, str]]:
     for ident, top in sys._current_frames().items():
         f: types.FrameType | None = top
         while f is not None:
-            out.append((f, names.get(ident, str(ident))))
+            if f.f_code.co_filename != __file__:  # never this module's frames (they hold the search)
+                out.append((f, names.get(ident, str(ident))))
             f = f.f_back
+    # This frame's object exists now (it was the top of its thread); holding it in a local at
+    # return would make a cycle frame -> locals -> frame that keeps the whole search alive.
+    del f, top
     return out
 
 
@@ -445,11 +479,10 @@ def why_alive(target: Any, *, max_chains: int = 3, max_depth: int = 50, collect:
     Returns ``[]`` when no instance is alive. Raises :class:`ConfigError`
     when a pattern matches no class (with close matches).
 
-    >>> import collections
-    >>> class Holder: pass
-    >>> h = Holder(); h.items = [collections.UserList()]
+    >>> import collections, types
+    >>> h = types.SimpleNamespace(items=[collections.UserList()])
     >>> [c.text.split(" -> ", 1)[1] for c in why_alive(collections.UserList)][:1]
-    ['h -> Holder.items[0] -> UserList']
+    ['h -> SimpleNamespace.items[0] -> UserList']
     """
     if isinstance(max_chains, bool) or not isinstance(max_chains, int) or max_chains < 1:
         raise ConfigError(f"max_chains={max_chains!r}: pass a positive number of chains, e.g. max_chains=3")
@@ -486,81 +519,92 @@ def _search(target: Any, kinds: set[type] | None, target_type: str, max_chains: 
         frame_roots: list[str] = []
         frame_refs: dict[int, list[tuple[int, str]]] = {}
         blocked: set[int] = set()  # held by tokdiag's own frames only: never roots
+        module_dicts = {id(getattr(m, "__dict__", None)) for m in list(sys.modules.values())}
         for f, thread in _frames():
             fname = f.f_code.co_filename
-            if os.path.abspath(fname) == _THIS_FILE:
-                continue
             loc = _locals_of(f, touched)
             if _is_tokdiag_file(fname):
                 blocked.update(map(id, loc.values()))
                 continue
-            if loc is f.f_globals:  # module-level code: its module is the root
+            if loc is f.f_globals and id(loc) in module_dicts:  # a module's own code: the module is the root
                 continue
             k = len(frame_roots)
             frame_roots.append(_frame_label(f, thread))
             for name, v in loc.items():
                 frame_refs.setdefault(id(v), []).append((k, str(name)))
-        del f, loc
+        f = loc = None  # no frame stays referenced from here
 
         sample_ids = list(dict.fromkeys(map(id, samples)))
         toward: dict[int, int] = {s: s for s in sample_ids}  # node id -> next id toward the target
-        found: list[tuple[list[int], str, str, str | None]] = []  # (ids root..target, root, kind, owner)
+        # candidates: (ids root..target, root label, root kind, namespace owner, frame local name)
+        found: list[tuple[list[int], str, str, str | None, str | None]] = []
+        merges: list[tuple[int, int]] = []
+        limit = 8 * max_chains  # candidates; several may collapse into one shape below
         frontier = np.array(sample_ids, dtype=np.int64)
-        used_frames: set[int] = set()
         stop_depth = max_depth
         depth = 0
-        while frontier.size and depth <= stop_depth and len(found) < max_chains:
-            starts, ends = index.referrers(frontier)
+        while frontier.size and depth <= stop_depth and len(found) < limit:
+            referrers = index.referrers(frontier)
             nxt: list[int] = []
             for n, oid in enumerate(frontier.tolist()):
-                if len(found) >= max_chains:
-                    break
                 obj = _at(oid)
-                parent_ids = index.par[starts[n]:ends[n]].tolist()
+                parent_ids = referrers[n]
                 root = _root_of(obj, parent_ids)
                 if root is None and oid in frame_refs:
-                    fresh = [k for k, _name in frame_refs[oid] if k not in used_frames]
-                    if fresh:
-                        used_frames.add(fresh[0])
-                        found.append(([-(fresh[0] + 1)] + _path(toward, oid), frame_roots[fresh[0]], "frame", None))
-                        continue
+                    # a running frame's local; often not the only holder, so keep walking back too
+                    path = _path(toward, oid)
+                    for k, name in frame_refs[oid][:max_chains]:
+                        found.append((path, frame_roots[k], "frame", None, name))
                 if root == "blocked":
                     continue
                 if root is not None:
-                    found.append((_path(toward, oid), *root))
+                    found.append((_path(toward, oid), *root, None))
                     continue
                 live_parents = [p for p in parent_ids if p != oid]
                 if not live_parents and oid not in blocked and not _is_tokdiag_type(type(obj)):
-                    found.append((_path(toward, oid), f"{_qualified(type(obj))} with no tracked referrer", "gc", None))
+                    found.append((_path(toward, oid), f"{_qualified(type(obj))} with no tracked referrer", "gc",
+                                  None, None))
                     continue
                 for p in live_parents:
                     if p not in toward:
                         toward[p] = oid
                         nxt.append(p)
+                    elif toward[p] != oid and len(merges) < 32 * max_chains:
+                        merges.append((p, oid))  # another way into a node already reached
                 del obj
             if found and stop_depth == max_depth:
                 stop_depth = min(max_depth, 2 * depth + 2)  # a few more levels for other roots, then stop
             frontier = np.array(nxt, dtype=np.int64)
             depth += 1
 
+        # Other ways into the nodes of a found chain: same root, different path (a closure next to a slot).
+        alts: list[tuple[list[int], str, str, str | None, str | None]] = []
+        for ids, *rest in found:
+            at = {oid: i for i, oid in enumerate(ids)}
+            for p, oid in merges:
+                if p in at:
+                    alts.append((ids[: at[p] + 1] + _path(toward, oid), *rest))  # type: ignore[arg-type]
+        candidates = found + sorted(alts, key=lambda c: len(c[0]))
         chains: list[Chain] = []
-        for ids, root_label, root_kind, owner in found[:max_chains]:
-            nodes: list[Any] = []
-            frame_name = None
-            if ids[0] < 0:
-                k = -ids[0] - 1
-                frame_name = next(nm for kk, nm in frame_refs[ids[1]] if kk == k)
-                ids = ids[1:]
-            nodes.extend(map(_at, ids))
+        shapes: set[str] = set()
+        for ids, root_label, root_kind, owner, frame_name in candidates[:limit]:
+            if len(chains) >= max_chains:
+                break
+            nodes = list(map(_at, ids))
             edges = _edges(nodes, touched, owner)
             nodes.clear()
             if frame_name is not None:
                 edges = (Edge("frame", frame_name, "frame"),) + edges
-            chains.append(Chain(root_label, root_kind, edges, target_type))
+            c = Chain(root_label, root_kind, edges, target_type)
+            shape = _INDEX.sub("[i]", c.text)  # history[12] and history[13]: one way of being held
+            if shape not in shapes:
+                shapes.add(shape)
+                chains.append(c)
         return chains
     finally:
-        del objs
+        index = None  # noqa: F841
         samples = None  # noqa: F841
+        del objs
 
 
 def _qualified(t: type) -> str:

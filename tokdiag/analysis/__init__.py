@@ -11,6 +11,20 @@ analysis reads timelines and returns DataFrames.
 
 from __future__ import annotations
 
+from tokdiag.analysis.compare import CHANGES, COMPARE_COLUMNS, compare
+from tokdiag.analysis.ledger import LEDGER_COLUMNS, UNEXPLAINED, ledger
 from tokdiag.analysis.verdicts import LABELS, PRACTICAL_MIN, Verdict, classify, verdicts
 
-__all__ = ["LABELS", "PRACTICAL_MIN", "Verdict", "classify", "verdicts"]
+__all__ = [
+    "CHANGES",
+    "COMPARE_COLUMNS",
+    "LABELS",
+    "LEDGER_COLUMNS",
+    "PRACTICAL_MIN",
+    "UNEXPLAINED",
+    "Verdict",
+    "classify",
+    "compare",
+    "ledger",
+    "verdicts",
+]

@@ -1,0 +1,163 @@
+"""A/B: did a change (a fix, a patch, another configuration) change the growth?
+
+:func:`compare` judges two runs with :func:`tokdiag.analysis.verdicts` and
+puts them side by side per series (probe, subject, metric): each side's
+verdict and growth per step with its 99% interval, the difference
+``b - a`` per step with an interval, whether that difference is real, and
+a one-word summary of the change.
+
+The runs may come from separate processes or papermill runs: pass
+:class:`tokdiag.Run` objects, timelines, or journal paths.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tokdiag.analysis.verdicts import PRACTICAL_MIN, _check_timeline, verdicts
+from tokdiag.errors import ConfigError
+
+__all__ = ["CHANGES", "COMPARE_COLUMNS", "compare"]
+
+COMPARE_COLUMNS: tuple[str, ...] = (
+    "probe", "subject", "metric", "unit", "verdict_a", "verdict_b",
+    "per_step_a", "per_step_a_low", "per_step_a_high",
+    "per_step_b", "per_step_b_low", "per_step_b_high",
+    "difference", "difference_low", "difference_high", "real", "change",
+)
+"""Columns of :func:`compare`, in order."""
+
+CHANGES: tuple[str, ...] = ("fixed", "new leak", "less growth", "more growth", "unchanged")
+"""Every value of the ``change`` column."""
+
+_SETTLED = {"flat", "bounded", "step"}
+
+
+def _as_timeline(x: Any, what: str) -> tuple[pd.DataFrame, str]:
+    """``(timeline, run name)`` from a Run, a timeline DataFrame, or a journal path."""
+    if isinstance(x, (str, os.PathLike)):
+        from tokdiag.run import load
+
+        path = Path(x)
+        if not path.exists():
+            raise ConfigError(f"{what}={str(x)!r}: no such journal; pass a Run, a timeline, or the path of a "
+                              "journal written by td.track(..., journal=...)")
+        x = load(path)
+    name = getattr(x, "name", None)
+    tl = _check_timeline(x, what)
+    runs = tl["run"].dropna().unique().tolist()
+    if len(runs) > 1:
+        raise ConfigError(f"{what} holds {len(runs)} runs ({runs[:4]}); compare one run with another: "
+                          f"pass timeline[timeline['run'] == {runs[0]!r}]")
+    if name is None:
+        name = str(runs[0]) if runs else what
+    return tl, str(name)
+
+
+def _span(tl: pd.DataFrame) -> float:
+    steps = pd.to_numeric(tl["step"], errors="coerce").dropna()
+    return float(steps.max() - steps.min()) if len(steps) else 0.0
+
+
+def _change(va: Any, vb: Any, real: bool, diff: float) -> str:
+    a_missing = not isinstance(va, str)
+    b_missing = not isinstance(vb, str)
+    if va == "leak" and (b_missing or vb in _SETTLED):
+        return "fixed"
+    if vb == "leak" and (a_missing or va in _SETTLED):
+        return "new leak"
+    if real and diff < 0:
+        return "less growth"
+    if real and diff > 0:
+        return "more growth"
+    return "unchanged"
+
+
+def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None, project_to: int = 10_000) -> pd.DataFrame:
+    """Two runs side by side, per series; columns :data:`COMPARE_COLUMNS`.
+
+    ``a`` is the baseline (e.g. the code as shipped), ``b`` the variant (e.g.
+    with the fix). Each is a :class:`tokdiag.Run`, a timeline, or a journal
+    path. ``labels`` name them (default: the run names) and are kept in
+    ``df.attrs["labels"]``. ``project_to`` is passed to the verdicts.
+
+    Per series (probe, subject, metric):
+
+    - ``verdict_a`` / ``verdict_b`` and ``per_step_*``: each run's verdict
+      and Theil-Sen growth per step with its 99% Sen interval (see
+      :mod:`tokdiag.analysis.verdicts`). A series present in only one run
+      has NaN on the other side.
+    - ``difference`` = ``per_step_b - per_step_a``. Its interval is the
+      conservative combination of the two intervals:
+      ``[b_low - a_high, b_high - a_low]``, every difference of a value
+      inside one interval and a value inside the other. If each interval
+      holds its true slope with 99% probability, this one holds the true
+      difference with at least 98% (Bonferroni), without assuming the two
+      runs' noise alike or independent. An infinite bound (too few
+      snapshots) makes it infinite.
+    - ``real``: the difference's interval excludes 0 *and* the difference
+      adds up to at least the practical minimum of its unit
+      (:data:`tokdiag.analysis.PRACTICAL_MIN`: 64 KiB, 8 objects, ...) over
+      the shorter of the two runs, the same test :func:`classify` applies
+      to call growth a leak.
+    - ``change``: ``"fixed"`` (a leaks; b is flat, bounded or a step, or the
+      series is gone), ``"new leak"`` (the reverse), else ``"less growth"`` /
+      ``"more growth"`` when the difference is real, else ``"unchanged"``.
+      An inconclusive side never makes a "fixed" or a "new leak" on its own.
+
+    >>> import pandas as pd
+    >>> cols = ["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"]
+    >>> a = pd.DataFrame([("a", s, 0.0, "watch", "app.Agent", "count", float(s), "objects")
+    ...                   for s in range(0, 100, 10)], columns=cols)
+    >>> b = a.assign(run="b", value=5.0)
+    >>> compare(a, b)[["subject", "verdict_a", "verdict_b", "difference", "real", "change"]].to_dict("records")
+    [{'subject': 'app.Agent', 'verdict_a': 'leak', 'verdict_b': 'flat', 'difference': -1.0, 'real': True, 'change': 'fixed'}]
+    """
+    ta, name_a = _as_timeline(a, "a")
+    tb, name_b = _as_timeline(b, "b")
+    if labels is None:
+        labels = (name_a, name_b)
+    elif (not isinstance(labels, (tuple, list)) or len(labels) != 2
+          or not all(isinstance(x, str) for x in labels)):
+        raise ConfigError(f"labels={labels!r}: pass two names, e.g. labels=('as shipped', 'with the fix')")
+    va = verdicts(ta, project_to=project_to)
+    vb = verdicts(tb, project_to=project_to)
+    keys = ["probe", "subject", "metric"]
+    keep = ["unit", "verdict", "per_step", "per_step_low", "per_step_high"]
+    m = pd.merge(va[keys + keep], vb[keys + keep], on=keys, how="outer", suffixes=("_a", "_b"), sort=True)
+    unit = m["unit_a"].where(m["unit_a"].notna(), m["unit_b"])
+    pa, pa_lo, pa_hi = (m[f"{c}_a"].to_numpy(dtype=float) for c in ("per_step", "per_step_low", "per_step_high"))
+    pb, pb_lo, pb_hi = (m[f"{c}_b"].to_numpy(dtype=float) for c in ("per_step", "per_step_low", "per_step_high"))
+    with np.errstate(invalid="ignore"):
+        diff = pb - pa
+        lo = pb_lo - pa_hi
+        hi = pb_hi - pa_lo
+    span = min(_span(ta), _span(tb))
+    real: list[bool] = []
+    change: list[str] = []
+    for i in range(len(m)):
+        minimum = PRACTICAL_MIN.get(str(unit.iloc[i]), 0.0)
+        d = float(diff[i])
+        excludes = bool((lo[i] > 0) or (hi[i] < 0))  # NaN compares False: not real
+        big = math.isfinite(d) and abs(d) * span >= minimum and abs(d) > 0
+        r = excludes and big
+        real.append(r)
+        change.append(_change(m["verdict_a"].iloc[i], m["verdict_b"].iloc[i], r, d))
+    out = pd.DataFrame({
+        "probe": m["probe"].astype(str), "subject": m["subject"].astype(str), "metric": m["metric"].astype(str),
+        "unit": unit.astype(object),
+        "verdict_a": m["verdict_a"].astype(object), "verdict_b": m["verdict_b"].astype(object),
+        "per_step_a": pa, "per_step_a_low": pa_lo, "per_step_a_high": pa_hi,
+        "per_step_b": pb, "per_step_b_low": pb_lo, "per_step_b_high": pb_hi,
+        "difference": diff, "difference_low": lo, "difference_high": hi,
+        "real": pd.Series(real, dtype=bool), "change": pd.Series(change, dtype=object),
+    })
+    out = out[list(COMPARE_COLUMNS)].reset_index(drop=True)
+    out.attrs["labels"] = (str(labels[0]), str(labels[1]))
+    return out

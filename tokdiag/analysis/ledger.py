@@ -1,0 +1,191 @@
+"""The memory ledger: RSS growth since the first snapshot, split between owners.
+
+For every snapshot step of a run, :func:`ledger` says how many bytes of the
+process' RSS growth (``rss(step) - rss(first snapshot)``) each owner
+accounts for. It is what a stacked chart draws, so it adds up: for every
+step, ``sum(bytes) == rss(step) - rss(first)`` (to floating-point rounding).
+
+Owners and kinds
+----------------
+=============  ===========================================================
+kind           owner, and the series its bytes come from
+=============  ===========================================================
+``cache``      a cache label: ``cache/<label>/bytes`` (deep size)
+``native``     ``"<label> (native estimate)"``: ``cache/<label>/native_bytes``,
+               the estimated memory of tiktoken's Rust core, which no
+               Python-level measure sees
+``watch``      a watched class: ``watch/<class>/bytes`` (reachable bytes)
+``census``     a type from the census whose growth matters:
+               ``census/<type>/unowned_bytes``; types that grew (or shrank)
+               by less than ``min_bytes`` are lumped into
+               ``"other Python objects"``
+``tokdiag``    ``"tokdiag"``: ``tracker/tokdiag/self_bytes``, the tracker's own
+               buffers
+``unexplained``  ``"unexplained (native or untracked)"``: RSS growth minus all
+               of the above
+=============  ===========================================================
+
+What "owned" means
+------------------
+The probes of one snapshot share one "seen" set: caches are sized first,
+then watched classes, and a byte reachable from an earlier owner is not
+counted again by a later one (a message's agent is counted once). The
+census' ``unowned_bytes`` leave out every object already owned by a cache or
+a watched class, so census owners never repeat those bytes. The census only
+sees gc-tracked objects (shallow sizes): strings and bytes that no cache or
+watched class reaches are in ``unexplained``, with native memory (C
+extensions, Rust cores not estimated), allocator fragmentation and pages
+the allocator keeps.
+
+``unexplained`` can be negative: RSS fell (the allocator returned memory to
+the system) while the owned objects did not shrink as much, or an owner's
+measure (deep size, native estimate) counts bytes that were never resident.
+
+A series missing at a snapshot (a cache that could not be resolved, a
+census type first written late because it was small before) counts as 0
+bytes there, so its growth is measured from 0 at the first snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from tokdiag.analysis.verdicts import PRACTICAL_MIN, _check_timeline
+from tokdiag.errors import ConfigError
+
+__all__ = ["KINDS", "LEDGER_COLUMNS", "OTHER_OBJECTS", "UNEXPLAINED", "ledger"]
+
+LEDGER_COLUMNS: tuple[str, ...] = ("run", "step", "owner", "kind", "bytes")
+"""Columns of :func:`ledger`, in order."""
+
+KINDS: tuple[str, ...] = ("cache", "native", "watch", "census", "tokdiag", "unexplained")
+"""Owner kinds, in the order rows are written (and a chart stacks them)."""
+
+UNEXPLAINED = "unexplained (native or untracked)"
+"""Owner of RSS growth that no measured owner accounts for."""
+
+OTHER_OBJECTS = "other Python objects"
+"""Census owner lumping the types whose growth is below ``min_bytes``."""
+
+NATIVE_SUFFIX = " (native estimate)"
+
+
+def _growth(sub: pd.DataFrame, steps: np.ndarray) -> pd.DataFrame:
+    """Wide table step x subject of ``value - value at the first step`` (missing = 0)."""
+    if sub.empty:
+        return pd.DataFrame(index=steps)
+    wide = sub.pivot_table(index="step", columns="subject", values="value", aggfunc="last")
+    wide = wide.reindex(steps).fillna(0.0)
+    return wide - wide.iloc[0]
+
+
+def _run_ledger(tl: pd.DataFrame, run: object, min_bytes: float, max_census_owners: int) -> pd.DataFrame:
+    rss = tl[(tl["probe"] == "process") & (tl["subject"] == "process") & (tl["metric"] == "rss")]
+    rss = rss.groupby("step")["value"].last().dropna().sort_index()
+    if rss.empty:
+        raise ConfigError(
+            f"run {run!r} has no process rss in its timeline, so there is no RSS growth to split; "
+            "track it with the process probe (td.track / td.Tracker always add it) or pass a timeline "
+            "with rows probe='process', subject='process', metric='rss'")
+    steps = rss.index.to_numpy()
+    total = rss.to_numpy(dtype=float) - float(rss.iloc[0])
+    tl = tl[tl["step"].isin(steps)]
+
+    blocks: list[tuple[str, pd.DataFrame]] = []
+
+    def pick(probe: str, metric: str) -> pd.DataFrame:
+        return tl[(tl["probe"] == probe) & (tl["metric"] == metric)]
+
+    blocks.append(("cache", _growth(pick("cache", "bytes"), steps)))
+    native = _growth(pick("cache", "native_bytes"), steps)
+    native.columns = [f"{c}{NATIVE_SUFFIX}" for c in native.columns]
+    blocks.append(("native", native))
+    blocks.append(("watch", _growth(pick("watch", "bytes"), steps)))
+
+    census = pick("census", "unowned_bytes")
+    have = set(census["subject"].unique())
+    fallback = pick("census", "bytes")  # journals without unowned_bytes: shallow bytes as they are
+    fallback = fallback[~fallback["subject"].isin(have)]
+    cg = _growth(pd.concat([census, fallback]) if len(fallback) else census, steps)
+    if cg.shape[1]:
+        size = cg.abs().max()
+        big = size[size >= min_bytes].sort_values(ascending=False)
+        keep = list(big.index[:max_census_owners])
+        rest = [c for c in cg.columns if c not in keep]
+        lumped = cg[keep].copy()
+        if rest:
+            lumped[OTHER_OBJECTS] = cg[rest].sum(axis=1)
+        cg = lumped
+    blocks.append(("census", cg))
+    tok = pick("tracker", "self_bytes").assign(subject="tokdiag")
+    blocks.append(("tokdiag", _growth(tok, steps)))
+
+    owners: list[str] = []
+    kinds: list[str] = []
+    cols: list[np.ndarray] = []
+    for kind, block in blocks:
+        for owner in block.columns:
+            owners.append(str(owner))
+            kinds.append(kind)
+            cols.append(block[owner].to_numpy(dtype=float))
+    measured = np.vstack(cols) if cols else np.zeros((0, steps.size))
+    # fsum per step: the remainder is exact, so owners add up to the RSS growth
+    unexplained = np.array([total[j] - math.fsum(measured[:, j]) for j in range(steps.size)])
+    owners.append(UNEXPLAINED)
+    kinds.append("unexplained")
+    values = np.vstack([measured, unexplained[None, :]])
+    n_own = len(owners)
+    return pd.DataFrame({
+        "run": [run] * (n_own * steps.size),
+        "step": np.tile(steps, n_own).astype("int64"),
+        "owner": np.repeat(np.array(owners, dtype=object), steps.size),
+        "kind": np.repeat(np.array(kinds, dtype=object), steps.size),
+        "bytes": values.ravel(),
+    })
+
+
+def ledger(timeline: pd.DataFrame, *, min_bytes: float = PRACTICAL_MIN["bytes"],
+           max_census_owners: int = 10) -> pd.DataFrame:
+    """RSS growth since the first snapshot, split between owners; columns :data:`LEDGER_COLUMNS`.
+
+    One row per (run, snapshot step, owner), sorted by run, step and kind
+    (:data:`KINDS`); for every step the ``bytes`` add up to
+    ``rss(step) - rss(first snapshot)``. See the module docstring for the
+    owners and what "owned" means.
+
+    ``min_bytes``: a census type gets its own owner only when its unowned
+    bytes moved by at least this much at some snapshot (default: the
+    practical minimum of :data:`tokdiag.analysis.PRACTICAL_MIN`, 64 KiB);
+    at most ``max_census_owners`` types (the largest), the rest are lumped
+    into ``"other Python objects"``.
+
+    Several runs in one timeline get a ledger each. Raises
+    :class:`ConfigError` when a run has no ``process/rss`` series.
+
+    >>> rows = [("r", s, 0.0, "process", "process", "rss", 100.0 + 10 * s, "bytes") for s in range(3)]
+    >>> rows += [("r", s, 0.0, "cache", "c", "bytes", 4.0 * s, "bytes") for s in range(3)]
+    >>> tl = pd.DataFrame(rows, columns=["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"])
+    >>> ledger(tl).query("step == 2")[["owner", "kind", "bytes"]].to_dict("records")
+    [{'owner': 'c', 'kind': 'cache', 'bytes': 8.0}, {'owner': 'unexplained (native or untracked)', 'kind': 'unexplained', 'bytes': 12.0}]
+    """
+    timeline = _check_timeline(timeline)
+    if isinstance(max_census_owners, bool) or not isinstance(max_census_owners, int) or max_census_owners < 0:
+        raise ConfigError(f"max_census_owners={max_census_owners!r}: pass a number of types >= 0, e.g. 10")
+    if not (isinstance(min_bytes, (int, float)) and min_bytes >= 0):
+        raise ConfigError(f"min_bytes={min_bytes!r}: pass a number of bytes >= 0, e.g. 65536")
+    parts = [_run_ledger(tl, run, float(min_bytes), max_census_owners)
+             for run, tl in timeline.groupby("run", sort=False, dropna=False)]
+    if not parts:
+        raise ConfigError(
+            "the timeline is empty, so there is no RSS growth to split; pass the timeline of a tracked run "
+            "(run.timeline or td.load(journal).timeline)")
+    out = pd.concat(parts, ignore_index=True)
+    order = {k: i for i, k in enumerate(KINDS)}
+    out["_k"] = out["kind"].map(order)
+    out = out.sort_values(["run", "step", "_k"], kind="stable").drop(columns="_k").reset_index(drop=True)
+    out["owner"] = out["owner"].astype(str)
+    out["kind"] = out["kind"].astype(str)
+    return out[list(LEDGER_COLUMNS)]
