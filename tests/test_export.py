@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -60,7 +61,8 @@ def _csp(page: str) -> dict[str, list[str]]:
 
 
 def _machine_paths(*extra: Path) -> list[str]:
-    paths = {str(REPO), str(REPO.resolve()), str(Path.home()), sys.prefix, *(str(p) for p in extra)}
+    paths = {str(REPO), str(REPO.resolve()), str(Path.home()), sys.prefix, sys.base_prefix, os.getcwd(),
+             *(str(p) for p in extra)}
     return sorted(p for p in paths if len(p) > 1)
 
 
@@ -99,6 +101,9 @@ def test_no_absolute_paths_of_the_machine(executed: tuple[Path, Path, str]) -> N
         assert path not in page, f"{path!r} leaked into the HTML"
         assert path not in scrubbed, f"{path!r} left in the scrubbed notebook"
     assert "working folder: .\n" in page  # the kernel's cwd, printed by the notebook, became relative
+    # module paths, the interpreter and tracebacks through tokdiag and the standard library
+    assert "package: tokdiag/__init__.py" in page and "python: $PYTHON/bin/python" in page
+    assert "tokdiag/journal.py" in page and "$PYTHON/lib/python3" in page and "JSONDecodeError" in page
 
 
 def test_canary_strings_stay_text(executed: tuple[Path, Path, str]) -> None:
@@ -199,5 +204,9 @@ def test_report_from_journals_runs_the_bundled_notebook(tmp_path: Path) -> None:
     page = report_from_journals([journal], tmp_path / "report")
     text = page.read_text(encoding="utf-8")
     assert page.name == "journal_report.html" and "service.jsonl" in text
-    assert "rss" in text  # the timeline head was displayed
+    assert "rss" in text  # the verdict table was displayed
+    assert text.count('class="tokdiag-figure"') == 1  # RSS; nothing was watched, so no second chart
+    assert "no watched classes or caches" in text
+    summary = json.loads((page.parent / "summary.json").read_text())
+    assert summary["headlines"][0]["subject"] == "RSS"
     assert str(tmp_path) not in text and "../runs/service.jsonl" in text
