@@ -127,26 +127,18 @@ def test_ledger_stack_adds_up_to_the_rss_line_and_shows_the_unexplained_band():
     assert "step" in fig.layout.xaxis.title.text
 
 
-def test_ledger_from_a_run_draws_its_measured_rss(leaking_run, monkeypatch):
-    # analysis.ledger is built in parallel; stand in with its contract (owners sum to RSS growth)
-    import tokdiag.analysis as analysis
-
-    rss = leaking_run.series("process", "process", "rss")
-    growth = rss - rss.iloc[0]
-
-    def fake_ledger(timeline: pd.DataFrame) -> pd.DataFrame:
-        rows = []
-        for step, g in growth.items():
-            rows += [(leaking_run.name, step, "watch:ChartLeak", "watch", g * 0.25),
-                     (leaking_run.name, step, charts.UNEXPLAINED, "unexplained", g * 0.75)]
-        return pd.DataFrame(rows, columns=["run", "step", "owner", "kind", "bytes"])
-
-    if not hasattr(analysis, "ledger"):
-        monkeypatch.setattr(analysis, "ledger", fake_ledger, raising=False)
+def test_ledger_from_a_run_stacks_up_to_its_measured_rss(leaking_run):
     fig = charts.ledger(leaking_run)
+    rss = leaking_run.series("process", "process", "rss")
+    growth = (rss - rss.iloc[0]).to_numpy() / MiB
     line = fig.data[-1]
     assert line.name == "RSS growth"
-    np.testing.assert_allclose(np.asarray(line.y, dtype=float), growth.to_numpy() / MiB)
+    np.testing.assert_allclose(np.asarray(line.y, dtype=float), growth)
+    # the bands (owners + unexplained) add up to the measured RSS line at every step
+    stacked = np.sum([np.asarray(t.y, dtype=float) for t in fig.data if t.stackgroup], axis=0)
+    np.testing.assert_allclose(stacked, growth, atol=1e-9)
+    names = {t.name for t in fig.data}
+    assert f"{__name__}.ChartLeak" in names and f"{__name__}:CACHE" in names and charts.UNEXPLAINED in names
     assert leaking_run.name in fig.layout.title.text
     assert charts.ledger(leaking_run, rss=False).data[-1].name != "RSS growth"
     assert charts.ledger(leaking_run, title="custom").layout.title.text == "custom"
@@ -369,6 +361,13 @@ def test_compare_groups_a_and_b_with_their_intervals_per_unit():
     agents_after = next(t for t in fig.data if t.name == "after" and t.xaxis == "x2")
     assert "fixed" in agents_after.y[0]
     assert "before" in fig.layout.title.text and "after" in fig.layout.title.text
+
+
+def test_compare_of_two_real_runs(leaking_run, idle_run):
+    fig = charts.compare(td.compare(leaking_run, idle_run, labels=("leaky build", "idle build")))
+    assert {t.name for t in fig.data} == {"leaky build", "idle build"}
+    titles = [fig.layout[k].title.text for k in fig.layout if k.startswith("xaxis")]
+    assert any("B/step" in t for t in titles)  # bytes panel in KiB/step or MiB/step
 
 
 def test_compare_keeps_the_same_class_from_two_probes_apart():
