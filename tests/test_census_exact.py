@@ -27,6 +27,10 @@ class Rec:
     items: list
 
 
+class Attrs(dict):  # C-level __sizeof__ plus an instance __dict__: more header bytes than a dict
+    pass
+
+
 class Sized(list):
     def __sizeof__(self) -> int:  # an override: must be sized per object
         return 1000 + len(self)
@@ -55,6 +59,9 @@ def test_every_type_matches_the_per_object_reference_across_slices_and_owners(mo
         if i % 50 == 0:
             keep.append(Sized(range(i % 9)))
             keep.append({i, i + 1, frozenset({i})})
+            attrs = Attrs(a=list(range(i % 11)))
+            attrs.note = "x"
+            keep.append(attrs)
     gc.collect()
     seen = td.Seen()
     td.deep_size(keep[::5], seen)
