@@ -171,6 +171,18 @@ def test_counts_draws_one_line_per_watched_class(leaking_run):
         charts.counts(leaking_run, subjects=["NoSuchClass"])
 
 
+def test_census_counts_pick_the_types_still_growing():
+    rows = []
+    for s in range(0, 100, 10):
+        rows.append((s, "census", "builtins.function", "count", 5000.0 if s else 100.0, "objects"))  # warm-up jump
+        rows.append((s, "census", "app.Message", "count", 3.0 * s, "objects"))  # keeps growing
+        rows += [(s, "census", f"pkg.Flat{k}", "count", 50.0 + k, "objects") for k in range(12)]
+    fig = charts.counts(Run("census", _timeline(rows)), probe="census")
+    names = [t.name for t in fig.data]
+    assert names == ["app.Message"]  # the only count still moving in the second half
+    assert "1 of 14" in fig.layout.title.text
+
+
 def test_counts_without_watched_classes_says_so(idle_run):
     fig = charts.counts(idle_run)
     assert not fig.data

@@ -307,8 +307,9 @@ def counts(run: Run, *, probe: str = "watch", subjects: list[str] | None = None)
     """Instances per class over steps: one line per watched class (``probe="census"``: per type).
 
     ``subjects`` picks classes by qualified name, bare name or glob. With
-    ``probe="census"`` and no ``subjects`` the 10 types that changed most
-    are drawn (a census has thousands).
+    ``probe="census"`` and no ``subjects`` the 10 types whose count changed
+    most over the second half of the run are drawn (a census has thousands,
+    and most jump once at start-up).
     """
     run = _check_run(run)
     if probe not in ("watch", "census"):
@@ -323,9 +324,13 @@ def counts(run: Run, *, probe: str = "watch", subjects: list[str] | None = None)
                       "no census in this run (track with census=True)")
     chosen = _match(subjects, table.columns, what)
     if subjects is None and len(chosen) > (10 if probe == "census" else _MAX_LINES):
-        change = (table.ffill().iloc[-1] - table.bfill().iloc[0]).abs().sort_values(ascending=False)
-        chosen = change.index[: 10 if probe == "census" else _MAX_LINES].tolist()
-        title += f" <sup>({len(chosen)} of {table.shape[1]} that changed most)</sup>"
+        # the types still changing over the second half of the run: a warm-up jump at step 1 is not news
+        filled = table.ffill().fillna(0.0)
+        change = (filled.iloc[-1] - filled.iloc[len(filled) // 2]).abs()
+        change = change.sort_values(ascending=False, kind="stable")
+        moving = change[change > 0]
+        chosen = (moving if len(moving) else change).index[: 10 if probe == "census" else _MAX_LINES].tolist()
+        title += f" <sup>({len(chosen)} of {table.shape[1]} that changed most over the second half)</sup>"
     fig = go.Figure()
     for n, subject in enumerate(chosen):
         s = table[subject].dropna()
@@ -513,7 +518,7 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
     header = ["verdict", "series", "growth per step", "99% interval per step", f"projected at {project_to:,} steps",
               "reason"]
     fig = go.Figure(go.Table(
-        columnwidth=[70, 190, 90, 150, 110, 420],
+        columnwidth=[88, 190, 90, 150, 110, 420],
         header={"values": [f"<b>{h}</b>" for h in header], "fill_color": "#404040",
                 "font": {"color": "white", "size": 12}, "align": "left"},
         cells={"values": [[f"<b>{_esc(v)}</b>" for v in labels], series_col, per_step, interval, projected, reasons],
