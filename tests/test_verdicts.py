@@ -287,3 +287,80 @@ def test_verdicts_accepts_an_object_with_a_timeline_attribute():
         timeline = timeline({("process", "process", "rss", "bytes"): (np.arange(0, 50, 5), np.full(10, 1e8))})
 
     assert verdicts(FakeRun()).verdict.tolist() == ["flat"]  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- real tracked workloads
+
+
+class SlowLeak:
+    def __init__(self, i: int) -> None:
+        self.payload = bytes(1000) + bytes([i % 256])  # ~1 KB of new memory per step
+
+
+_SLOW: list[SlowLeak] = []
+_VOCAB: dict[str, bytes] = {}
+
+
+def _judged(run, probe: str, metric: str, subject: str | None = None) -> pd.Series:
+    v = verdicts(run.timeline)
+    sel = v[(v.probe == probe) & (v.metric == metric)]
+    if subject is not None:
+        sel = sel[sel.subject == subject]
+    assert len(sel) == 1, sel
+    return sel.iloc[0]
+
+
+def test_real_slow_leak_of_1kb_per_step_over_300_steps_is_a_leak():
+    import tokdiag as td
+
+    _SLOW.clear()
+    try:
+        run = td.track(lambda i: _SLOW.append(SlowLeak(i)), steps=300, every=10, watch=["SlowLeak"],
+                       census=False, why_alive=False, progress=False)
+    finally:
+        _SLOW.clear()
+    name = f"{__name__}.SlowLeak"
+    nbytes = _judged(run, "watch", "bytes", name)
+    assert nbytes.verdict == "leak", nbytes.reason
+    assert 1000 <= nbytes.per_step <= 1500  # the 1 KB payload plus the instance holding it
+    count = _judged(run, "watch", "count", name)
+    assert count.verdict == "leak" and count.per_step == pytest.approx(1.0)
+
+
+def test_real_lru_cache_that_fills_then_stops_is_bounded_in_entries():
+    import functools
+
+    import tokdiag as td
+
+    @functools.lru_cache(maxsize=64)
+    def render(i: int) -> str:
+        return f"prompt {i} " * 20
+
+    run = td.track(lambda i: render(i), steps=300, every=10, caches=[td.cache(render, name="render")],
+                   census=False, progress=False)
+    entries = _judged(run, "cache", "entries", "render")
+    assert entries.verdict == "bounded", entries.reason
+    assert entries.projected == 64
+    assert _judged(run, "cache", "bytes", "render").verdict != "leak"
+
+
+def test_real_one_off_vocabulary_load_then_cached_calls_is_a_step_not_a_leak():
+    import tokdiag as td
+
+    def encoding_for_model(name: str) -> bytes:
+        # like tiktoken: the first call loads ~40 MB, every later call is served from the cache
+        if name not in _VOCAB:
+            _VOCAB[name] = b"\x01" * (40 * MB)
+        return _VOCAB[name]
+
+    try:
+        run = td.track(lambda i: encoding_for_model("gpt-4o"), steps=200, every=10, census=False,
+                       caches=[td.cache(lambda: _VOCAB, name="vocab")], progress=False)
+    finally:
+        _VOCAB.clear()
+    vocab = _judged(run, "cache", "bytes", "vocab")
+    assert vocab.verdict == "step", vocab.reason
+    assert vocab.growth == pytest.approx(40 * MB, rel=0.01)
+    rss = _judged(run, "process", "rss")
+    assert rss.verdict == "step", rss.reason
+    assert rss.growth == pytest.approx(40 * MB, rel=0.2)

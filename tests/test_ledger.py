@@ -1,0 +1,168 @@
+"""The ledger adds up to RSS growth, and names the right owner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tokdiag as td
+from tokdiag.analysis import LEDGER_COLUMNS, UNEXPLAINED, ledger
+from tokdiag.errors import ConfigError
+from tokdiag.records import COLUMNS
+
+KB = 1024
+MB = 1024 * 1024
+
+
+def _tl(rows: list[tuple], run: str = "r") -> pd.DataFrame:
+    return pd.DataFrame([(run, s, 0.0, p, subj, m, v, u) for (s, p, subj, m, v, u) in rows], columns=list(COLUMNS))
+
+
+def _synthetic(run: str = "r", seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows: list[tuple] = []
+    for s in range(0, 101, 10):
+        rows.append((s, "process", "process", "rss", 300 * MB + 50 * KB * s + float(rng.integers(0, 64)) * 4096,
+                     "bytes"))
+        rows.append((s, "cache", "enc", "bytes", 1e6 + 8 * KB * s, "bytes"))
+        rows.append((s, "cache", "enc", "native_bytes", 24e6 if s else 0.0, "bytes"))
+        rows.append((s, "cache", "enc", "entries", float(s), "entries"))
+        rows.append((s, "watch", "app.Agent", "bytes", 20 * KB * s, "bytes"))
+        rows.append((s, "census", "builtins.dict", "unowned_bytes", 2e6 + 4 * KB * s, "bytes"))
+        rows.append((s, "census", "builtins.dict", "bytes", 9e9, "bytes"))  # never used when unowned exists
+        rows.append((s, "census", "builtins.tuple", "unowned_bytes", 1e5 + 10.0 * s, "bytes"))
+        rows.append((s, "census", "builtins.set", "unowned_bytes", 5e4 + 20.0 * s, "bytes"))
+        rows.append((s, "tracker", "tokdiag", "self_bytes", 3e4 + 100.0 * s, "bytes"))
+        rows.append((s, "tracker", "tokdiag", "snapshot_s", 0.01, "seconds"))
+    return _tl(rows, run)
+
+
+def _check_sums(tl: pd.DataFrame, led: pd.DataFrame) -> None:
+    for run, sub in led.groupby("run"):
+        rss = tl[(tl["run"] == run) & (tl["probe"] == "process") & (tl["metric"] == "rss")].set_index("step")["value"]
+        sums = sub.groupby("step")["bytes"].sum()
+        growth = rss.loc[sums.index] - rss.sort_index().iloc[0]
+        np.testing.assert_allclose(sums.to_numpy(), growth.to_numpy(), rtol=1e-12, atol=1e-6)
+
+
+def test_owners_sum_to_rss_growth_at_every_step():
+    tl = _synthetic()
+    led = ledger(tl)
+    assert list(led.columns) == list(LEDGER_COLUMNS)
+    _check_sums(tl, led)
+    # one row per (step, owner)
+    assert not led.duplicated(["run", "step", "owner"]).any()
+    assert led.groupby("step").size().nunique() == 1
+    # growth since the first snapshot: every owner is 0 there
+    assert (led[led["step"] == 0]["bytes"] == 0).all()
+
+
+def test_owners_kinds_and_values():
+    led = ledger(_synthetic()).query("step == 100").set_index("owner")
+    assert led.loc["enc", "kind"] == "cache" and led.loc["enc", "bytes"] == 800 * KB
+    assert led.loc["enc (native estimate)", "kind"] == "native"
+    assert led.loc["enc (native estimate)", "bytes"] == 24e6
+    assert led.loc["app.Agent", "kind"] == "watch" and led.loc["app.Agent", "bytes"] == 2000 * KB
+    # census uses unowned bytes (never the shallow total), and only types that grow by a practical amount
+    assert led.loc["builtins.dict", "kind"] == "census" and led.loc["builtins.dict", "bytes"] == 400 * KB
+    assert "builtins.tuple" not in led.index and "builtins.set" not in led.index
+    assert led.loc["other Python objects", "bytes"] == 1000.0 + 2000.0
+    assert led.loc["tokdiag", "kind"] == "tokdiag" and led.loc["tokdiag", "bytes"] == 10_000.0
+    assert led.loc[UNEXPLAINED, "kind"] == "unexplained"
+    assert list(dict.fromkeys(led["kind"])) == ["cache", "native", "watch", "census", "tokdiag", "unexplained"]
+
+
+def test_unexplained_is_negative_when_rss_falls():
+    rows = []
+    for s in range(5):
+        rows.append((s, "process", "process", "rss", 100 * MB - MB * s, "bytes"))
+        rows.append((s, "watch", "app.A", "bytes", 10.0 * KB * s, "bytes"))
+    led = ledger(_tl(rows)).query("step == 4").set_index("owner")["bytes"]
+    assert led[UNEXPLAINED] == -4 * MB - 40 * KB
+
+
+def test_each_run_gets_its_own_ledger():
+    tl = pd.concat([_synthetic("a", 1), _synthetic("b", 2)], ignore_index=True)
+    led = ledger(tl)
+    assert set(led["run"]) == {"a", "b"}
+    _check_sums(tl, led)
+
+
+def test_missing_series_count_as_zero_and_steps_follow_rss():
+    rows = [(s, "process", "process", "rss", 1e8 + 1e6 * s, "bytes") for s in (0, 10, 20)]
+    rows += [(20, "cache", "late", "bytes", 5e5, "bytes"), (15, "cache", "late", "bytes", 1e9, "bytes")]
+    led = ledger(_tl(rows))
+    assert sorted(led["step"].unique()) == [0, 10, 20]
+    late = led[led["owner"] == "late"].set_index("step")["bytes"]
+    assert late.to_dict() == {0: 0.0, 10: 0.0, 20: 5e5}
+    _check_sums(_tl(rows), led)
+
+
+def test_no_rss_is_a_config_error():
+    rows = [(s, "watch", "app.A", "bytes", 1.0 * s, "bytes") for s in range(3)]
+    with pytest.raises(ConfigError, match="no process rss"):
+        ledger(_tl(rows))
+    with pytest.raises(ConfigError):
+        ledger(pd.DataFrame({"x": [1]}))
+    with pytest.raises(ConfigError, match="empty"):
+        ledger(_tl([]))
+
+
+# ----------------------------------------------------------------------------- real runs
+
+
+class Session:
+    def __init__(self, i: int) -> None:
+        self.i = i
+        self.blob = b"s" * (64 * KB) + bytes([i % 256])  # a new 64 KiB object per session
+
+
+SESSIONS: list[Session] = []
+RESPONSES: dict[int, bytes] = {}
+
+
+def _owner_growth(run: td.Run) -> pd.Series:
+    led = run.ledger()
+    last = led[led["step"] == led["step"].max()]
+    return last.set_index("owner")["bytes"]
+
+
+def _run(step, name: str) -> td.Run:
+    return td.track(step, steps=40, every=10, watch=["Session"], name=name, progress=False,
+                    caches=[td.cache(f"{__name__}:RESPONSES", name="responses")])
+
+
+def test_real_leak_through_a_watched_class_is_owned_by_the_class():
+    SESSIONS.clear()
+    RESPONSES.clear()
+    try:
+        run = _run(lambda i: SESSIONS.append(Session(i)), "class-leak")
+    finally:
+        SESSIONS.clear()
+    _check_sums(run.timeline, run.ledger())
+    g = _owner_growth(run)
+    name = f"{__name__}.Session"
+    assert g[name] == pytest.approx(40 * 64 * KB, rel=0.05)
+    assert abs(g["responses"]) < 4 * KB
+    measured = g.drop(UNEXPLAINED)
+    assert measured.idxmax() == name
+
+
+def test_real_leak_through_a_cache_is_owned_by_the_cache():
+    SESSIONS.clear()
+    RESPONSES.clear()
+
+    def step(i: int) -> None:
+        RESPONSES[i] = b"r" * (64 * KB) + bytes([i % 256])
+        Session(i)  # made and dropped: the class must not own anything
+
+    try:
+        run = _run(step, "cache-leak")
+    finally:
+        RESPONSES.clear()
+    _check_sums(run.timeline, run.ledger())
+    g = _owner_growth(run)
+    assert g["responses"] == pytest.approx(40 * 64 * KB, rel=0.05)
+    assert abs(g[f"{__name__}.Session"]) < 4 * KB
+    assert g.drop(UNEXPLAINED).idxmax() == "responses"
