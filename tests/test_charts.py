@@ -144,6 +144,15 @@ def test_ledger_from_a_run_stacks_up_to_its_measured_rss(leaking_run):
     assert charts.ledger(leaking_run, title="custom").layout.title.text == "custom"
 
 
+def test_every_chart_of_an_empty_run_is_an_annotated_figure():
+    empty = Run("nothing", _timeline([]))
+    for chart in (charts.ledger, charts.counts, charts.caches, charts.rss, charts.verdict_table):
+        fig = chart(empty)
+        assert not fig.data, chart.__name__
+        assert _annotation_texts(fig) and _annotation_texts(fig)[0].startswith("no "), chart.__name__
+    assert "no ledger rows" in _annotation_texts(charts.ledger(empty))[0]
+
+
 def test_ledger_rejects_what_is_not_a_ledger():
     with pytest.raises(ConfigError, match="lacks column"):
         charts.ledger(pd.DataFrame({"step": [0], "value": [1.0]}))

@@ -208,10 +208,10 @@ def _steps_note(run: Run) -> str:
 def _ledger_frame(source: Any) -> tuple[pd.DataFrame, pd.Series | None, str]:
     """(ledger rows, RSS growth by step or None, run name) from a Run or a ledger DataFrame."""
     if isinstance(source, Run):
-        df = source.ledger()
         rss = source.series("process", "process", "rss")
-        growth = (rss - rss.iloc[0]) if len(rss) else None
-        return df, growth, source.name
+        if rss.empty:  # nothing to split (no snapshot, or a timeline without the process probe)
+            return pd.DataFrame(columns=["run", "step", "owner", "kind", "bytes"]), None, source.name
+        return source.ledger(), rss - rss.iloc[0], source.name
     if isinstance(source, pd.DataFrame):
         missing = [c for c in ("step", "owner", "kind", "bytes") if c not in source.columns]
         if missing:
@@ -250,7 +250,7 @@ def ledger(run_or_ledger_df: Run | pd.DataFrame, *, rss: bool = True, title: str
         f"Who owns the memory growth{': ' + _esc(name) if name else ''}"
         "<br><sup>growth since the first snapshot; the grey hatched band is what no probe explains</sup>")
     if df.empty:
-        return _empty(heading, "no ledger rows in this run (fewer than one snapshot with RSS)")
+        return _empty(heading, "no ledger rows in this run (no snapshot measured RSS)")
 
     table = df.pivot_table(index="step", columns="owner", values="bytes", aggfunc="sum").sort_index().fillna(0.0)
     kinds = df.drop_duplicates("owner", keep="last").set_index("owner")["kind"].astype(str).to_dict()
