@@ -23,6 +23,7 @@ Run: ``.venv/bin/python bench/overhead.py [steps] [pairs]``
 from __future__ import annotations
 
 import os
+import gc
 import statistics
 import sys
 import time
@@ -30,6 +31,7 @@ from collections import deque
 from typing import Any
 
 import tokdiag as td
+from tokdiag.probes.census import take_census
 from tokdiag.workloads.vocab import SAMPLE_TEXT, encoding
 
 GOAL = 1.10
@@ -74,6 +76,29 @@ def tracked(enc: Any, steps: int, **options: Any) -> tuple[float, int, float]:
     return took, len(cost), float(cost.sum())
 
 
+def snapshot_parts(repeats: int = 5) -> dict[str, float]:
+    """CPU time of what a default snapshot does first: a full collection, listing the heap, the census."""
+    work = Workload(encoding("cl100k_base"))
+    for i in range(600):
+        work(i)
+    parts: dict[str, list[float]] = {"gc.collect()": [], "gc.get_objects()": [], "take_census(heap)": []}
+    for _ in range(repeats):
+        t = time.process_time()
+        gc.collect()
+        parts["gc.collect()"].append(time.process_time() - t)
+        t = time.process_time()
+        heap = gc.get_objects()
+        parts["gc.get_objects()"].append(time.process_time() - t)
+        t = time.process_time()
+        take_census(heap)
+        parts["take_census(heap)"].append(time.process_time() - t)
+        n = len(heap)
+        del heap
+    out = {label: statistics.median(ts) for label, ts in parts.items()}
+    out[f"(heap: {n:,} gc-tracked objects)"] = 0.0
+    return out
+
+
 def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)")
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
@@ -106,6 +131,9 @@ def main() -> None:
     need = n_snap * per_snap / (GOAL - 1)
     print(f"  at that cost, {n_snap:.0f} snapshots fit in 10% of a run of >= {need:.1f} s "
           f"(>= {need / steps * 1e3:.1f} ms per step at {steps:,} steps)")
+    print("  one snapshot's main parts on this process's heap (median CPU time of 5):")
+    for label, part in snapshot_parts().items():
+        print(f"    {label:36s} {part * 1e3:7.1f} ms" if part else f"    {label}")
     ratio = b / a
     print(f"goal: tracked (defaults) <= {GOAL:.2f}x untracked: {ratio:.3f}x -> {'met' if ratio <= GOAL else 'NOT met'}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
