@@ -463,8 +463,9 @@ def test_every_figure_serializes_to_standalone_html(tmp_path, leaking_run, idle_
         (tmp_path / f"{name}.html").write_text(page, encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_malicious_names_stay_text_in_chromium(tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api as playwright
     figs = _evil_figures()
     page_html = ("<html><head><meta charset='utf-8'></head><body>"
                  + figs["counts"].to_html(include_plotlyjs=True, full_html=False)
