@@ -243,26 +243,34 @@ def test_summary_round_trips_and_a_malformed_one_reads_as_absent(tmp_path: Path)
         write_summary(tmp_path, [{"name": "x"}])
 
 
-class Grows:
-    """One per step of the tracked workload below, all kept."""
+def _journal(path: Path, run: str, series: dict[tuple[str, str, str, str], list[float]]) -> Path:
+    """A journal with one snapshot every 5 steps of the given (probe, subject, metric, unit) series."""
+    from tokdiag.journal import JournalWriter, make_header
+    from tokdiag.records import Record
 
-    def __init__(self) -> None:
-        self.data = bytearray(256)
+    writer = JournalWriter(path, make_header(run, {}))
+    for i in range(len(next(iter(series.values())))):
+        writer.snapshot(5 * i, 0.1 * i, [Record(probe, subject, metric, values[i], unit)
+                                          for (probe, subject, metric, unit), values in series.items()])
+    writer.close()
+    return path
 
 
 def test_headlines_from_a_journal_put_rss_first_then_what_grows(tmp_path: Path) -> None:
-    import tokdiag as td
-
-    kept: list[bytearray] = []
-    objects: list[Grows] = []
-
-    def step(i: int) -> None:
-        kept.append(bytearray(64 * 1024))
-        objects.append(Grows())
-
-    journal = tmp_path / "j.jsonl"
-    td.track(step, steps=40, progress=False, census=False, watch=[f"{__name__}.Grows"], journal=str(journal))
+    n = 20
+    journal = _journal(tmp_path / "j.jsonl", "service", {
+        ("cache", "tiktoken.registry:ENCODINGS", "entries", "entries"): [min(10.0 * i, 50.0) for i in range(n)],
+        ("watch", "app.RewardAgent", "count", "objects"): [10.0 * i for i in range(n)],
+        ("process", "process", "rss", "bytes"): [100e6 + 2048 * 5 * i for i in range(n)],
+        ("census", "builtins.dict", "count", "objects"): [500.0] * n,
+    })
     headlines = headlines_from_journals([journal, tmp_path / "missing.jsonl"])
-    assert headlines[0].subject == "RSS"
-    grows = [h for h in headlines if h.subject.endswith("Grows count")]
-    assert grows and grows[0].verdict == "leak" and grows[0].detail == "+1 objects/step"
+    assert [h.subject for h in headlines] == [
+        "RSS", "app.RewardAgent count", "tiktoken.registry:ENCODINGS entries"]  # flat dicts left out
+    assert [h.verdict for h in headlines] == ["leak", "leak", "bounded"]
+    assert headlines[0].detail == "+2 KiB/step" and headlines[1].detail == "+2 objects/step"
+    two = headlines_from_journals([journal, _journal(tmp_path / "k.jsonl", "fixed", {
+        ("process", "process", "rss", "bytes"): [100e6] * n})])
+    assert [h.subject for h in two] == ["service: RSS", "service: app.RewardAgent count",
+                                        "service: tiktoken.registry:ENCODINGS entries", "fixed: RSS"]
+    assert two[-1].verdict == "flat"

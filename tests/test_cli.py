@@ -28,12 +28,14 @@ def _one_line_error(stderr: str) -> str:
     return lines[0]
 
 
-def test_help_shows_examples(tmp_path: Path) -> None:
-    done = _tokdiag("--help", cwd=tmp_path)
-    assert done.returncode == 0
-    assert "examples:" in done.stdout
+def test_help_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out
     for command in ("tokdiag run notebooks/", "tokdiag batch plans/default.yaml", "tokdiag report "):
-        assert command in done.stdout
+        assert command in out
+    assert main(["batch", "--help"]) == 0
+    assert "runs:\n    - notebook:" in capsys.readouterr().out  # the plan format, by example
 
 
 def test_a_missing_notebook_is_one_line_and_status_2(tmp_path: Path) -> None:
@@ -77,11 +79,12 @@ def test_a_bad_plan_is_one_line_and_status_2(tmp_path: Path, capsys: pytest.Capt
     assert not (tmp_path / "out").exists()  # nothing ran
 
 
-def test_a_bad_plan_from_the_shell_has_no_traceback(tmp_path: Path) -> None:
+def test_a_plan_naming_a_missing_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "plan.yaml").write_text("runs:\n  - notebook: missing.ipynb\n", encoding="utf-8")
-    done = _tokdiag("batch", "plan.yaml", cwd=tmp_path)
-    assert done.returncode == 2
-    assert "notebook 'missing.ipynb' not found" in _one_line_error(done.stderr)
+    assert main(["batch", "plan.yaml"]) == 2
+    assert "runs[0]: notebook 'missing.ipynb' not found" in _one_line_error(capsys.readouterr().err)
 
 
 def test_usage_errors_are_status_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,11 +109,12 @@ def test_parse_value_reads_literals_and_keeps_text() -> None:
     assert parse_value("mypkg.mod:fn") == "mypkg.mod:fn" and parse_value("") == ""
 
 
-def test_run_passes_typed_parameters_and_reports_a_failure_with_status_1(tmp_path: Path) -> None:
+def test_run_passes_typed_parameters_and_reports_a_failure_with_status_1(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "broken.ipynb").write_bytes((NOTEBOOKS / "broken.ipynb").read_bytes())
-    ok = _tokdiag("run", "broken.ipynb", "-p", "divisor", "4", "-o", "ok", cwd=tmp_path)
-    assert ok.returncode == 0, ok.stderr
-    assert "open ok/broken.html" in ok.stderr
+    assert main(["run", "broken.ipynb", "-p", "divisor", "4", "-o", "ok"]) == 0
+    assert "open ok/broken.html" in capsys.readouterr().err
     assert "0.25" in (tmp_path / "ok" / "broken.ipynb").read_text()  # 4 arrived as a number
     failed = _tokdiag("run", "broken.ipynb", "-o", "failed", cwd=tmp_path)
     assert failed.returncode == 1
