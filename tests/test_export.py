@@ -210,3 +210,12 @@ def test_report_from_journals_runs_the_bundled_notebook(tmp_path: Path) -> None:
     summary = json.loads((page.parent / "summary.json").read_text())
     assert summary["headlines"][0]["subject"] == "RSS"
     assert str(tmp_path) not in text and "../runs/service.jsonl" in text
+
+
+def test_a_markdown_image_from_the_network_is_refused_with_the_fix(tmp_path: Path) -> None:
+    from tokdiag.errors import TokdiagError
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('<img src="https://example.org/a.png">')])
+    with pytest.raises(TokdiagError, match="from the network .*embed it as a cell attachment"):
+        export_html(nb, tmp_path / "page.html")
+    assert not (tmp_path / "page.html").exists()

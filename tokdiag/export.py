@@ -427,8 +427,8 @@ def _check_page(page: str, figures: int) -> None:
     """Refuse to write a page that would reach the network or carry plotly.js more than once."""
     found = _EXTERNAL.search(page)
     if found:
-        raise TokdiagError(f"internal error: the exported page would load {found.group(0)!r} from the network; "
-                           "please report this with the notebook")
+        raise TokdiagError(f"the exported page would load {found.group(0)!r} from the network (an image or "
+                           "link in a markdown cell?); embed it as a cell attachment or data: URL, or remove it")
     copies = page.count(_PLOTLY_BUNDLE_MARKERS[0])
     if copies != (1 if figures else 0):
         raise TokdiagError(f"internal error: the exported page carries plotly.js {copies} times "
