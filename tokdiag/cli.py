@@ -34,6 +34,10 @@ a plan (YAML) for `tokdiag batch`:
       parameters: {tasks: 300}
       grid: {fixed: [false, true]}     # one run per value
 
+each run gets its own folder and kernel (started in that folder); a notebook that
+declares `output_dir` (or `out_dir`) gets "." and one that declares `journal` gets
+"journal.jsonl", so its journal and summary.json land beside its HTML.
+
 exit status: 0 all ran, 1 a notebook failed, 2 bad usage or configuration.
 """
 
