@@ -465,7 +465,7 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; background: #f
 .status.failed { background: #fde4e4; color: #a11414; }
 .error { color: #a11414; margin-top: 4px; font-size: 13px; }
 td.nb { white-space: nowrap; }
-td.st { min-width: 16em; max-width: 28em; }
+td.st { min-width: 10em; max-width: 24em; }
 .verdict { display: inline-block; min-width: 64px; text-align: center; padding: 0 6px; border-radius: 3px; font-size: 12px; font-weight: 600; margin-right: 6px; }
 .v-leak { background: #d7301f; color: white; } .v-step { background: #fc8d59; color: #1d2430; }
 .v-bounded { background: #fdd49e; color: #1d2430; } .v-flat { background: #c7e9c0; color: #1d2430; }
@@ -474,10 +474,21 @@ ul.headlines { margin: 0; padding: 0; list-style: none; } ul.headlines li { marg
 .detail { color: #5b6474; }
 .muted { color: #8a93a3; }
 .num { text-align: right; white-space: nowrap; }
-.links a { margin-right: 10px; white-space: nowrap; }
+td.links a { display: block; white-space: nowrap; }
+td.links details a { font-size: 12px; }
+td.hl { min-width: 24em; }
+details summary { cursor: pointer; color: #3b5b9a; font-size: 12px; margin: 2px 0; }
 dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 4px 12px; margin-top: 24px; color: #3b4352; }
 dl.legend dd { margin: 0; }
 """
+
+
+SHOWN_HEADLINES = 4
+"""Headlines shown in a row of the index; the rest fold into a ``<details>`` (no script needed)."""
+
+
+def _shorten(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _headlines_html(summary: Summary | None) -> str:
@@ -486,11 +497,16 @@ def _headlines_html(summary: Summary | None) -> str:
     items = []
     for h in summary.headlines:
         cls = f"v-{h.verdict}" if h.verdict in VERDICTS else "v-other"
-        detail = f' <span class="detail">{html.escape(h.detail)}</span>' if h.detail else ""
+        detail = (f' <span class="detail" title="{html.escape(h.detail)}">{html.escape(_shorten(h.detail))}</span>'
+                  if h.detail else "")
         items.append(f'<li><span class="verdict {cls}">{html.escape(h.verdict)}</span>'
                      f"<code>{html.escape(h.subject)}</code>{detail}</li>")
+    shown = '<ul class="headlines">' + "".join(items[:SHOWN_HEADLINES]) + "</ul>"
+    if len(items) > SHOWN_HEADLINES:
+        shown += (f"<details><summary>{len(items) - SHOWN_HEADLINES} more</summary>"
+                  f'<ul class="headlines">{"".join(items[SHOWN_HEADLINES:])}</ul></details>')
     source = '<div class="muted">computed from the journal</div>' if summary.source == "journals" else ""
-    return '<ul class="headlines">' + "".join(items) + "</ul>" + source
+    return shown + source
 
 
 def _row_html(result: RunResult, base: Path) -> str:
@@ -506,14 +522,17 @@ def _row_html(result: RunResult, base: Path) -> str:
         links.append(f'<a href="{_href(result.html, base)}">report</a>')
     if result.notebook is not None:
         links.append(f'<a href="{_href(result.notebook, base)}">notebook</a>')
-    for journal in result.journals:
-        links.append(f'<a href="{_href(journal, base)}">{html.escape(journal.name)}</a>')
+    journals = [f'<a href="{_href(journal, base)}">{html.escape(journal.name)}</a>' for journal in result.journals]
+    if len(journals) > 2:
+        links.append(f"<details><summary>{len(journals)} journals</summary>{''.join(journals)}</details>")
+    else:
+        links.extend(journals)
     title = html.escape(result.summary.title) if result.summary is not None and result.summary.title else ""
     return (f"<tr><td class=\"num\">{spec.index}</td>"
             f"<td class=\"nb\"><strong>{html.escape(spec.notebook.stem)}</strong>"
             f"{'<div class=detail>' + title + '</div>' if title else ''}"
             f"<div class=\"muted\">{html.escape(spec.folder_name)}/</div></td>"
-            f"<td>{params}</td><td class=\"st\">{status}</td><td>{_headlines_html(result.summary)}</td>"
+            f"<td>{params}</td><td class=\"st\">{status}</td><td class=\"hl\">{_headlines_html(result.summary)}</td>"
             f"<td class=\"num\">{result.duration_s:.1f} s</td>"
             f"<td class=\"links\">{''.join(links) or '<span class=muted>none</span>'}</td></tr>")
 
