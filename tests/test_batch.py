@@ -274,3 +274,22 @@ def test_headlines_from_a_journal_put_rss_first_then_what_grows(tmp_path: Path) 
     assert [h.subject for h in two] == ["service: RSS", "service: app.RewardAgent count",
                                         "service: tiktoken.registry:ENCODINGS entries", "fixed: RSS"]
     assert two[-1].verdict == "flat"
+
+
+def test_index_folds_long_headline_lists_and_many_journals(tmp_path: Path) -> None:
+    from tokdiag.batch import RunResult, RunSpec, write_index
+    from tokdiag.summary import Summary
+
+    journals = []
+    for name in ("a.jsonl", "b.jsonl", "c.jsonl"):
+        journals.append(tmp_path / "01-x" / name)
+        journals[-1].parent.mkdir(exist_ok=True)
+        journals[-1].write_text("")
+    headlines = tuple(Headline(f"s{i}", "leak", "x" * 200 if i == 0 else "") for i in range(6))
+    spec = RunSpec(index=1, notebook=tmp_path / "x.ipynb", label="x.ipynb", parameters={}, folder_name="01-x")
+    result = RunResult(spec=spec, folder=tmp_path / "01-x", duration_s=1.0, journals=tuple(journals),
+                       summary=Summary(headlines=headlines))
+    page = write_index([result], tmp_path).read_text(encoding="utf-8")
+    assert "<summary>2 more</summary>" in page and "<summary>3 journals</summary>" in page
+    assert "x" * 89 + "…" in page and f'title="{"x" * 200}"' in page
+    assert all(f'href="01-x/{j.name}"' in page for j in journals)
