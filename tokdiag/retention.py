@@ -236,7 +236,8 @@ def _resolve(target: Any) -> tuple[set[type] | None, str]:
                 "; check the spelling, or import the module that defines it first")
             raise ConfigError(f"why_alive({target!r}): no class matches {pattern!r}{hint}")
         names = sorted({_qualname(t) for t in found})
-        return _subclasses(found), names[0] if len(names) == 1 else pattern
+        # exactly the classes the watch probe would count under this pattern (no unnamed subclasses)
+        return set(found), names[0] if len(names) == 1 else pattern
     if isinstance(target, type):
         return _subclasses([target]), _qualname(target)
     return None, _qualname(type(target))
@@ -482,8 +483,10 @@ def why_alive(target: Any, *, max_chains: int = 3, max_depth: int = 50, collect:
 
     ``target`` is a class, a class-name pattern (qualified ``"app.agents.RewardAgent"``,
     bare ``"RewardAgent"`` or glob ``"*.RewardAgent"``, matched like the watch
-    probe; subclasses included), or one instance. Up to ``max_chains``
-    chains, each from a different root; ``max_depth`` bounds their length.
+    probe: exactly the classes it names), or one instance; a class passed
+    itself includes its subclasses. Up to ``max_chains`` chains, nearest
+    first; chains that differ only in a list index count once (the same way
+    of being held). ``max_depth`` bounds their length.
     ``collect`` runs ``gc.collect()`` first, so garbage is not explained.
 
     Returns ``[]`` when no instance is alive. Raises :class:`ConfigError`

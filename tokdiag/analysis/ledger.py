@@ -37,6 +37,10 @@ watched class reaches are in ``unexplained``, with native memory (C
 extensions, Rust cores not estimated), allocator fragmentation and pages
 the allocator keeps.
 
+``tokdiag`` is the deep size of the tracker's own state (first and last
+counts, the census' kept names); those few containers are gc-tracked, so
+the census may see them too: at most a few KB, far below ``min_bytes``.
+
 ``unexplained`` can be negative: RSS fell (the allocator returned memory to
 the system) while the owned objects did not shrink as much, or an owner's
 measure (deep size, native estimate) counts bytes that were never resident.
