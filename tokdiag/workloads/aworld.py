@@ -41,49 +41,92 @@ leaves the directory); its file memory store under ``$AWORLD_MEMORY_ROOT``
 :func:`import_aworld` creates one private directory per process (``<tmp>/
 tokdiag-aworld-*``), points those variables into it before AWorld is first
 imported, turns AWorld's console log off (``AWORLD_DISABLE_CONSOLE_LOG``),
-and imports AWorld, and runs every step, with ``HOME`` pointing into it and
-the working directory inside it (both restored after the step). At interpreter
-exit AWorld's file log handlers are removed and the directory is deleted.
-The environment variables stay set for the rest of the process. If AWorld
+sets ``TIKTOKEN_CACHE_DIR`` into it when the user has not set one, and imports
+AWorld and runs every step with ``HOME`` pointing into it and the working
+directory inside it (both restored after the step). At interpreter exit
+AWorld's file log handlers are removed and the directory is deleted
+(``tests/test_workloads_aworld.py::test_a_process_leaves_nothing_behind``
+runs a child process with its own ``TMPDIR``, ``HOME`` and working directory
+and finds all three empty afterwards). The environment variables stay set for
+the rest of the process. If AWorld
 was imported before tokdiag could do this, a warning names where its logs go.
 
-What was measured (2-core development machine, Python 3.11.7, aworld 0.3.2)
------------------------------------------------------------------------------
-- ``import aworld.models.utils``: 2.4-2.9 s wall, RSS 242 MB
-  (``/usr/bin/time -v python -c "import aworld.models.utils"``; the first
-  experiment scripts printed 2.35 s and 2.51 s for the agent imports).
-- One agent task against the stub: 0.47-0.68 s (no tool call), about 0.95 s
-  with one tool call (two LLM round trips); almost all of it idle time in
-  AWorld's event loop (``cProfile``: 1.13 s of 1.3 s in ``epoll.poll`` over 3
-  tasks; AWorld polls with ``asyncio.sleep(0.1)`` in
-  ``core/event/message_future.py``).
-- A new agent per task keeps every agent alive: 31 of 31 after 31 tasks
-  (``gc.get_objects``), RSS +2.0 MB per task but tracemalloc only +136 KB per
-  task. Retention chains (``objgraph.find_backref_chain``):
-  ``module aworld.agents.llm_agent -> AgentFactory (AgentManager)
-  ._agent_instance["reward---uuid…"] -> RewardAgent``, registered by
-  ``Swarm.register_agent`` and never removed; after
-  ``AgentFactory.unregister(agent.id())`` the agents still live through
-  ``aworld.runners.state_manager.SingletonMeta._instances[InMemoryStateStorage]
-  ._nodes[<id>] -> RunNode.metadata["context"] -> ApplicationContext._task ->
-  Task -> Swarm._communicate_agent[0] -> agent`` (that storage evicts only
-  past ``max_session=1000`` sessions). The native part: each agent builds its
-  own OpenAI clients with their own httpx transports and SSL contexts; a
-  sync + async ``openai`` client pair costs 1.58 MB of RSS (measured apart).
-- One reused agent: RSS +4 MB over 30 tasks (257 -> 261 MB) and task time
-  rising from 0.58 to 0.91 s: AWorld's ``FileSystemMemoryStore.get_all``
-  re-reads and JSON-decodes the whole session file on every query.
+AWorld also starts threads it never stops: the first task with a tool call
+creates its process-wide ``SandboxLoopPool`` (``aworld/sandbox/runtime/
+loop_pool.py``), four daemon threads each running an event loop forever.
+They hold no per-task state; tokdiag leaves them alone. AWorld's
+``load_dotenv()`` at import reads the first ``.env`` found walking up from the
+installed package (e.g. a project root above ``.venv``), then ``./.env`` (here
+the empty sandbox ``work`` directory).
+
+What was measured
+-----------------
+Command: ``python -m tokdiag.workloads.aworld`` (each variant in a fresh
+interpreter: 3 warm-up tasks, then RSS over 25 tasks, then tracemalloc over 10
+more; a new prompt per task). One run, 2-core machine, Python 3.11.7, aworld
+0.3.2, while other jobs kept the load average at 4-5, so wall times are
+inflated (import 3.7-11.7 s here; 1.3-2.0 s when the machine was quiet) and
+the CPU share is the steadier figure:
+
+=========================  ==========  ===========  ================  ============
+variant                    s/task      RSS KB/task  tracemalloc KB/t  agents alive
+=========================  ==========  ===========  ================  ============
+new agent per task         0.93, 0.74  1736         136               38 of 38
+new agent, unregistered    0.67, 0.68  1803         136               38 of 38
+one reused agent           0.52, 0.54  56           121               1
+reused agent, 1 session    0.51, 0.50  60           121               1
+new agent, 1 tool call     1.20, 1.16  1966         660               38 of 38
+new agent, streamed        0.62, 0.71  1770         165               38 of 38
+=========================  ==========  ===========  ================  ============
+
+(s/task: mean of the first and of the last 5 measured tasks.) RSS after
+``import_aworld()`` is 270 MB in every variant. A task is mostly waiting:
+CPU (user + system) is 11-18% of wall time; AWorld polls with
+``asyncio.sleep(0.1)`` in ``core/event/message_future.py``.
+
+- A new agent per task keeps every agent alive. The retention chain
+  (``objgraph.find_backref_chain``, printed by the command)::
+
+    module aworld.core.agent.base -> AgentFactory (AgentManager)._agent_instance
+    ["reward---uuid…"] -> RewardAgent
+
+  registered when the agent is built and never removed. After
+  ``AgentFactory.unregister(agent.id())`` (``unregister_agents=True``) they
+  are still all alive, through the run-state storage::
+
+    module aworld.runners.state_manager -> SingletonMeta._instances[InMemoryStateStorage]
+    ._nodes[<id>] -> RunNode.metadata["context"] -> ApplicationContext._task
+    -> Task.swarm -> Swarm._communicate_agent[0] -> RewardAgent
+
+  which evicts only past ``max_session=1000`` sessions
+  (``runners/state_manager.py``).
+- Most of the ~1.7-2.0 MB of RSS per agent is outside Python's allocator
+  (tracemalloc sees 136 KB): each agent builds its own ``openai`` clients
+  (``get_llm_model(conf)`` in ``agents/llm_agent.py``), and one sync + async
+  ``openai`` client pair, measured apart by the same command, costs 1626 KB
+  of RSS.
+- One reused agent: 56-60 KB of RSS and 121 KB of tracemalloc per task, and
+  no slowdown over 38 tasks, with a new session per task or one session for
+  all. (The :class:`RewardAgent` instance's reachable bytes grow too, about
+  137 KB per task in an 8-task ``td.track`` run with ``watch``; not yet
+  attributed.)
 
 Offline
 -------
-Everything here runs offline: no network access is attempted (the tests block
-every non-loopback connection and DNS lookup and assert none was tried).
-``tiktoken.get_encoding("cl100k_base")``, which AWorld's token counting falls
-back to for model names tiktoken does not know (``"stub-model"``), is served
-from the vocabulary AWorld ships, via
-:func:`tokdiag.workloads.vocab.offline_tiktoken`. Model names tiktoken maps to
-another encoding (``gpt-4o`` -> ``o200k_base``) would need a download, so the
-default model here is ``gpt-4`` (cl100k_base).
+Everything above runs offline: the tests block every non-loopback connection
+and DNS lookup and assert none was tried. AWorld's token counting calls
+``tiktoken.encoding_for_model(model)``; for model names tiktoken does not
+know (the stub's ``"stub-model"``) it falls back to
+``tiktoken.get_encoding("cl100k_base")``, which is served from the vocabulary
+AWorld ships, via :func:`tokdiag.workloads.vocab.offline_tiktoken`. What
+cannot run offline: a model name that tiktoken maps to another encoding.
+``tokenizer_workload("num_tokens_from_string", model="gpt-4o")`` maps to
+``o200k_base``, which tiktoken downloads from
+``openaipublic.blob.core.windows.net`` (checked: with DNS blocked the step
+raises ``requests.ConnectionError``); AWorld ships no o200k_base file. Use
+``gpt-4`` / ``gpt-3.5-turbo`` (cl100k_base, the default here), ``"openai"``
+/ ``"qwen"`` (AWorld's module tokenizers), or put the o200k_base file in
+``$TIKTOKEN_CACHE_DIR`` under tiktoken's cache name.
 """
 
 from __future__ import annotations
@@ -935,3 +978,144 @@ def aworld_agent_workload(
         yield step
     finally:
         step.close()
+
+
+# ---------------------------------------------------------------------------
+# The figures in the module docstring: `python -m tokdiag.workloads.aworld`.
+# ---------------------------------------------------------------------------
+
+_MEASURE_VARIANTS: dict[str, dict[str, Any]] = {
+    "new agent per task": {},
+    "new agent, unregistered": {"unregister_agents": True},
+    "one reused agent": {"reuse_agent": True},
+    "reused agent, 1 session": {"reuse_agent": True, "session_id": "tokdiag-one-session"},
+    "new agent, 1 tool call": {"tool_calls": True},
+    "new agent, streamed": {"stream": True},
+}
+
+
+def _measure_one(options: dict[str, Any], tasks: int = 25, warmup: int = 3, traced: int = 10) -> dict[str, Any]:
+    """Import cost, then per-task time and growth of one agent variant. For ``__main__``.
+
+    RSS per task over ``tasks`` tasks after ``warmup``; tracemalloc per task
+    over ``traced`` further tasks (tracing slows the tasks, so it is apart);
+    CPU seconds per task (user + system) against wall seconds shows how much
+    of a task is waiting.
+    """
+    import gc
+    import time
+    import tracemalloc
+
+    import psutil
+
+    proc = psutil.Process()
+    t0 = time.perf_counter()
+    import_aworld()
+    from aworld.core.agent.base import AgentFactory
+
+    out: dict[str, Any] = {"import_s": time.perf_counter() - t0, "import_rss_mb": proc.memory_info().rss / 2**20}
+    with aworld_agent_workload(None, **options) as step:
+        for i in range(warmup):
+            step(i)
+        gc.collect()
+        r0, c0, w0 = proc.memory_info().rss, sum(proc.cpu_times()[:2]), time.perf_counter()
+        times = []
+        for i in range(warmup, warmup + tasks):
+            t = time.perf_counter()
+            step(i)
+            times.append(time.perf_counter() - t)
+        out["cpu_share"] = (sum(proc.cpu_times()[:2]) - c0) / (time.perf_counter() - w0)
+        gc.collect()
+        out["rss_kb_per_task"] = (proc.memory_info().rss - r0) / tasks / 1024
+        out["first5_s"] = sum(times[:5]) / 5
+        out["last5_s"] = sum(times[-5:]) / 5
+        tracemalloc.start()
+        m0 = tracemalloc.get_traced_memory()[0]
+        for i in range(warmup + tasks, warmup + tasks + traced):
+            step(i)
+        gc.collect()
+        out["traced_kb_per_task"] = (tracemalloc.get_traced_memory()[0] - m0) / traced / 1024
+        tracemalloc.stop()
+        out["requests"] = step.server.request_count
+    cls = _reward_agent_class()
+    gc.collect()
+    out["tasks"] = warmup + tasks + traced
+    out["alive"] = sum(1 for o in gc.get_objects() if type(o) is cls)
+    out["registered"] = sum(1 for a in list(AgentFactory._agent_instance.values()) if type(a) is cls)
+    if not options.get("reuse_agent"):
+        first = min((o for o in gc.get_objects() if type(o) is cls), key=lambda a: a.tasks_scored, default=None)
+        out["chain"] = [_chain_text(first)] if first is not None else []
+    return out
+
+
+def _chain_text(obj: Any) -> str:
+    """``objgraph.find_backref_chain`` from a module to ``obj``, dict keys shown. For ``__main__``.
+
+    (``tokdiag.why_alive`` skips chains that end in a class defined under
+    ``tokdiag``, such as this module's :class:`RewardAgent`.)
+    """
+    import objgraph
+
+    chain = objgraph.find_backref_chain(obj, objgraph.is_proper_module, max_depth=30)
+    parts = []
+    for k, node in enumerate(chain):
+        if isinstance(node, ModuleType):
+            parts.append(f"module {node.__name__}")
+        elif isinstance(node, type):
+            parts.append(f"class {node.__qualname__}")
+        elif isinstance(node, dict) and k + 1 < len(chain):
+            key = next((key for key, v in node.items() if v is chain[k + 1]), None)
+            parts.append(f"[{str(key)[:60]!r}]" if key is not None else "dict")
+        else:
+            label = type(node).__qualname__
+            if k + 1 < len(chain):  # 3.11 instances refer to their attribute values directly
+                try:
+                    attrs = vars(node)
+                except TypeError:
+                    attrs = {}
+                name = next((a for a, v in attrs.items() if v is chain[k + 1]), None)
+                label += f".{name}" if name is not None else ""
+            parts.append(label)
+    del chain
+    return " -> ".join(parts)
+
+
+def _openai_client_pair_kb(pairs: int = 20) -> float:
+    """RSS per sync + async ``openai`` client pair, as each AWorld agent builds (kept alive). For ``__main__``."""
+    import gc
+
+    import openai
+    import psutil
+
+    proc = psutil.Process()
+    openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="x")  # warm up imports and lazy state
+    gc.collect()
+    r0 = proc.memory_info().rss
+    kept = [(openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="x"),
+             openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="x")) for _ in range(pairs)]
+    gc.collect()
+    kb = (proc.memory_info().rss - r0) / pairs / 1024
+    del kept
+    return kb
+
+
+if __name__ == "__main__":
+    # Each variant in a fresh interpreter, so memory freed by one is not reused by the next.
+    import json
+    import subprocess
+
+    for label, opts in _MEASURE_VARIANTS.items():
+        code = ("import json, tokdiag.workloads.aworld as a; "
+                f"print(json.dumps(a._measure_one(json.loads({json.dumps(json.dumps(opts))}))))")
+        res = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                        text=True).stdout.strip().splitlines()[-1])
+        print(f"{label:24s} import {res['import_s']:.2f} s, RSS {res['import_rss_mb']:.0f} MB | task "
+              f"{res['first5_s']:.2f} -> {res['last5_s']:.2f} s, CPU {res['cpu_share']:.0%} of wall | "
+              f"RSS {res['rss_kb_per_task']:.0f} KB/task, tracemalloc {res['traced_kb_per_task']:.0f} KB/task | "
+              f"RewardAgents alive {res['alive']}/{res['tasks']} tasks, registered {res['registered']}, "
+              f"{res['requests']} requests")
+        for chain in res.get("chain", []):
+            print(f"{'':24s} {chain}")
+    code = "import tokdiag.workloads.aworld as a; print(a._openai_client_pair_kb())"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    print(f"{'openai client pair':24s} RSS {float(out.stdout.split()[-1]):.0f} KB per sync + async pair")
