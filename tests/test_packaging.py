@@ -17,7 +17,7 @@ def test_public_api_is_exactly_all():
     public = {n for n in dir(tokdiag) if not n.startswith("_")} - {
         # submodules imported as a side effect of importing the package
         "errors", "journal", "probes", "records", "run", "sizing", "timeline", "tracker", "analysis",
-        "retention", "workloads", "annotations", "export", "batch", "cli", "summary", "charts", "magic",
+        "retention", "workloads", "annotations", "export", "batch", "cli", "summary", "charts", "magic", "isolated",
         # IPython's hook for `%load_ext tokdiag`, not API
         "load_ipython_extension",
     }

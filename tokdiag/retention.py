@@ -87,6 +87,7 @@ MAX_SAMPLES = 1000
 
 _BLOCK = 32
 _TOKDIAG_DIR = os.path.dirname(os.path.abspath(__file__))
+_WORKLOADS_DIR = os.path.join(_TOKDIAG_DIR, "workloads")
 _CONTAINERS = (dict, list, tuple, set, frozenset)
 _KEY_MAX = 40
 _INDEX = re.compile(r"\[\d+\]")
@@ -201,8 +202,9 @@ def _qualname(t: type) -> str:
 
 
 def _is_tokdiag_type(t: type) -> bool:
+    """A type of tokdiag's measuring machinery (not of its built-in workloads, which are measured)."""
     mod = getattr(t, "__module__", None)
-    return isinstance(mod, str) and (mod == "tokdiag" or mod.startswith("tokdiag."))
+    return isinstance(mod, str) and _is_tokdiag_name(mod)
 
 
 def _subclasses(classes: Iterable[type]) -> set[type]:
@@ -314,7 +316,8 @@ def _at(oid: int) -> Any:
 
 def _is_tokdiag_file(filename: str) -> bool:
     try:
-        return os.path.abspath(filename).startswith(_TOKDIAG_DIR + os.sep)
+        path = os.path.abspath(filename)
+        return path.startswith(_TOKDIAG_DIR + os.sep) and not path.startswith(_WORKLOADS_DIR + os.sep)
     except (TypeError, ValueError):
         return False
 
@@ -657,5 +660,12 @@ def _root_of(obj: Any, parent_ids: list[int]) -> tuple[str, str, str | None] | s
     return None
 
 
+_WORKLOADS = "tokdiag.workloads"
+
+
 def _is_tokdiag_name(name: str) -> bool:
+    """A module of tokdiag's measuring machinery. ``tokdiag.workloads`` is the application under
+    measurement (its module globals are the roots of its leaks), so it is not tokdiag's own."""
+    if name == _WORKLOADS or name.startswith(_WORKLOADS + "."):
+        return False
     return name == "tokdiag" or name.startswith("tokdiag.")
