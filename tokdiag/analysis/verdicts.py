@@ -174,6 +174,9 @@ VERDICT_COLUMNS: tuple[str, ...] = (
 
 # --------------------------------------------------------------------------- formatting
 
+_SINGULAR = {"objects": "object", "entries": "entry", "calls": "call", "blocks": "block"}
+
+
 def _fmt(v: float, unit: str) -> str:
     """Human figure in the series' unit: ``1.2 MB``, ``3.5 objects``."""
     if not math.isfinite(v):
@@ -184,7 +187,16 @@ def _fmt(v: float, unit: str) -> str:
             if a >= div:
                 return f"{v / div:.3g} {suffix}"
         return f"{v:.3g} B"
-    return f"{v:.3g} {unit}"
+    a = abs(v)
+    if a >= 1000:
+        number = f"{v:,.0f}"
+    elif a == int(a):
+        number = f"{v:.0f}"
+    else:
+        number = f"{v:.3g}"
+    if number in ("1", "-1"):  # "1 object", not "1 objects"
+        unit = _SINGULAR.get(unit, unit)
+    return f"{number} {unit}"
 
 
 def _rate(v: float, unit: str) -> str:
