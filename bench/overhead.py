@@ -106,8 +106,8 @@ def snapshot_parts(repeats: int = 5) -> dict[str, float]:
 
 def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)")
-    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    pairs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    pairs = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     enc = encoding("cl100k_base")
     untracked(enc, 50)  # warm the Encoding's caches
     arms = {"untracked": [], "tracked, defaults": [], "tracked, min_snapshots=1": []}  # (wall, cpu) per round
