@@ -109,3 +109,23 @@ def test_unowned_bytes_leave_out_what_an_owner_claimed():
     del heap
     assert count == 100
     assert unowned == total * 60 // 100
+
+
+def test_a_vocabulary_inside_a_cache_is_sized_in_bulk_exactly_and_only_once():
+    from pympler.asizeof import asizeof
+
+    from tokdiag.sizing import Seen, deep_sizes
+
+    ranks = {f"tok{i:06d}".encode(): i for i in range(20_000)}
+    first, second = {"path": ranks}, {"other": ranks}
+    assert deep_sizes([first], Seen()) == pytest.approx(asizeof(first), rel=1e-4)
+    seen = Seen()
+    a = deep_sizes([first], seen)
+    b = deep_sizes([second], seen)
+    assert a == pytest.approx(asizeof(first), rel=1e-4)
+    assert b == pytest.approx(asizeof(second) - asizeof(ranks), abs=64)  # only its own shell and key
+    # a dict that shares its bytes with one already counted (a decoder) is walked, not double counted
+    decoder = {v: k for k, v in ranks.items()}
+    seen = Seen()
+    both = deep_sizes([ranks], seen) + deep_sizes([decoder], seen)
+    assert both == pytest.approx(asizeof([ranks, decoder]) - asizeof([]), rel=1e-4)

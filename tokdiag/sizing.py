@@ -242,7 +242,41 @@ def deep_sizes(objs: Iterable[object], seen: Seen | None = None) -> int:
         del batch
         total += _aligned_total(objs_level)
         total += _managed_dict_extra(objs_level, kinds)
+        if dict in kinds:  # vocabularies anywhere in the graph: entries sized in bulk, not walked
+            follow = []
+            for o in objs_level:
+                entries = _vocab_entries_size(o, ids) if type(o) is dict and len(o) >= _VOCAB_MIN else None
+                if entries is None:
+                    follow.append(o)
+                else:
+                    total += entries
+            objs_level = follow
         if objs_level:
             frontier = gc.get_referents(*objs_level)
         del objs_level
     return total
+
+
+_VOCAB_MIN = 1024
+
+
+def _vocab_entries_size(d: dict[Any, Any], ids: set[int]) -> int | None:
+    """Bytes of the keys and values of a ``dict[bytes, int]`` vocabulary met inside a graph, in bulk.
+
+    Same shape test as :func:`_vocab_dict_size` (bytes keys, distinct int
+    values, so no entry shares an object with another). When none of the
+    entries was counted before (``ids`` disjoint from theirs, one C-level
+    check), their sizes are summed with numpy and their ids added to ``ids``
+    so later owners do not count them again. Returns None when the shape does
+    not match or some entry was already counted: the general walk then runs.
+    """
+    fast = _vocab_dict_size(d)
+    if fast is None:
+        return None
+    key_ids = list(map(id, d))
+    value_ids = list(map(id, d.values()))
+    if not (ids.isdisjoint(key_ids) and ids.isdisjoint(value_ids)):
+        return None
+    ids.update(key_ids)
+    ids.update(value_ids)
+    return fast - shallow_size(d)
