@@ -39,10 +39,11 @@ __all__ = [
     "load",
     "presets",
     "track",
+    "track_isolated",
     "why_alive",
 ]
 
-_LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.retention"}
+_LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.retention", "track_isolated": "tokdiag.isolated"}
 
 
 def __getattr__(name: str) -> object:
