@@ -57,3 +57,13 @@ def test_a_slow_leak_under_page_noise_is_never_called_bounded():
     for _ in range(50):
         y = np.round((100 * MB + 2048 * steps + rng.normal(0, 30_000, steps.size)) / 4096) * 4096
         assert classify(steps, y).verdict in ("leak", "inconclusive")
+
+
+def test_a_count_that_rises_at_every_snapshot_is_a_leak_below_the_practical_minimum():
+    # six AWorld tasks, a new agent each, every agent kept: 0..6
+    steps = np.arange(7.0)
+    assert classify(steps, steps.copy(), unit="objects").verdict == "leak"
+    # a reused agent: created once, then the same one: not a leak
+    assert classify(steps, np.minimum(steps, 1.0), unit="objects").verdict != "leak"
+    # a lazy helper created twice, irregularly, stays under the minimum: not a leak
+    assert classify(steps, np.array([0, 1, 1, 1, 2, 2, 2.0]), unit="objects").verdict != "leak"

@@ -122,6 +122,11 @@ Why these numbers:
 - ``calls``, 8: cumulative counters (only judged with ``counters=True``).
 
 Units not listed get 0: only the interval decides.
+
+One exception for exact counts (objects, entries, blocks): when the count
+rose at *every* snapshot of the judged window (at least five snapshots),
+the minimum drops to that rise. Six agents kept by six tasks are a leak
+even though six is below eight: a singleton rises once, not every time.
 """
 
 CONFIDENCE_Z = 2.5758293035489004
@@ -173,6 +178,9 @@ VERDICT_COLUMNS: tuple[str, ...] = (
 
 
 # --------------------------------------------------------------------------- formatting
+
+_COUNT_UNITS = frozenset({"objects", "entries", "blocks"})
+"""Units of exact counts (not sizes): see the every-interval rule in :func:`_classify`."""
 
 _SINGULAR = {"objects": "object", "entries": "entry", "calls": "call", "blocks": "block"}
 
@@ -493,6 +501,10 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
     if inflate > 1.0:
         lo, hi = slope - inflate * (slope - lo), slope + inflate * (hi - slope)
         lo90, hi90 = slope - inflate * (slope - lo90), slope + inflate * (hi90 - slope)
+    if unit in _COUNT_UNITS and m > MIN_SNAPSHOTS and bool((np.diff(yt) > 0).all()):
+        # Exact counts that rose at every snapshot of the tail: a singleton or a lazy helper rises
+        # once, not at every interval, so the practical minimum is not needed to rule it out.
+        minimum = min(minimum, float(yt[-1] - yt[0]))
     band = minimum / span if span > 0 else math.inf
     start = float(y[0])
     warmup = int(round(float(xt[0] - x[0])))
