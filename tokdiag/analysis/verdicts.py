@@ -578,8 +578,10 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
         why = (f"grows {_rate(slope, unit)} but only {_fmt(slope * span, unit)} over the last {int(span)} "
                f"steps{since}, below the practical minimum of {_fmt(minimum, unit)}")
     else:
-        why = (f"slope {_rate(slope, unit)} ({ci}){since}: the noise ({_fmt(noise, unit)} per snapshot) "
-               f"hides whether it grows by the practical minimum of {_fmt(minimum, unit)} over "
+        hides = (f"the noise ({_fmt(noise, unit)} per snapshot)" if noise > 0
+                 else "a few irregular jumps between otherwise equal snapshots")
+        why = (f"slope {_rate(slope, unit)} ({ci}){since}: {hides} "
+               f"hide{'s' if noise > 0 else ''} whether it grows by the practical minimum of {_fmt(minimum, unit)} over "
                f"{int(span)} steps")
     return verdict("inconclusive", end_fit - start, math.nan, f"{why}; {_advice(extra, dx)}")
 
