@@ -21,6 +21,7 @@ import pytest
 
 import tokdiag as td
 from tokdiag import charts
+from tokdiag.analysis.verdicts import format_value
 from tokdiag.errors import ConfigError
 from tokdiag.records import COLUMNS
 from tokdiag.retention import Chain, Edge, why_alive
@@ -265,7 +266,7 @@ def test_verdict_table_puts_the_leak_first_in_red(leaking_run):
     row = next(n for n, s in enumerate(table.cells.values[1]) if s.startswith("ChartLeak<br>") and "watch count" in s)
     assert labels[row] == "leak"
     assert table.cells.fill.color[0][row] == charts.LABEL_COLORS["leak"]
-    assert table.cells.values[2][row] == "1 objects/step"
+    assert table.cells.values[2][row] == "1 object/step"
     assert "10,000" in "".join(table.header.values)
     projected = verdicts[(verdicts.subject == subject) & (verdicts.metric == "count")]["projected"].iloc[0]
     assert table.cells.values[4][row] == f"{projected:,.0f} objects"
@@ -284,7 +285,7 @@ def test_verdict_table_from_a_run_and_its_projection(leaking_run):
     row = next(n for n, s in enumerate(table.cells.values[1]) if s.startswith("ChartLeak<br>") and "watch count" in s)
     expected = leaking_run.verdicts(project_to=5_000)
     projected = expected[(expected.subject == subject) & (expected.metric == "count")]["projected"].iloc[0]
-    assert table.cells.values[4][row] == charts._human(projected, "objects")
+    assert table.cells.values[4][row] == format_value(projected, "objects")
 
 
 def test_verdict_table_rejects_bad_input_and_annotates_empty():

@@ -49,6 +49,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from tokdiag.analysis.verdicts import format_rate, format_value
 from tokdiag.errors import ConfigError
 from tokdiag.run import Run
 from tokdiag.timeline import wide
@@ -144,26 +145,6 @@ def _check_run(run: Any, what: str = "run") -> Run:
         raise ConfigError(f"{what} is a {type(run).__name__}; pass a tokdiag Run (from td.track(...) or "
                           "td.load('journal.jsonl'))")
     return run
-
-
-def _human(value: float, unit: str) -> str:
-    """``1.21 MiB``, ``512 B``, ``3 entries``; ``n/a`` for NaN."""
-    if value is None or not math.isfinite(float(value)):
-        return "n/a"
-    v = float(value)
-    if unit == "bytes":
-        a = abs(v)
-        for div, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-            if a >= div:
-                return f"{v / div:.3g} {suffix}"
-        return f"{v:.3g} B"
-    text = f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
-    return f"{text} {unit}" if unit else text
-
-
-def _rate(value: float, unit: str) -> str:
-    text = _human(value, unit)
-    return text if text == "n/a" else f"{text}/step"
 
 
 def _match(subjects: Sequence[str] | str | None, present: Iterable[str], what: str) -> list[str]:
@@ -507,11 +488,11 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
         name, where = _series_name(str(r.probe), str(r.subject))
         detail = " · ".join(_esc(x) for x in (where, f"{r.probe} {r.metric}") if x)
         series_col.append((f"{_esc(r.run)}: " if many_runs else "") + f"{_esc(name)}<br><sup>{detail}</sup>")
-    per_step = [_rate(v, u) for v, u in zip(rows["per_step"], rows["unit"])]
-    interval = [f"{_human(lo, u)} to {_human(hi, u)}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
+    per_step = [format_rate(v, u) for v, u in zip(rows["per_step"], rows["unit"])]
+    interval = [f"{format_value(lo, u)} to {format_value(hi, u)}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
                 for lo, hi, u in zip(rows["per_step_low"].astype(float), rows["per_step_high"].astype(float),
                                      rows["unit"])]
-    projected = [_human(v, u) for v, u in zip(rows["projected"], rows["unit"])]
+    projected = [format_value(v, u) for v, u in zip(rows["projected"], rows["unit"])]
     reasons = [_esc(r) for r in rows["reason"]]
     strong = [LABEL_COLORS.get(v, "#cccccc") for v in labels]
     tint = [_LABEL_TINTS.get(v, "#ffffff") for v in labels]
@@ -686,7 +667,7 @@ def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
             hi = part[f"per_step_{side}_high"].to_numpy(dtype=float)
             plus = np.where(np.isfinite(hi - v), hi - v, 0.0) / div
             minus = np.where(np.isfinite(v - lo), v - lo, 0.0) / div
-            custom = np.array([[label, _esc(s), _rate(x, unit), _human(a, unit), _human(b, unit), _esc(c)]
+            custom = np.array([[label, _esc(s), format_rate(x, unit), format_value(a, unit), format_value(b, unit), _esc(c)]
                                for s, x, a, b, c in zip(part["subject"], v, lo, hi, part["change"])], dtype=object)
             fig.add_trace(go.Bar(
                 y=cats, x=np.where(np.isfinite(v), v, 0.0) / div, orientation="h", name=label, legendgroup=side,

@@ -82,6 +82,8 @@ __all__ = [
     "Verdict",
     "VERDICT_COLUMNS",
     "classify",
+    "format_rate",
+    "format_value",
     "verdicts",
 ]
 
@@ -185,10 +187,16 @@ _COUNT_UNITS = frozenset({"objects", "entries", "blocks"})
 _SINGULAR = {"objects": "object", "entries": "entry", "calls": "call", "blocks": "block"}
 
 
-def _fmt(v: float, unit: str) -> str:
-    """Human figure in the series' unit: ``1.2 MB``, ``3.5 objects``."""
-    if not math.isfinite(v):
-        return "nan"
+def format_value(value: float | None, unit: str) -> str:
+    """A figure in its series' unit, for people: ``1.21 MiB``, ``512 B``, ``1,500 objects``, ``1 entry``.
+
+    Bytes in binary units to three significant figures; counts as integers
+    with thousands separators (fractions to three figures); ``n/a`` for
+    None or a non-finite value. Verdict reasons and charts both use it.
+    """
+    if value is None or not math.isfinite(float(value)):
+        return "n/a"
+    v = float(value)
     if unit == "bytes":
         a = abs(v)
         for div, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
@@ -204,11 +212,13 @@ def _fmt(v: float, unit: str) -> str:
         number = f"{v:.3g}"
     if number in ("1", "-1"):  # "1 object", not "1 objects"
         unit = _SINGULAR.get(unit, unit)
-    return f"{number} {unit}"
+    return f"{number} {unit}" if unit else number
 
 
-def _rate(v: float, unit: str) -> str:
-    return f"{_fmt(v, unit)}/step"
+def format_rate(value: float | None, unit: str) -> str:
+    """:func:`format_value` per step: ``42.6 MiB/step``; ``n/a`` stays ``n/a``."""
+    text = format_value(value, unit)
+    return text if text == "n/a" else f"{text}/step"
 
 
 # --------------------------------------------------------------------------- statistics
@@ -484,7 +494,7 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
                        f"to tell a leak from a step; take {more} more{hint}", unit)
     if float(np.max(y)) == float(np.min(y)):
         return Verdict("flat", 0.0, 0.0, 0.0, 0.0, 0, float(y[0]), n,
-                       f"constant at {_fmt(float(y[0]), unit)} over {n} snapshots{note}", unit, 0.0)
+                       f"constant at {format_value(float(y[0]), unit)} over {n} snapshots{note}", unit, 0.0)
 
     noise = _robust_noise(y)
     b = 0
@@ -510,9 +520,9 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
     warmup = int(round(float(xt[0] - x[0])))
     end_fit = intercept + slope * float(x[-1])
     plateau = float(np.median(yt))
-    noise_txt = f"noise {_fmt(noise, unit)} per snapshot"
+    noise_txt = f"noise {format_value(noise, unit)} per snapshot"
     where = f"after a {warmup}-step warm-up" if b else "over the whole run"
-    ci = f"99% CI {_fmt(lo, unit)} to {_fmt(hi, unit)}"
+    ci = f"99% CI {format_value(lo, unit)} to {format_value(hi, unit)}"
 
     def verdict(label: str, growth: float, projected: float, reason: str) -> Verdict:
         return Verdict(label, slope, lo, hi, growth, warmup, projected, n, reason + note, unit, noise)
@@ -525,29 +535,29 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
                 return Verdict(
                     "bounded", s_f, lo_f, hi_f, float(np.median(yf)) - start, int(round(float(xf[0] - x[0]))),
                     float(np.median(yf)), n,
-                    f"grew {_rate(slope, unit)} {where}, then flat at {_fmt(float(np.median(yf)), unit)} over "
+                    f"grew {format_rate(slope, unit)} {where}, then flat at {format_value(float(np.median(yf)), unit)} over "
                     f"the last {h} snapshots ({int(span_f)} steps)" + note, unit, noise)
             if lo_f <= 0 and hi_f < SLOWDOWN * slope:
                 return verdict(
                     "inconclusive", end_fit - start, math.nan,
-                    f"grows {_rate(slope, unit)} {where} but only {_rate(s_f, unit)} (99% CI up to "
-                    f"{_fmt(hi_f, unit)}) over the last {h} snapshots: may be settling; about {int(span)} "
+                    f"grows {format_rate(slope, unit)} {where} but only {format_rate(s_f, unit)} (99% CI up to "
+                    f"{format_value(hi_f, unit)}) over the last {h} snapshots: may be settling; about {int(span)} "
                     "more steps would tell")
         return verdict(
             "leak", end_fit - start, intercept + slope * project_to,
-            f"grows {_rate(slope, unit)} ({ci}) {where}: {_fmt(slope * span, unit)} over the last "
+            f"grows {format_rate(slope, unit)} ({ci}) {where}: {format_value(slope * span, unit)} over the last "
             f"{int(span)} steps, not slowing down; {noise_txt}")
     if hi < 0 and -slope * span >= minimum:
         return verdict(
             "bounded", end_fit - start, end_fit,
-            f"shrinks {_rate(slope, unit)} ({ci}) {where}: memory is being released, not accumulated")
+            f"shrinks {format_rate(slope, unit)} ({ci}) {where}: memory is being released, not accumulated")
     if -band < lo90 and hi90 < band:  # practically flat tail (TOST)
         change = plateau - start
         if b == 0 or abs(change) < max(minimum, 3.0 * noise, _TINY):
             return verdict(
                 "flat", change, plateau,
-                f"no practical change: {_fmt(change, unit)} overall, slope within "
-                f"+/-{_rate(band, unit)} (what adds up to {_fmt(minimum, unit)} over {int(span)} steps); "
+                f"no practical change: {format_value(change, unit)} overall, slope within "
+                f"+/-{format_rate(band, unit)} (what adds up to {format_value(minimum, unit)} over {int(span)} steps); "
                 f"{noise_txt}")
         jumps = np.diff(y[: b + 1]) * np.sign(change)
         at = int(np.argmax(jumps))
@@ -555,12 +565,12 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
         if biggest / abs(change) >= STEP_SHARE:
             return verdict(
                 "step", change, plateau,
-                f"one-off {'jump' if change > 0 else 'drop'} of {_fmt(biggest, unit)} between steps "
-                f"{int(x[at])} and {int(x[at + 1])}, then flat at {_fmt(plateau, unit)} for {int(span)} steps")
+                f"one-off {'jump' if change > 0 else 'drop'} of {format_value(biggest, unit)} between steps "
+                f"{int(x[at])} and {int(x[at + 1])}, then flat at {format_value(plateau, unit)} for {int(span)} steps")
         return verdict(
             "bounded", change, plateau,
-            f"{'grew' if change > 0 else 'shrank'} {_fmt(change, unit)} over the first {warmup} steps, "
-            f"then flat at {_fmt(plateau, unit)} for {int(span)} steps")
+            f"{'grew' if change > 0 else 'shrank'} {format_value(change, unit)} over the first {warmup} steps, "
+            f"then flat at {format_value(plateau, unit)} for {int(span)} steps")
     if m >= 2 * MIN_SNAPSHOTS:  # undecided overall, but has it settled by the end?
         h, xf, yf, s_f, lo_f, hi_f, flat_f = _last_half(xt, yt, minimum)
         if flat_f:
@@ -569,19 +579,19 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
             label = "bounded" if abs(change) >= max(minimum, 3.0 * noise, _TINY) else "flat"
             return Verdict(
                 label, s_f, lo_f, hi_f, change, int(round(float(xf[0] - x[0]))), level, n,
-                f"changed {_fmt(change, unit)} in all, the last part unevenly, then flat at {_fmt(level, unit)} "
+                f"changed {format_value(change, unit)} in all, the last part unevenly, then flat at {format_value(level, unit)} "
                 f"over the last {h} snapshots ({int(xf[-1] - xf[0])} steps)" + note, unit, noise)
     # Undecided: the interval straddles zero, or the band, or both.
     extra = _more_steps(slope, lo, hi, span, minimum)
     since = f" ({m} snapshots since step {int(xt[0])})" if b else ""
     if lo > 0:
-        why = (f"grows {_rate(slope, unit)} but only {_fmt(slope * span, unit)} over the last {int(span)} "
-               f"steps{since}, below the practical minimum of {_fmt(minimum, unit)}")
+        why = (f"grows {format_rate(slope, unit)} but only {format_value(slope * span, unit)} over the last {int(span)} "
+               f"steps{since}, below the practical minimum of {format_value(minimum, unit)}")
     else:
-        hides = (f"the noise ({_fmt(noise, unit)} per snapshot)" if noise > 0
+        hides = (f"the noise ({format_value(noise, unit)} per snapshot)" if noise > 0
                  else "a few irregular jumps between otherwise equal snapshots")
-        why = (f"slope {_rate(slope, unit)} ({ci}){since}: {hides} "
-               f"hide{'s' if noise > 0 else ''} whether it grows by the practical minimum of {_fmt(minimum, unit)} over "
+        why = (f"slope {format_rate(slope, unit)} ({ci}){since}: {hides} "
+               f"hide{'s' if noise > 0 else ''} whether it grows by the practical minimum of {format_value(minimum, unit)} over "
                f"{int(span)} steps")
     return verdict("inconclusive", end_fit - start, math.nan, f"{why}; {_advice(extra, dx)}")
 
