@@ -151,22 +151,23 @@ def _load_tiktoken_bpe(tiktoken_bpe_file: str) -> dict[bytes, int]:
     return _vocab.load_ranks(tiktoken_bpe_file)
 
 
-def _cached_load_tiktoken_bpe(tiktoken_bpe_file: str) -> dict[bytes, int]:
-    """PR #765's ``_load_tiktoken_bpe``: check ``_BPE_CACHE``, else load and store (no lock)."""
-    if tiktoken_bpe_file in _BPE_CACHE:
-        return _BPE_CACHE[tiktoken_bpe_file]
+def _load_through(cache: dict[str, dict[bytes, int]], tiktoken_bpe_file: str) -> dict[bytes, int]:
+    """PR #765's pattern: check ``cache``, else load and store (no lock)."""
+    if tiktoken_bpe_file in cache:
+        return cache[tiktoken_bpe_file]
     result = _load_tiktoken_bpe(tiktoken_bpe_file)
-    _BPE_CACHE[tiktoken_bpe_file] = result
+    cache[tiktoken_bpe_file] = result
     return result
+
+
+def _cached_load_tiktoken_bpe(tiktoken_bpe_file: str) -> dict[bytes, int]:
+    """PR #765's ``_load_tiktoken_bpe`` over ``_BPE_CACHE``."""
+    return _load_through(_BPE_CACHE, tiktoken_bpe_file)
 
 
 def _shared_load_tiktoken_bpe(tiktoken_bpe_file: str) -> dict[bytes, int]:
     """The same cached loader, over ``_SHARED_BPE_CACHE``."""
-    if tiktoken_bpe_file in _SHARED_BPE_CACHE:
-        return _SHARED_BPE_CACHE[tiktoken_bpe_file]
-    result = _load_tiktoken_bpe(tiktoken_bpe_file)
-    _SHARED_BPE_CACHE[tiktoken_bpe_file] = result
-    return result
+    return _load_through(_SHARED_BPE_CACHE, tiktoken_bpe_file)
 
 
 # --- the tokenizer ----------------------------------------------------------------------------
