@@ -103,3 +103,23 @@ def test_agent_report_shows_the_retention_chain(batch) -> None:
     result = next(r for r in batch.runs if r.spec.notebook.stem == "agent_objects")
     page = result.html.read_text()
     assert re.search(r"module tokdiag\.workloads\.agents -&gt; _APPS\[", page), "no why-alive chain in the report"
+
+
+@pytest.mark.slow
+def test_your_workload_imports_the_users_module_from_where_tokdiag_was_started(tmp_path, monkeypatch) -> None:
+    from tokdiag.cli import main
+
+    (tmp_path / "myjobs_td.py").write_text(
+        "KEPT = []\n"
+        "class Session:\n"
+        "    def __init__(self, i):\n"
+        "        self.buf = bytearray(10_000)\n"
+        "def handle_one(i):\n"
+        "    KEPT.append(Session(i))\n")
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", str(NOTEBOOKS / "your_workload.ipynb"), "-p", "target", "myjobs_td:handle_one",
+                 "-p", "setup", "", "-p", "steps", "40", "-p", "watch", '["myjobs_td.Session"]',
+                 "-p", "caches", "[]", "-o", "out"])
+    assert code == 0
+    heads = {h["subject"]: h["verdict"] for h in json.loads((tmp_path / "out" / "summary.json").read_text())["headlines"]}
+    assert heads["myjobs_td.Session count"] == "leak"

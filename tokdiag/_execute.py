@@ -65,10 +65,12 @@ def _kernel_manager_class() -> type:
             if self._kernel_spec is None:
                 spec: dict[str, Any] = dict(get_kernel_dict())
                 env: dict[str, str] = {"PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+                # The kernel starts in the run's folder; the user's own modules (``-p target
+                # mypkg.jobs:handle``) live where tokdiag was started: keep that folder importable.
                 root = _source_root()
-                if root is not None:
-                    parts = [str(root), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-                    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+                parts = [str(root)] if root is not None else []
+                parts += [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+                env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
                 spec["env"] = env
                 self._kernel_spec = KernelSpec(resource_dir=RESOURCES, **spec)
             return self._kernel_spec
