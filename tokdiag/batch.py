@@ -8,7 +8,7 @@ A plan is a YAML file::
     runs:
       - notebook: notebooks/agent_objects.ipynb
         parameters: {tasks: 300}    # optional
-        grid: {fixed: [false, true]}  # optional: one run per combination
+        grid: {keep_agents: [true, false]}  # optional: one run per combination
         name: agents                # optional: folder name (default: notebook name)
 
 A relative ``notebook`` path is looked up in the plan file's folder, then in
@@ -85,7 +85,8 @@ from urllib.parse import quote
 
 from tokdiag._execute import ExecutionFailure, check_parameters, execute
 from tokdiag.errors import ConfigError
-from tokdiag.summary import VERDICTS, Summary, headlines_from_journals, read_summary
+from tokdiag.charts import LABEL_COLORS
+from tokdiag.summary import Summary, headlines_from_journals, read_summary
 
 OUTPUT_DIR_PARAMETER = "output_dir"
 """The notebook parameter tokdiag sets to the run's folder (relative to the kernel's cwd: ``"."``)."""
@@ -452,6 +453,28 @@ _VERDICT_HELP = {
     "inconclusive": "too few or too noisy points to decide",
 }
 
+_CHANGE_COLORS = {"fixed": "#2ca02c", "less growth": "#74c476", "new leak": "#d62728", "more growth": "#fb6a4a",
+                  "unchanged": "#8c8c8c"}
+"""Colours of :func:`tokdiag.compare`'s ``change`` labels when a notebook uses them as headlines."""
+
+_CHANGE_HELP = {
+    "fixed": "a leak in the baseline run is gone in this one",
+    "less growth": "still grows, but measurably less than the baseline",
+    "more growth": "grows measurably more than the baseline",
+    "new leak": "a leak that the baseline did not have",
+    "unchanged": "no real difference from the baseline",
+}
+
+_ALL_COLORS = {**LABEL_COLORS, **_CHANGE_COLORS}
+
+
+def _verdict_css() -> str:
+    """One rule per label, in the colours the report charts use (tokdiag.charts.LABEL_COLORS)."""
+    rules = [f".v-{name.replace(' ', '-')} {{ background: {color}; color: white; }}" for name, color in _ALL_COLORS.items()]
+    rules.append(".v-other { background: #fdd49e; color: #1d2430; }")
+    return "\n".join(rules)
+
+
 _INDEX_CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px; color: #1d2430; }
 h1 { font-size: 22px; margin: 0 0 4px; }
@@ -467,9 +490,7 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; background: #f
 td.nb { white-space: nowrap; }
 td.st { min-width: 10em; max-width: 24em; }
 .verdict { display: inline-block; min-width: 64px; text-align: center; padding: 0 6px; border-radius: 3px; font-size: 12px; font-weight: 600; margin-right: 6px; }
-.v-leak { background: #d7301f; color: white; } .v-step { background: #fc8d59; color: #1d2430; }
-.v-bounded { background: #fdd49e; color: #1d2430; } .v-flat { background: #c7e9c0; color: #1d2430; }
-.v-inconclusive, .v-other { background: #e3e6eb; color: #1d2430; }
+@@VERDICT_CSS@@
 ul.headlines { margin: 0; padding: 0; list-style: none; } ul.headlines li { margin: 2px 0; }
 .detail { color: #5b6474; }
 .muted { color: #8a93a3; }
@@ -481,6 +502,7 @@ details summary { cursor: pointer; color: #3b5b9a; font-size: 12px; margin: 2px 
 dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 4px 12px; margin-top: 24px; color: #3b4352; }
 dl.legend dd { margin: 0; }
 """
+_INDEX_CSS = _INDEX_CSS.replace("@@VERDICT_CSS@@", _verdict_css())
 
 
 SHOWN_HEADLINES = 4
@@ -496,7 +518,7 @@ def _headlines_html(summary: Summary | None) -> str:
         return '<span class="muted">none (no summary.json or journal)</span>'
     items = []
     for h in summary.headlines:
-        cls = f"v-{h.verdict}" if h.verdict in VERDICTS else "v-other"
+        cls = f"v-{h.verdict.replace(' ', '-')}" if h.verdict in _ALL_COLORS else "v-other"
         detail = (f' <span class="detail" title="{html.escape(h.detail)}">{html.escape(_shorten(h.detail))}</span>'
                   if h.detail else "")
         items.append(f'<li><span class="verdict {cls}">{html.escape(h.verdict)}</span>'
@@ -554,8 +576,13 @@ def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *
     stamp = (now or (lambda: _dt.datetime.now().astimezone()))().strftime("%Y-%m-%d %H:%M %Z").strip()
     failed = sum(1 for r in results if not r.ok)
     counts = f"{len(results)} runs: {len(results) - failed} ok, {failed} failed"
-    legend = "".join(f'<dt><span class="verdict v-{name}">{name}</span></dt><dd>{html.escape(text)}</dd>'
-                     for name, text in _VERDICT_HELP.items())
+    shown = {h.verdict for r in results if r.summary for h in r.summary.headlines}
+    helps = {**_VERDICT_HELP, **{k: v for k, v in _CHANGE_HELP.items() if k in shown}}
+    legend = "".join(f'<dt><span class="verdict v-{name.replace(" ", "-")}">{name}</span></dt><dd>{html.escape(text)}</dd>'
+                     for name, text in helps.items())
+    if shown - _ALL_COLORS.keys():
+        legend += ('<dt><span class="verdict v-other">other</span></dt>'
+                   '<dd>a finding the notebook names itself (e.g. race, mutated); its detail says what</dd>')
     plan = f" · plan <code>{html.escape(plan_name)}</code>" if plan_name else ""
     page = f"""<!DOCTYPE html>
 <html lang="en">

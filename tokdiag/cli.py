@@ -32,7 +32,7 @@ a plan (YAML) for `tokdiag batch`:
   runs:
     - notebook: notebooks/agent_objects.ipynb
       parameters: {tasks: 300}
-      grid: {fixed: [false, true]}     # one run per value
+      grid: {keep_agents: [true, false]}  # one run per value
 
 each run gets its own folder and kernel (started in that folder); a notebook that
 declares `output_dir` (or `out_dir`) gets "." and one that declares `journal` gets

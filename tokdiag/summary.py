@@ -118,6 +118,9 @@ def write_summary(output_dir: str | os.PathLike[str], headlines: object, *, titl
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=1, ensure_ascii=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; a report file is as readable as the rest
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
