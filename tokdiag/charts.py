@@ -176,6 +176,9 @@ def _series_name(probe: str, subject: str) -> tuple[str, str]:
     if probe in ("watch", "census") and "." in subject:
         module, name = subject.rsplit(".", 1)
         return name, module
+    if probe == "cache" and ":" in subject:  # "module:attr" labels: the attribute, with its module beside it
+        module, name = subject.rsplit(":", 1)
+        return name, module
     return subject, ""
 
 
@@ -487,7 +490,7 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
     for r in rows.itertuples():
         name, where = _series_name(str(r.probe), str(r.subject))
         detail = " · ".join(_esc(x) for x in (where, f"{r.probe} {r.metric}") if x)
-        series_col.append((f"{_esc(r.run)}: " if many_runs else "") + f"{_esc(name)}<br><sup>{detail}</sup>")
+        series_col.append((f"<i>{_esc(r.run)}</i><br>" if many_runs else "") + f"{_esc(name)}<br><sup>{detail}</sup>")
     per_step = [format_rate(v, u) for v, u in zip(rows["per_step"], rows["unit"])]
     interval = [f"{format_value(lo, u)} to {format_value(hi, u)}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
                 for lo, hi, u in zip(rows["per_step_low"].astype(float), rows["per_step_high"].astype(float),
@@ -499,7 +502,7 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
     header = ["verdict", "series", "growth per step", "99% interval per step", f"projected at {project_to:,} steps",
               "reason"]
     fig = go.Figure(go.Table(
-        columnwidth=[88, 190, 90, 150, 110, 420],
+        columnwidth=[88, 240, 90, 150, 110, 370],
         header={"values": [f"<b>{h}</b>" for h in header], "fill_color": "#404040",
                 "font": {"color": "white", "size": 12}, "align": "left"},
         cells={"values": [[f"<b>{_esc(v)}</b>" for v in labels], series_col, per_step, interval, projected, reasons],
