@@ -121,3 +121,13 @@ def test_run_passes_typed_parameters_and_reports_a_failure_with_status_1(
     assert "failed at In [4], cell 2: ZeroDivisionError: division by zero" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert (tmp_path / "failed" / "broken.html").is_file()
+
+
+def test_report_on_a_file_that_is_not_a_journal_names_it_as_given_and_starts_no_kernel(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("# not a journal\n")
+    assert main(["report", str(notes), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"'{notes}' is not a tokdiag journal" in err
+    assert not (tmp_path / "out" / "journal_report.ipynb").exists()

@@ -457,10 +457,18 @@ def report_from_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str |
     journals = [Path(p) for p in paths]
     if not journals:
         raise ConfigError("no journal given; pass one or more journal files (.jsonl) written by tokdiag")
+    from tokdiag.errors import JournalError
+    from tokdiag.journal import read_journal
+
     for journal in journals:
         if not journal.is_file():
             raise ConfigError(f"journal {str(journal)!r} does not exist; give the path of a .jsonl journal "
                               "written by td.track(..., journal=...) or a tokdiag recorder")
+        try:  # read here, before a kernel starts, so the error names the path as the user gave it
+            read_journal(journal)
+        except (JournalError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{str(journal)!r} is not a tokdiag journal ({exc}); give a .jsonl file written by "
+                              "td.track(..., journal=...)") from None
     folder = Path(out_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     parameters = {"journals": [os.path.relpath(j.resolve(), folder) for j in journals], "output_dir": "."}
