@@ -205,7 +205,8 @@ def test_report_from_journals_runs_the_bundled_notebook(tmp_path: Path) -> None:
     text = page.read_text(encoding="utf-8")
     assert page.name == "journal_report.html" and "service.jsonl" in text
     assert "rss" in text  # the verdict table was displayed
-    assert text.count('class="tokdiag-figure"') == 1  # RSS; nothing was watched, so no second chart
+    # verdict table, RSS, ledger; nothing was watched, so no counts, caches or chains
+    assert text.count('class="tokdiag-figure"') == 3
     assert "no watched classes or caches" in text
     summary = json.loads((page.parent / "summary.json").read_text())
     assert summary["headlines"][0]["subject"] == "RSS"
