@@ -220,3 +220,14 @@ def test_a_markdown_image_from_the_network_is_refused_with_the_fix(tmp_path: Pat
     with pytest.raises(TokdiagError, match="from the network .*embed it as a cell attachment"):
         export_html(nb, tmp_path / "page.html")
     assert not (tmp_path / "page.html").exists()
+
+
+def test_a_progress_bar_is_exported_in_its_last_state_not_one_line_per_refresh(tmp_path: Path) -> None:
+    refreshes = [nbformat.v4.new_output("stream", name="stderr", text=f"\rtask: {p:3d}%|bar| {p}/100")
+                 for p in (0, 25, 50, 75, 100)]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("...", outputs=[
+        *refreshes, nbformat.v4.new_output("stream", name="stderr", text="\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="done\n")])])
+    page = export_html(nb, tmp_path / "page.html", title="progress").read_text(encoding="utf-8")
+    assert "100/100" in page and "50/100" not in page and "0/100" not in page.replace("100/100", "")
+    assert "done" in page

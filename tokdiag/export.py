@@ -244,6 +244,30 @@ _UNEXPORTABLE_PLOT = ('<p class="tokdiag-note">This plotly figure was displayed 
                       '<code>tokdiag.export.plotly_renderer_setup()</code> in the notebook\'s first cell.</p>')
 
 
+def _terminal_text(text: str) -> str:
+    """Stream text as a terminal shows it: each carriage return overwrites its line (progress bars)."""
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
+def _merge_streams(outputs: list[Any]) -> list[Any]:
+    """Consecutive outputs of one stream joined, as Jupyter shows them, and carriage returns applied.
+
+    A tqdm bar arrives as one stream output per refresh; exported as is, it is a
+    dozen lines in the stderr box. Joined and overwritten, it is its last state.
+    """
+    merged: list[Any] = []
+    for output in outputs:
+        if (output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == output.get("name")):
+            merged[-1]["text"] = merged[-1]["text"] + output["text"]
+        else:
+            merged.append(output)
+    for output in merged:
+        if output.get("output_type") == "stream" and "\r" in output.get("text", ""):
+            output["text"] = _terminal_text(output["text"])
+    return merged
+
+
 def _prepare_outputs(nb: Any) -> int:
     """Turn plotly outputs into figure divs, sanitize HTML, drop scripts; return the number of figures."""
     figures = 0
@@ -251,7 +275,7 @@ def _prepare_outputs(nb: Any) -> int:
         if cell.cell_type != "code":
             continue
         kept = []
-        for output in cell.get("outputs", []):
+        for output in _merge_streams(list(cell.get("outputs", []))):
             data = output.get("data")
             if data is None:  # stream / error: nbconvert escapes these itself
                 kept.append(output)
