@@ -18,28 +18,27 @@ class SnapshotContext:
     that needs it; ``seen`` splits reachable bytes between owners in the
     order the probes run (caches, then watched classes, then the census'
     ``unowned_bytes``); ``native_seen`` does the same for native memory
-    (one tiktoken Encoding in two caches is counted once). ``exclude_ids`` are identities of tokdiag's own
-    containers that no probe should count.
+    (one tiktoken Encoding in two caches is counted once).
     """
 
     seen: Seen = field(default_factory=Seen)
-    exclude_ids: set[int] = field(default_factory=set)
     native_seen: set[int] = field(default_factory=set)
     _heap: list[Any] | None = None
 
     @property
     def heap(self) -> list[Any]:
         if self._heap is None:
-            heap = gc.get_objects()
-            self.exclude_ids.add(id(heap))
-            self._heap = heap
+            self._heap = gc.get_objects()
         return self._heap
+
+    def own_containers(self) -> tuple[set[int], ...]:
+        """This snapshot's own id sets: in the heap (made before it was listed), never to be counted."""
+        return (self.seen.ids, self.native_seen)
 
     def release(self) -> None:
         """Forget every object this context listed (called by the tracker)."""
         self._heap = None
         self.seen = Seen()
-        self.exclude_ids.clear()
         self.native_seen.clear()
 
 

@@ -246,7 +246,7 @@ def _leave_out_tokdiag(rows: dict[str, tuple[int, int, int]], ctx: SnapshotConte
     if name not in rows:
         return
     n, b, u = rows[name]
-    for own in (ctx.seen.ids, ctx.native_seen, ctx.exclude_ids):
+    for own in ctx.own_containers():
         size = (sys.getsizeof(own) + ALIGN - 1) & ~(ALIGN - 1)
         n, b, u = n - 1, b - size, u - size
     rows[name] = (n, b, u)
@@ -299,8 +299,7 @@ class CensusProbe:
         self._first: dict[str, int] | None = None
 
     def collect(self, ctx: SnapshotContext) -> list[Record]:
-        heap = ctx.heap
-        rows = take_census(heap, ctx.seen.ids if len(ctx.seen) else None)
+        rows = take_census(ctx.heap, ctx.seen.ids if len(ctx.seen) else None)
         _leave_out_tokdiag(rows, ctx)
         if self._first is None:
             self._first = {name: n for name, (n, _b, _u) in rows.items()}
