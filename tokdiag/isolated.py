@@ -53,6 +53,10 @@ from tokdiag.run import Run, load
 __all__ = ["track_isolated"]
 
 _STDERR_TAIL = 2000
+_EXIT_WORKLOAD_ERROR = 2
+"""The child's exit status when the workload (or tracking it) raised; its traceback is on stderr."""
+_EXIT_BAD_FACTORY = 3
+"""The child's exit status when the factory target does not resolve; the message is on stderr."""
 
 
 def _json_safe(value: Any) -> Any:
@@ -106,13 +110,13 @@ def track_isolated(
     except subprocess.TimeoutExpired as exc:
         returncode = None
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-    if returncode == 3:
+    if returncode == _EXIT_BAD_FACTORY:
         raise TargetError(stderr.strip())
     if not Path(journal).exists() or Path(journal).stat().st_size == 0:
         raise TokdiagError(f"track_isolated({factory!r}): the child process wrote no journal "
                            f"(exit code {returncode}); its stderr ends with:\n{stderr[-_STDERR_TAIL:]}")
     run = load(journal)
-    if returncode == 2:  # the workload raised in the child: raise here, with the child's traceback
+    if returncode == _EXIT_WORKLOAD_ERROR:  # the workload raised in the child: raise here, with the child's traceback
         raise TokdiagError(f"track_isolated({factory!r}) failed in the child process (the journal {str(journal)!r} "
                            f"keeps the snapshots taken before):\n{stderr[-_STDERR_TAIL:]}")
     if returncode != 0:
@@ -131,7 +135,7 @@ def _child() -> int:  # pragma: no cover - runs in the child process (covered by
         make = _resolve(spec["factory"], "factory")
     except td.TokdiagError as exc:  # a bad target: the message says it all, no traceback needed
         print(exc, file=sys.stderr)
-        return 3
+        return _EXIT_BAD_FACTORY
     step = make(**spec["kwargs"])
     try:
         td.track(step, steps=spec["steps"], journal=spec["journal"], overwrite=True, progress=False,
@@ -140,7 +144,7 @@ def _child() -> int:  # pragma: no cover - runs in the child process (covered by
         import traceback
 
         traceback.print_exc()
-        return 2
+        return _EXIT_WORKLOAD_ERROR
     values = {name: _json_safe(getattr(step, name, None)) for name in spec["report"]}
     with open(spec["journal"], "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"kind": "event", "name": "workload", "values": values}) + "\n")
