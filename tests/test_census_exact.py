@@ -1,15 +1,26 @@
-"""The sliced census gives, for every type, exactly the per-object reference figures."""
+"""Both census implementations give, for every type, exactly the per-object reference figures."""
 
 from __future__ import annotations
 
+import enum
 import gc
+import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass
 
+import pytest
+
 import tokdiag as td
-import tokdiag.probes.census  # noqa: F401  (the module, not the census() function)
-from tokdiag.probes.census import take_census, type_name
+from tokdiag.probes.census import take_census_c, take_census_numpy, type_name
+
+census_mod = sys.modules["tokdiag.probes.census"]  # the module (tokdiag.probes.census is also a function)
+
+IMPLEMENTATIONS = [
+    pytest.param(take_census_numpy, id="numpy"),
+    pytest.param(take_census_c, id="C",
+                 marks=pytest.mark.skipif(census_mod._census is None, reason="tokdiag._census not built")),
+]
 
 
 class Plain:
@@ -36,22 +47,43 @@ class Sized(list):
         return 1000 + len(self)
 
 
+class Broken:
+    def __sizeof__(self) -> int:  # getsizeof raises: the object counts, its bytes are 0
+        raise ValueError("no size")
+
+
+class Meta(type):  # instances are classes: GC header bytes depend on the instance
+    pass
+
+
+class Colour(enum.Enum):  # a class whose metaclass is EnumType
+    RED = 1
+
+
+def _getsizeof(o: object) -> int:
+    try:
+        return sys.getsizeof(o)
+    except Exception:
+        return 0
+
+
 def _reference(heap: list, owned: set[int]) -> dict[str, tuple[int, int, int]]:
     count: Counter[str] = Counter()
     size: Counter[str] = Counter()
     unowned: Counter[str] = Counter()
     for o in heap:
         name = type_name(type(o))
-        b = (sys.getsizeof(o) + 7) & ~7
+        b = (_getsizeof(o) + 7) & ~7
         count[name] += 1
         size[name] += b
         unowned[name] += 0 if id(o) in owned else b
     return {name: (count[name], size[name], unowned[name]) for name in count}
 
 
-def test_every_type_matches_the_per_object_reference_across_slices_and_owners(monkeypatch):
-    monkeypatch.setattr(sys.modules["tokdiag.probes.census"], "_CHUNK", 997)  # many slices, types first met mid-way
-    keep = []
+@pytest.mark.parametrize("take_census", IMPLEMENTATIONS)
+def test_every_type_matches_the_per_object_reference_across_slices_and_owners(monkeypatch, take_census):
+    monkeypatch.setattr(census_mod, "_CHUNK", 997)  # numpy path: many slices, types first met mid-way
+    keep: list = [Meta("Made", (), {}) for _ in range(5)] + [Broken() for _ in range(3)]
     for i in range(6000):
         keep.append({"k": [i, str(i)], "n": {"i": i}} if i % 3 else (i, [i] * (i % 7)))
         keep.append(Plain(i) if i % 2 else Slotted())
@@ -75,5 +107,46 @@ def test_every_type_matches_the_per_object_reference_across_slices_and_owners(mo
     assert got_owned == want
     assert got_plain == {name: (n, b, b) for name, (n, b, _u) in want.items()}
     assert got_owned[type_name(Sized)][1] > 1000 * got_owned[type_name(Sized)][0]
+    assert got_owned[type_name(Broken)] == (3, 0, 0)
+    assert got_owned[type_name(Meta)][0] == 5
     assert any(u < b for _n, b, u in got_owned.values())
     del keep
+
+
+def test_the_c_census_is_built_by_the_install_when_a_compiler_is_there():
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the install falls back to the numpy census, by design")
+    assert census_mod.IMPLEMENTATION == "C", "pip install -e . should have built tokdiag/_census.c"
+
+
+@pytest.mark.skipif(census_mod._census is None, reason="tokdiag._census not built")
+def test_the_c_census_refuses_bad_arguments_by_name():
+    with pytest.raises(TypeError):
+        census_mod._census.count((1, 2), None, 8)  # a tuple, not a list
+    with pytest.raises(ValueError, match="align=6"):
+        census_mod._census.count([], None, 6)
+    with pytest.raises(ValueError, match="sorted int64"):
+        census_mod._census.count([], b"abc", 8)
+
+
+@pytest.mark.skipif(census_mod._census is None, reason="tokdiag._census not built")
+def test_an_interrupt_inside_a_sizeof_is_not_swallowed():
+    class Interrupting:
+        def __sizeof__(self) -> int:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        take_census_c([Interrupting()])
+
+
+@pytest.mark.skipif(census_mod._census is None, reason="tokdiag._census not built")
+def test_the_c_census_keeps_no_reference_to_what_it_counted():
+    class Counted:
+        pass
+
+    objs = [Counted() for _ in range(10)]
+    before = [sys.getrefcount(o) for o in objs] + [sys.getrefcount(Counted)]
+    rows = take_census_c(list(objs))
+    del rows
+    after = [sys.getrefcount(o) for o in objs] + [sys.getrefcount(Counted)]
+    assert after == before

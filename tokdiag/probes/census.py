@@ -1,11 +1,19 @@
 """Census probe: count and shallow bytes per type in one pass over the heap.
 
-The pass is C loops only, over slices of the heap: ``map(type, slice)``
-turned into dense type codes and counted with ``numpy.bincount``; fixed-size
-types are ``count * size``; objects of types whose instances vary in size
-(``dict``, ``list``, ``tuple``, ...) are grouped by type and sized with one
-``map(type.__sizeof__, group)`` per type. ``bench/census.py`` measures it
-against ``Counter(map(type, gc.get_objects()))``, objgraph and pympler.
+Two implementations give identical numbers (``tests/test_census_exact.py``):
+
+- ``tokdiag._census`` (``tokdiag/_census.c``, built by ``pip install`` when a
+  C compiler is there): one C loop, the type looked up in a pointer-keyed
+  table, the size read by calling the type's C ``__sizeof__`` directly;
+- the numpy path, used when the extension is not built: C loops only, over
+  slices of the heap: ``map(type, slice)`` turned into dense type codes and
+  counted with ``numpy.bincount``; fixed-size types are ``count * size``;
+  objects of types whose instances vary in size (``dict``, ``list``,
+  ``tuple``, ...) are grouped by type and sized with one
+  ``map(type.__sizeof__, group)`` per type.
+
+:data:`IMPLEMENTATION` names the one in use. ``bench/census.py`` measures
+both against ``Counter(map(type, gc.get_objects()))``, objgraph and pympler.
 
 Only gc-tracked objects are listed by ``gc.get_objects()``: atoms (``str``,
 ``bytes``, ``int``) and dicts of atoms mostly are not, so their bytes show
@@ -18,7 +26,7 @@ from __future__ import annotations
 import sys
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any
 
@@ -28,6 +36,14 @@ import pandas as pd
 from tokdiag.probes.base import SnapshotContext
 from tokdiag.records import BYTES, OBJECTS, Record
 from tokdiag.sizing import ALIGN
+
+try:
+    from tokdiag import _census
+except ImportError:  # built without a C compiler: the numpy path below
+    _census = None
+
+IMPLEMENTATION = "C" if _census is not None else "numpy"
+"""Which census runs: ``"C"`` (tokdiag._census) or ``"numpy"`` (no compiler at install)."""
 
 # Keyed by type, held weakly: a measuring tool must not keep classes alive.
 _name_cache: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
@@ -131,7 +147,26 @@ def take_census(heap: list[Any], owned_ids: set[int] | None = None) -> dict[str,
 
     ``unowned bytes`` leaves out objects whose id is in ``owned_ids`` (bytes
     a cache or watched class already owns); it equals ``bytes`` when
-    ``owned_ids`` is None or empty.
+    ``owned_ids`` is None or empty. Bytes per type are identical to summing
+    ``getsizeof`` rounded up to 8 over every object, whichever
+    :data:`IMPLEMENTATION` runs.
+    """
+    if _census is None:
+        return take_census_numpy(heap, owned_ids)
+    return take_census_c(heap, owned_ids)
+
+
+def take_census_c(heap: list[Any], owned_ids: set[int] | None = None) -> dict[str, tuple[int, int, int]]:
+    """:func:`take_census` by ``tokdiag._census.count``: one C loop over ``heap``."""
+    if _census is None:
+        raise ImportError("tokdiag._census is not built (no C compiler at install); use take_census_numpy")
+    owned = _sorted_ids(owned_ids) if owned_ids else None
+    rows = _census.count(heap, owned, ALIGN)
+    return _by_name((t, n, b, b - ob) for t, n, b, ob in rows)
+
+
+def take_census_numpy(heap: list[Any], owned_ids: set[int] | None = None) -> dict[str, tuple[int, int, int]]:
+    """:func:`take_census` without the C extension.
 
     One pass in slices of :data:`_CHUNK` objects, C loops only: each
     object's type is mapped to a dense code (``numpy.fromiter`` over
@@ -142,8 +177,7 @@ def take_census(heap: list[Any], owned_ids: set[int] | None = None) -> dict[str,
     ``map(type.__sizeof__, group)`` (see :func:`_sizer`); fixed-size types
     are ``count * size``. The ``id`` check for ``owned_ids`` runs only when there
     are owned ids, as one ``numpy.searchsorted`` per slice into the sorted
-owned ids. Bytes per type are identical to summing ``getsizeof``
-    rounded up to 8 over every object (``tests/test_census_exact.py``).
+    owned ids.
     """
     codes = _Codes()
     get_code = codes.__getitem__
@@ -204,17 +238,23 @@ owned ids. Bytes per type are identical to summing ``getsizeof``
     owned = np.array(own_var_bytes, dtype=np.int64)
     if own_code_parts:
         owned += np.bincount(np.concatenate(own_code_parts), minlength=k) * fixed_arr
+    rows = [(t, int(counts[c]), int(total[c]), int(total[c]) - int(owned[c])) for c, t in enumerate(kinds)]
+    del kinds
+    return _by_name(rows)
+
+
+def _by_name(rows: Iterable[tuple[type, int, int, int]]) -> dict[str, tuple[int, int, int]]:
+    """``{type name: (count, bytes, unowned bytes)}`` from per-type rows.
+
+    Two distinct classes with one qualified name are added together.
+    """
     out: dict[str, tuple[int, int, int]] = {}
-    for c, t in enumerate(kinds):
-        n = int(counts[c])
-        b = int(total[c])
-        u = b - int(owned[c])
+    for t, n, b, u in rows:
         name = type_name(t)
         prev = out.get(name)
-        if prev is not None:  # two distinct classes with one qualified name
+        if prev is not None:
             n, b, u = n + prev[0], b + prev[1], u + prev[2]
         out[name] = (n, b, u)
-    del kinds
     return out
 
 
