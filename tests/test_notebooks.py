@@ -82,7 +82,15 @@ def test_the_suite_finds_what_the_workloads_are_built_to_show(batch) -> None:
     heads = {n: {h.subject: h.verdict for h in r.summary.headlines} for n, r in by_name.items() if r.summary}
     tok = heads["tokenizer_caches"]
     assert tok["per-instance load, kept: RSS"] == "leak"
-    assert tok["tiktoken registry: RSS"] in ("step", "bounded")  # one load, then cached: never a leak
+    # one load, then cached: never a leak. At 8 steps a late RSS wobble of ~1 MiB (allocator) can leave
+    # the RSS verdict inconclusive; the registry itself must hold one Encoding from the first step on.
+    assert tok["tiktoken registry: RSS"] in ("step", "bounded", "inconclusive")
+    registry = td.load(by_name["tokenizer_caches"].folder / "tokenizers-registry-3.jsonl")
+    entries = registry.series("cache", "tiktoken.registry:ENCODINGS", "entries")
+    assert set(entries.iloc[1:]) == {1}
+    rss = registry.series("process", "process", "rss")
+    assert rss.iloc[1] - rss.iloc[0] > 20 * 2**20  # the load shows in RSS at the first step
+    assert rss.iloc[-1] - rss.iloc[3] < 0.2 * (rss.iloc[3] - rss.iloc[0])  # and most of the growth is early
     assert tok["lazy cache without a lock"] == "race"
     assert tok["shared ranks dict"] == "mutated"
     agents = heads["agent_objects"]
