@@ -8,8 +8,8 @@ same heap list:
 
 - ``Counter(map(type, heap))``: the floor, counting only (no sizes);
 - ``take_census(heap)``: tokdiag's count + shallow bytes per type, by the
-  C extension ``tokdiag._census`` (what the probe runs when it is built);
-- ``take_census(heap, owned_ids)``: the same with ``unowned_bytes``, as the
+  C extension ``tokdiag._speedups`` (what the probe runs when it is built);
+- ``take_census(heap, seen)``: the same with ``unowned_bytes``, as the
   census probe runs after caches/watched classes claimed some objects;
 - ``take_census_numpy(heap)``: the pure numpy path, used when no C
   compiler was there at install;
@@ -109,7 +109,7 @@ def main() -> None:
     # what the census probe sees after a watch probe claimed the agents' graphs
     seen = Seen()
     deep_sizes([o for o in keep if type(o) is Agent][: len(keep) // 20], seen)
-    owned = seen.ids
+    owned = seen
 
     # the three compared with the goal run interleaved, round by round, so load drift hits them alike
     trio: dict[str, Callable[[], object]] = {
@@ -137,7 +137,7 @@ def main() -> None:
     ratio = ours / floor
     print(f"goal: take_census <= {GOAL}x Counter(map(type, heap)): {ratio:.2f}x -> "
           f"{'met' if ratio <= GOAL else 'NOT met'}")
-    print(f"with owned ids: {ours_owned / floor:.2f}x (one binary search per object into the sorted owned ids)")
+    print(f"with owned ids: {ours_owned / floor:.2f}x (one lookup per object in the snapshot's id set)")
     del heap, keep
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 

@@ -19,7 +19,7 @@ census_mod = sys.modules["tokdiag.probes.census"]  # the module (tokdiag.probes.
 IMPLEMENTATIONS = [
     pytest.param(take_census_numpy, id="numpy"),
     pytest.param(take_census_c, id="C",
-                 marks=pytest.mark.skipif(census_mod._census is None, reason="tokdiag._census not built")),
+                 marks=pytest.mark.skipif(census_mod._speedups is None, reason="tokdiag._speedups not built")),
 ]
 
 
@@ -99,12 +99,15 @@ def test_every_type_matches_the_per_object_reference_across_slices_and_owners(mo
     td.deep_size(keep[::5], seen)
     heap = gc.get_objects()
     try:
-        got_owned = take_census(heap, seen.ids)
+        got_owned = take_census(heap, seen)
+        ids = set(seen.sorted_ids().tolist())
+        got_by_ids = take_census(heap, ids)  # a plain set of ids means the same
         got_plain = take_census(heap)
-        want = _reference(heap, seen.ids)
+        want = _reference(heap, ids)
     finally:
         del heap
     assert got_owned == want
+    assert got_by_ids == want
     assert got_plain == {name: (n, b, b) for name, (n, b, _u) in want.items()}
     assert got_owned[type_name(Sized)][1] > 1000 * got_owned[type_name(Sized)][0]
     assert got_owned[type_name(Broken)] == (3, 0, 0)
@@ -116,20 +119,20 @@ def test_every_type_matches_the_per_object_reference_across_slices_and_owners(mo
 def test_the_c_census_is_built_by_the_install_when_a_compiler_is_there():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler here: the install falls back to the numpy census, by design")
-    assert census_mod.IMPLEMENTATION == "C", "pip install -e . should have built tokdiag/_census.c"
+    assert census_mod.IMPLEMENTATION == "C", "pip install -e . should have built tokdiag/_speedups.c"
 
 
-@pytest.mark.skipif(census_mod._census is None, reason="tokdiag._census not built")
+@pytest.mark.skipif(census_mod._speedups is None, reason="tokdiag._speedups not built")
 def test_the_c_census_refuses_bad_arguments_by_name():
     with pytest.raises(TypeError):
-        census_mod._census.count((1, 2), None, 8)  # a tuple, not a list
+        census_mod._speedups.count((1, 2), None, 8)  # a tuple, not a list
     with pytest.raises(ValueError, match="align=6"):
-        census_mod._census.count([], None, 6)
+        census_mod._speedups.count([], None, 6)
     with pytest.raises(ValueError, match="sorted int64"):
-        census_mod._census.count([], b"abc", 8)
+        census_mod._speedups.count([], b"abc", 8)
 
 
-@pytest.mark.skipif(census_mod._census is None, reason="tokdiag._census not built")
+@pytest.mark.skipif(census_mod._speedups is None, reason="tokdiag._speedups not built")
 def test_an_interrupt_inside_a_sizeof_is_not_swallowed():
     class Interrupting:
         def __sizeof__(self) -> int:
@@ -139,7 +142,7 @@ def test_an_interrupt_inside_a_sizeof_is_not_swallowed():
         take_census_c([Interrupting()])
 
 
-@pytest.mark.skipif(census_mod._census is None, reason="tokdiag._census not built")
+@pytest.mark.skipif(census_mod._speedups is None, reason="tokdiag._speedups not built")
 def test_the_c_census_keeps_no_reference_to_what_it_counted():
     class Counted:
         pass

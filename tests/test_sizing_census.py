@@ -105,7 +105,7 @@ def test_unowned_bytes_leave_out_what_an_owner_claimed():
     seen = td.Seen()
     td.deep_size(objs[:40], seen)
     heap = gc.get_objects()
-    count, total, unowned = take_census(heap, seen.ids)[type_name(Owned)]
+    count, total, unowned = take_census(heap, seen)[type_name(Owned)]
     del heap
     assert count == 100
     assert unowned == total * 60 // 100

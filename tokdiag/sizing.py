@@ -7,8 +7,9 @@ classes, modules, functions and code objects not followed (they are shared
 program structure, not data).
 
 It walks the graph breadth-first in batches: one ``gc.get_referents(*batch)``
-call per level, identities de-duplicated with C-level set operations and
-sizes summed with ``numpy.fromiter(map(sys.getsizeof, ...))``. A 150k-entry
+call per level, identities de-duplicated in one C call per level
+(:class:`Seen`; ``tokdiag._speedups.IdSet`` when the extension is built)
+and sizes summed with ``numpy.fromiter(map(sys.getsizeof, ...))``. A 150k-entry
 ``dict[bytes, int]`` (a BPE vocabulary) is therefore two levels of C loops
 instead of 300k Python iterations; see ``bench/sizing.py`` for the measured
 ratio against pympler.
@@ -41,6 +42,7 @@ import sys
 import types
 import weakref
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -78,36 +80,82 @@ _SKIP_TYPES: frozenset[type] = frozenset({
 })
 
 
+class _PyIdSet:
+    """:class:`tokdiag._speedups.IdSet` in Python (a set of ``id`` ints), when the extension is not built."""
+
+    __slots__ = ("ints",)
+
+    def __init__(self) -> None:
+        self.ints: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.ints)
+
+    def __contains__(self, obj: object) -> bool:
+        return id(obj) in self.ints
+
+    def take_new(self, objs: list[Any], skip: frozenset[type]) -> list[Any]:
+        batch = dict(zip(map(id, objs), objs))
+        for k in batch.keys() & self.ints:
+            del batch[k]
+        skipped = {t for t in set(map(type, batch.values())) if t in skip or issubclass(t, type)}
+        if skipped:
+            for k in [k for k, o in batch.items() if type(o) in skipped]:
+                del batch[k]
+        self.ints.update(batch.keys())
+        return list(batch.values())
+
+    def contains_any(self, objs: Iterable[object]) -> bool:
+        return not self.ints.isdisjoint(map(id, objs))
+
+    def add_all(self, objs: Iterable[object]) -> None:
+        self.ints.update(map(id, objs))
+
+    def ids(self) -> bytes:
+        return np.fromiter(self.ints, dtype=np.uint64, count=len(self.ints)).tobytes()
+
+
+try:
+    from tokdiag._speedups import IdSet as _IdSet
+except ImportError:  # built without a C compiler
+    _IdSet = _PyIdSet  # type: ignore[misc,assignment]
+
+
 class Seen:
     """Identities already counted, shared between calls to split bytes between owners.
 
-    Holds integers only (``id`` values), never the objects, so it keeps
-    nothing alive. Valid while the objects it saw are alive: use one
-    ``Seen`` within one snapshot.
+    Holds identities only, never the objects, so it keeps nothing alive.
+    Valid while the objects it saw are alive: use one ``Seen`` within one
+    snapshot. With the C extension an identity costs 8 bytes in a table
+    the OS gets back when the ``Seen`` is dropped (no int objects, nothing
+    left behind in the allocator of the measured process); without it, an
+    ``int`` in a Python set.
     """
 
     __slots__ = ("ids",)
 
     def __init__(self) -> None:
-        self.ids: set[int] = set()
+        self.ids = _IdSet()
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __contains__(self, obj: object) -> bool:
-        return id(obj) in self.ids
+        return obj in self.ids
 
+    def add_all(self, objs: Iterable[object]) -> None:
+        """Mark ``objs`` as counted."""
+        self.ids.add_all(objs)
 
-# Keyed by type, held weakly: a measuring tool must not keep classes alive.
-_skip_cache: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+    def sorted_ids(self) -> np.ndarray:
+        """The ids counted, as a sorted int64 array."""
+        arr = np.frombuffer(self.ids.ids(), dtype=np.uint64).astype(np.int64)
+        arr.sort()
+        return arr
 
-
-def _is_skipped_type(t: type) -> bool:
-    hit = _skip_cache.get(t)
-    if hit is None:
-        hit = t in _SKIP_TYPES or issubclass(t, type)
-        _skip_cache[t] = hit
-    return hit
+    def python_containers(self) -> tuple[object, ...]:
+        """The gc-tracked containers this ``Seen`` allocated (a census must not count them)."""
+        return (self.ids.ints,) if isinstance(self.ids, _PyIdSet) else ()
 
 
 def _aligned_total(objs: list[Any]) -> int:
@@ -175,6 +223,16 @@ def _aligned(sizes: np.ndarray) -> int:
     return int(((sizes + (ALIGN - 1)) & ~(ALIGN - 1)).sum())
 
 
+_VOCAB_SLICE = 8192
+"""Entries per numpy slice when sizing a vocabulary: 64 KiB arrays stay under
+glibc's initial mmap threshold (128 KiB), so they are reused from the heap
+instead of raising that threshold for the measured process (a 1.2 MB array
+per vocabulary freed after each snapshot left ~6 MiB of RSS behind)."""
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+
 def _vocab_dict_size(d: dict[Any, Any]) -> int | None:
     """Exact deep size of a ``dict[bytes, int]`` (a BPE vocabulary) without a per-entry Python loop.
 
@@ -182,22 +240,39 @@ def _vocab_dict_size(d: dict[Any, Any]) -> int | None:
     values are pairwise distinct: then no two entries share an object (keys
     of one dict are distinct objects; distinct values are distinct objects;
     a bytes key cannot be an int value), so no identity set is needed.
-    Returns ``None`` when the shape does not match; the general walk then runs.
+    Distinctness is checked with a bitmap over the values' range, which must
+    be dense (ranks are ``0..n-1``). Returns ``None`` when the shape does not
+    match; the general walk then runs.
     """
     n = len(d)
     if n < 1024 or set(map(type, d)) != {bytes} or set(map(type, d.values())) != {int}:
         return None
-    if len(set(d.values())) != n:
-        return None
+    keys, values = iter(d), iter(d.values())
+    total = shallow_size(d)
+    parts: list[np.ndarray] = []
     try:
-        values = np.fromiter(d.values(), dtype=np.int64, count=n)
-    except OverflowError:
+        for start in range(0, n, _VOCAB_SLICE):
+            m = min(_VOCAB_SLICE, n - start)
+            v = np.fromiter(islice(values, m), dtype=np.int64, count=m)
+            key_sizes = np.fromiter(map(len, islice(keys, m)), dtype=np.int64, count=m) + _BYTES_BASE
+            magnitude = np.abs(v)
+            digits = (magnitude >= 1).astype(np.int64) + (magnitude >= 2**30) + (magnitude >= 2**60)
+            value_sizes = np.where(digits == 0, _INT_ZERO, _INT_ONE_DIGIT + (digits - 1) * _INT_DIGIT)
+            total += _aligned(key_sizes) + _aligned(value_sizes)
+            parts.append(v)
+    except OverflowError:  # a value beyond int64
         return None
-    key_sizes = np.fromiter(map(len, d), dtype=np.int64, count=n) + _BYTES_BASE
-    magnitude = np.abs(values)
-    digits = (magnitude >= 1).astype(np.int64) + (magnitude >= 2**30) + (magnitude >= 2**60)
-    value_sizes = np.where(digits == 0, _INT_ZERO, _INT_ONE_DIGIT + (digits - 1) * _INT_DIGIT)
-    return shallow_size(d) + _aligned(key_sizes) + _aligned(value_sizes)
+    lo = min(int(v.min()) for v in parts)
+    hi = max(int(v.max()) for v in parts)
+    if hi - lo >= 8 * n:
+        return None  # too sparse for the bitmap: the general walk decides
+    bits = np.zeros((hi - lo) // 8 + 1, dtype=np.uint8)  # one bit per possible value: n / 8 bytes for ranks
+    for v in parts:
+        off = v - lo
+        np.bitwise_or.at(bits, off >> 3, np.left_shift(1, off & 7).astype(np.uint8))
+    if int(_POPCOUNT[bits].sum()) != n:
+        return None  # a value repeats: two entries may share an int object
+    return total
 
 
 def deep_size(obj: object, seen: Seen | None = None) -> int:
@@ -220,26 +295,15 @@ def deep_size(obj: object, seen: Seen | None = None) -> int:
 
 def deep_sizes(objs: Iterable[object], seen: Seen | None = None) -> int:
     """Bytes reachable from any of ``objs``, each object counted once."""
-    ids = seen.ids if seen is not None else set()
+    ids = (seen if seen is not None else Seen()).ids
     frontier = list(objs)
     total = 0
     while frontier:
-        batch = dict(zip(map(id, frontier), frontier))
+        objs_level = ids.take_new(frontier, _SKIP_TYPES)  # not counted before, each once; no classes etc.
         frontier = []
-        already = batch.keys() & ids
-        for k in already:
-            del batch[k]
-        if not batch:
+        if not objs_level:
             break
-        kinds = set(map(type, batch.values()))
-        skipped = {t for t in kinds if _is_skipped_type(t)}
-        if skipped:
-            for k in [k for k, o in batch.items() if type(o) in skipped]:
-                del batch[k]
-            kinds -= skipped
-        ids.update(batch.keys())
-        objs_level = list(batch.values())
-        del batch
+        kinds = set(map(type, objs_level))
         total += _aligned_total(objs_level)
         total += _managed_dict_extra(objs_level, kinds)
         if dict in kinds:  # vocabularies anywhere in the graph: entries sized in bulk, not walked
@@ -260,23 +324,22 @@ def deep_sizes(objs: Iterable[object], seen: Seen | None = None) -> int:
 _VOCAB_MIN = 1024
 
 
-def _vocab_entries_size(d: dict[Any, Any], ids: set[int]) -> int | None:
+def _vocab_entries_size(d: dict[Any, Any], ids: Any) -> int | None:
     """Bytes of the keys and values of a ``dict[bytes, int]`` vocabulary met inside a graph, in bulk.
 
     Same shape test as :func:`_vocab_dict_size` (bytes keys, distinct int
     values, so no entry shares an object with another). When none of the
-    entries was counted before (``ids`` disjoint from theirs, one C-level
-    check), their sizes are summed with numpy and their ids added to ``ids``
-    so later owners do not count them again. Returns None when the shape does
-    not match or some entry was already counted: the general walk then runs.
+    entries was counted before (one C-level check over the keys and one
+    over the values), their sizes are summed with numpy and they are marked
+    counted in ``ids`` (a :class:`Seen`'s id set) so later owners do not
+    count them again. Returns None when the shape does not match or some
+    entry was already counted: the general walk then runs.
     """
     fast = _vocab_dict_size(d)
     if fast is None:
         return None
-    key_ids = list(map(id, d))
-    value_ids = list(map(id, d.values()))
-    if not (ids.isdisjoint(key_ids) and ids.isdisjoint(value_ids)):
+    if ids.contains_any(d) or ids.contains_any(d.values()):
         return None
-    ids.update(key_ids)
-    ids.update(value_ids)
+    ids.add_all(d)
+    ids.add_all(d.values())
     return fast - shallow_size(d)

@@ -31,9 +31,9 @@ class SnapshotContext:
             self._heap = gc.get_objects()
         return self._heap
 
-    def own_containers(self) -> tuple[set[int], ...]:
-        """This snapshot's own id sets: in the heap (made before it was listed), never to be counted."""
-        return (self.seen.ids, self.native_seen)
+    def own_containers(self) -> tuple[object, ...]:
+        """This snapshot's own gc-tracked id sets: in the heap (made before it was listed), never to be counted."""
+        return (*self.seen.python_containers(), self.native_seen)
 
     def release(self) -> None:
         """Forget every object this context listed (called by the tracker)."""

@@ -2,7 +2,7 @@
 
 Two implementations give identical numbers (``tests/test_census_exact.py``):
 
-- ``tokdiag._census`` (``tokdiag/_census.c``, built by ``pip install`` when a
+- ``tokdiag._speedups`` (``tokdiag/_speedups.c``, built by ``pip install`` when a
   C compiler is there): one C loop, the type looked up in a pointer-keyed
   table, the size read by calling the type's C ``__sizeof__`` directly;
 - the numpy path, used when the extension is not built: C loops only, over
@@ -37,13 +37,18 @@ from tokdiag.probes.base import SnapshotContext
 from tokdiag.records import BYTES, OBJECTS, Record
 from tokdiag.sizing import ALIGN
 
-try:
-    from tokdiag import _census
-except ImportError:  # built without a C compiler: the numpy path below
-    _census = None
+from tokdiag.sizing import Seen
 
-IMPLEMENTATION = "C" if _census is not None else "numpy"
-"""Which census runs: ``"C"`` (tokdiag._census) or ``"numpy"`` (no compiler at install)."""
+try:
+    from tokdiag import _speedups
+except ImportError:  # built without a C compiler: the numpy path below
+    _speedups = None
+
+IMPLEMENTATION = "C" if _speedups is not None else "numpy"
+"""Which census runs: ``"C"`` (tokdiag._speedups) or ``"numpy"`` (no compiler at install)."""
+
+Owned = Seen | set[int] | None
+"""What a census leaves out of ``unowned bytes``: a snapshot's :class:`Seen`, a set of ids, or nothing."""
 
 # Keyed by type, held weakly: a measuring tool must not keep classes alive.
 _name_cache: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
@@ -142,30 +147,44 @@ class _Codes(dict[type, int]):
         return c
 
 
-def take_census(heap: list[Any], owned_ids: set[int] | None = None) -> dict[str, tuple[int, int, int]]:
+def take_census(heap: list[Any], owned: Owned = None) -> dict[str, tuple[int, int, int]]:
     """``{type name: (count, bytes, unowned bytes)}`` over ``heap``.
 
-    ``unowned bytes`` leaves out objects whose id is in ``owned_ids`` (bytes
-    a cache or watched class already owns); it equals ``bytes`` when
-    ``owned_ids`` is None or empty. Bytes per type are identical to summing
+    ``unowned bytes`` leaves out the objects in ``owned`` (a :class:`Seen`
+    or a set of ids: bytes a cache or watched class already owns); it
+    equals ``bytes`` when ``owned`` is None or empty. Bytes per type are identical to summing
     ``getsizeof`` rounded up to 8 over every object, whichever
     :data:`IMPLEMENTATION` runs.
     """
-    if _census is None:
-        return take_census_numpy(heap, owned_ids)
-    return take_census_c(heap, owned_ids)
+    if _speedups is None:
+        return take_census_numpy(heap, owned)
+    return take_census_c(heap, owned)
 
 
-def take_census_c(heap: list[Any], owned_ids: set[int] | None = None) -> dict[str, tuple[int, int, int]]:
-    """:func:`take_census` by ``tokdiag._census.count``: one C loop over ``heap``."""
-    if _census is None:
-        raise ImportError("tokdiag._census is not built (no C compiler at install); use take_census_numpy")
-    owned = _sorted_ids(owned_ids) if owned_ids else None
-    rows = _census.count(heap, owned, ALIGN)
+def _owned_sorted(owned: Owned) -> np.ndarray | None:
+    """The ids in ``owned`` as a sorted int64 array, or None when there are none."""
+    if not owned:
+        return None
+    if isinstance(owned, Seen):
+        return owned.sorted_ids()
+    arr = np.fromiter(owned, dtype=np.int64, count=len(owned))
+    arr.sort()
+    return arr
+
+
+def take_census_c(heap: list[Any], owned: Owned = None) -> dict[str, tuple[int, int, int]]:
+    """:func:`take_census` by ``tokdiag._speedups.count``: one C loop over ``heap``."""
+    if _speedups is None:
+        raise ImportError("tokdiag._speedups is not built (no C compiler at install); use take_census_numpy")
+    if isinstance(owned, Seen) and isinstance(owned.ids, _speedups.IdSet):
+        arg: object = owned.ids  # looked up in its own table, no copy
+    else:
+        arg = _owned_sorted(owned)
+    rows = _speedups.count(heap, arg, ALIGN)
     return _by_name((t, n, b, b - ob) for t, n, b, ob in rows)
 
 
-def take_census_numpy(heap: list[Any], owned_ids: set[int] | None = None) -> dict[str, tuple[int, int, int]]:
+def take_census_numpy(heap: list[Any], owned: Owned = None) -> dict[str, tuple[int, int, int]]:
     """:func:`take_census` without the C extension.
 
     One pass in slices of :data:`_CHUNK` objects, C loops only: each
@@ -189,7 +208,7 @@ def take_census_numpy(heap: list[Any], owned_ids: set[int] | None = None) -> dic
     own_var_bytes: list[int] = []  # per code: the part of var_bytes in owned objects
     code_parts: list[np.ndarray] = []
     own_code_parts: list[np.ndarray] = []
-    owned_sorted = _sorted_ids(owned_ids) if owned_ids else None
+    owned_sorted = _owned_sorted(owned)
     for start in range(0, len(heap), _CHUNK):
         chunk = heap[start:start + _CHUNK]
         n = len(chunk)
@@ -258,13 +277,6 @@ def _by_name(rows: Iterable[tuple[type, int, int, int]]) -> dict[str, tuple[int,
     return out
 
 
-def _sorted_ids(ids: set[int]) -> np.ndarray:
-    """The owned ids as a sorted array: a binary search per object beats hashing into a large set."""
-    arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
-    arr.sort()
-    return arr
-
-
 def _is_owned(objs: list[Any], owned_sorted: np.ndarray) -> np.ndarray:
     """Mask of ``objs`` whose id is in ``owned_sorted`` (``numpy.searchsorted``, no Python loop)."""
     ids = np.fromiter(map(id, objs), dtype=np.int64, count=len(objs))
@@ -276,11 +288,13 @@ def _is_owned(objs: list[Any], owned_sorted: np.ndarray) -> np.ndarray:
 def _leave_out_tokdiag(rows: dict[str, tuple[int, int, int]], ctx: SnapshotContext) -> None:
     """Take the snapshot's own id sets out of the census.
 
-    The shared ``seen`` set holds one int per object the caches and watched
-    classes reached (8 MB for one cl100k_base Encoding) and is alive while
-    the census lists the heap; counted, it would show as a growing
-    ``builtins.set`` owned by nobody. These sets existed before the heap was
-    listed, so each is in it exactly once, and none is in ``seen`` itself.
+    Without the C extension the shared ``seen`` is a Python set of one int
+    per object the caches and watched classes reached (8 MB for one
+    cl100k_base Encoding), alive while the census lists the heap; counted,
+    it would show as a growing ``builtins.set`` owned by nobody. These sets
+    existed before the heap was listed, so each is in it exactly once, and
+    none is in ``seen`` itself. (The C ``IdSet`` is not gc-tracked: it is
+    never in the heap.)
     """
     name = type_name(set)
     if name not in rows:
@@ -339,7 +353,7 @@ class CensusProbe:
         self._first: dict[str, int] | None = None
 
     def collect(self, ctx: SnapshotContext) -> list[Record]:
-        rows = take_census(ctx.heap, ctx.seen.ids if len(ctx.seen) else None)
+        rows = take_census(ctx.heap, ctx.seen)
         _leave_out_tokdiag(rows, ctx)
         if self._first is None:
             self._first = {name: n for name, (n, _b, _u) in rows.items()}
