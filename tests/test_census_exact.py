@@ -128,8 +128,8 @@ def test_the_c_census_refuses_bad_arguments_by_name():
         census_mod._speedups.count((1, 2), None, 8)  # a tuple, not a list
     with pytest.raises(ValueError, match="align=6"):
         census_mod._speedups.count([], None, 6)
-    with pytest.raises(ValueError, match="sorted int64"):
-        census_mod._speedups.count([], b"abc", 8)
+    with pytest.raises(ValueError, match="sorted native int64"):
+        census_mod._speedups.count([], b"abcdefgh", 8)
 
 
 @pytest.mark.skipif(census_mod._speedups is None, reason="tokdiag._speedups not built")
@@ -153,3 +153,43 @@ def test_the_c_census_keeps_no_reference_to_what_it_counted():
     del rows
     after = [sys.getrefcount(o) for o in objs] + [sys.getrefcount(Counted)]
     assert after == before
+
+
+class Borrowed:  # a dict's C __sizeof__ on an object that is not a dict: getsizeof raises TypeError
+    __slots__ = ("a", "b", "c")
+    __sizeof__ = dict.__sizeof__
+
+
+class Resized:
+    pass
+
+
+@pytest.mark.parametrize("take_census", IMPLEMENTATIONS)
+def test_a_borrowed_c_sizeof_counts_zero_bytes_instead_of_reading_a_foreign_struct(take_census):
+    objs = [Borrowed() for _ in range(3)]
+    with pytest.raises(TypeError):
+        sys.getsizeof(objs[0])
+    assert take_census(objs)[type_name(Borrowed)] == (3, 0, 0)
+
+
+@pytest.mark.parametrize("take_census", IMPLEMENTATIONS)
+def test_a_sizeof_replaced_at_run_time_is_honoured_on_the_next_census(take_census, monkeypatch):
+    objs = [Resized(), Resized()]
+    before = take_census(objs)[type_name(Resized)][1]
+    monkeypatch.setattr(Resized, "__sizeof__", lambda self: 1000, raising=False)
+    after = take_census(objs)[type_name(Resized)][1]
+    assert after == 2 * ((sys.getsizeof(objs[0]) + 7) & ~7) and after > before
+
+
+@pytest.mark.skipif(census_mod._speedups is None, reason="tokdiag._speedups not built")
+def test_owned_ids_must_be_a_sorted_native_int64_array():
+    import numpy as np
+
+    objs = [object(), object()]
+    ids = np.array(sorted(map(id, objs)), dtype=np.int64)
+    assert census_mod._speedups.count(objs, ids, 8)[0][3] == 32  # both owned
+    for bad in (ids[::-1].copy(), ids.astype(np.float64), ids.astype(np.int32)):
+        with pytest.raises(ValueError, match="sorted native int64"):
+            census_mod._speedups.count(objs, bad, 8)
+    with pytest.raises(ValueError, match="align="):
+        census_mod._speedups.count(objs, None, 2**62)

@@ -113,3 +113,46 @@ def test_snapshots_of_a_large_cache_leave_the_measured_process_rss_flat():
     # measured: C +4.3 MiB over the first two snapshots, then flat; Python set +14.5 MiB, then +3.5 MiB more
     assert max(rss) - rss[0] < 8 * 2**20, mib
     assert rss[-1] - rss[3] < 2**20, mib  # no creep once the first snapshots are done
+
+
+class _UnhashableMeta(type):
+    def __eq__(cls, other):  # defines __eq__ without __hash__: its classes cannot be hashed
+        return cls is other
+
+
+class _Odd(metaclass=_UnhashableMeta):
+    def __init__(self) -> None:
+        self.payload = [1, 2, 3]
+
+
+class _Even:  # the same instances, an ordinary class (pympler cannot size _Odd: it hashes the class)
+    def __init__(self) -> None:
+        self.payload = [1, 2, 3]
+
+
+def test_objects_of_a_class_with_an_unhashable_metaclass_are_sized_and_counted(backend):
+    import gc
+
+    from tokdiag.probes.census import take_census_c, take_census_numpy, type_name
+
+    with pytest.raises(TypeError):
+        hash(_Odd)
+    def holder(cls: type) -> dict:
+        return {"odd": [cls() for _ in range(10)], "vocab": {b"k%05d" % i: cls() for i in range(2000)}}
+
+    odd, even = holder(_Odd), holder(_Even)
+    assert deep_size(odd) == deep_size(even) == pytest.approx(asizeof(even), rel=0.01)
+    heap = gc.get_objects()
+    try:
+        census_paths = [take_census_numpy] + ([take_census_c] if "tokdiag._speedups" in sys.modules else [])
+        for take in census_paths:
+            assert take(heap)[type_name(_Odd)][0] == 2010
+    finally:
+        del heap
+
+
+def test_take_new_accepts_any_iterable_alike(backend):
+    a, b, c, d = [1], [2], [3], [4]
+    ids = backend()
+    assert [id(o) for o in ids.take_new(iter([a, b, c, d]), sizing._SKIP_TYPES)] == [id(a), id(b), id(c), id(d)]
+    assert len(ids) == 4

@@ -34,8 +34,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 #ifndef _WIN32
 #include <sys/mman.h>
+#endif
+#if !defined(MAP_ANONYMOUS) && defined(MAP_ANON)
+#define MAP_ANONYMOUS MAP_ANON
 #endif
 
 /* ------------------------------------------------------------------ IdSet
@@ -216,13 +220,33 @@ idset_contains(IdSetObject *s, PyObject *o)
 
 /* take_new(objs, skip) -> list: the objects of the sequence ``objs`` not in
  * the set yet (each once, in order), which are added; objects whose exact
- * type is in the frozenset ``skip``, or is a metaclass's instance (a class),
- * are neither returned nor added. */
+ * type is in the frozenset ``skip``, or that are classes, are neither
+ * returned nor added. Types are compared by identity: no Python code (a
+ * metaclass's __hash__ or __eq__) runs inside the loop. */
+#define SKIP_MAX 64
+
 static PyObject *
 idset_take_new(IdSetObject *s, PyObject *args)
 {
     PyObject *objs, *skip;
     if (!PyArg_ParseTuple(args, "OO!:take_new", &objs, &PyFrozenSet_Type, &skip))
+        return NULL;
+    PyObject *skipped[SKIP_MAX];
+    Py_ssize_t nskip = 0;
+    if (PySet_GET_SIZE(skip) > SKIP_MAX) {
+        PyErr_Format(PyExc_ValueError, "take_new: skip has %zd types; at most %d", PySet_GET_SIZE(skip), SKIP_MAX);
+        return NULL;
+    }
+    PyObject *it = PyObject_GetIter(skip);
+    if (it == NULL)
+        return NULL;
+    PyObject *t;
+    while ((t = PyIter_Next(it)) != NULL) {
+        skipped[nskip++] = t; /* borrowed from the frozenset, which the call keeps alive */
+        Py_DECREF(t);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
         return NULL;
     PyObject *seq = PySequence_Fast(objs, "take_new: pass a list of objects");
     if (seq == NULL)
@@ -236,26 +260,25 @@ idset_take_new(IdSetObject *s, PyObject *args)
     int last_skip = 0;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        Py_INCREF(o);
         PyTypeObject *tp = Py_TYPE(o);
         if (tp != last) {
-            int in_skip = PySet_Contains(skip, (PyObject *)tp);
-            if (in_skip < 0)
-                goto error;
             last = tp;
-            last_skip = in_skip || PyType_IsSubtype(tp, &PyType_Type);
+            last_skip = PyType_IsSubtype(tp, &PyType_Type);
+            for (Py_ssize_t k = 0; k < nskip && !last_skip; k++)
+                last_skip = skipped[k] == (PyObject *)tp;
         }
-        if (last_skip)
-            continue;
-        int added = idset_add(s, ADDR(o));
-        if (added < 0 || (added && PyList_Append(out, o) < 0))
-            goto error;
+        int added = last_skip ? 0 : idset_add(s, ADDR(o));
+        if (added < 0 || (added && PyList_Append(out, o) < 0)) {
+            Py_DECREF(o);
+            Py_DECREF(seq);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(o);
     }
     Py_DECREF(seq);
     return out;
-error:
-    Py_DECREF(seq);
-    Py_DECREF(out);
-    return NULL;
 }
 
 /* contains_any(iterable) -> bool: is any of the objects in the set? */
@@ -375,7 +398,9 @@ typedef struct {
     size_t mask;
 } Table;
 
-static PyObject *object_sizeof;  /* object.__sizeof__ */
+/* Set once, at the first import (never released: they live as long as the interpreter). */
+static PyObject *sizeof_name;    /* "__sizeof__", interned */
+static PyObject *object_sizeof;  /* object.__sizeof__ (borrowed from object's dict) */
 static PyObject *sys_getsizeof;  /* sys.getsizeof */
 
 /* getsizeof(o); -1 with no exception set when it raised an Exception,
@@ -431,16 +456,12 @@ entry_init(Entry *e, PyTypeObject *tp, PyObject *o, Py_ssize_t align)
     e->extra = 0;
     if (PyType_IsSubtype(tp, &PyType_Type))
         return 0;
-    PyObject *descr = PyObject_GetAttrString((PyObject *)tp, "__sizeof__");
-    if (descr == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_Exception))
-            return -1;
-        PyErr_Clear();
+    /* Looked up on the MRO, as sys.getsizeof does (no metaclass __getattribute__), borrowed. */
+    PyObject *descr = _PyType_Lookup(tp, sizeof_name);
+    if (descr == NULL)
         return 0;
-    }
     if (tp->tp_itemsize == 0 && descr == object_sizeof) {
         long long s = safe_getsizeof(o);
-        Py_DECREF(descr);
         if (s == -2)
             return -1;
         if (s >= 0) {
@@ -449,39 +470,35 @@ entry_init(Entry *e, PyTypeObject *tp, PyObject *o, Py_ssize_t align)
         }
         return 0;
     }
-    if (Py_IS_TYPE(descr, &PyMethodDescr_Type)) {
-        PyMethodDef *def = ((PyMethodDescrObject *)descr)->d_method;
-        int kind = def->ml_flags & (METH_VARARGS | METH_KEYWORDS | METH_NOARGS | METH_O
-                                    | METH_FASTCALL | METH_METHOD);
-        if (kind == METH_NOARGS) {
-            PyObject *r = def->ml_meth(o, NULL);
-            long long inner = -1;
-            if (r != NULL) {
-                inner = PyLong_AsLongLong(r);
-                Py_DECREF(r);
-            }
-            if (inner == -1 && PyErr_Occurred()) {
-                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-                    Py_DECREF(descr);
-                    return -1;
-                }
-                PyErr_Clear();
-            }
-            else {
-                long long outer = safe_getsizeof(o);
-                if (outer == -2) {
-                    Py_DECREF(descr);
-                    return -1;
-                }
-                if (outer >= 0) {
-                    e->mode = MODE_CMETH;
-                    e->meth = def->ml_meth;
-                    e->extra = outer - inner;
-                }
-            }
-        }
+    /* A C method of a base of tp: called directly. (``__sizeof__ = dict.__sizeof__`` in an
+     * unrelated class is a dict method on a non-dict: getsizeof raises there, and so do we.) */
+    if (!Py_IS_TYPE(descr, &PyMethodDescr_Type) || !PyType_IsSubtype(tp, PyDescr_TYPE(descr)))
+        return 0;
+    PyMethodDef *def = ((PyMethodDescrObject *)descr)->d_method;
+    int kind = def->ml_flags & (METH_VARARGS | METH_KEYWORDS | METH_NOARGS | METH_O | METH_FASTCALL | METH_METHOD);
+    if (kind != METH_NOARGS)
+        return 0;
+    PyCFunction meth = def->ml_meth;
+    PyObject *r = meth(o, NULL);
+    long long inner = -1;
+    if (r != NULL) {
+        inner = PyLong_AsLongLong(r);
+        Py_DECREF(r);
     }
-    Py_DECREF(descr);
+    if (inner == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    long long outer = safe_getsizeof(o);
+    if (outer == -2)
+        return -1;
+    if (outer >= 0) {
+        e->mode = MODE_CMETH;
+        e->meth = meth;
+        e->extra = outer - inner;
+    }
     return 0;
 }
 
@@ -554,8 +571,8 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args)
     Py_ssize_t align;
     if (!PyArg_ParseTuple(args, "O!On:count", &PyList_Type, &heap, &owned_arg, &align))
         return NULL;
-    if (align <= 0 || (align & (align - 1)) != 0) {
-        PyErr_Format(PyExc_ValueError, "align=%zd: pass a power of two, e.g. 8", align);
+    if (align <= 0 || align > 4096 || (align & (align - 1)) != 0) {
+        PyErr_Format(PyExc_ValueError, "align=%zd: pass a power of two up to 4096, e.g. 8", align);
         return NULL;
     }
     Py_buffer owned = {0};
@@ -567,16 +584,23 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args)
         owned_set = (IdSetObject *)owned_arg;
     }
     else if (owned_arg != Py_None) {
-        if (PyObject_GetBuffer(owned_arg, &owned, PyBUF_SIMPLE) < 0)
+        if (PyObject_GetBuffer(owned_arg, &owned, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
             return NULL;
-        if (owned.len % (Py_ssize_t)sizeof(int64_t) != 0) {
+        const char *f = owned.format != NULL ? owned.format : "B";
+        if (*f == '<' || *f == '=' || *f == '@')
+            f++;
+        int int64 = owned.itemsize == 8 && (strcmp(f, "q") == 0 || strcmp(f, "l") == 0);
+        n_ids = int64 ? owned.len / 8 : 0;
+        ids = (const int64_t *)owned.buf;
+        for (Py_ssize_t k = 1; int64 && k < n_ids; k++)
+            if (ids[k - 1] > ids[k])
+                int64 = 0;
+        if (!int64) {
             PyBuffer_Release(&owned);
-            PyErr_SetString(PyExc_ValueError, "owned_ids: pass a buffer of sorted int64 ids");
+            PyErr_SetString(PyExc_ValueError, "owned: pass an IdSet, or a sorted native int64 array of ids");
             return NULL;
         }
         have_buffer = 1;
-        ids = (const int64_t *)owned.buf;
-        n_ids = owned.len / (Py_ssize_t)sizeof(int64_t);
     }
     Table t = {0};
     t.cap = 256;
@@ -601,7 +625,7 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args)
             Py_DECREF(o);
             goto done;
         }
-        Py_ssize_t idx = e - t.entries; /* a Python __sizeof__ below may not move entries, but be safe */
+        Py_ssize_t idx = e - t.entries; /* entries may move only in table_entry; keep the index anyway */
         long long size;
         if (e->mode == MODE_FIXED) {
             size = e->fixed;
@@ -675,11 +699,18 @@ static PyMethodDef census_methods[] = {
 static int
 census_exec(PyObject *module)
 {
-    object_sizeof = PyObject_GetAttrString((PyObject *)&PyBaseObject_Type, "__sizeof__");
-    if (object_sizeof == NULL)
-        return -1;
     if (PyModule_AddType(module, &IdSetType) < 0)
         return -1;
+    if (sys_getsizeof != NULL)
+        return 0;
+    sizeof_name = PyUnicode_InternFromString("__sizeof__");
+    if (sizeof_name == NULL)
+        return -1;
+    object_sizeof = _PyType_Lookup(&PyBaseObject_Type, sizeof_name);
+    if (object_sizeof == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "object.__sizeof__ not found");
+        return -1;
+    }
     PyObject *sys = PyImport_ImportModule("sys");
     if (sys == NULL)
         return -1;

@@ -41,7 +41,7 @@ import gc
 import sys
 import types
 import weakref
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from itertools import islice
 from typing import Any
 
@@ -94,13 +94,16 @@ class _PyIdSet:
     def __contains__(self, obj: object) -> bool:
         return id(obj) in self.ints
 
-    def take_new(self, objs: list[Any], skip: frozenset[type]) -> list[Any]:
+    def take_new(self, objs: Iterable[Any], skip: frozenset[type]) -> list[Any]:
+        objs = list(objs)
         batch = dict(zip(map(id, objs), objs))
         for k in batch.keys() & self.ints:
             del batch[k]
-        skipped = {t for t in set(map(type, batch.values())) if t in skip or issubclass(t, type)}
+        batch_types = list(map(type, batch.values()))
+        kinds = dict(zip(map(id, batch_types), batch_types))  # by identity: a metaclass may be unhashable
+        skipped = {k for k, t in kinds.items() if issubclass(t, type) or any(t is s for s in skip)}
         if skipped:
-            for k in [k for k, o in batch.items() if type(o) in skipped]:
+            for k in [k for k, o in batch.items() if id(type(o)) in skipped]:
                 del batch[k]
         self.ints.update(batch.keys())
         return list(batch.values())
@@ -181,7 +184,7 @@ def shallow_size(obj: object) -> int:
 _managed_dict_size: weakref.WeakKeyDictionary[type, int] = weakref.WeakKeyDictionary()
 
 
-def _managed_dict_extra(objs: list[Any], kinds: set[type]) -> int:
+def _managed_dict_extra(objs: list[Any], kinds: Iterable[type]) -> int:
     """Size of the not-yet-materialised ``__dict__`` of Python 3.11+ instances.
 
     Instances of one class share their dict keys, so the materialised dict
@@ -189,26 +192,36 @@ def _managed_dict_extra(objs: list[Any], kinds: set[type]) -> int:
     one sample instance (which therefore gets a real ``__dict__``, ~64 bytes)
     and reused.
     """
-    managed = {t for t in kinds if t.__flags__ & _Py_TPFLAGS_MANAGED_DICT}
+    managed = {id(t) for t in kinds if t.__flags__ & _Py_TPFLAGS_MANAGED_DICT}
     if not managed:
         return 0
     extra = 0
+    unhashable: dict[int, int] = {}  # classes whose metaclass makes them unhashable: cached for this call
     for o in objs:
         t = type(o)
-        if t not in managed:
+        if id(t) not in managed:
             continue
         refs = gc.get_referents(o)
         if len(refs) == 2 and type(refs[0]) is dict and refs[1] is t:
             # dict already materialised (or the one attribute is a dict: then
             # the estimate is skipped for this instance); the walk counts it
             continue
-        size = _managed_dict_size.get(t)
+        try:
+            size = _managed_dict_size.get(t)
+            cache: Any = _managed_dict_size
+        except TypeError:
+            size, cache = unhashable.get(id(t)), None
         if size is None:
             try:
-                size = shallow_size(o.__dict__)
+                size = shallow_size(o.__dict__)  # this sample now has a real dict: the walk counts it
             except Exception:
                 size = MANAGED_DICT_OVERHEAD + ALIGN * len(refs)
-            _managed_dict_size[t] = size
+                extra += size
+            if cache is not None:
+                cache[t] = size
+            else:
+                unhashable[id(t)] = size
+            continue
         extra += size
     return extra
 
@@ -245,7 +258,12 @@ def _vocab_dict_size(d: dict[Any, Any]) -> int | None:
     match; the general walk then runs.
     """
     n = len(d)
-    if n < 1024 or set(map(type, d)) != {bytes} or set(map(type, d.values())) != {int}:
+    if n < 1024:
+        return None
+    try:
+        if set(map(type, d)) != {bytes} or set(map(type, d.values())) != {int}:
+            return None
+    except TypeError:  # a key or value whose class is unhashable (its metaclass): not a vocabulary
         return None
     keys, values = iter(d), iter(d.values())
     total = shallow_size(d)
@@ -293,6 +311,15 @@ def deep_size(obj: object, seen: Seen | None = None) -> int:
     return deep_sizes([obj], seen)
 
 
+def _types_of(objs: list[Any]) -> Collection[type]:
+    """The distinct types of ``objs``: a set, or by identity when a metaclass makes a class unhashable."""
+    try:
+        return set(map(type, objs))
+    except TypeError:
+        ts = list(map(type, objs))
+        return dict(zip(map(id, ts), ts)).values()
+
+
 def deep_sizes(objs: Iterable[object], seen: Seen | None = None) -> int:
     """Bytes reachable from any of ``objs``, each object counted once."""
     ids = (seen if seen is not None else Seen()).ids
@@ -303,10 +330,10 @@ def deep_sizes(objs: Iterable[object], seen: Seen | None = None) -> int:
         frontier = []
         if not objs_level:
             break
-        kinds = set(map(type, objs_level))
+        kinds = _types_of(objs_level)
         total += _aligned_total(objs_level)
         total += _managed_dict_extra(objs_level, kinds)
-        if dict in kinds:  # vocabularies anywhere in the graph: entries sized in bulk, not walked
+        if any(t is dict for t in kinds):  # vocabularies anywhere in the graph: entries sized in bulk, not walked
             follow = []
             for o in objs_level:
                 entries = _vocab_entries_size(o, ids) if type(o) is dict and len(o) >= _VOCAB_MIN else None

@@ -56,7 +56,10 @@ _name_cache: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
 
 def type_name(t: type) -> str:
     """Qualified name of a type: ``"builtins.dict"``, ``"app.agents.RewardAgent"``."""
-    name = _name_cache.get(t)
+    try:
+        name = _name_cache.get(t)
+    except TypeError:  # a class whose metaclass makes it unhashable: named, not cached
+        name = None
     if name is None:
         module = getattr(t, "__module__", None) or "?"
         qual = getattr(t, "__qualname__", None) or getattr(t, "__name__", "?")
@@ -68,52 +71,48 @@ def type_name(t: type) -> str:
     return name
 
 
-_fixed_cache: weakref.WeakKeyDictionary[type, int | None] = weakref.WeakKeyDictionary()
+_MRO = type.__dict__["__mro__"]
+_TYPE_DICT = type.__dict__["__dict__"]
+_ITEMSIZE = type.__dict__["__itemsize__"]
+_OBJECT_SIZEOF = object.__dict__["__sizeof__"]
 
 
-def _fixed_size(t: type, sample: object) -> int | None:
-    """Aligned size shared by every instance of ``t``, or None when sizes vary."""
-    if t in _fixed_cache:
-        return _fixed_cache[t]
-    size: int | None = None
-    try:
-        if getattr(t, "__itemsize__", 1) == 0 and getattr(t, "__sizeof__", None) is object.__sizeof__:
-            size = (sys.getsizeof(sample) + ALIGN - 1) & ~(ALIGN - 1)
-    except Exception:
-        size = None
-    _fixed_cache[t] = size
-    return size
+def _lookup_sizeof(t: type) -> object | None:
+    """``__sizeof__`` found on the MRO of ``t``, as ``sys.getsizeof`` finds it (no metaclass ``__getattribute__``)."""
+    for k in _MRO.__get__(t, type):
+        d = _TYPE_DICT.__get__(k, type)
+        if "__sizeof__" in d:
+            return d["__sizeof__"]
+    return None
 
 
-_C_SIZEOF = (types.MethodDescriptorType, types.WrapperDescriptorType)
-_header_cache: weakref.WeakKeyDictionary[type, int | None] = weakref.WeakKeyDictionary()
+def _sizer(t: type, sample: object) -> tuple[int, Callable[[Any], int], int]:
+    """How instances of ``t`` are sized, decided on one ``sample``: ``(fixed, f, extra)``.
 
-
-def _sizer(t: type, sample: object) -> tuple[Callable[[Any], int], int]:
-    """``(f, extra)`` with ``sys.getsizeof(o) == f(o) + extra`` for every instance ``o`` of ``t``.
-
-    ``sys.getsizeof`` looks ``__sizeof__`` up on the object's type, calls it
-    and adds the GC/pre-header bytes, which depend only on the type. Calling
-    the type's C-level ``__sizeof__`` directly skips the lookup and the bound
-    method, about half the cost per object; ``extra`` (those header bytes) is
-    measured once per type on one sample and cached by weak reference (the
-    cache holds an int, never the method, so it keeps no class alive). Types
-    with a Python-level ``__sizeof__`` and metaclasses keep ``sys.getsizeof``.
+    ``fixed >= 0``: every instance has that size (``__itemsize__ == 0`` and
+    ``__sizeof__`` is ``object.__sizeof__``), already rounded up. Otherwise
+    ``sys.getsizeof(o) == f(o) + extra``: ``sys.getsizeof`` looks
+    ``__sizeof__`` up on the object's type, calls it and adds the
+    GC/pre-header bytes, which depend only on the type; calling the type's
+    C-level ``__sizeof__`` directly skips the lookup and the bound method,
+    about half the cost per object, and ``extra`` (those header bytes) is
+    measured on the sample. Classes (their header depends on the class),
+    Python-level ``__sizeof__`` and a C ``__sizeof__`` borrowed from an
+    unrelated type keep ``sys.getsizeof``. The same rules as
+    ``tokdiag/_speedups.c``, so both census paths agree.
     """
-    if t in _header_cache:
-        extra = _header_cache[t]
-    else:
-        extra = None
-        try:
-            f = t.__sizeof__
-            if type(f) in _C_SIZEOF and not issubclass(t, type):
-                extra = sys.getsizeof(sample) - f(sample)
-        except Exception:
-            extra = None
-        _header_cache[t] = extra
-    if extra is None:
-        return sys.getsizeof, 0
-    return t.__sizeof__, extra
+    plain = (-1, sys.getsizeof, 0)
+    if issubclass(t, type):
+        return plain
+    descr = _lookup_sizeof(t)
+    try:
+        if descr is _OBJECT_SIZEOF and _ITEMSIZE.__get__(t, type) == 0:
+            return ((sys.getsizeof(sample) + ALIGN - 1) & ~(ALIGN - 1), sys.getsizeof, 0)
+        if type(descr) is types.MethodDescriptorType and issubclass(t, descr.__objclass__):  # type: ignore[attr-defined]
+            return (-1, descr, sys.getsizeof(sample) - descr(sample))  # type: ignore[operator]
+    except Exception:
+        pass
+    return plain
 
 
 def _segment_sizes(f: Callable[[Any], int], extra: int, objs: tuple[Any, ...]) -> np.ndarray:
@@ -139,11 +138,11 @@ _CHUNK = 4096
 still in the CPU cache when their sizes are read right after their types."""
 
 
-class _Codes(dict[type, int]):
-    """Type -> dense code, assigned in order of first sight by ``__missing__`` (called from C)."""
+class _Codes(dict[Any, int]):
+    """Type (or type id) -> dense code, assigned in order of first sight by ``__missing__`` (called from C)."""
 
-    def __missing__(self, t: type) -> int:
-        c = self[t] = len(self)
+    def __missing__(self, key: Any) -> int:
+        c = self[key] = len(self)
         return c
 
 
@@ -187,13 +186,28 @@ def take_census_c(heap: list[Any], owned: Owned = None) -> dict[str, tuple[int, 
 def take_census_numpy(heap: list[Any], owned: Owned = None) -> dict[str, tuple[int, int, int]]:
     """:func:`take_census` without the C extension.
 
+    Types are keyed by themselves; when a class cannot be hashed (its
+    metaclass defines ``__eq__`` without ``__hash__``) the census starts
+    over keyed by ``id(type)`` (the census keeps each type alive while it
+    runs, so its id stays its own), a little slower.
+    """
+    try:
+        return _census_numpy(heap, owned, by_id=False)
+    except TypeError:
+        return _census_numpy(heap, owned, by_id=True)
+
+
+def _census_numpy(heap: list[Any], owned: Owned, *, by_id: bool) -> dict[str, tuple[int, int, int]]:
+    """The numpy census (see :func:`take_census_numpy`).
+
     One pass in slices of :data:`_CHUNK` objects, C loops only: each
     object's type is mapped to a dense code (``numpy.fromiter`` over
     ``map(codes.__getitem__, map(type, slice))``), counts are a
     ``numpy.bincount`` of the codes; only objects of types whose size varies
     are sized, grouped by type (a stable ``argsort`` of their codes and one
     ``operator.itemgetter`` gather) so each group is one
-    ``map(type.__sizeof__, group)`` (see :func:`_sizer`); fixed-size types
+    ``map(type.__sizeof__, group)`` (see :func:`_sizer`, decided afresh at
+    every call so a ``__sizeof__`` replaced at run time is honoured); fixed-size types
     are ``count * size``. The ``id`` check for ``owned_ids`` runs only when there
     are owned ids, as one ``numpy.searchsorted`` per slice into the sorted
     owned ids.
@@ -202,7 +216,7 @@ def take_census_numpy(heap: list[Any], owned: Owned = None) -> dict[str, tuple[i
     get_code = codes.__getitem__
     kinds: list[type] = []
     fixed: list[int] = []  # per code: aligned size, or -1 when sizes vary
-    sizers: list[tuple[Callable[[Any], int], int] | None] = []  # per code, variable sizes only
+    sizers: list[tuple[Callable[[Any], int], int]] = []  # per code: f, extra (variable sizes only)
     is_var = np.zeros(0, dtype=bool)
     var_bytes: list[int] = []  # per code: bytes of variable-size objects
     own_var_bytes: list[int] = []  # per code: the part of var_bytes in owned objects
@@ -212,19 +226,19 @@ def take_census_numpy(heap: list[Any], owned: Owned = None) -> dict[str, tuple[i
     for start in range(0, len(heap), _CHUNK):
         chunk = heap[start:start + _CHUNK]
         n = len(chunk)
-        cc = np.fromiter(map(get_code, map(type, chunk)), dtype=np.intp, count=n)
+        keys = map(id, map(type, chunk)) if by_id else map(type, chunk)
+        cc = np.fromiter(map(get_code, keys), dtype=np.intp, count=n)
         code_parts.append(cc)
         if len(codes) != len(kinds):  # types first met in this slice: one sample each
-            new = list(codes)[len(kinds):]
-            for c, t in enumerate(new, start=len(kinds)):
+            for c in range(len(kinds), len(codes)):
                 sample = chunk[int(np.argmax(cc == c))]
-                size = _fixed_cache[t] if t in _fixed_cache else _fixed_size(t, sample)
-                fixed.append(-1 if size is None else size)
-                sizers.append(_sizer(t, sample) if size is None else None)
+                size, f, extra = _sizer(type(sample), sample)
+                kinds.append(type(sample))
+                fixed.append(size)
+                sizers.append((f, extra))
                 var_bytes.append(0)
                 own_var_bytes.append(0)
                 del sample
-            kinds.extend(new)
             is_var = np.array([f < 0 for f in fixed], dtype=bool)
         own = _is_owned(chunk, owned_sorted) if owned_sorted is not None else None
         if own is not None and own.any():
@@ -243,7 +257,7 @@ def take_census_numpy(heap: list[Any], owned: Owned = None) -> dict[str, tuple[i
             cuts = (np.flatnonzero(np.diff(var_codes)) + 1).tolist()
             for lo, hi in zip([0, *cuts], [*cuts, len(at)]):
                 c = int(var_codes[lo])
-                f, extra = sizers[c]  # type: ignore[misc]
+                f, extra = sizers[c]
                 sizes = _segment_sizes(f, extra, objs[lo:hi])
                 var_bytes[c] += int(sizes.sum())
                 if own_var is not None:
