@@ -487,17 +487,19 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; background: #f
 .status.ok { background: #e3f5e8; color: #176b2c; }
 .status.failed { background: #fde4e4; color: #a11414; }
 .error { color: #a11414; margin-top: 4px; font-size: 13px; }
-td.nb { white-space: nowrap; }
-td.st { min-width: 10em; max-width: 24em; }
+td.nb { min-width: 10em; max-width: 15em; overflow-wrap: break-word; }
+td.nb strong { white-space: nowrap; }
+td.st { min-width: 4em; max-width: 24em; }
 .verdict { display: inline-block; min-width: 64px; text-align: center; padding: 0 6px; border-radius: 3px; font-size: 12px; font-weight: 600; margin-right: 6px; }
 @@VERDICT_CSS@@
 ul.headlines { margin: 0; padding: 0; list-style: none; } ul.headlines li { margin: 2px 0; }
 .detail { color: #5b6474; }
 .muted { color: #8a93a3; }
 .num { text-align: right; white-space: nowrap; }
-td.links a { display: block; white-space: nowrap; }
+td.links { min-width: 8em; max-width: 12em; }
+td.links a { display: block; overflow-wrap: break-word; }
 td.links details a { font-size: 12px; }
-td.hl { min-width: 24em; }
+td.hl { min-width: 20em; }
 details summary { cursor: pointer; color: #3b5b9a; font-size: 12px; margin: 2px 0; }
 dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 4px 12px; margin-top: 24px; color: #3b4352; }
 dl.legend dd { margin: 0; }
