@@ -53,7 +53,7 @@ def test_a_leak_in_the_child_is_seen_from_the_parent(user_module: str, tmp_path:
     v = run.verdicts().set_index(["probe", "metric"])
     assert v.loc[("watch", "count"), "verdict"] == "leak"
     assert v.loc[("watch", "count"), "per_step"] == pytest.approx(1.0)
-    assert run.events[-1]["name"] == "workload"
+    assert run.events[-1]["event"] == "workload"
     assert len(run.events[-1]["values"]["kept"]) == 30  # a list of reprs, JSON-safe
 
 

@@ -293,3 +293,19 @@ def test_unknown_watch_name_warns_with_close_matches(tmp_path: Path):
 def test_watch_name_of_a_class_without_instances_does_not_warn(recwarn):
     td.track(lambda i: None, steps=1, watch=["RewardAgent"], census=False, progress=False)
     assert not [w for w in recwarn if issubclass(w.category, td.TokdiagWarning)]
+
+
+def test_appending_to_a_journal_refuses_a_file_that_is_not_one(tmp_path):
+    from tokdiag.errors import JournalError
+    from tokdiag.journal import JournalWriter
+
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"kind": "snapshot"}\n')
+    with pytest.raises(JournalError, match="not a tokdiag journal"):
+        JournalWriter(notes, None)
+    run = td.track(lambda i: None, steps=3, journal=tmp_path / "j.jsonl", progress=False)
+    with JournalWriter(tmp_path / "j.jsonl", None) as journal:
+        journal.event("note", values={"k": 1})
+    back = td.load(tmp_path / "j.jsonl")
+    assert back.events[-1] == {"kind": "event", "event": "note", "values": {"k": 1}}
+    assert len(back.timeline) == len(run.timeline)

@@ -25,7 +25,7 @@ journal, and the parent loads the :class:`~tokdiag.Run` back from the journal
 alone (:func:`tokdiag.load`). The child's progress bar is off; its stderr is
 kept and shown when it fails. ``report`` names attributes of the step object
 to read after the run; their values (made JSON-safe) are appended to the
-journal as an ``event`` line ``{"kind": "event", "name": "workload",
+journal as an ``event`` line ``{"kind": "event", "event": "workload",
 "values": {...}}``.
 
 Everything passed must be JSON: factory kwargs and tracker options travel to
@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from tokdiag.errors import ConfigError, TargetError, TokdiagError
+from tokdiag.journal import JournalWriter
 from tokdiag.run import Run, load
 
 __all__ = ["track_isolated"]
@@ -146,8 +147,8 @@ def _child() -> int:  # pragma: no cover - runs in the child process (covered by
         traceback.print_exc()
         return _EXIT_WORKLOAD_ERROR
     values = {name: _json_safe(getattr(step, name, None)) for name in spec["report"]}
-    with open(spec["journal"], "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"kind": "event", "name": "workload", "values": values}) + "\n")
+    with JournalWriter(spec["journal"], None) as journal:  # appended after the run's end line
+        journal.event("workload", values=values)
     return 0
 
 

@@ -45,8 +45,13 @@ def _clean(value: float) -> float | None:
 class JournalWriter:
     """Append JSON lines to ``path``, flushing each one to the OS as it is written."""
 
-    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any], *, overwrite: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any] | None, *, overwrite: bool = False) -> None:
+        """Start a journal at ``path`` with ``header``; with ``header=None``, append to the journal already there."""
         self.path = Path(path)
+        if header is None:
+            read_journal(self.path)  # a journal, with its header: refuses anything else by name
+            self._fh = open(self.path, "a", encoding="utf-8")
+            return
         if self.path.exists() and not overwrite:
             raise ConfigError(
                 f"journal {str(self.path)!r} already exists; will not overwrite it without overwrite=True "
@@ -56,11 +61,21 @@ class JournalWriter:
         self._fh = open(self.path, "w", encoding="utf-8")
         self.write({"kind": "header", "format": FORMAT, **header})
 
+    def __enter__(self) -> JournalWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def write(self, line: dict[str, Any]) -> None:
         if self._fh.closed:
             raise JournalError(f"journal {str(self.path)!r} is closed; start a new run to write more")
         self._fh.write(json.dumps(line, default=str, allow_nan=False) + "\n")
         self._fh.flush()
+
+    def event(self, name: str, **fields: Any) -> None:
+        """An ``event`` line: ``{"kind": "event", "event": name, **fields}`` (a budget stop, a workload's own figures)."""
+        self.write({"kind": "event", "event": name, **fields})
 
     def snapshot(self, step: int, elapsed_s: float, records: Iterable[Record]) -> None:
         self.write({

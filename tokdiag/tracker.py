@@ -297,8 +297,7 @@ class Tracker:
 
     def _event(self, event: str, message: str) -> None:
         assert self._writer is not None
-        self._writer.write({"kind": "event", "step": self._done, "elapsed_s": time.perf_counter() - self._t0,
-                            "event": event, "message": message})
+        self._writer.event(event, step=self._done, elapsed_s=time.perf_counter() - self._t0, message=message)
 
     def _finish(self, reason: str, message: str) -> None:
         if self._ended:
