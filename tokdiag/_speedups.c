@@ -281,46 +281,41 @@ idset_take_new(IdSetObject *s, PyObject *args)
     return out;
 }
 
+/* One pass over an iterable of objects: with ``add``, add each (0 when done);
+ * without, stop at the first one in the set (1) or report none (0). -1 on error. */
+static int
+idset_over(IdSetObject *s, PyObject *iterable, int add)
+{
+    PyObject *it = PyObject_GetIter(iterable);
+    if (it == NULL)
+        return -1;
+    int result = 0;
+    PyObject *o;
+    while (result == 0 && (o = PyIter_Next(it)) != NULL) {
+        uint64_t key = ADDR(o);
+        Py_DECREF(o);
+        if (add)
+            result = idset_add(s, key) < 0 ? -1 : 0;
+        else
+            result = idset_has(s, key);
+    }
+    Py_DECREF(it);
+    return result == 0 && PyErr_Occurred() ? -1 : result;
+}
+
 /* contains_any(iterable) -> bool: is any of the objects in the set? */
 static PyObject *
 idset_contains_any(IdSetObject *s, PyObject *iterable)
 {
-    PyObject *it = PyObject_GetIter(iterable);
-    if (it == NULL)
-        return NULL;
-    PyObject *o;
-    while ((o = PyIter_Next(it)) != NULL) {
-        int has = idset_has(s, ADDR(o));
-        Py_DECREF(o);
-        if (has) {
-            Py_DECREF(it);
-            Py_RETURN_TRUE;
-        }
-    }
-    Py_DECREF(it);
-    if (PyErr_Occurred())
-        return NULL;
-    Py_RETURN_FALSE;
+    int found = idset_over(s, iterable, 0);
+    return found < 0 ? NULL : PyBool_FromLong(found);
 }
 
 /* add_all(iterable) -> None: add every object of the iterable. */
 static PyObject *
 idset_add_all(IdSetObject *s, PyObject *iterable)
 {
-    PyObject *it = PyObject_GetIter(iterable);
-    if (it == NULL)
-        return NULL;
-    PyObject *o;
-    while ((o = PyIter_Next(it)) != NULL) {
-        int added = idset_add(s, ADDR(o));
-        Py_DECREF(o);
-        if (added < 0) {
-            Py_DECREF(it);
-            return NULL;
-        }
-    }
-    Py_DECREF(it);
-    if (PyErr_Occurred())
+    if (idset_over(s, iterable, 1) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
