@@ -99,9 +99,7 @@ class _PyIdSet:
         batch = dict(zip(map(id, objs), objs))
         for k in batch.keys() & self.ints:
             del batch[k]
-        batch_types = list(map(type, batch.values()))
-        kinds = dict(zip(map(id, batch_types), batch_types))  # by identity: a metaclass may be unhashable
-        skipped = {k for k, t in kinds.items() if issubclass(t, type) or any(t is s for s in skip)}
+        skipped = {id(t) for t in _types_of(list(batch.values())) if issubclass(t, type) or any(t is s for s in skip)}
         if skipped:
             for k in [k for k, o in batch.items() if id(type(o)) in skipped]:
                 del batch[k]
