@@ -510,7 +510,11 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
                "font": {"color": [["white"] * len(labels)] + [["#222222"] * len(labels)] * 5, "size": 11},
                "align": "left", "height": 30},
     ))
-    _base_layout(fig, title, height=min(160 + 46 * len(rows), 1600))
+    # Tall enough for every row, so nothing hides behind the table's own scroll bar: a row is as
+    # tall as its longest wrapped cell (the reason, ~45 characters a line in a notebook-width page).
+    series_lines = 3 if many_runs else 2
+    row_px = [14 * max(series_lines, math.ceil(len(str(r)) / 45)) + 16 for r in rows["reason"]]
+    _base_layout(fig, title, height=min(130 + sum(row_px), 4000))
     fig.update_layout(margin={"l": 10, "r": 10, "t": 80, "b": 10})
     return fig
 
