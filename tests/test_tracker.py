@@ -309,3 +309,16 @@ def test_appending_to_a_journal_refuses_a_file_that_is_not_one(tmp_path):
     back = td.load(tmp_path / "j.jsonl")
     assert back.events[-1] == {"kind": "event", "event": "note", "values": {"k": 1}}
     assert len(back.timeline) == len(run.timeline)
+
+
+_ONE_CACHE: dict[int, list[int]] = {}
+
+
+def test_caches_takes_one_module_attr_string_and_refuses_a_bare_dict(tmp_path):
+    def step(i: int) -> None:
+        _ONE_CACHE[i % 5] = list(range(100))
+
+    run = td.track(step, steps=10, caches=f"{__name__}:_ONE_CACHE", progress=False)
+    assert run.series("cache", f"{__name__}:_ONE_CACHE", "entries").iloc[-1] == 5
+    with pytest.raises(td.ConfigError, match=r"caches=\[it\]"):
+        td.track(step, steps=3, caches=_ONE_CACHE, progress=False)

@@ -137,7 +137,22 @@ def _child() -> int:  # pragma: no cover - runs in the child process (covered by
     except td.TokdiagError as exc:  # a bad target: the message says it all, no traceback needed
         print(exc, file=sys.stderr)
         return _EXIT_BAD_FACTORY
+    import inspect
+
+    try:
+        inspect.signature(make).bind(**spec["kwargs"])
+    except TypeError as exc:
+        print(f"factory {spec['factory']!r} cannot be called with kwargs {spec['kwargs']!r} ({exc}); track_isolated "
+              "calls the factory once, in the child, and tracks the step function it returns: pass a factory "
+              "such as def make(**kwargs): return step  (not step(i) itself)", file=sys.stderr)
+        return _EXIT_BAD_FACTORY
+    except ValueError:  # no signature to read (a builtin): let the call say
+        pass
     step = make(**spec["kwargs"])
+    if not callable(step):
+        print(f"factory {spec['factory']!r} returned {type(step).__name__}, not a step function; it must return "
+              "a callable taking the step index (was a step function passed as the factory?)", file=sys.stderr)
+        return _EXIT_BAD_FACTORY
     try:
         td.track(step, steps=spec["steps"], journal=spec["journal"], overwrite=True, progress=False,
                  **spec["options"])

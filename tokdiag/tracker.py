@@ -31,7 +31,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,8 @@ class Tracker:
         at the end, with close matches.
     caches:
         ``"module:attr"`` strings, callables or objects (see :func:`tokdiag.cache`),
-        e.g. ``[td.cache("aworld.models.utils:_TIKTOKEN_ENCODING_CACHE"), *td.presets.tiktoken()]``.
+        e.g. ``["myapp.llm:_TOKENIZERS", *td.presets.tiktoken()]``; one
+        ``"module:attr"`` string alone is taken as a list of one.
     every:
         Snapshot every k steps, or ``"auto"``.
     census:
@@ -142,6 +143,11 @@ class Tracker:
             raise ConfigError(f"alloc_sites={alloc_sites!r}: must be 0 (off) or a positive number of sites")
         if isinstance(watch, str):
             watch = [watch]
+        if isinstance(caches, (str, CacheSpec)):  # one cache: "module:attr" or td.cache(...)
+            caches = [caches]
+        elif isinstance(caches, Mapping):
+            raise ConfigError(f"caches is a {type(caches).__name__} of {len(caches)} entries; to measure that "
+                              "object as a cache pass caches=[it] (caches takes a list of caches)")
         self.budget_bytes = None if budget_mb is None else int(budget_mb * _MiB)
         self.collect = collect
         self.progress = progress
