@@ -87,8 +87,9 @@ def test_subjects_in_only_one_run_have_nan_on_the_other_side():
     df = compare(*_pair()).set_index("subject")
     only_a, only_b = df.loc["app.OnlyA"], df.loc["app.OnlyB"]
     assert only_a["verdict_a"] == "leak" and pd.isna(only_a["verdict_b"]) and np.isnan(only_a["per_step_b"])
-    assert only_a["change"] == "fixed" and not only_a["real"] and np.isnan(only_a["difference"])
-    assert pd.isna(only_b["verdict_a"]) and only_b["verdict_b"] == "flat" and only_b["change"] == "unchanged"
+    # a watched class only one run watched: no evidence that the other fixed (or introduced) anything
+    assert only_a["change"] == "not compared" and not only_a["real"] and np.isnan(only_a["difference"])
+    assert pd.isna(only_b["verdict_a"]) and only_b["verdict_b"] == "flat" and only_b["change"] == "not compared"
 
 
 def test_a_difference_below_the_practical_minimum_is_not_real():
@@ -176,3 +177,17 @@ def test_two_runs_of_the_same_clean_workload_are_unchanged():
     watched = df[df["probe"] == "watch"]
     assert len(watched) == 2 and (watched["change"] == "unchanged").all()
     assert (df.loc[(df["probe"] == "process") & (df["metric"] == "rss"), "change"] == "unchanged").all()
+
+
+def test_a_series_only_one_run_measured_is_not_compared_but_a_census_type_gone_is_fixed():
+    import pandas as pd
+
+    cols = ["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"]
+    a = pd.DataFrame([("a", s, 0.0, p, subj, "count", float(s), "objects")
+                      for s in range(0, 100, 10)
+                      for p, subj in (("watch", "app.Agent"), ("census", "app.Blob"), ("watch", "app.Both"))],
+                     columns=cols)
+    b = pd.DataFrame([("b", s, 0.0, "watch", "app.Both", "count", 5.0, "objects") for s in range(0, 100, 10)],
+                     columns=cols)
+    got = td.compare(a, b).set_index("subject")["change"].to_dict()
+    assert got == {"app.Agent": "not compared", "app.Blob": "fixed", "app.Both": "fixed"}

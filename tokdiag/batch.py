@@ -454,7 +454,7 @@ _VERDICT_HELP = {
 }
 
 _CHANGE_COLORS = {"fixed": "#2ca02c", "less growth": "#74c476", "new leak": "#d62728", "more growth": "#fb6a4a",
-                  "unchanged": "#8c8c8c"}
+                  "unchanged": "#8c8c8c", "not compared": "#bdbdbd"}
 """Colours of :func:`tokdiag.compare`'s ``change`` labels when a notebook uses them as headlines."""
 
 _CHANGE_HELP = {
@@ -463,6 +463,7 @@ _CHANGE_HELP = {
     "more growth": "grows measurably more than the baseline",
     "new leak": "a leak that the baseline did not have",
     "unchanged": "no real difference from the baseline",
+    "not compared": "measured in only one of the two runs (they watched different classes or caches)",
 }
 
 _ALL_COLORS = {**LABEL_COLORS, **_CHANGE_COLORS}

@@ -33,7 +33,7 @@ COMPARE_COLUMNS: tuple[str, ...] = (
 )
 """Columns of :func:`compare`, in order."""
 
-CHANGES: tuple[str, ...] = ("fixed", "new leak", "less growth", "more growth", "unchanged")
+CHANGES: tuple[str, ...] = ("fixed", "new leak", "less growth", "more growth", "unchanged", "not compared")
 """Every value of the ``change`` column."""
 
 _SETTLED = {"flat", "bounded", "step"}
@@ -65,9 +65,13 @@ def _span(tl: pd.DataFrame) -> float:
     return float(steps.max() - steps.min()) if len(steps) else 0.0
 
 
-def _change(va: Any, vb: Any, real: bool, diff: float) -> str:
+def _change(va: Any, vb: Any, real: bool, diff: float, probe: str) -> str:
     a_missing = not isinstance(va, str)
     b_missing = not isinstance(vb, str)
+    if (a_missing or b_missing) and probe != "census":
+        # a watched class, cache or process series one run did not measure (other watch/caches): no evidence
+        # either way. A census type below the census' thresholds is left out, so its absence is evidence.
+        return "not compared"
     if va == "leak" and (b_missing or vb in _SETTLED):
         return "fixed"
     if vb == "leak" and (a_missing or va in _SETTLED):
@@ -107,9 +111,11 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None, project_to
       the shorter of the two runs, the same test :func:`classify` applies
       to call growth a leak.
     - ``change``: ``"fixed"`` (a leaks; b is flat, bounded or a step, or the
-      series is gone), ``"new leak"`` (the reverse), else ``"less growth"`` /
+      census type is gone), ``"new leak"`` (the reverse), else ``"less growth"`` /
       ``"more growth"`` when the difference is real, else ``"unchanged"``.
       An inconclusive side never makes a "fixed" or a "new leak" on its own.
+      A watch, cache or process series that only one run measured (the runs
+      watched different classes or caches) is ``"not compared"``.
 
     >>> import pandas as pd
     >>> cols = ["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"]
@@ -148,7 +154,7 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None, project_to
         big = math.isfinite(d) and abs(d) * span >= minimum and abs(d) > 0
         r = excludes and big
         real.append(r)
-        change.append(_change(m["verdict_a"].iloc[i], m["verdict_b"].iloc[i], r, d))
+        change.append(_change(m["verdict_a"].iloc[i], m["verdict_b"].iloc[i], r, d, str(m["probe"].iloc[i])))
     out = pd.DataFrame({
         "probe": m["probe"].astype(str), "subject": m["subject"].astype(str), "metric": m["metric"].astype(str),
         "unit": unit.astype(object),
