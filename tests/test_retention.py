@@ -260,3 +260,28 @@ def test_the_built_in_workloads_are_measured_not_hidden_as_tokdiag_internals():
                    "AgentApp.registry -> AgentRegistry._agents[" in t for t in texts), texts
     finally:
         step.app.close()
+
+
+class _Kept:
+    pass
+
+
+_KEPT: list[_Kept] = []
+
+
+def test_a_loaded_run_says_which_chains_it_recorded_instead_of_returning_nothing(tmp_path):
+    import tokdiag as td
+    from tokdiag.errors import ConfigError
+
+    def step(i: int) -> None:
+        _KEPT.append(_Kept())
+
+    td.track(step, steps=5, watch=["_Kept"], journal=tmp_path / "a.jsonl", progress=False)
+    back = td.load(tmp_path / "a.jsonl")
+    assert back.why_alive("_Kept")  # recorded chains come back
+    with pytest.raises(ConfigError, match="did you mean '_Kept'"):
+        back.why_alive("_Kpet")
+    td.track(step, steps=5, journal=tmp_path / "b.jsonl", progress=False)  # nothing watched: nothing recorded
+    with pytest.raises(ConfigError, match="recorded no why-alive chains"):
+        td.load(tmp_path / "b.jsonl").why_alive("_Kept")
+    _KEPT.clear()
