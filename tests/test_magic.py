@@ -103,3 +103,12 @@ def test_bad_options_are_usage_errors_naming_the_option(shell, line, named):
 def test_an_empty_body_is_a_usage_error(shell):
     with pytest.raises(UsageError, match="cell body"):
         shell.run_cell_magic("tokdiag", "--steps 3", "   \n")
+
+
+def test_help_lists_every_option_and_a_typo_shows_the_usage(shell):
+    with pytest.raises(UsageError, match=r"(?s)--steps.*--watch.*--budget-mb"):
+        shell.run_cell_magic("tokdiag", "--help", "pass")
+    with pytest.raises(UsageError, match=r"(?s)unknown option --stpes; did you mean --steps\?.*usage: %%tokdiag --steps"):
+        shell.run_cell_magic("tokdiag", "--stpes 10", "pass")
+    with pytest.raises(UsageError, match=r"(?s)required: --steps.*usage: %%tokdiag.*--help lists every option"):
+        shell.run_cell_magic("tokdiag", "--every 2", "pass")

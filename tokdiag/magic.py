@@ -33,6 +33,7 @@ plotly renderer is configured, so the magic never opens a browser.
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
@@ -85,7 +86,22 @@ class TokdiagMagics(Magics):
         Displays the verdict table and the memory ledger afterwards. See
         :mod:`tokdiag.magic` for every option.
         """
-        args = parse_argstring(self.tokdiag, line)
+        parser = self.tokdiag.parser
+        words = line.split()
+        if {"-h", "--help"} & set(words):
+            raise UsageError(parser.format_help().replace("%tokdiag", "%%tokdiag"))
+        usage = "usage: " + " ".join(parser.format_usage().replace("::", "").split()).replace("%tokdiag", "%%tokdiag")
+        known = {o for a in parser._actions for o in a.option_strings}
+        for w in words:
+            option = w.split("=", 1)[0]
+            if option.startswith("-") and option not in known and not option.lstrip("-").replace(".", "").isdigit():
+                close = difflib.get_close_matches(option, sorted(known), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise UsageError(f"%%tokdiag: unknown option {option}{hint}\n{usage}\n(%%tokdiag --help lists every option)")
+        try:
+            args = parse_argstring(self.tokdiag, line)
+        except UsageError as exc:
+            raise UsageError(f"{exc}\n{usage}\n(%%tokdiag --help lists every option)") from None
         every = self._every(args.every)
         if args.steps <= 0:
             raise UsageError(f"--steps {args.steps}: must be a positive number of steps, e.g. --steps 200")
