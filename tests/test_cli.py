@@ -131,3 +131,17 @@ def test_report_on_a_file_that_is_not_a_journal_names_it_as_given_and_starts_no_
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"'{notes}' is not a tokdiag journal" in err
     assert not (tmp_path / "out" / "journal_report.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_report_shows_what_the_tracker_warned_about(tmp_path: Path) -> None:
+    import warnings
+
+    import tokdiag as td
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        td.track(lambda i: None, steps=4, watch=["RewardAgnet"], journal=tmp_path / "typo.jsonl", progress=False)
+    assert main(["report", str(tmp_path / "typo.jsonl"), "-o", str(tmp_path / "out")]) == 0
+    page = (tmp_path / "out" / "journal_report.html").read_text()
+    assert "warning in typo: watch: no class matches 'RewardAgnet'" in page
