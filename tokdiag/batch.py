@@ -284,7 +284,8 @@ def _resolve_notebook(label: str, *, base_dir: Path, where: str) -> Path:
             if candidate.suffix != ".ipynb":
                 raise ConfigError(f"{where}: notebook {label!r} is not an .ipynb file")
             return candidate.resolve()
-    tried = " or ".join(repr(os.path.relpath(c)) if not given.is_absolute() else repr(str(c)) for c in candidates)
+    shown = [os.path.relpath(c) if not given.is_absolute() else str(c) for c in candidates]
+    tried = " or ".join(repr(t) for t in dict.fromkeys(shown))  # the plan's folder may be the current one
     raise ConfigError(f"{where}: notebook {label!r} not found (looked for {tried}); "
                       "give a path relative to the plan file or to the current folder")
 
