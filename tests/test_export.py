@@ -231,3 +231,15 @@ def test_a_progress_bar_is_exported_in_its_last_state_not_one_line_per_refresh(t
     page = export_html(nb, tmp_path / "page.html", title="progress").read_text(encoding="utf-8")
     assert "100/100" in page and "50/100" not in page and "0/100" not in page.replace("100/100", "")
     assert "done" in page
+
+
+def test_a_finished_progress_bar_is_not_shown_as_an_error_but_a_warning_still_is(tmp_path: Path) -> None:
+    bar = "\rrun: 100%|##########| 300/300 [00:04<00:00, 70.1it/s, rss=120 MiB]\n"
+    warning = "UserWarning: no class matches 'Jbo'\n"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("a", outputs=[nbformat.v4.new_output("stream", name="stderr", text=bar)]),
+        nbformat.v4.new_code_cell("b", outputs=[nbformat.v4.new_output("stream", name="stderr", text=bar + warning)]),
+    ])
+    page = export_html(nb, tmp_path / "page.html", title="progress").read_text(encoding="utf-8")
+    assert page.count('data-mime-type="application/vnd.jupyter.stderr"') == 1  # only the warning keeps the stderr box
+    assert "no class matches" in page and page.count("300/300") == 2

@@ -265,7 +265,18 @@ def _merge_streams(outputs: list[Any]) -> list[Any]:
     for output in merged:
         if output.get("output_type") == "stream" and "\r" in output.get("text", ""):
             output["text"] = _terminal_text(output["text"])
+        if output.get("output_type") == "stream" and output.get("name") == "stderr" and _only_progress(output["text"]):
+            output["name"] = "stdout"  # a finished progress bar is not an error: not in the red stderr box
     return merged
+
+
+_PROGRESS_LINE = re.compile(r"^.*\d+%\|.*\|.*\[.*(it/s|s/it|\?it/s).*\]\s*$")
+"""A tqdm bar as it ends: ``label: 100%|█████| 300/300 [00:04<00:00, 70.1it/s, rss=120 MiB]``."""
+
+
+def _only_progress(text: str) -> bool:
+    lines = [line for line in text.split("\n") if line.strip()]
+    return bool(lines) and all(_PROGRESS_LINE.match(line) for line in lines)
 
 
 def _prepare_outputs(nb: Any) -> int:
