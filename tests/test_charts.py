@@ -492,3 +492,13 @@ def test_malicious_names_stay_text_in_chromium(tmp_path):
         finally:
             browser.close()
 
+
+
+def test_compare_fades_the_bars_of_a_difference_that_is_not_real():
+    df = _compare_df()
+    df.loc[1, ["real", "change"]] = [False, "unchanged"]
+    fig = charts.compare(df)
+    rss_after = next(t for t in fig.data if t.name == "after" and t.xaxis == "x")
+    agents_after = next(t for t in fig.data if t.name == "after" and t.xaxis == "x2")
+    assert list(rss_after.marker.opacity) == [0.35] and list(agents_after.marker.opacity) == [1.0]
+    assert "faded: no real difference" in fig.layout.title.text

@@ -611,7 +611,7 @@ def chain(chains: Any, *, top: int = 6) -> go.Figure:
 # --------------------------------------------------------------------------- A/B comparison
 
 _COMPARE_NEEDS = ("probe", "subject", "metric", "unit", "per_step_a", "per_step_a_low", "per_step_a_high",
-                  "per_step_b", "per_step_b_low", "per_step_b_high", "change")
+                  "per_step_b", "per_step_b_low", "per_step_b_high", "change", "real")
 
 
 def _scale(unit: str, values: np.ndarray) -> tuple[float, str]:
@@ -642,7 +642,7 @@ def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
     label_a, label_b = (list(compare_df.attrs.get("labels") or ("A", "B")) + ["A", "B"])[:2]
     la, lb = _esc(label_a), _esc(label_b)
     title = (f"Growth per step: {la} vs {lb}<br><sup>shorter bars in {lb} mean the change helped; "
-             "whiskers are 99% intervals, a difference only counts when it is real</sup>")
+             "whiskers are 99% intervals; faded: no real difference (intervals overlap or below the practical minimum)</sup>")
     if compare_df.empty:
         return _empty(title, "no series in common to compare")
     units = sorted(compare_df["unit"].astype(str).unique(), key=lambda u: (u != "bytes", u))
@@ -678,7 +678,7 @@ def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
                                for s, x, a, b, c in zip(part["subject"], v, lo, hi, part["change"])], dtype=object)
             fig.add_trace(go.Bar(
                 y=cats, x=np.where(np.isfinite(v), v, 0.0) / div, orientation="h", name=label, legendgroup=side,
-                showlegend=r == 1, marker={"color": color},
+                showlegend=r == 1, marker={"color": color, "opacity": np.where(part["real"].to_numpy(bool), 1.0, 0.35)},
                 error_x={"type": "data", "array": plus, "arrayminus": minus, "visible": True, "color": "#333"},
                 customdata=custom,
                 hovertemplate="%{customdata[0]}: %{customdata[1]}<br>%{customdata[2]} "
