@@ -502,3 +502,16 @@ def test_compare_fades_the_bars_of_a_difference_that_is_not_real():
     agents_after = next(t for t in fig.data if t.name == "after" and t.xaxis == "x2")
     assert list(rss_after.marker.opacity) == [0.35] and list(agents_after.marker.opacity) == [1.0]
     assert "faded: no real difference" in fig.layout.title.text
+
+
+def test_chain_edges_are_as_wide_as_their_labels_and_long_keys_are_shortened():
+    url = '["https://shop.example/search?q=' + "x" * 60 + '"]'
+    c = {"root": "app.state", "root_kind": "module", "target_type": "app.Page", "edges": [
+        {"kind": "attr", "label": "_APPS", "source_type": "module"},
+        {"kind": "key", "label": url, "source_type": "dict"},
+        {"kind": "attr", "label": "page", "source_type": "Holder"}]}
+    fig = charts.chain(c)
+    texts = [a.text for a in fig.layout.annotations if a.text]
+    assert texts[1].endswith("…</b>") and len(texts[1]) <= len("<b></b>") + 40 + 20  # shortened (escaped)
+    spans = [a.x - a.ax for a in fig.layout.annotations if a.showarrow]
+    assert spans[1] > 3 * spans[0] and spans[0] == pytest.approx(spans[2])  # the long label's edge is wider than the short ones
