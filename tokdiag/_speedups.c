@@ -398,23 +398,33 @@ static PyObject *sizeof_name;    /* "__sizeof__", interned */
 static PyObject *object_sizeof;  /* object.__sizeof__ (borrowed from object's dict) */
 static PyObject *sys_getsizeof;  /* sys.getsizeof */
 
-/* getsizeof(o); -1 with no exception set when it raised an Exception,
- * -2 with the exception set when it raised something else. */
+/* The size a __sizeof__ call returned, from its result ``r`` (a new reference, or NULL when it
+ * raised): >= 0; -1 when it raised an Exception or returned a negative number (cleared: the object
+ * counts 0 bytes, as when sys.getsizeof raises); -2 when it raised anything else (KeyboardInterrupt:
+ * left set, to propagate). */
 static long long
-safe_getsizeof(PyObject *o)
+size_of_result(PyObject *r)
 {
-    PyObject *r = PyObject_CallOneArg(sys_getsizeof, o);
     if (r != NULL) {
         long long v = PyLong_AsLongLong(r);
         Py_DECREF(r);
-        if (!(v == -1 && PyErr_Occurred()))
+        if (v >= 0)
             return v;
+        if (v != -1 || !PyErr_Occurred())
+            return -1; /* negative: sys.getsizeof would raise ValueError */
     }
     if (PyErr_ExceptionMatches(PyExc_Exception)) {
         PyErr_Clear();
         return -1;
     }
     return -2;
+}
+
+/* sys.getsizeof(o), as size_of_result says. */
+static long long
+safe_getsizeof(PyObject *o)
+{
+    return size_of_result(PyObject_CallOneArg(sys_getsizeof, o));
 }
 
 static int
@@ -474,18 +484,11 @@ entry_init(Entry *e, PyTypeObject *tp, PyObject *o, Py_ssize_t align)
     if (kind != METH_NOARGS)
         return 0;
     PyCFunction meth = def->ml_meth;
-    PyObject *r = meth(o, NULL);
-    long long inner = -1;
-    if (r != NULL) {
-        inner = PyLong_AsLongLong(r);
-        Py_DECREF(r);
-    }
-    if (inner == -1 && PyErr_Occurred()) {
-        if (!PyErr_ExceptionMatches(PyExc_Exception))
-            return -1;
-        PyErr_Clear();
+    long long inner = size_of_result(meth(o, NULL));
+    if (inner == -2)
+        return -1;
+    if (inner < 0)
         return 0;
-    }
     long long outer = safe_getsizeof(o);
     if (outer == -2)
         return -1;
@@ -620,41 +623,21 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args)
             Py_DECREF(o);
             goto done;
         }
-        Py_ssize_t idx = e - t.entries; /* entries may move only in table_entry; keep the index anyway */
+        /* e stays valid: entries move only when table_entry adds a type, never while sizing */
         long long size;
         if (e->mode == MODE_FIXED) {
             size = e->fixed;
         }
         else {
-            long long raw = -1;
-            if (e->mode == MODE_CMETH) {
-                PyObject *r = e->meth(o, NULL);
-                if (r != NULL) {
-                    raw = PyLong_AsLongLong(r);
-                    Py_DECREF(r);
-                }
-                if (raw == -1 && PyErr_Occurred()) {
-                    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-                        Py_DECREF(o);
-                        goto done;
-                    }
-                    PyErr_Clear();
-                    raw = -1;
-                }
-                else {
-                    raw += t.entries[idx].extra;
-                }
+            long long raw = e->mode == MODE_CMETH ? size_of_result(e->meth(o, NULL)) : safe_getsizeof(o);
+            if (raw == -2) {
+                Py_DECREF(o);
+                goto done;
             }
-            else {
-                raw = safe_getsizeof(o);
-                if (raw == -2) {
-                    Py_DECREF(o);
-                    goto done;
-                }
-            }
+            if (raw >= 0 && e->mode == MODE_CMETH)
+                raw += e->extra;
             size = raw < 0 ? 0 : (raw + align - 1) & ~(long long)(align - 1);
         }
-        e = &t.entries[idx];
         e->count++;
         e->bytes += size;
         if ((n_ids && is_owned(ids, n_ids, (int64_t)(uintptr_t)o))
