@@ -144,10 +144,6 @@ class Seen:
     def __contains__(self, obj: object) -> bool:
         return obj in self.ids
 
-    def add_all(self, objs: Iterable[object]) -> None:
-        """Mark ``objs`` as counted."""
-        self.ids.add_all(objs)
-
     def sorted_ids(self) -> np.ndarray:
         """The ids counted, as a sorted int64 array."""
         arr = np.frombuffer(self.ids.ids(), dtype=np.uint64).astype(np.int64)

@@ -35,9 +35,7 @@ import pandas as pd
 
 from tokdiag.probes.base import SnapshotContext
 from tokdiag.records import BYTES, OBJECTS, Record
-from tokdiag.sizing import ALIGN
-
-from tokdiag.sizing import Seen
+from tokdiag.sizing import ALIGN, Seen, shallow_size
 
 try:
     from tokdiag import _speedups
@@ -121,16 +119,9 @@ def _segment_sizes(f: Callable[[Any], int], extra: int, objs: tuple[Any, ...]) -
         sizes = np.fromiter(map(f, objs), dtype=np.int64, count=len(objs))
         if extra:
             sizes += extra
-    except Exception:  # an object whose __sizeof__ raises counts 0, as with _safe_getsizeof
-        sizes = np.fromiter(map(_safe_getsizeof, objs), dtype=np.int64, count=len(objs))
+    except Exception:  # an object whose __sizeof__ raises counts 0 (shallow_size says so, one by one)
+        sizes = np.fromiter(map(shallow_size, objs), dtype=np.int64, count=len(objs))
     return (sizes + (ALIGN - 1)) & ~(ALIGN - 1)
-
-
-def _safe_getsizeof(o: object) -> int:
-    try:
-        return sys.getsizeof(o)
-    except Exception:
-        return 0
 
 
 _CHUNK = 4096
@@ -208,7 +199,7 @@ def _census_numpy(heap: list[Any], owned: Owned, *, by_id: bool) -> dict[str, tu
     ``operator.itemgetter`` gather) so each group is one
     ``map(type.__sizeof__, group)`` (see :func:`_sizer`, decided afresh at
     every call so a ``__sizeof__`` replaced at run time is honoured); fixed-size types
-    are ``count * size``. The ``id`` check for ``owned_ids`` runs only when there
+    are ``count * size``. The ``id`` check for ``owned`` runs only when there
     are owned ids, as one ``numpy.searchsorted`` per slice into the sorted
     owned ids.
     """
@@ -268,10 +259,10 @@ def _census_numpy(heap: list[Any], owned: Owned, *, by_id: bool) -> dict[str, tu
     fixed_arr = np.maximum(np.array(fixed, dtype=np.int64), 0)
     counts = np.bincount(np.concatenate(code_parts), minlength=k) if code_parts else np.zeros(0, np.int64)
     total = counts * fixed_arr + np.array(var_bytes, dtype=np.int64)
-    owned = np.array(own_var_bytes, dtype=np.int64)
+    owned_bytes = np.array(own_var_bytes, dtype=np.int64)
     if own_code_parts:
-        owned += np.bincount(np.concatenate(own_code_parts), minlength=k) * fixed_arr
-    rows = [(t, int(counts[c]), int(total[c]), int(total[c]) - int(owned[c])) for c, t in enumerate(kinds)]
+        owned_bytes += np.bincount(np.concatenate(own_code_parts), minlength=k) * fixed_arr
+    rows = [(t, int(counts[c]), int(total[c]), int(total[c]) - int(owned_bytes[c])) for c, t in enumerate(kinds)]
     del kinds
     return _by_name(rows)
 
