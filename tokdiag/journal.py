@@ -22,7 +22,6 @@ reports the run as ``killed``. Plain pandas reads the file too:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from tokdiag import _native
 from tokdiag.errors import ConfigError, JournalError
 from tokdiag.records import Record
 
@@ -103,7 +103,7 @@ def make_header(run: str, params: dict[str, Any]) -> dict[str, Any]:
         "implementation": sys.implementation.name,
         "platform": platform.platform(terse=True),
         # whether tokdiag/_speedups.c was built: census and sizing give the same numbers either way, faster with it
-        "speedups": importlib.util.find_spec("tokdiag._speedups") is not None,
+        "speedups": _native.speedups is not None,
         "pid": os.getpid(),
         "run": run,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

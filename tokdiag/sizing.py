@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from tokdiag._native import speedups
+
 __all__ = ["Seen", "deep_size", "deep_sizes", "shallow_size", "ALIGN"]
 
 ALIGN = 8
@@ -116,10 +118,7 @@ class _PyIdSet:
         return np.fromiter(self.ints, dtype=np.uint64, count=len(self.ints)).tobytes()
 
 
-try:
-    from tokdiag._speedups import IdSet as _IdSet
-except ImportError:  # built without a C compiler
-    _IdSet = _PyIdSet  # type: ignore[misc,assignment]
+_IdSet = speedups.IdSet if speedups is not None else _PyIdSet  # the Python one without a C compiler
 
 
 class Seen:

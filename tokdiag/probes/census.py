@@ -37,10 +37,7 @@ from tokdiag.probes.base import SnapshotContext
 from tokdiag.records import BYTES, OBJECTS, Record
 from tokdiag.sizing import ALIGN, Seen, shallow_size
 
-try:
-    from tokdiag import _speedups
-except ImportError:  # built without a C compiler: the numpy path below
-    _speedups = None
+from tokdiag._native import speedups as _speedups
 
 IMPLEMENTATION = "C" if _speedups is not None else "numpy"
 """Which census runs: ``"C"`` (tokdiag._speedups) or ``"numpy"`` (no compiler at install)."""
