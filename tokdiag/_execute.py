@@ -17,7 +17,6 @@ Two things papermill leaves to its caller are settled here:
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import time
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokdiag.errors import ConfigError, TokdiagError
+from tokdiag.errors import ConfigError, TokdiagError, did_you_mean
 
 KERNEL_NAME = "python3"
 """The kernel name written into executed notebooks (the spec itself is always this Python)."""
@@ -218,8 +217,7 @@ def check_parameters(notebook: Path, parameters: Mapping[str, object], *,
                           "or drop the parameters")
     for name in parameters:
         if name not in documented:
-            close = difflib.get_close_matches(name, list(documented), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(name, documented, end=" ")
             listing = "; ".join(p.describe() + (" [set by tokdiag]" if p.name in reserved else "")
                                 for p in documented.values()) or "(none)"
             raise ConfigError(f"{where}notebook {notebook.name!r} has no parameter {name!r}; {hint}"

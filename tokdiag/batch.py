@@ -84,7 +84,7 @@ from typing import Any, TextIO
 from urllib.parse import quote
 
 from tokdiag._execute import ExecutionFailure, check_parameters, execute
-from tokdiag.errors import ConfigError
+from tokdiag.errors import ConfigError, did_you_mean
 from tokdiag.charts import LABEL_COLORS
 from tokdiag.summary import Summary, headlines_from_journals, read_summary
 
@@ -211,7 +211,7 @@ def parse_plan(data: object, *, base_dir: str | os.PathLike[str] = ".", source: 
     for key in data:
         if key not in _PLAN_KEYS:
             raise ConfigError(f"{source}: unknown key {key!r} at the top level; "
-                              f"{_suggest(key, _PLAN_KEYS)}allowed keys: {', '.join(_PLAN_KEYS)}")
+                              f"{did_you_mean(key, _PLAN_KEYS, end=' ')}allowed keys: {', '.join(_PLAN_KEYS)}")
     title = data.get("title", "tokdiag batch")
     if not isinstance(title, str):
         raise ConfigError(f"{source}: title must be text, got {title!r}")
@@ -238,7 +238,7 @@ def _expand_run(run: object, *, where: str, base_dir: Path, first_index: int) ->
         raise ConfigError(f"{where}: each run is a mapping with a 'notebook' key, got {_kind(run)}")
     for key in run:
         if key not in _RUN_KEYS:
-            raise ConfigError(f"{where}: unknown key {key!r}; {_suggest(key, _RUN_KEYS)}"
+            raise ConfigError(f"{where}: unknown key {key!r}; {did_you_mean(key, _RUN_KEYS, end=' ')}"
                               f"allowed keys: {', '.join(_RUN_KEYS)}")
     label = run.get("notebook")
     if not isinstance(label, str) or not label:
@@ -301,13 +301,6 @@ def _slug_value(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "+".join(_slug_value(v) for v in value)
     return str(value)
-
-
-def _suggest(word: object, choices: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _kind(value: object) -> str:

@@ -14,6 +14,21 @@ that matches no class.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(word: object, choices: Iterable[str], *, start: str = "", end: str = "") -> str:
+    """``start + "did you mean 'x'?" + end`` for the choice closest to ``word``; ``""`` when none is close.
+
+    >>> did_you_mean("stpes", ["steps", "every"], start="; ")
+    "; did you mean 'steps'?"
+    >>> did_you_mean("zzz", ["steps"])
+    ''
+    """
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f"{start}did you mean {close[0]!r}?{end}" if close else ""
+
 
 class TokdiagError(Exception):
     """Base class of every error tokdiag raises on purpose."""

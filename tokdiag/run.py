@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from tokdiag.errors import ConfigError
+from tokdiag.errors import ConfigError, did_you_mean
 from tokdiag.journal import JournalContents, read_journal
 from tokdiag.timeline import series, timeline_from_snapshots
 
@@ -107,11 +107,8 @@ class Run:
                     f"why_alive({key!r}): run {self.name!r} ({self.status}) recorded no why-alive chains; they are "
                     "recorded when a run ends, for its watched classes (watch=[...], why_alive=True); a killed "
                     "run has none")
-            import difflib
-
             names = sorted(self.retention)
-            close = difflib.get_close_matches(key, names + [n.rsplit(".", 1)[-1] for n in names], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, names + [n.rsplit(".", 1)[-1] for n in names], start="; ")
             raise ConfigError(f"why_alive({key!r}): run {self.name!r} recorded chains for {names}, not for {key!r}{hint}")
         return [Chain.from_dict(c) for s in hits for c in self.retention[s]]
 
