@@ -21,6 +21,7 @@ import pytest
 
 import tokdiag as td
 from tokdiag import charts
+from tokdiag.charts._style import _LABEL_RANK
 from tokdiag.analysis.verdicts import format_value
 from tokdiag.errors import ConfigError
 from tokdiag.records import COLUMNS
@@ -260,7 +261,7 @@ def test_verdict_table_puts_the_leak_first_in_red(leaking_run):
     assert isinstance(table, go.Table)
     labels = [v.replace("<b>", "").replace("</b>", "") for v in table.cells.values[0]]
     assert len(labels) == len(verdicts)
-    ranks = [charts._LABEL_RANK[v] for v in labels]
+    ranks = [_LABEL_RANK[v] for v in labels]
     assert ranks == sorted(ranks)  # leak first, flat last
     subject = f"{__name__}.ChartLeak"
     row = next(n for n, s in enumerate(table.cells.values[1]) if s.startswith("ChartLeak<br>") and "watch count" in s)
