@@ -15,7 +15,7 @@ faster on the vocabulary, sizes at most 1% apart. Printed, not asserted.
 
 tokdiag is timed first on each shape: pympler reads ``obj.__dict__`` of
 Python 3.11+ instances and so materialises a dict per instance, which
-changes what later measurements see (``tokdiag.sizing`` docstring).
+changes what later measurements see (``tokdiag.probes.sizing`` docstring).
 
 Run: ``.venv/bin/python bench/sizing.py [repeats]``
 """

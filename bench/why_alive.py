@@ -38,7 +38,7 @@ import weakref
 
 import objgraph
 
-from tokdiag.retention import why_alive
+from tokdiag.analysis.retention import why_alive
 
 
 class Agent:

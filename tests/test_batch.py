@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from tokdiag.batch import (
+from tokdiag.report.batch import (
     RUN_MARKER,
     BatchResult,
     load_plan,
@@ -22,7 +22,7 @@ from tokdiag.batch import (
     run_folder_parameters,
 )
 from tokdiag.errors import ConfigError
-from tokdiag.summary import Headline, headlines_from_journals, read_summary, write_summary
+from tokdiag.report.summary import Headline, headlines_from_journals, read_summary, write_summary
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
@@ -245,7 +245,7 @@ def test_summary_round_trips_and_a_malformed_one_reads_as_absent(tmp_path: Path)
 
 def _journal(path: Path, run: str, series: dict[tuple[str, str, str, str], list[float]]) -> Path:
     """A journal with one snapshot every 5 steps of the given (probe, subject, metric, unit) series."""
-    from tokdiag.journal import JournalWriter, make_header
+    from tokdiag.record.journal import JournalWriter, make_header
     from tokdiag.records import Record
 
     writer = JournalWriter(path, make_header(run, {}))
@@ -277,8 +277,8 @@ def test_headlines_from_a_journal_put_rss_first_then_what_grows(tmp_path: Path) 
 
 
 def test_index_folds_long_headline_lists_and_many_journals(tmp_path: Path) -> None:
-    from tokdiag.batch import RunResult, RunSpec, write_index
-    from tokdiag.summary import Summary
+    from tokdiag.report.batch import RunResult, RunSpec, write_index
+    from tokdiag.report.summary import Summary
 
     journals = []
     for name in ("a.jsonl", "b.jsonl", "c.jsonl"):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tokdiag.batch import BatchResult, run_batch
+from tokdiag.report.batch import BatchResult, run_batch
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tokdiag.errors import ConfigError, TargetError, TokdiagError
-from tokdiag.isolated import track_isolated
+from tokdiag.record.isolated import track_isolated
 
 
 @pytest.fixture()

@@ -14,8 +14,8 @@ import pytest
 
 import tokdiag as td
 
-from tokdiag._execute import notebook_parameters
-from tokdiag.batch import parse_plan, run_batch
+from tokdiag.report.kernel import notebook_parameters
+from tokdiag.report.batch import parse_plan, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

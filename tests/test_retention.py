@@ -12,7 +12,7 @@ import pytest
 import tokdiag as td
 from tokdiag.errors import ConfigError
 from tokdiag import retention
-from tokdiag.retention import Chain, Edge, why_alive
+from tokdiag.analysis.retention import Chain, Edge, why_alive
 
 
 class Target:
@@ -104,7 +104,7 @@ def test_nothing_is_retained_after_why_alive_returns():
         assert any(c.text.endswith("HELD[0] -> Target") for c in chains), [c.text for c in chains]
     assert gc.isenabled() == was
     # no cycle left for the collector either (a frame holding the search's index would be one)
-    left = [o for o in gc.get_objects() if type(o).__module__ == "tokdiag.retention" and not isinstance(o, (Chain, Edge))]
+    left = [o for o in gc.get_objects() if type(o).__module__ == "tokdiag.analysis.retention" and not isinstance(o, (Chain, Edge))]
     left += [o for o in gc.get_objects() if type(o).__name__ == "frame" and o.f_code.co_filename == retention.__file__]
     assert not left
     referrers = gc.get_referrers(obj)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from pympler.asizeof import asizeof
 
-import tokdiag.sizing as sizing
-from tokdiag.sizing import Seen, deep_size, deep_sizes
+import tokdiag.probes.sizing as sizing
+from tokdiag.probes.sizing import Seen, deep_size, deep_sizes
 
 BACKENDS = [
     pytest.param(sizing._PyIdSet, id="python"),

@@ -1,7 +1,7 @@
 """Behaviour of the pure-Python agent application (tokdiag.workloads.agents).
 
 Live instances are counted with ``gc.get_objects()`` filtered by type, as a
-user would; bytes with ``tokdiag.sizing.deep_sizes``. Counts are taken as
+user would; bytes with ``tokdiag.probes.sizing.deep_sizes``. Counts are taken as
 deltas against a baseline taken before the app is created, so apps of other
 tests cannot disturb them.
 """
@@ -17,7 +17,7 @@ import pytest
 import tiktoken
 
 from tokdiag.errors import ConfigError
-from tokdiag.sizing import deep_sizes
+from tokdiag.probes.sizing import deep_sizes
 from tokdiag.workloads import agents
 from tokdiag.workloads.agents import (
     BOUNDED,

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from tokdiag import presets
 from tokdiag.errors import ConfigError, JournalError, TargetError, TokdiagError, TokdiagWarning, VocabularyNotFound
+from tokdiag.probes import presets
 from tokdiag.probes.caches import cache
 from tokdiag.probes.census import census
-from tokdiag.run import Run, load
-from tokdiag.sizing import Seen, deep_size
-from tokdiag.tracker import Tracker, track
+from tokdiag.record.run import Run, load
+from tokdiag.probes.sizing import Seen, deep_size
+from tokdiag.record.tracker import Tracker, track
 
 __all__ = [
     "ConfigError",
@@ -43,7 +43,7 @@ __all__ = [
     "why_alive",
 ]
 
-_LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.retention", "track_isolated": "tokdiag.isolated"}
+_LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.analysis.retention", "track_isolated": "tokdiag.record.isolated"}
 
 
 def __getattr__(name: str) -> object:

@@ -128,8 +128,8 @@ def _shown(path: Path) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from tokdiag._execute import check_parameters, notebook_parameters
-    from tokdiag.batch import RUN_FOLDER_PARAMETERS, RunSpec, run_folder_parameters, run_one
+    from tokdiag.report.kernel import check_parameters, notebook_parameters
+    from tokdiag.report.batch import RUN_FOLDER_PARAMETERS, RunSpec, run_folder_parameters, run_one
 
     notebook = Path(args.notebook)
     documented = notebook_parameters(notebook)  # raises ConfigError for a missing or unreadable notebook
@@ -158,7 +158,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from tokdiag.batch import load_plan, run_batch
+    from tokdiag.report.batch import load_plan, run_batch
 
     plan = load_plan(args.plan)
     result = run_batch(plan, args.output, jobs=args.jobs, progress=None if args.quiet else sys.stderr)
@@ -167,7 +167,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from tokdiag.export import report_from_journals
+    from tokdiag.report.export import report_from_journals
 
     page = report_from_journals(args.journals, args.output)
     print(_shown(page))

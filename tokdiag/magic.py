@@ -27,7 +27,7 @@ Options
 ``--no-progress``       no progress bar
 
 Figures are displayed as plotly's JSON mime type (what JupyterLab draws
-natively and :mod:`tokdiag.export` turns into offline HTML), whatever
+natively and :mod:`tokdiag.report.export` turns into offline HTML), whatever
 plotly renderer is configured, so the magic never opens a browser.
 """
 
@@ -110,7 +110,7 @@ class TokdiagMagics(Magics):
         if not cell.strip():
             raise UsageError("%%tokdiag needs a cell body: the code of one step, e.g. handle_request(i)")
 
-        from tokdiag.tracker import Tracker
+        from tokdiag.record.tracker import Tracker
 
         watch, caches = _split(args.watch), _split(args.cache)
         try:

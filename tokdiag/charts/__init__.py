@@ -3,7 +3,7 @@
 Figures only. Every function returns a :class:`plotly.graph_objects.Figure`
 and decides nothing: labels, intervals and projections come from
 :mod:`tokdiag.analysis`; the ledger from :func:`tokdiag.analysis.ledger`.
-Render them in a notebook (see :func:`tokdiag.export.plotly_renderer_setup`)
+Render them in a notebook (see :func:`tokdiag.report.export.plotly_renderer_setup`)
 or with ``fig.to_html(include_plotlyjs=True)``; nothing here calls
 ``fig.show()``.
 

@@ -13,14 +13,14 @@ from tokdiag.errors import ConfigError
 
 
 def _as_chain(c: Any) -> Any:
-    """A :class:`tokdiag.retention.Chain` from a Chain or its dict (``Chain.as_dict()``)."""
-    from tokdiag.retention import Chain
+    """A :class:`tokdiag.analysis.retention.Chain` from a Chain or its dict (``Chain.as_dict()``)."""
+    from tokdiag.analysis.retention import Chain
 
     if isinstance(c, Chain):
         return c
     if isinstance(c, Mapping):
         return Chain.from_dict(dict(c))
-    raise ConfigError(f"chain: {c!r} is not a retention chain; pass tokdiag.retention.Chain objects "
+    raise ConfigError(f"chain: {c!r} is not a retention chain; pass tokdiag.analysis.retention.Chain objects "
                       "(run.why_alive(...)) or their dicts (Chain.as_dict())")
 
 
@@ -56,7 +56,7 @@ def chain(chains: Any, *, top: int = 6) -> go.Figure:
     a thread's frame...) on the left in green, each object on the way by its
     type, the leaked type on the right in red; the label on each arrow is
     how the next object is held (``.agent``, ``["messages"]``, ``[3]``).
-    Accepts one chain or a list, as :class:`tokdiag.retention.Chain` objects
+    Accepts one chain or a list, as :class:`tokdiag.analysis.retention.Chain` objects
     (``run.why_alive(...)``) or their dicts; at most ``top`` are drawn.
     """
     if chains is None:

@@ -22,8 +22,8 @@ from tokdiag.charts._style import (
     _match,
 )
 from tokdiag.errors import ConfigError
-from tokdiag.run import Run
-from tokdiag.timeline import wide
+from tokdiag.record.run import Run
+from tokdiag.record.timeline import wide
 
 
 def counts(run: Run, *, probe: str = "watch", subjects: list[str] | None = None) -> go.Figure:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from tokdiag.records import Record
-from tokdiag.sizing import Seen
+from tokdiag.probes.sizing import Seen
 
 
 @dataclass

@@ -38,7 +38,7 @@ from typing import Any
 from tokdiag.errors import ConfigError, TargetError
 from tokdiag.probes.base import SnapshotContext
 from tokdiag.records import BYTES, CALLS, ENTRIES, HASH, OBJECTS, Record
-from tokdiag.sizing import deep_sizes
+from tokdiag.probes.sizing import deep_sizes
 
 # Rust core of tiktoken (tiktoken 0.9, CoreBPE), per mergeable token: the
 # token bytes are owned three times (encoder key, decoder value,

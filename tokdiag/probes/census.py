@@ -35,7 +35,7 @@ import pandas as pd
 
 from tokdiag.probes.base import SnapshotContext
 from tokdiag.records import BYTES, OBJECTS, Record
-from tokdiag.sizing import ALIGN, Seen, shallow_size
+from tokdiag.probes.sizing import ALIGN, Seen, shallow_size
 
 from tokdiag._native import speedups as _speedups
 

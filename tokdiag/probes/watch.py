@@ -24,7 +24,7 @@ from tokdiag.errors import ConfigError, TokdiagWarning
 from tokdiag.probes.base import SnapshotContext
 from tokdiag.probes.census import type_name
 from tokdiag.records import BYTES, OBJECTS, Record
-from tokdiag.sizing import deep_sizes
+from tokdiag.probes.sizing import deep_sizes
 
 
 def _matches(pattern: str, t: type) -> bool:

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from tokdiag.errors import ConfigError, did_you_mean
-from tokdiag.journal import JournalContents, read_journal
-from tokdiag.timeline import series, timeline_from_snapshots
+from tokdiag.record.journal import JournalContents, read_journal
+from tokdiag.record.timeline import series, timeline_from_snapshots
 
 
 @dataclass
@@ -93,9 +93,9 @@ class Run:
 
         In the process that ran the workload (a live run) the heap is walked
         now; for a run loaded from its journal the chains recorded at the
-        end of the run are returned (as :class:`tokdiag.retention.Chain`).
+        end of the run are returned (as :class:`tokdiag.analysis.retention.Chain`).
         """
-        from tokdiag.retention import Chain, why_alive
+        from tokdiag.analysis.retention import Chain, why_alive
 
         if self.live:
             return why_alive(target, **kwargs)

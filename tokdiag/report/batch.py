@@ -47,7 +47,7 @@ relative (absolute paths would show up in the shared HTML). A typical
     output_dir = "."       # where the journal and summary.json go (set by tokdiag batch)
 
 then ``td.track(step, steps=steps, journal=os.path.join(output_dir,
-"run.jsonl"))`` and, in the last cell, ``tokdiag.summary.write_summary(output_dir,
+"run.jsonl"))`` and, in the last cell, ``tokdiag.report.summary.write_summary(output_dir,
 verdict_table)``.
 
 What the index shows for a run:
@@ -55,8 +55,8 @@ What the index shows for a run:
 * **files**: the executed notebook, its HTML, and every ``*.jsonl`` journal
   found in the run folder (or below it);
 * **headline verdicts**: read from ``summary.json`` (see
-  :mod:`tokdiag.summary`) when the notebook wrote one; otherwise computed from
-  the journals it left (:func:`tokdiag.summary.headlines_from_journals`).
+  :mod:`tokdiag.report.summary`) when the notebook wrote one; otherwise computed from
+  the journals it left (:func:`tokdiag.report.summary.headlines_from_journals`).
   scrapbook is not used.
 
 >>> # doctest: +SKIP
@@ -83,10 +83,10 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from tokdiag._execute import ExecutionFailure, check_parameters, execute
+from tokdiag.report.kernel import ExecutionFailure, check_parameters, execute
 from tokdiag.errors import ConfigError, did_you_mean
 from tokdiag.charts import LABEL_COLORS
-from tokdiag.summary import Summary, headlines_from_journals, read_summary
+from tokdiag.report.summary import Summary, headlines_from_journals, read_summary
 
 OUTPUT_DIR_PARAMETER = "output_dir"
 """The notebook parameter tokdiag sets to the run's folder (relative to the kernel's cwd: ``"."``)."""
@@ -325,7 +325,7 @@ def _prepare_folder(folder: Path) -> None:
 
 def run_one(spec: RunSpec, folder: str | os.PathLike[str], *, timeout: float | None = None) -> RunResult:
     """Execute one run into ``folder``: executed notebook, HTML, journals, summary. Never raises for a failed run."""
-    from tokdiag.export import export_html, scrub_notebook
+    from tokdiag.report.export import export_html, scrub_notebook
 
     import nbformat
 
@@ -562,10 +562,10 @@ def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *
 
     Every text is escaped, links are relative, absolute paths of this machine
     are shown relative or as ``$TMPDIR``/``~``/``$PYTHON`` (as in
-    :func:`tokdiag.export.scrub_notebook`), and the page loads nothing and
+    :func:`tokdiag.report.export.scrub_notebook`), and the page loads nothing and
     runs no script (its Content-Security-Policy forbids both).
     """
-    from tokdiag.export import _replacements, _scrub_value, csp_meta
+    from tokdiag.report.export import _replacements, _scrub_value, csp_meta
 
     base = Path(out_dir).resolve()
     rules = _replacements(base, ())  # plan values may hold absolute paths: show them relative or symbolic

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tokdiag.errors import ConfigError, TokdiagWarning
-from tokdiag.journal import JournalWriter, make_header, read_journal
+from tokdiag.record.journal import JournalWriter, make_header, read_journal
 from tokdiag.probes import (
     AllocationProbe,
     CacheProbe,
@@ -49,8 +49,8 @@ from tokdiag.probes import (
     cache,
 )
 from tokdiag.records import BYTES, SECONDS, Record
-from tokdiag.run import Run
-from tokdiag.sizing import deep_sizes
+from tokdiag.record.run import Run
+from tokdiag.probes.sizing import deep_sizes
 
 _MiB = 1024 * 1024
 
@@ -346,7 +346,7 @@ class Tracker:
         if not grown:
             return
         try:
-            from tokdiag.retention import why_alive
+            from tokdiag.analysis.retention import why_alive
         except ImportError:  # pragma: no cover - retention is part of the package
             return
         for subject in grown:

@@ -3,7 +3,7 @@
 A notebook's last cell calls :func:`write_summary` with a few headlines, one
 per series that matters::
 
-    from tokdiag.summary import write_summary
+    from tokdiag.report.summary import write_summary
     write_summary(output_dir, [
         ("app.agents.RewardAgent", "leak", "+2.1 KiB/step"),
         ("tiktoken.registry:ENCODINGS", "bounded", "settles at 1 entry"),
@@ -186,7 +186,7 @@ def headlines_from_journals(paths: Iterable[str | os.PathLike[str]], *, limit: i
     """
     from tokdiag.analysis import verdicts
     from tokdiag.errors import TokdiagError
-    from tokdiag.run import load
+    from tokdiag.record.run import load
 
     judged = []
     for journal in paths:

@@ -86,7 +86,7 @@ MAX_SAMPLES = 1000
 """At most this many instances of the target are searched from at once."""
 
 _BLOCK = 32
-_TOKDIAG_DIR = os.path.dirname(os.path.abspath(__file__))
+_TOKDIAG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _WORKLOADS_DIR = os.path.join(_TOKDIAG_DIR, "workloads")
 _CONTAINERS = (dict, list, tuple, set, frozenset)
 _KEY_MAX = 40

@@ -33,7 +33,7 @@ KERNEL_NAME = "python3"
 
 def _source_root() -> Path | None:
     """The folder holding the ``tokdiag`` package when it is a source checkout, else None."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if root.name in {"site-packages", "dist-packages"}:
         return None
     return root

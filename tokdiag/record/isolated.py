@@ -9,7 +9,7 @@ reuses the pages of the first). The tokenizer scenarios measured in
 for that reason, and a notebook that compares scenarios side by side should do
 the same::
 
-    from tokdiag.isolated import track_isolated
+    from tokdiag.record.isolated import track_isolated
     run = track_isolated("tokdiag.workloads.tokenizers:per_instance_load",
                          {"vocab": "cl100k_base", "keep": True},
                          steps=12, every=1, journal="runs/per_instance.jsonl",
@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from tokdiag.errors import ConfigError, TargetError, TokdiagError
-from tokdiag.journal import JournalWriter
-from tokdiag.run import Run, load
+from tokdiag.record.journal import JournalWriter
+from tokdiag.record.run import Run, load
 
 __all__ = ["track_isolated"]
 
@@ -105,7 +105,7 @@ def track_isolated(
     Path(journal).parent.mkdir(parents=True, exist_ok=True)
     Path(journal).unlink(missing_ok=True)
     try:
-        proc = subprocess.run([sys.executable, "-m", "tokdiag.isolated"], input=payload, text=True,
+        proc = subprocess.run([sys.executable, "-m", "tokdiag.record.isolated"], input=payload, text=True,
                               capture_output=True, timeout=timeout, check=False)
         returncode, stderr = proc.returncode, proc.stderr
     except subprocess.TimeoutExpired as exc:

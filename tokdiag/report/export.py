@@ -110,7 +110,7 @@ _Rule = tuple[str, re.Pattern[str], str]
 
 def _replacements(base_dir: Path | None, extra: Iterable[tuple[str | os.PathLike[str], str]]) -> list[_Rule]:
     """(prefix, pattern, replacement) rules, longest prefix first; "" means "make relative"."""
-    from tokdiag._execute import _source_root
+    from tokdiag.report.kernel import _source_root
 
     pairs: list[tuple[str, str]] = []
     for path, token in extra:
@@ -241,7 +241,7 @@ def _figure_html(spec: Mapping[str, Any], index: int) -> str:
 
 _UNEXPORTABLE_PLOT = ('<p class="tokdiag-note">This plotly figure was displayed with a renderer that needs '
                       'a network connection and cannot be exported offline. Call '
-                      '<code>tokdiag.export.plotly_renderer_setup()</code> in the notebook\'s first cell.</p>')
+                      '<code>tokdiag.report.export.plotly_renderer_setup()</code> in the notebook\'s first cell.</p>')
 
 
 def _terminal_text(text: str) -> str:
@@ -473,7 +473,7 @@ def _check_page(page: str, figures: int) -> None:
 # ---------------------------------------------------------------------------
 # reports from journals alone
 
-JOURNAL_REPORT_NOTEBOOK = Path(__file__).parent / "_notebooks" / "journal_report.ipynb"
+JOURNAL_REPORT_NOTEBOOK = Path(__file__).parent / "notebooks" / "journal_report.ipynb"
 """The bundled notebook ``tokdiag report`` runs; its parameters are ``journals`` and ``output_dir``."""
 
 
@@ -487,13 +487,13 @@ def report_from_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str |
     :class:`TokdiagError` (naming the cell and exception; the HTML is still
     written) when the notebook fails.
     """
-    from tokdiag._execute import check_parameters, execute
+    from tokdiag.report.kernel import check_parameters, execute
 
     journals = [Path(p) for p in paths]
     if not journals:
         raise ConfigError("no journal given; pass one or more journal files (.jsonl) written by tokdiag")
     from tokdiag.errors import JournalError
-    from tokdiag.journal import read_journal
+    from tokdiag.record.journal import read_journal
 
     for journal in journals:
         if not journal.is_file():
