@@ -18,9 +18,11 @@ How a series is judged
    for every split the head and the tail each get their own least-squares
    line (not joined, so a jump fits exactly), and the split with the least
    total squared error wins when it beats one straight line by more than
-   ``3 * log(n) * noise**2`` (a BIC-style price for the three extra
-   parameters, so noise alone does not invent a warm-up). The warm-up is
-   detected, never a fixed count.
+   ``50 + 2000 / n**2`` noise variances (:func:`_split_price`: calibrated by
+   simulation so that noise alone invents a warm-up in about 0.1% of
+   series), the variance being the larger of ``noise**2`` and the split
+   model's own residual variance. The warm-up is detected, never a fixed
+   count.
 4. **Tail slope.** On the tail: the Theil-Sen slope (median of pairwise
    slopes: one outlier moves it not at all) with Sen's rank-based 99%
    interval (Kendall's S, normal approximation, no ties correction, which
