@@ -109,6 +109,7 @@ from tokdiag.records import COLUMNS
 __all__ = [
     "LABELS",
     "MIN_SNAPSHOTS",
+    "NOISE_METRICS",
     "PRACTICAL_MIN",
     "Verdict",
     "VERDICT_COLUMNS",
@@ -160,6 +161,16 @@ One exception for exact counts (objects, entries, blocks): when the count
 rose at *every* snapshot of the judged window (at least five snapshots),
 the minimum drops to that rise. Six agents kept by six tasks are a leak
 even though six is below eight: a singleton rises once, not every time.
+"""
+
+NOISE_METRICS: frozenset[tuple[str, str]] = frozenset(
+    {("process", "gc_gen0"), ("process", "gc_gen1"), ("process", "gc_gen2")})
+"""``(probe, metric)`` series that are judged like any other but are not memory.
+
+The collector's per-generation counters count allocations since the last
+collection of that generation: they climb and reset with the allocation
+pattern, so a ``leak`` on them says nothing about what is kept. Headlines
+(:mod:`tokdiag.summary`) leave them out.
 """
 
 CONFIDENCE_Z = 2.5758293035489004
