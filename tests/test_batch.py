@@ -252,6 +252,7 @@ def _journal(path: Path, run: str, series: dict[tuple[str, str, str, str], list[
     for i in range(len(next(iter(series.values())))):
         writer.snapshot(5 * i, 0.1 * i, [Record(probe, subject, metric, values[i], unit)
                                           for (probe, subject, metric, unit), values in series.items()])
+    writer.write({"kind": "end", "reason": "completed", "step": 5 * i, "elapsed_s": 0.1 * i, "message": ""})
     writer.close()
     return path
 

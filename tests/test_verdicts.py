@@ -364,3 +364,51 @@ def test_real_one_off_vocabulary_load_then_cached_calls_is_a_step_not_a_leak():
     rss = _judged(run, "process", "rss")
     assert rss.verdict == "step", rss.reason
     assert rss.growth == pytest.approx(40 * MB, rel=0.2)
+
+
+_REGEX_RUN = """
+import json, re, sys
+import tokdiag as td
+
+KEEP = sys.argv[1] == "keep"
+kept = []  # with "keep", every pattern ever compiled stays alive: what re evicts is not freed
+
+def step(i):
+    pattern = re.compile(f"pattern_{i}_[a-z]+(?:x|y){{2,5}}")
+    if KEEP:
+        kept.append(pattern)
+
+# re keeps the last 512 compiled patterns: fill it so that it is full after 200 of the 300 steps, as
+# in a process whose libraries compiled a few hundred patterns before
+re.purge()
+for k in range(re._MAXCACHE - 200):
+    step(-1 - k)
+run = td.track(step, steps=300, every=15, progress=False)
+v = run.verdicts()
+row = v[(v.probe == "process") & (v.metric == "rss")].iloc[0]
+print(json.dumps({"verdict": row.verdict, "reason": row.reason, "cached": len(re._cache)}))
+"""
+
+
+def _regex_rss_verdict(mode: str) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    out = subprocess.run([sys.executable, "-c", _REGEX_RUN, mode], capture_output=True, text=True, env=env,
+                         timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_real_regex_cache_that_fills_and_stops_is_not_a_leak_and_keeping_every_pattern_is():
+    # each run in a fresh process: a process reuses memory an earlier workload freed
+    for _ in range(3):
+        stops = _regex_rss_verdict("cache")
+        assert stops["cached"] == 512 and stops["verdict"] != "leak", stops["reason"]
+    keeps = _regex_rss_verdict("keep")
+    assert keeps["verdict"] == "leak", keeps["reason"]

@@ -1,20 +1,47 @@
 """The sidecar ``summary.json`` a notebook writes so a batch index can show its headline verdicts.
 
-A notebook's last cell calls :func:`write_summary` with a few headlines, one
-per series that matters::
+A notebook's last cell builds the headlines of its runs with
+:func:`headlines_from_runs` and writes them with :func:`write_summary`::
 
-    from tokdiag.report.summary import write_summary
-    write_summary(output_dir, [
-        ("app.agents.RewardAgent", "leak", "+2.1 KiB/step"),
-        ("tiktoken.registry:ENCODINGS", "bounded", "settles at 1 entry"),
-    ], title="Agent objects, 300 tasks")
+    from tokdiag.report.summary import headlines_from_runs, write_summary
+    write_summary(output_dir, headlines_from_runs([app, fixed]), title="Agent objects, 300 tasks")
 
-``tokdiag batch`` reads it back with :func:`read_summary` and puts the
-headlines on ``index.html``. A run that wrote journals but no summary gets
-headlines computed from its journals (:func:`headlines_from_journals`). The file is plain JSON::
+A notebook may add findings of its own (any label, e.g. ``("lazy cache
+without a lock", "race", "up to 3 loads")``). ``tokdiag batch`` reads the
+file back with :func:`read_summary` and puts the headlines on
+``index.html``. A run that wrote journals but no summary gets the same
+headlines computed from its journals (:func:`headlines_from_journals`).
+
+What the headlines promise
+--------------------------
+A run never says "no leak" while one of its series is a leak, and never
+hides what it warned about:
+
+1. **Every leak** of every run is a headline, whatever its probe (process,
+   watch, cache, census, allocation sites, tokdiag's own), most severe first:
+   RSS, then byte series by growth per step, then the other units by growth
+   per step. Left out: :data:`tokdiag.analysis.verdicts.NOISE_METRICS`
+   (the collector's generation counters, never a headline), and a census
+   type's ``unowned_bytes`` when its ``bytes`` got the same verdict (the
+   same growth twice; left out of step 3 too).
+2. **Every warning** of a run (a watched name that matched no class, ...)
+   follows, as a headline with the verdict ``"warning"``: subject what
+   warned (``watch``), detail the message. A run that did not complete
+   (stopped by the memory budget, failed, interrupted, killed) is a
+   headline labelled with its status, its message as the detail. They are headlines rather than a field of their own so
+   that every reader of ``summary.json`` (the batch index, its JSON) shows
+   them beside the verdicts without knowing about them.
+3. Then, per run, the series named in ``always`` (RSS by default) whatever
+   their verdict, and at most ``limit`` more series that grew and settled
+   (``step``, ``bounded``) in the ``watch``, ``cache`` and ``census`` probes,
+   largest first.
+
+With several runs each subject is prefixed with its run's name. The file is
+plain JSON::
 
     {"tokdiag_summary": 1, "title": "...",
-     "headlines": [{"subject": "...", "verdict": "leak", "detail": "..."}]}
+     "headlines": [{"subject": "...", "verdict": "leak", "detail": "..."},
+                   {"subject": "watch", "verdict": "warning", "detail": "no class matches 'Jobb'; ..."}]}
 
 It is written atomically (temp file, then rename), so a run killed while
 writing leaves the previous summary or none, never half a file.
@@ -28,9 +55,12 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokdiag.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tokdiag.record.run import Run
 
 SUMMARY_FILE = "summary.json"
 """File name of the sidecar inside a run's ``output_dir``."""
@@ -39,6 +69,9 @@ FORMAT_VERSION = 1
 
 VERDICTS: tuple[str, ...] = ("leak", "step", "bounded", "flat", "inconclusive")
 """The verdict labels of tokdiag's analysis, most alarming first (others are shown as given)."""
+
+WARNING = "warning"
+"""The verdict of a headline that carries a run's warning (see the module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +93,11 @@ class Summary:
     headlines: tuple[Headline, ...]
     title: str = ""
     source: str = SUMMARY_FILE
+
+    @property
+    def warnings(self) -> tuple[Headline, ...]:
+        """The headlines that carry a run's warning (verdict :data:`WARNING`)."""
+        return tuple(h for h in self.headlines if h.verdict == WARNING)
 
 
 HeadlineLike = Headline | Mapping[str, Any] | tuple[Any, ...]
@@ -145,7 +183,7 @@ def read_summary(run_dir: str | os.PathLike[str]) -> Summary | None:
     return Summary(headlines=items, title=str(payload.get("title", "")))
 
 
-_SEVERITY = {"leak": 0, "step": 1, "bounded": 2}
+_SETTLED = {"step": 0, "bounded": 1}
 _PROBE_ORDER = {"watch": 0, "cache": 1, "census": 2}
 
 
@@ -163,8 +201,12 @@ def _amount(value: float, unit: str) -> str:
     return f"{sign}{size:.3g} {unit}"
 
 
+def _is_rss(row: Mapping[str, Any]) -> bool:
+    return (row["probe"], row["metric"]) == ("process", "rss")
+
+
 def _headline_of(row: Mapping[str, Any], prefix: str) -> Headline:
-    subject = "RSS" if (row["probe"], row["metric"]) == ("process", "rss") else f"{row['subject']} {row['metric']}"
+    subject = "RSS" if _is_rss(row) else f"{row['subject']} {row['metric']}"
     verdict, unit = str(row["verdict"]), str(row["unit"])
     if verdict == "leak":
         detail = f"{_amount(float(row['per_step']), unit)}/step"
@@ -175,36 +217,93 @@ def _headline_of(row: Mapping[str, Any], prefix: str) -> Headline:
     return Headline(prefix + subject, verdict, detail)
 
 
-def headlines_from_journals(paths: Iterable[str | os.PathLike[str]], *, limit: int = 5) -> tuple[Headline, ...]:
-    """Headline verdicts computed from journal files, for a run that wrote no ``summary.json``.
+def _leak_severity(row: Mapping[str, Any]) -> tuple[int, float, int]:
+    """Sort key of a leak: RSS first, then bytes per step, then other units per step; watch before census."""
+    rate = float(row["per_step"]) if row["per_step"] == row["per_step"] else 0.0
+    kind = 0 if _is_rss(row) else 1 if row["unit"] == "bytes" else 2
+    return kind, -rate, _PROBE_ORDER.get(str(row["probe"]), len(_PROBE_ORDER))
 
-    Per journal: the process RSS verdict first, then the growing series of
-    the ``watch``, ``cache`` and ``census`` probes (leaks, then steps, then
-    bounded; larger growth first), at most ``limit`` in all. With several
-    journals each subject is prefixed with the journal's run name. A journal
-    that cannot be read is skipped (an index page shows what it can).
+
+def _warning_headline(message: str, prefix: str) -> Headline:
+    """``"watch: no class matches ..."`` -> subject ``watch``, detail the rest; other messages under ``run``."""
+    head, sep, rest = message.partition(": ")
+    if sep and head.isidentifier():
+        return Headline(prefix + head, WARNING, rest)
+    return Headline(prefix + "run", WARNING, message)
+
+
+def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str, str]] = (("process", "rss"),),
+                        limit: int = 5) -> tuple[Headline, ...]:
+    """The headlines of one or more runs, in the order the module docstring gives.
+
+    ``always``: ``(probe, metric)`` pairs shown for every run whatever their
+    verdict (RSS by default; e.g. add ``("watch", "count")`` to show that a
+    fix left the watched classes flat). ``limit``: at most this many further
+    series that grew and settled (``step``, ``bounded``) per run. Leaks and
+    warnings are never limited.
+
+    >>> import pandas as pd
+    >>> from tokdiag.record.run import Run
+    >>> rows = [("jobs", s, 0.0, "census", "app.Job", "count", float(s), "objects") for s in range(0, 50, 5)]
+    >>> rows += [("jobs", s, 0.0, "process", "process", "rss", 1e8, "bytes") for s in range(0, 50, 5)]
+    >>> tl = pd.DataFrame(rows, columns=["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"])
+    >>> run = Run("jobs", tl, warnings=["watch: no class matches 'Jobb'; did you mean Job?"])
+    >>> for h in headlines_from_runs(run):
+    ...     print(h.verdict, h.subject, h.detail)
+    leak app.Job count +1 objects/step
+    warning watch no class matches 'Jobb'; did you mean Job?
+    flat RSS +0 B overall
     """
     from tokdiag.analysis import verdicts
+    from tokdiag.analysis.verdicts import NOISE_METRICS
+    from tokdiag.record.run import Run
+
+    runs = [runs] if isinstance(runs, Run) else list(runs)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigError(f"limit={limit!r}: pass how many settled series to show per run, e.g. limit=5 (0 for none)")
+    shown = [(str(probe), str(metric)) for probe, metric in always]
+    leaks: list[tuple[tuple[int, float, int], Headline]] = []
+    warned: list[Headline] = []
+    rest: list[Headline] = []
+    for run in runs:
+        prefix = f"{run.name}: " if len(runs) > 1 else ""
+        table = verdicts(run.timeline)
+        rows = table.to_dict(orient="records")
+        census_bytes = {(r["subject"], r["verdict"]) for r in rows if (r["probe"], r["metric"]) == ("census", "bytes")}
+        rows = [r for r in rows if (r["probe"], r["metric"]) not in NOISE_METRICS and not (
+            (r["probe"], r["metric"]) == ("census", "unowned_bytes") and (r["subject"], r["verdict"]) in census_bytes)]
+        leaks += [(_leak_severity(r), _headline_of(r, prefix)) for r in rows if r["verdict"] == "leak"]
+        for message in dict.fromkeys(run.warnings):
+            warned.append(_warning_headline(message, prefix))
+        if run.status != "completed":
+            warned.append(Headline(prefix + "run", run.status, run.message))
+        named = [r for pair in shown for r in rows if (r["probe"], r["metric"]) == pair and r["verdict"] != "leak"]
+        settled = sorted((r for r in rows if r["verdict"] in _SETTLED and r["probe"] in _PROBE_ORDER),
+                         key=lambda r: (_SETTLED[r["verdict"]], _PROBE_ORDER[r["probe"]],
+                                        -abs(float(r["growth"]) if r["growth"] == r["growth"] else 0.0)))
+        rest += [_headline_of(r, prefix) for r in named]
+        rest += [_headline_of(r, prefix) for r in settled if (r["probe"], r["metric"]) not in shown][:limit]
+    series: list[Headline] = []
+    for headline in [*(h for _, h in sorted(leaks, key=lambda item: item[0])), *rest]:
+        if all(h.subject != headline.subject for h in series):
+            series.append(headline)  # watch and census may both judge a class: keep the first
+    n_leaks = sum(h.verdict == "leak" for h in series)
+    return (*series[:n_leaks], *dict.fromkeys(warned), *series[n_leaks:])
+
+
+def headlines_from_journals(paths: Iterable[str | os.PathLike[str]], *, limit: int = 5) -> tuple[Headline, ...]:
+    """:func:`headlines_from_runs` of the runs in journal files, for a run that wrote no ``summary.json``.
+
+    A journal that cannot be read is skipped (an index page shows what it
+    can). ``limit`` as in :func:`headlines_from_runs`.
+    """
     from tokdiag.errors import TokdiagError
     from tokdiag.record.run import load
 
-    judged = []
+    runs = []
     for journal in paths:
         try:
-            run = load(journal)
-            judged.append((run.name, verdicts(run.timeline)))
+            runs.append(load(journal))
         except (TokdiagError, OSError, ValueError, KeyError):
             continue
-    found: list[Headline] = []
-    for name, table in judged:
-        prefix = f"{name}: " if len(judged) > 1 else ""
-        rows = table.to_dict(orient="records")
-        rss = [r for r in rows if (r["probe"], r["metric"]) == ("process", "rss")]
-        growing = sorted((r for r in rows if r["verdict"] in _SEVERITY and r["probe"] in _PROBE_ORDER),
-                         key=lambda r: (_SEVERITY[r["verdict"]], _PROBE_ORDER[r["probe"]],
-                                        -abs(float(r["growth"]) if r["growth"] == r["growth"] else 0.0)))
-        for row in [*rss, *growing]:  # watch and census may both judge a class: keep the first
-            headline = _headline_of(row, prefix)
-            if all(h.subject != headline.subject for h in found):
-                found.append(headline)
-    return tuple(found[:limit])
+    return headlines_from_runs(runs, limit=limit)
