@@ -11,6 +11,7 @@ returns, so no probe keeps anything it measured alive.
 
 from __future__ import annotations
 
+from tokdiag.probes.allocator import AllocatorProbe
 from tokdiag.probes.base import Probe, SnapshotContext
 from tokdiag.probes.caches import CacheProbe, CacheSpec, cache, estimate_tiktoken_native
 from tokdiag.probes.census import CensusProbe, census, type_name
@@ -19,6 +20,6 @@ from tokdiag.probes.allocations import AllocationProbe
 from tokdiag.probes.watch import WatchProbe
 
 __all__ = [
-    "AllocationProbe", "CacheProbe", "CacheSpec", "CensusProbe", "Probe", "ProcessProbe",
+    "AllocationProbe", "AllocatorProbe", "CacheProbe", "CacheSpec", "CensusProbe", "Probe", "ProcessProbe",
     "SnapshotContext", "WatchProbe", "cache", "census", "estimate_tiktoken_native", "type_name",
 ]
