@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -67,8 +68,17 @@ def test_pymalloc_stats_do_not_touch_stderr(capfd):
     assert capfd.readouterr().err == ""
 
 
-def test_slow_mallinfo_is_read_every_kth_snapshot_and_said_so():
-    probe = AllocatorProbe(mallinfo_budget_s=1e-12, max_every=4)  # any real call is "slow"
+def test_slow_mallinfo_is_read_every_kth_snapshot_and_said_so(monkeypatch):
+    real = allocator.read_glibc
+
+    def slow_read():  # a mallinfo2 that walks for 3.5 ms of CPU, as on a fragmented heap
+        t = time.thread_time()
+        while time.thread_time() - t < 0.0035:
+            pass
+        return real()
+
+    monkeypatch.setattr(allocator, "read_glibc", slow_read)
+    probe = AllocatorProbe(mallinfo_budget_s=0.001, max_every=4)
     seen = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

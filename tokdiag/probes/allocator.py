@@ -7,8 +7,9 @@ directly from the OS, not through malloc), thread stacks and other
 mappings. Memory freed by the program mostly stays resident: glibc keeps
 freed chunks in its bins and returns only the top of a heap; pymalloc
 returns an arena only when every block in it is free. After freeing 90% of
-2M small objects interleaved, 80-90% of the RSS growth is such
-free-but-retained memory (``tests/test_allocator.py``). That is
+2M small objects interleaved, 86% of the RSS growth is such
+free-but-retained memory, 13% the objects kept (``tests/test_allocator.py``,
+in a fresh process). That is
 fragmentation, not something holding the memory, and the ledger
 (:func:`tokdiag.analysis.ledger`) shows it as owners of kind ``allocator``.
 
@@ -33,10 +34,11 @@ subject         metrics
 and its costs as ``tracker/tokdiag/allocator_s`` (the whole probe) and
 ``tracker/tokdiag/mallinfo_s`` (the ``mallinfo2`` call alone) [seconds].
 
-``mallinfo2`` walks every free chunk: 55-72 ms for 200,000 free chunks,
-measured here, 306 ms reported on a heap more fragmented. When one call
-costs more than ``mallinfo_budget_s`` the probe reads it only every k-th
-snapshot (k = cost / budget, at most ``max_every``), so its cost per
+``mallinfo2`` walks every free chunk: 3.7 ms of CPU for 50,000 free
+chunks, 32 ms for 500,000 (``bench/allocator.py``), 306 ms reported on a
+heap more fragmented still; microseconds on an unfragmented heap. When one call
+costs more than ``mallinfo_budget_s`` of CPU time the probe reads it only
+every k-th snapshot (k = cost / budget, at most ``max_every``), so its cost per
 snapshot stays within the budget on average; at the snapshots in between
 ``glibc`` is not recorded, ``mallinfo_s`` is 0, and the ledger carries the
 last reading forward. The first back-off is a :class:`TokdiagWarning`.
@@ -252,19 +254,20 @@ class AllocatorProbe:
         if self._skip > 0:
             self._skip -= 1
             return [Record("tracker", "tokdiag", "mallinfo_s", 0.0, SECONDS)]
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.thread_time()
         heap = read_glibc()
-        cost = time.perf_counter() - t
+        cost, cpu = time.perf_counter() - t, time.thread_time() - cpu
         recs = [Record("tracker", "tokdiag", "mallinfo_s", cost, SECONDS)]
         if heap is None:
             return recs
-        every = min(self.max_every, math.ceil(cost / self.mallinfo_budget_s))
+        # CPU time decides: the walk's own cost, not a moment the process was descheduled on a busy machine
+        every = min(self.max_every, math.ceil(cpu / self.mallinfo_budget_s))
         if every > 1:
             self._skip = every - 1
             if not self._warned:
                 self._warned = True
                 warnings.warn(
-                    f"allocator probe: mallinfo2() took {cost * 1e3:.0f} ms ({heap.free_chunks} free chunks; budget "
+                    f"allocator probe: mallinfo2() took {cpu * 1e3:.0f} ms of CPU ({heap.free_chunks} free chunks; budget "
                     f"{self.mallinfo_budget_s * 1e3:.0f} ms per snapshot), so glibc's free and in-use bytes are read "
                     f"every {every} snapshots from now on (tracker/tokdiag/mallinfo_s is 0 at the others); pass "
                     f"AllocatorProbe(mallinfo_budget_s=...) to change the budget",
