@@ -34,9 +34,10 @@ subject         metrics
 and its costs as ``tracker/tokdiag/allocator_s`` (the whole probe) and
 ``tracker/tokdiag/mallinfo_s`` (the ``mallinfo2`` call alone) [seconds].
 
-``mallinfo2`` walks every free chunk: 3.7 ms of CPU for 50,000 free
-chunks, 32 ms for 500,000 (``bench/allocator.py``), 306 ms reported on a
-heap more fragmented still; microseconds on an unfragmented heap. When one call
+``mallinfo2`` walks every free chunk: 3.8 ms of CPU for 50,000 free
+chunks, 47 ms for 550,000 (``bench/allocator.py``, on a busy machine), 306
+ms reported on a heap more fragmented still; microseconds on an
+unfragmented heap. When one call
 costs more than ``mallinfo_budget_s`` of CPU time the probe reads it only
 every k-th snapshot (k = cost / budget, at most ``max_every``), so its cost per
 snapshot stays within the budget on average; at the snapshots in between

@@ -44,9 +44,10 @@ nothing) and their subclasses. Every instance of a heap type visits its
 class when the collector traverses it, so this is one C pass over the
 collector's objects, kept by the class' identity (``type(o)`` looked up by
 ``id``): no ``isinstance``, no ``__eq__``, no attribute lookup on the
-instances. On an agent-like heap of 1M objects it costs 1.3x the census
-(``bench/allocator.py``; a pass over the heap list with ``issubclass`` in C
-loops cost 2.3x). Each instance is then read
+instances. It costs 1.5-1.8x the census (``bench/allocator.py``: 1M
+agent-like objects, and real AWorld's heap, whose vocabularies add many
+references to traverse); a pass over the heap list with ``issubclass`` in
+C loops cost 2.3x. Each instance is then read
 through its C class' own methods (``_ssl._SSLContext.cert_store_stats(ctx)``)
 or through its attributes only when no class on its MRO defines them
 (tiktoken's ranks dict). The pass is skipped while the classes' reference
@@ -447,7 +448,7 @@ class NativeProbe:
     already counted adds no bytes twice.
 
     Finding the instances (one ``gc.get_referrers`` over the classes, see
-    the module docstring) costs about as much as the census. It is skipped when nothing can
+    the module docstring) costs 1.5-1.8x the census. It is skipped when nothing can
     have changed: every instance of a heap type holds a reference to its
     class, so when the reference counts of the registered classes and their
     subclasses are what they were at the last pass, the instances are taken
