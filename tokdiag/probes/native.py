@@ -5,19 +5,19 @@ object. For the types in :data:`REGISTRY` the native probe counts every
 instance at every snapshot, whatever its growth, and estimates (or reads)
 the native bytes behind them:
 
-=========================  ========================================  ==========================================
-subject (instances of it   native memory                             how
+==========================  ========================================  ==========================================
+subject (instances of it    native memory                             how
 and its subclasses)
-=========================  ========================================  ==========================================
-``ssl.SSLContext``         OpenSSL's ``SSL_CTX`` and its X509 store  ``base + per_certificate * x509``, the
-                           (the parsed CA certificates)              store's certificate count from
-                                                                     ``_ssl._SSLContext.cert_store_stats``
+==========================  ========================================  ==========================================
+``ssl.SSLContext``          OpenSSL's ``SSL_CTX`` and its X509 store  ``base + per_certificate * x509``, the
+                            (the parsed CA certificates)              store's certificate count from
+                                                                      ``_ssl._SSLContext.cert_store_stats``
 ``tiktoken.core.Encoding``  tiktoken's Rust ``CoreBPE`` (the          ``scale * structure + constant``: token
-                           vocabulary a second time, hash tables,    bytes as malloc chunks and hash tables
-                           compiled regexes)                         (:func:`estimate_tiktoken_native`)
-``sqlite3.Connection``     SQLite's own heap (page cache, schema,    read, not estimated: ``sqlite3_memory_used()``
-                           statements), all connections together     of the SQLite library ``_sqlite3`` uses
-=========================  ========================================  ==========================================
+                            vocabulary a second time, hash tables,    bytes as malloc chunks and hash tables
+                            compiled regexes)                         (:func:`estimate_tiktoken_native`)
+``sqlite3.Connection``      SQLite's own heap (page cache, schema,    read, not estimated: ``sqlite3_memory_used()``
+                            statements), all connections together     of the SQLite library ``_sqlite3`` uses
+==========================  ========================================  ==========================================
 
 Each :class:`NativeType` carries a ``calibration`` note saying how its
 built-in coefficients were measured. They were fitted to the bytes of
@@ -42,7 +42,7 @@ How instances are found: one ``gc.get_referrers(*classes)`` over the
 registered classes whose module is already imported (the probe imports
 nothing) and their subclasses. Every instance of a heap type visits its
 class when the collector traverses it, so this is one C pass over the
-collector's objects, kept by the class' identity (``type(o)`` looked up by
+collector's objects, keyed by the class' identity (``type(o)`` looked up by
 ``id``): no ``isinstance``, no ``__eq__``, no attribute lookup on the
 instances. It costs 1.5-1.8x the census (``bench/allocator.py``: 1M
 agent-like objects, and real AWorld's heap, whose vocabularies add many
@@ -647,6 +647,10 @@ def _calibrate_ssl(n: int, timeout: float) -> dict[str, Any]:
             m = _child("ssl", arg, n, timeout)
             per = m["heap_per"] if m["heap_per"] is not None else m["rss_per"]
             points.append({"label": label, "certificates": m["certificates"], "bytes": per, "rss": m["rss_per"]})
+    if len({p["certificates"] for p in points}) < 2:
+        raise TokdiagError("calibrate('ssl'): no CA bundle found (neither OpenSSL's default file nor certifi's "
+                           "cacert.pem), so there is nothing to fit the per-certificate cost to; install "
+                           "ca-certificates or certifi")
     a, b = _fit([p["certificates"] for p in points], [p["bytes"] for p in points])
     return _summary(points, {"base": a, "per_certificate": b}, lambda p: a + b * p["certificates"],
                     version=ssl.OPENSSL_VERSION, n=n)
