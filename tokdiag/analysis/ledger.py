@@ -66,8 +66,8 @@ the census may see them too: at most a few KB, far below ``min_bytes``.
 blocks are what is *not* allocated, so they never repeat a Python or native
 owner. ``native`` figures are heap bytes in use (the SSL model is fitted to
 glibc's in-use bytes per context, SQLite's figure is its own count of
-allocated bytes; tiktoken's model, fitted to RSS, is within 1% of in-use
-bytes per Encoding), so they do not include the free memory the
+allocated bytes; tiktoken's model was fitted to RSS per Encoding, which
+is within 1% of its in-use bytes), so they do not include the free memory the
 ``allocator`` owners count. ``file`` pages are not in any heap.
 
 ``unexplained`` can be negative: RSS fell (the allocator returned memory to
