@@ -166,3 +166,60 @@ def test_real_leak_through_a_cache_is_owned_by_the_cache():
     assert g["responses"] == pytest.approx(40 * 64 * KB, rel=0.05)
     assert abs(g[f"{__name__}.Session"]) < 4 * KB
     assert g.drop(UNEXPLAINED).idxmax() == "responses"
+
+
+# ----------------------------------------------------------------------------- allocator, file and native owners
+
+
+def _with_owners(glibc_missing_at: tuple[int, ...] = ()) -> pd.DataFrame:
+    rows: list[tuple] = []
+    for s in range(0, 51, 10):
+        rows.append((s, "process", "process", "rss", 300 * MB + 100 * KB * s, "bytes"))
+        rows.append((s, "watch", "app.Agent", "bytes", 10 * KB * s, "bytes"))
+        rows.append((s, "native", "ssl.SSLContext", "native_bytes", 1.5 * MB + 40 * KB * s, "bytes"))
+        rows.append((s, "native", "ssl.SSLContext", "count", 2.0 + s, "objects"))
+        rows.append((s, "native", "ssl.SSLContext", "certificates", 100.0 * s, "entries"))
+        rows.append((s, "cache", "enc", "native_bytes", 24e6, "bytes"))
+        if s not in glibc_missing_at:
+            rows.append((s, "allocator", "glibc", "free", 2 * MB + 20 * KB * s, "bytes"))
+            rows.append((s, "allocator", "glibc", "in_use", 90 * MB + 70 * KB * s, "bytes"))  # never an owner
+        rows.append((s, "allocator", "pymalloc", "free", 1 * MB + 10 * KB * s, "bytes"))
+        rows.append((s, "allocator", "pymalloc", "arenas", 50 * MB + 10 * KB * s, "bytes"))
+        rows.append((s, "allocator", "pages", "anon", 250 * MB + 95 * KB * s, "bytes"))
+        rows.append((s, "allocator", "pages", "file", 50 * MB + 5 * KB * s, "bytes"))
+        rows.append((s, "allocator", "pages", "shmem", 0.0, "bytes"))
+    return _tl(rows)
+
+
+def test_allocator_file_and_native_type_owners():
+    tl = _with_owners()
+    led = ledger(tl)
+    _check_sums(tl, led)
+    last = led.query("step == 50").set_index("owner")
+    assert last.loc["ssl.SSLContext (native)", "kind"] == "native"
+    assert last.loc["ssl.SSLContext (native)", "bytes"] == 2000 * KB
+    assert last.loc["enc (native estimate)", "bytes"] == 0.0
+    assert last.loc["glibc free (kept by malloc)", "kind"] == "allocator"
+    assert last.loc["glibc free (kept by malloc)", "bytes"] == 1000 * KB
+    assert last.loc["pymalloc free (kept by Python)", "bytes"] == 500 * KB
+    assert last.loc["file-backed pages (RssFile)", "kind"] == "file"
+    assert last.loc["file-backed pages (RssFile)", "bytes"] == 250 * KB
+    assert last.loc["shared memory (RssShmem)", "bytes"] == 0.0
+    # in-use heap, arenas and anonymous pages contain the other owners' bytes: never owners themselves
+    assert not last.index.str.contains("in_use|arenas|anon").any()
+    assert last.loc[UNEXPLAINED, "bytes"] == 5000 * KB - (500 + 2000 + 1000 + 500 + 250) * KB
+    assert list(dict.fromkeys(led["kind"])) == ["native", "watch", "allocator", "file", "unexplained"]
+
+
+def test_glibc_free_read_every_kth_snapshot_is_carried_forward():
+    tl = _with_owners(glibc_missing_at=(20, 30, 50))
+    led = ledger(tl)
+    _check_sums(tl, led)
+    glibc = led[led["owner"] == "glibc free (kept by malloc)"].set_index("step")["bytes"]
+    assert glibc.to_dict() == {0: 0.0, 10: 200 * KB, 20: 200 * KB, 30: 200 * KB, 40: 800 * KB, 50: 800 * KB}
+
+
+def test_a_journal_without_the_new_probes_gets_the_same_owners_as_before():
+    led = ledger(_synthetic())
+    assert set(led["kind"]) == {"cache", "native", "watch", "census", "tokdiag", "unexplained"}
+    assert set(led[led["kind"] == "native"]["owner"]) == {"enc (native estimate)"}

@@ -24,9 +24,25 @@ cache      cache label (``"tiktoken.         entries [entries], bytes [bytes] (d
                                              [bytes] (estimate), hits/misses/maxsize
                                              [calls]/[entries] for lru_cache
 alloc      ``"file.py:123"``                 bytes [bytes], count [blocks]
+allocator  ``"glibc"``                       free [bytes] (free chunks kept by malloc,
+                                             ``mallinfo2``; absent at snapshots where
+                                             it was skipped for its cost), in_use
+                                             [bytes], free_chunks [blocks]
+           ``"pymalloc"``                    free [bytes] (free blocks and pools kept
+                                             in Python's arenas), in_use [bytes],
+                                             arenas [bytes]
+           ``"pages"``                       anon, file, shmem [bytes] (RssAnon,
+                                             RssFile, RssShmem)
+native     registry type name                count [objects], native_bytes [bytes]
+           (``"ssl.SSLContext"``)            (estimated or read; an Encoding a cache
+                                             counted adds none), certificates
+                                             [entries] (SSL), tokens [entries]
+                                             (tiktoken)
 tracker    ``"tokdiag"``                     snapshot_s [seconds], self_bytes [bytes]
                                              (tokdiag's own retained memory),
-                                             alloc_overhead_s [seconds]
+                                             alloc_overhead_s, allocator_s,
+                                             mallinfo_s (0 when skipped), native_s
+                                             [seconds] (probes' own costs)
 =========  ================================  ==========================================
 
 ``fingerprint`` values are integers that change when a cached payload is

@@ -13,7 +13,13 @@ kind           owner, and the series its bytes come from
 ``cache``      a cache label: ``cache/<label>/bytes`` (deep size)
 ``native``     ``"<label> (native estimate)"``: ``cache/<label>/native_bytes``,
                the estimated memory of tiktoken's Rust core, which no
-               Python-level measure sees
+               Python-level measure sees; and ``"<type> (native)"``:
+               ``native/<type>/native_bytes``, the native footprint of every
+               instance of a type known to hold native memory
+               (``ssl.SSLContext``: OpenSSL's CA store; tiktoken
+               ``Encoding``; ``sqlite3.Connection``: SQLite's own heap), see
+               :mod:`tokdiag.probes.native`. An Encoding a cache already
+               counted is not counted again under its type.
 ``watch``      a watched class: ``watch/<class>/bytes`` (reachable bytes)
 ``census``     a type from the census whose growth matters:
                ``census/<type>/unowned_bytes``; types that grew (or shrank)
@@ -21,9 +27,23 @@ kind           owner, and the series its bytes come from
                ``"other Python objects"``
 ``tokdiag``    ``"tokdiag"``: ``tracker/tokdiag/self_bytes``, the tracker's own
                buffers
+``allocator``  free memory the allocators keep resident (fragmentation, not
+               an object holding it): ``"glibc free (kept by malloc)"`` from
+               ``allocator/glibc/free`` and ``"pymalloc free (kept by
+               Python)"`` from ``allocator/pymalloc/free``
+               (:mod:`tokdiag.probes.allocator`). ``glibc/free`` may be read
+               only every k-th snapshot when ``mallinfo2`` is slow: the last
+               reading is carried forward to the snapshots in between
+``file``       ``"file-backed pages (RssFile)"`` and ``"shared memory
+               (RssShmem)"``: ``allocator/pages/file`` and
+               ``allocator/pages/shmem``, resident pages of mapped files and
+               shared memory, which no heap holds
 ``unexplained``  ``"unexplained (native or untracked)"``: RSS growth minus all
                of the above
 =============  ===========================================================
+
+A run without the allocator or native probes (an older journal) has no
+owners of those kinds, and its ledger is what it always was.
 
 What "owned" means
 ------------------
@@ -33,21 +53,32 @@ counted again by a later one (a message's agent is counted once). The
 census' ``unowned_bytes`` leave out every object already owned by a cache or
 a watched class, so census owners never repeat those bytes. The census only
 sees gc-tracked objects (shallow sizes): strings and bytes that no cache or
-watched class reaches are in ``unexplained``, with native memory (C
-extensions, Rust cores not estimated), allocator fragmentation and pages
-the allocator keeps.
+watched class reaches are in ``unexplained``, with native memory no
+estimate covers (C extensions and Rust cores not in the registry), and,
+when the allocator probe did not run, the free memory the allocators keep
+and file-backed pages.
 
 ``tokdiag`` is the deep size of the tracker's own state (first and last
 counts, the census' kept names); those few containers are gc-tracked, so
 the census may see them too: at most a few KB, far below ``min_bytes``.
+
+``allocator`` owners hold no object's bytes: free chunks and free pool
+blocks are what is *not* allocated, so they never repeat a Python or native
+owner. ``native`` figures are heap bytes in use (the SSL model is fitted to
+glibc's in-use bytes per context, SQLite's figure is its own count of
+allocated bytes; tiktoken's model was fitted to RSS per Encoding, which
+is within 1% of its in-use bytes), so they do not include the free memory the
+``allocator`` owners count. ``file`` pages are not in any heap.
 
 ``unexplained`` can be negative: RSS fell (the allocator returned memory to
 the system) while the owned objects did not shrink as much, or an owner's
 measure (deep size, native estimate) counts bytes that were never resident.
 
 A series missing at a snapshot (a cache that could not be resolved, a
-census type first written late because it was small before) counts as 0
-bytes there, so its growth is measured from 0 at the first snapshot.
+census type first written late because it was small before, a native type
+whose module was imported mid-run) counts as 0 bytes there, so its growth
+is measured from 0 at the first snapshot; ``allocator/glibc/free`` alone
+carries its last reading forward (it is skipped on purpose, see above).
 """
 
 from __future__ import annotations
@@ -60,12 +91,12 @@ import pandas as pd
 from tokdiag.analysis.verdicts import PRACTICAL_MIN, _check_timeline
 from tokdiag.errors import ConfigError
 
-__all__ = ["KINDS", "LEDGER_COLUMNS", "OTHER_OBJECTS", "UNEXPLAINED", "ledger"]
+__all__ = ["ALLOCATOR_OWNERS", "FILE_OWNERS", "KINDS", "LEDGER_COLUMNS", "OTHER_OBJECTS", "UNEXPLAINED", "ledger"]
 
 LEDGER_COLUMNS: tuple[str, ...] = ("run", "step", "owner", "kind", "bytes")
 """Columns of :func:`ledger`, in order."""
 
-KINDS: tuple[str, ...] = ("cache", "native", "watch", "census", "tokdiag", "unexplained")
+KINDS: tuple[str, ...] = ("cache", "native", "watch", "census", "tokdiag", "allocator", "file", "unexplained")
 """Owner kinds, in the order rows are written (and a chart stacks them)."""
 
 UNEXPLAINED = "unexplained (native or untracked)"
@@ -75,15 +106,41 @@ OTHER_OBJECTS = "other Python objects"
 """Census owner lumping the types whose growth is below ``min_bytes``."""
 
 NATIVE_SUFFIX = " (native estimate)"
+TYPE_NATIVE_SUFFIX = " (native)"
+
+ALLOCATOR_OWNERS: dict[str, str] = {
+    "glibc": "glibc free (kept by malloc)",
+    "pymalloc": "pymalloc free (kept by Python)",
+}
+"""``allocator/<subject>/free`` -> owner name (kind ``allocator``)."""
+
+FILE_OWNERS: dict[str, str] = {
+    "file": "file-backed pages (RssFile)",
+    "shmem": "shared memory (RssShmem)",
+}
+"""``allocator/pages/<metric>`` -> owner name (kind ``file``)."""
 
 
-def _growth(sub: pd.DataFrame, steps: np.ndarray) -> pd.DataFrame:
-    """Wide table step x subject of ``value - value at the first step`` (missing = 0)."""
+def _growth(sub: pd.DataFrame, steps: np.ndarray, *, carry: bool = False) -> pd.DataFrame:
+    """Wide table step x subject of ``value - value at the first step``.
+
+    A missing value is 0, or with ``carry`` the subject's last value before
+    it (0 before its first).
+    """
     if sub.empty:
         return pd.DataFrame(index=steps)
     wide = sub.pivot_table(index="step", columns="subject", values="value", aggfunc="last")
-    wide = wide.reindex(steps).fillna(0.0)
+    wide = wide.reindex(steps)
+    if carry:
+        wide = wide.ffill()
+    wide = wide.fillna(0.0)
     return wide - wide.iloc[0]
+
+
+def _renamed(block: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
+    """The columns of ``block`` that ``names`` knows, renamed, in the order of ``names``."""
+    keep = [c for c in names if c in block.columns]
+    return block[keep].rename(columns=names)
 
 
 def _run_ledger(tl: pd.DataFrame, run: object, min_bytes: float, max_census_owners: int) -> pd.DataFrame:
@@ -107,6 +164,9 @@ def _run_ledger(tl: pd.DataFrame, run: object, min_bytes: float, max_census_owne
     native = _growth(pick("cache", "native_bytes"), steps)
     native.columns = [f"{c}{NATIVE_SUFFIX}" for c in native.columns]
     blocks.append(("native", native))
+    typed = _growth(pick("native", "native_bytes"), steps)
+    typed.columns = [f"{c}{TYPE_NATIVE_SUFFIX}" for c in typed.columns]
+    blocks.append(("native", typed))
     blocks.append(("watch", _growth(pick("watch", "bytes"), steps)))
 
     census = pick("census", "unowned_bytes")
@@ -126,6 +186,10 @@ def _run_ledger(tl: pd.DataFrame, run: object, min_bytes: float, max_census_owne
     blocks.append(("census", cg))
     tok = pick("tracker", "self_bytes").assign(subject="tokdiag")
     blocks.append(("tokdiag", _growth(tok, steps)))
+    free = pick("allocator", "free")
+    blocks.append(("allocator", _renamed(_growth(free, steps, carry=True), ALLOCATOR_OWNERS)))
+    pages = tl[(tl["probe"] == "allocator") & (tl["subject"] == "pages")]
+    blocks.append(("file", _renamed(_growth(pages.assign(subject=pages["metric"]), steps), FILE_OWNERS)))
 
     owners: list[str] = []
     kinds: list[str] = []

@@ -11,14 +11,16 @@ returns, so no probe keeps anything it measured alive.
 
 from __future__ import annotations
 
+from tokdiag.probes.allocator import AllocatorProbe
 from tokdiag.probes.base import Probe, SnapshotContext
-from tokdiag.probes.caches import CacheProbe, CacheSpec, cache, estimate_tiktoken_native
+from tokdiag.probes.caches import CacheProbe, CacheSpec, cache
 from tokdiag.probes.census import CensusProbe, census, type_name
 from tokdiag.probes.process import ProcessProbe
 from tokdiag.probes.allocations import AllocationProbe
+from tokdiag.probes.native import NativeProbe, estimate_tiktoken_native
 from tokdiag.probes.watch import WatchProbe
 
 __all__ = [
-    "AllocationProbe", "CacheProbe", "CacheSpec", "CensusProbe", "Probe", "ProcessProbe",
-    "SnapshotContext", "WatchProbe", "cache", "census", "estimate_tiktoken_native", "type_name",
+    "AllocationProbe", "AllocatorProbe", "CacheProbe", "CacheSpec", "CensusProbe", "NativeProbe", "Probe",
+    "ProcessProbe", "SnapshotContext", "WatchProbe", "cache", "census", "estimate_tiktoken_native", "type_name",
 ]

@@ -37,43 +37,9 @@ from typing import Any
 
 from tokdiag.errors import ConfigError, TargetError
 from tokdiag.probes.base import SnapshotContext
+from tokdiag.probes.native import estimate_tiktoken_native, tiktoken_native_of  # noqa: F401  (the model lives there)
 from tokdiag.records import BYTES, CALLS, ENTRIES, HASH, OBJECTS, Record
 from tokdiag.probes.sizing import deep_sizes
-
-# Rust core of tiktoken (tiktoken 0.9, CoreBPE), per mergeable token: the
-# token bytes are owned three times (encoder key, decoder value,
-# sorted_token_bytes), each a malloc chunk of max(32, len + 8 rounded to
-# 16), plus a 24-byte Vec header in sorted_token_bytes; two hashbrown
-# tables of 33 bytes per bucket; plus a constant for the compiled regexes.
-# Calibrated by building Encodings from already-loaded ranks and reading
-# RSS (psutil) in fresh processes, 1/3/6 Encodings each:
-#   cl100k_base (100,256 tokens): measured 24.73 MB/Encoding, model 20.72 MB + 4.01 MB
-#   qwen       (151,643 tokens): measured 39.55 MB/Encoding, model 35.54 MB + 4.01 MB
-_NATIVE_CONSTANT = 4_010_000
-_BUCKET_BYTES = 33
-
-
-def _malloc_chunk(n: int) -> int:
-    return max(32, (n + 8 + 15) & ~15)
-
-
-def estimate_tiktoken_native(mergeable_ranks: Mapping[bytes, int], special_tokens: Mapping[str, int] | None = None) -> int:
-    """Estimated bytes held by the Rust core of one ``tiktoken.Encoding`` built from these ranks.
-
-    ~24.7 MB for cl100k_base and ~39.5 MB for qwen (measured with RSS; see
-    the comment above this function in ``tokdiag/probes/caches.py``).
-    """
-    tokens = list(mergeable_ranks)
-    if special_tokens:
-        tokens += [s.encode() for s in special_tokens]
-    n = len(tokens)
-    if n == 0:
-        return 0
-    cap = max(8, n * 8 // 7)
-    buckets = 1 << (cap - 1).bit_length()
-    per_token = sum(3 * _malloc_chunk(len(t)) + 24 for t in tokens)
-    return 2 * buckets * _BUCKET_BYTES + per_token + _NATIVE_CONSTANT
-
 
 def _is_encoding(obj: object) -> bool:
     t = type(obj)
@@ -88,22 +54,6 @@ def _encodings_in(obj: object) -> list[Any]:
     if isinstance(attrs, dict):
         return [v for v in attrs.values() if _is_encoding(v)]
     return []
-
-
-_native_memo: dict[tuple[int, int, int], int] = {}
-
-
-def _native_of(enc: Any) -> int:
-    ranks = getattr(enc, "_mergeable_ranks", None) or {}
-    special = getattr(enc, "_special_tokens", None) or {}
-    key = (id(ranks), len(ranks), len(special))
-    hit = _native_memo.get(key)
-    if hit is None:
-        hit = estimate_tiktoken_native(ranks, special)
-        if len(_native_memo) > 256:
-            _native_memo.clear()
-        _native_memo[key] = hit
-    return hit
 
 
 def _content_hash(obj: Any) -> int:
@@ -271,7 +221,7 @@ class CacheProbe:
                     for enc in encodings:  # one Encoding in two caches is counted once
                         if id(enc) not in ctx.native_seen:
                             ctx.native_seen.add(id(enc))
-                            native += _native_of(enc)
+                            native += tiktoken_native_of(enc)
                     recs.append(Record("cache", label, "native_bytes", float(native), BYTES))
                     del encodings
             del distinct
