@@ -381,11 +381,14 @@ def test_the_failing_step_is_recorded_once(tmp_path: Path, every: int):
 
 
 def test_a_snapshot_asked_for_twice_at_one_step_is_taken_once(tmp_path: Path):
-    with td.Tracker(journal=tmp_path / "twice.jsonl", census=False, progress=False, every=1) as tr:
+    path = tmp_path / "twice.jsonl"
+    with td.Tracker(journal=path, census=False, progress=False, every=1) as tr:
         for _ in tr.steps(3):
             tr.snapshot()
             tr.snapshot()
     assert tr.run is not None and tr.run.steps == [0, 1, 2, 3]
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines() if '"snapshot"' in x] == [0, 1, 2, 3]
+    assert len(tr.run.timeline) == len(tr.run.timeline.drop_duplicates(["step", "probe", "subject", "metric"]))
 
 
 # -- async steps are refused until tokdiag awaits them ------------------------------------------------
