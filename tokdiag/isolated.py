@@ -64,7 +64,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def _how_it_ended(returncode: int | None, timeout: float | None) -> str:
 
 
 def _wind_down(proc: subprocess.Popen[str]) -> str:
-    """After Ctrl-C in the parent: let the child record ``interrupted``, absorbing repeated Ctrl-C; its stderr."""
+    """After Ctrl-C in the parent: let the child record ``interrupted`` (up to the grace period); its stderr."""
     deadline = time.monotonic() + _INTERRUPT_GRACE_S
     try:
         proc.send_signal(signal.SIGINT)  # the child may not have had one (e.g. a notebook kernel interrupt)
@@ -181,6 +181,7 @@ def track_isolated(
                           f"watch patterns, no NaN): {exc}") from None
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     interrupted = False
+    restore_sigint: Callable[[], object] = lambda: None
     try:
         proc = subprocess.Popen([sys.executable, "-m", "tokdiag.isolated"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -193,6 +194,7 @@ def track_isolated(
             returncode = None
         except KeyboardInterrupt:
             interrupted = True
+            restore_sigint = _ignore_sigint()  # more Ctrl-C must not cut short what follows
             stderr = _wind_down(proc)
             returncode = proc.returncode
         finally:
@@ -202,7 +204,20 @@ def track_isolated(
         status = _read_status(status_file)
     finally:
         Path(status_file).unlink(missing_ok=True)
-    return _outcome(factory, journal_path, proc.pid, status, returncode, stderr, timeout, interrupted)
+    try:
+        return _outcome(factory, journal_path, proc.pid, status, returncode, stderr, timeout, interrupted)
+    finally:
+        restore_sigint()
+
+
+def _ignore_sigint() -> Callable[[], object]:
+    """Ignore SIGINT from now on; returns what puts the handler back."""
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: repeated Ctrl-C are absorbed in _wind_down instead
+        return lambda: None
+    return lambda: signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 def _read_status(path: str) -> dict[str, Any]:
