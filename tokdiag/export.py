@@ -545,7 +545,7 @@ def report_from_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str |
                               "written by td.track(..., journal=...) or a tokdiag recorder")
         try:  # read here, before a kernel starts, so the error names the path as the user gave it
             read_journal(journal)
-        except (JournalError, UnicodeDecodeError) as exc:
+        except JournalError as exc:
             raise ConfigError(f"{str(journal)!r} is not a tokdiag journal ({exc}); give a .jsonl file written by "
                               "td.track(..., journal=...)") from None
     folder = Path(out_dir).resolve()
