@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 _MiB = 2**20
 
@@ -169,7 +170,7 @@ def _measure(arm: str, path: Path) -> None:
     print(json.dumps({"seconds": seconds, "peak_added": peak - before, "kept": _rss_now() - before, "rows": rows}))
 
 
-def _run_arm(arm: str, path: Path) -> dict[str, float]:
+def _run_arm(arm: str, path: Path) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--measure", arm, str(path)], capture_output=True, text=True,
                          check=False)
     if out.returncode != 0:
@@ -208,8 +209,8 @@ def main() -> None:
                 print(f"  {arm:10} {r['rows']:>11,} {r['seconds']:>8.1f} {r['peak_added'] / _MiB:>9,.0f} "
                       f"{r['peak_added'] / size:>8.2f}x {r['kept'] / _MiB:>9,.0f}")
             path.unlink()
-    print(f"\ngoal (issue #9, E16): td.load of a 1,000,000-line journal peaks under 2x the file size "
-          f"(rows 'load', column peak/file)")
+    print("\ngoal (issue #9, E16): td.load of a 1,000,000-line journal peaks under 2x the file size "
+          "(rows 'load', column peak/file)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

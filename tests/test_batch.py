@@ -243,7 +243,7 @@ def test_run_folder_rules_without_a_kernel(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == [RUN_MARKER, "yours.txt"]  # its folder 'sub' went too
     with pytest.raises(ConfigError, match="never finished"):  # marked in progress: tokdiag was stopped
         _inspect_folder(folder)
-    _seal_folder(_FolderPlanFor(folder, keep={"yours.txt"}), set())
+    _seal_folder(_plan_keeping(folder, keep={"yours.txt"}), set())
     with pytest.raises(ConfigError, match="yours.txt in .* was not written by tokdiag and the run would overwrite it"):
         _inspect_folder(folder, writes=("yours.txt",))
     (tmp_path / "file").write_text("")
@@ -251,7 +251,7 @@ def test_run_folder_rules_without_a_kernel(tmp_path: Path) -> None:
         _inspect_folder(tmp_path / "file")
 
 
-def _FolderPlanFor(folder: Path, keep: set[str]):  # noqa: N802 - reads as the dataclass it makes
+def _plan_keeping(folder: Path, keep: set[str]):
     from tokdiag.batch import _FolderPlan
 
     return _FolderPlan(folder, keep=frozenset(keep))

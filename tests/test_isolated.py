@@ -211,7 +211,7 @@ def _gone(pid: int, within: float) -> bool:
 
 @pytest.mark.slow
 def test_two_ctrl_c_in_a_terminal_end_the_run_as_interrupted(user_module: str, tmp_path: Path) -> None:
-    parent, journal = _start_parent(tmp_path)
+    parent, _ = _start_parent(tmp_path)
     try:
         os.killpg(parent.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the parent and the child
         time.sleep(0.4)
@@ -226,7 +226,7 @@ def test_two_ctrl_c_in_a_terminal_end_the_run_as_interrupted(user_module: str, t
 
 @pytest.mark.slow
 def test_ctrl_c_in_the_parent_alone_is_forwarded_to_the_child(user_module: str, tmp_path: Path) -> None:
-    parent, journal = _start_parent(tmp_path)
+    parent, _ = _start_parent(tmp_path)
     try:
         parent.send_signal(signal.SIGINT)  # how a notebook kernel is interrupted
         result = _result(parent)

@@ -82,7 +82,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -469,9 +468,9 @@ def run_one(spec: RunSpec, folder: str | os.PathLike[str], *, timeout: float | N
 
 
 def _run_in(spec: RunSpec, run_dir: Path, plan: _FolderPlan, timeout: float | None) -> RunResult:
-    from tokdiag.export import export_html, scrub_notebook
-
     import nbformat
+
+    from tokdiag.export import export_html, scrub_notebook
 
     executed = run_dir / f"{spec.notebook.stem}.ipynb"
     result = execute(spec.notebook, executed, spec.kernel_parameters(), cwd=run_dir, timeout=timeout)

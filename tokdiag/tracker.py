@@ -451,8 +451,8 @@ _ASYNC_HINT = ("async steps are not supported yet (a later tokdiag will await th
 def _is_async(step: Any) -> bool:
     if inspect.iscoroutinefunction(step) or inspect.isasyncgenfunction(step):
         return True
-    call = getattr(type(step), "__call__", None)  # an object whose __call__ is async def
-    return not inspect.isfunction(step) and (inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call))
+    call = None if inspect.isfunction(step) else inspect.getattr_static(type(step), "__call__", None)  # async __call__
+    return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
 
 
 def _refuse_awaitable(step: Any, result: Any) -> None:
