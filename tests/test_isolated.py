@@ -180,7 +180,8 @@ except KeyboardInterrupt as exc:
 def _start_parent(tmp_path: Path, timeout: float = 300) -> tuple[subprocess.Popen[str], Path]:
     journal = tmp_path / "parent.jsonl"
     parent = subprocess.Popen([sys.executable, "-c", _PARENT.format(timeout=timeout), str(journal)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              env={**os.environ, "TMPDIR": str(tmp_path)})  # a killed parent's status file lands here
     deadline = time.time() + 60
     while time.time() < deadline:
         if journal.exists() and journal.read_text().count('"snapshot"') >= 2:

@@ -82,6 +82,7 @@ def test_the_notebooks_own_step_and_i_survive_the_cell(shell):
     assert run.status == "completed"
     with capture_output(), pytest.raises(ZeroDivisionError):  # restored when the cell fails too
         shell.run_cell_magic("tokdiag", "--steps 5 --every 1 --no-progress", "step(1 / (2 - i))")
+    shell.user_ns[RUN_VARIABLE].journal.unlink()  # kept with the error; not needed here
     assert shell.user_ns["step"] is user_step and shell.user_ns["i"] == "mine"
     del shell.user_ns["i"], shell.user_ns["step"]
     with capture_output():
@@ -101,6 +102,8 @@ def test_a_failing_cell_keeps_the_run_and_raises(shell):
         shell.run_cell_magic("tokdiag", "--steps 10 --every 1 --no-progress", "x = 1 / (3 - i)")
     run = shell.user_ns[RUN_VARIABLE]
     assert run.status == "error" and "ZeroDivisionError" in run.message
+    assert run.journal is not None and run.journal.is_file()  # the temporary journal is kept with the error
+    run.journal.unlink()
 
 
 @pytest.mark.parametrize(("line", "named"), [

@@ -414,12 +414,12 @@ def test_an_async_step_is_refused_with_how_to_wrap_it():
     assert ran == []
 
 
-def test_a_step_that_returns_a_coroutine_is_refused_and_the_coroutine_closed(recwarn):
+def test_a_step_that_returns_a_coroutine_is_refused_and_the_coroutine_closed(recwarn, tmp_path: Path):
     async def work(i: int) -> None:
         pass
 
     with pytest.raises(td.ConfigError, match=r"returned coroutine, an awaitable: the work it stands for never ran"):
-        td.track(lambda i: work(i), steps=3, progress=False, census=False)
+        td.track(lambda i: work(i), steps=3, progress=False, census=False, journal=tmp_path / "coro.jsonl")
     gc.collect()
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
 
