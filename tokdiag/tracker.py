@@ -240,7 +240,13 @@ class Tracker:
             self._journal_path = Path(tmp)
             self._overwrite = True
         params = {"steps": total, **self._params}
-        self._writer = JournalWriter(self._journal_path, make_header(self.name, params), overwrite=self._overwrite)
+        try:
+            self._writer = JournalWriter(self._journal_path, make_header(self.name, params), overwrite=self._overwrite)
+        except BaseException:
+            if self._temp_journal:  # nothing was recorded: leave no empty temporary file behind
+                self._journal_path.unlink(missing_ok=True)
+                self._journal_path = None
+            raise
         self._started = True
         if self._alloc_probe is not None:
             self._alloc_probe.start()
