@@ -155,18 +155,106 @@ def test_index_escapes_text_and_holds_no_absolute_paths(batch) -> None:
     assert "<script" not in page
 
 
-def test_run_folders_of_a_second_batch_replace_the_first_but_foreign_folders_are_refused(tmp_path: Path) -> None:
+def test_a_second_batch_replaces_only_what_the_first_wrote_and_foreign_folders_are_refused(tmp_path: Path) -> None:
     root = _copy_fixtures(tmp_path / "plans")
     (root / "plan.yaml").write_text("runs:\n  - notebook: no_parameters.ipynb\n", encoding="utf-8")
     out = tmp_path / "out"
-    (out / "01-no_parameters").mkdir(parents=True)
-    (out / "01-no_parameters" / "mine.txt").write_text("keep me")
+    run_dir = out / "01-no_parameters"
+    run_dir.mkdir(parents=True)
+    (run_dir / "mine.txt").write_text("keep me")
     with pytest.raises(ConfigError, match="was not written by tokdiag"):
         run_batch(root / "plan.yaml", out, progress=None)
-    assert (out / "01-no_parameters" / "mine.txt").read_text() == "keep me"
-    (out / "01-no_parameters" / RUN_MARKER).write_text("")
-    result = run_batch(root / "plan.yaml", out, progress=None)
-    assert result.runs[0].ok and not (out / "01-no_parameters" / "mine.txt").exists()
+    (run_dir / RUN_MARKER).write_text("written by tokdiag; cleared when the run is repeated\n")  # an older tokdiag's
+    with pytest.raises(ConfigError, match="older tokdiag that did not list its files.*deletes nothing"):
+        run_batch(root / "plan.yaml", out, progress=None)
+    assert (run_dir / "mine.txt").read_text() == "keep me"
+    shutil.rmtree(run_dir)
+
+    first = run_batch(root / "plan.yaml", out, progress=None)
+    assert first.runs[0].ok
+    written = json.loads((run_dir / RUN_MARKER).read_text())
+    assert written["complete"] and "no_parameters.ipynb" in written["files"] and "no_parameters.html" in written["files"]
+    (run_dir / "mine.txt").write_text("keep me")  # the user adds files to the run's folder
+    (run_dir / "notes").mkdir()
+    (run_dir / "notes" / "today.jsonl").write_text("not a journal\n")
+    (run_dir / "no_parameters.html").unlink()  # and deletes one of tokdiag's
+    second = run_batch(root / "plan.yaml", out, progress=None)
+    assert second.runs[0].ok, second.runs[0].failure
+    assert (run_dir / "mine.txt").read_text() == "keep me"
+    assert (run_dir / "notes" / "today.jsonl").read_text() == "not a journal\n"
+    assert (run_dir / "no_parameters.html").is_file()  # written again
+    assert second.runs[0].journals == ()  # the user's .jsonl is not the run's
+    listed = json.loads((run_dir / RUN_MARKER).read_text())["files"]
+    assert "mine.txt" not in listed and "notes/today.jsonl" not in listed
+
+    with (run_dir / "no_parameters.ipynb").open("a") as fh:  # the user edits a file tokdiag wrote
+        fh.write("\n")
+    edited = (run_dir / "no_parameters.ipynb").read_text()
+    with pytest.raises(ConfigError, match=r"no_parameters.ipynb in .* changed since tokdiag wrote it; tokdiag will "
+                                          r"not delete your edits"):
+        run_batch(root / "plan.yaml", out, progress=None)
+    assert (run_dir / "no_parameters.ipynb").read_text() == edited
+
+
+def test_a_batch_never_overwrites_an_index_page_it_did_not_write(tmp_path: Path) -> None:
+    root = _copy_fixtures(tmp_path / "plans")
+    (root / "plan.yaml").write_text("runs:\n  - notebook: no_parameters.ipynb\n", encoding="utf-8")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>my site</h1>")
+    with pytest.raises(ConfigError, match=r"index.html' is a file tokdiag did not write; tokdiag will not overwrite "
+                                          r"it: move it, or choose another output folder"):
+        run_batch(root / "plan.yaml", site, progress=None)
+    assert (site / "index.html").read_text() == "<h1>my site</h1>"
+    assert sorted(p.name for p in site.iterdir()) == ["index.html"]  # refused before any run started
+
+
+def test_write_index_replaces_its_own_pages_only(tmp_path: Path) -> None:
+    from tokdiag.report.batch import write_index
+
+    page = write_index([], tmp_path)
+    write_index([], tmp_path)  # its own: replaced
+    page.write_text("<p>mine now</p>")
+    with pytest.raises(ConfigError, match="did not write"):
+        write_index([], tmp_path)
+    assert page.read_text() == "<p>mine now</p>"
+    page.unlink()
+    (tmp_path / "index.json").write_text('{"mine": true}')
+    with pytest.raises(ConfigError, match=r"index.json' is a file tokdiag did not write"):
+        write_index([], tmp_path)
+    (tmp_path / "index.json").unlink()
+    write_index([], tmp_path)
+    assert json.loads((tmp_path / "index.json").read_text())["generator"] == "tokdiag"
+
+
+def test_run_folder_rules_without_a_kernel(tmp_path: Path) -> None:
+    from tokdiag.report.batch import _inspect_folder, _prepare_folder, _seal_folder
+
+    folder = tmp_path / "run"
+    plan = _prepare_folder(folder)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "j.jsonl").write_text("x")
+    (folder / "nb.ipynb").write_text("{}")
+    _seal_folder(plan, set())
+    (folder / "yours.txt").write_text("y")
+    again = _inspect_folder(folder, writes=("nb.ipynb",))
+    assert again.remove == ("nb.ipynb", "sub/j.jsonl") and again.keep == frozenset({"yours.txt"})
+    _prepare_folder(folder, ("nb.ipynb",))
+    assert sorted(p.name for p in folder.iterdir()) == [RUN_MARKER, "yours.txt"]  # its folder 'sub' went too
+    with pytest.raises(ConfigError, match="never finished"):  # marked in progress: tokdiag was stopped
+        _inspect_folder(folder)
+    _seal_folder(_plan_keeping(folder, keep={"yours.txt"}), set())
+    with pytest.raises(ConfigError, match="yours.txt in .* was not written by tokdiag and the run would overwrite it"):
+        _inspect_folder(folder, writes=("yours.txt",))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is a file"):
+        _inspect_folder(tmp_path / "file")
+
+
+def _plan_keeping(folder: Path, keep: set[str]):
+    from tokdiag.report.batch import _FolderPlan
+
+    return _FolderPlan(folder, keep=frozenset(keep))
 
 
 # --------------------------------------------------------------------------- plans, no kernel

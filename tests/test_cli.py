@@ -145,3 +145,24 @@ def test_report_shows_what_the_tracker_warned_about(tmp_path: Path) -> None:
     assert main(["report", str(tmp_path / "typo.jsonl"), "-o", str(tmp_path / "out")]) == 0
     page = (tmp_path / "out" / "journal_report.html").read_text()
     assert "warning in typo: watch: no class matches 'RewardAgnet'" in page
+
+
+@pytest.mark.slow
+def test_running_again_into_the_same_folder_keeps_the_users_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.ipynb").write_bytes((NOTEBOOKS / "broken.ipynb").read_bytes())
+    assert main(["run", "broken.ipynb", "-p", "divisor", "4", "-o", "mine"]) == 0
+    (tmp_path / "mine" / "notes.md").write_text("my conclusions")
+    (tmp_path / "mine" / "plots").mkdir()
+    (tmp_path / "mine" / "plots" / "rss.png").write_bytes(b"png")
+    assert main(["run", "broken.ipynb", "-p", "divisor", "5", "-o", "mine"]) == 0
+    assert (tmp_path / "mine" / "notes.md").read_text() == "my conclusions"
+    assert (tmp_path / "mine" / "plots" / "rss.png").read_bytes() == b"png"
+    assert "0.2" in (tmp_path / "mine" / "broken.ipynb").read_text()  # the run itself was replaced
+    capsys.readouterr()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "thesis.tex").write_text("x")
+    assert main(["run", "broken.ipynb", "-o", "elsewhere"]) == 2
+    assert "was not written by tokdiag" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["thesis.tex"]

@@ -243,3 +243,24 @@ def test_a_finished_progress_bar_is_not_shown_as_an_error_but_a_warning_still_is
     page = export_html(nb, tmp_path / "page.html", title="progress").read_text(encoding="utf-8")
     assert page.count('data-mime-type="application/vnd.jupyter.stderr"') == 1  # only the warning keeps the stderr box
     assert "no class matches" in page and page.count("300/300") == 2
+
+
+def test_report_and_export_never_overwrite_a_page_tokdiag_did_not_write(tmp_path: Path) -> None:
+    import tokdiag as td
+
+    journal = tmp_path / "j.jsonl"
+    td.track(lambda i: None, steps=2, journal=journal, census=False, progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "journal_report.html").write_text("<p>my page</p>")
+    with pytest.raises(ConfigError, match=r"journal_report.html' is a file tokdiag did not write"):
+        report_from_journals([journal], out)
+    assert sorted(p.name for p in out.iterdir()) == ["journal_report.html"]  # no kernel ran
+    mine = tmp_path / "mine.html"
+    mine.write_text("<p>mine</p>")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("hello")])
+    with pytest.raises(ConfigError, match="tokdiag will not overwrite it"):
+        export_html(nb, mine)
+    assert mine.read_text() == "<p>mine</p>"
+    page = export_html(nb, tmp_path / "ours.html")
+    export_html(nb, page)  # its own page: replaced

@@ -64,11 +64,30 @@ def test_a_cell_that_does_not_leak_comes_out_flat(shell):
     assert "leak" not in [v for v, s in rows if "MagicLeak" in s]
 
 
-def test_step_index_is_available_as_i_and_step(shell):
+def test_step_index_is_available_as_i(shell):
     shell.user_ns["SEEN"] = []
     with capture_output():
-        shell.run_cell_magic("tokdiag", "--steps 6 --every 2 --no-progress", "SEEN.append((i, step))")
-    assert shell.user_ns["SEEN"] == [(k, k) for k in range(6)]
+        shell.run_cell_magic("tokdiag", "--steps 6 --every 2 --no-progress", "SEEN.append(i)")
+    assert shell.user_ns["SEEN"] == list(range(6))
+
+
+def test_the_notebooks_own_step_and_i_survive_the_cell(shell):
+    shell.run_cell("CALLS = []\ndef step(k):\n    CALLS.append(k)\ni = 'mine'", store_history=False)
+    user_step = shell.user_ns["step"]
+    with capture_output():
+        shell.run_cell_magic("tokdiag", "--steps 5 --every 1 --no-progress", "step(i)")
+    assert shell.user_ns["CALLS"] == [0, 1, 2, 3, 4]  # the body called the notebook's step with the index
+    assert shell.user_ns["step"] is user_step and shell.user_ns["i"] == "mine"
+    run = shell.user_ns[RUN_VARIABLE]
+    assert run.status == "completed"
+    with capture_output(), pytest.raises(ZeroDivisionError):  # restored when the cell fails too
+        shell.run_cell_magic("tokdiag", "--steps 5 --every 1 --no-progress", "step(1 / (2 - i))")
+    shell.user_ns[RUN_VARIABLE].journal.unlink()  # kept with the error; not needed here
+    assert shell.user_ns["step"] is user_step and shell.user_ns["i"] == "mine"
+    del shell.user_ns["i"], shell.user_ns["step"]
+    with capture_output():
+        shell.run_cell_magic("tokdiag", "--steps 2 --every 1 --no-progress", "pass")
+    assert "i" not in shell.user_ns and "step" not in shell.user_ns  # nothing left behind
 
 
 def test_the_progress_bar_shows(shell):
@@ -83,6 +102,8 @@ def test_a_failing_cell_keeps_the_run_and_raises(shell):
         shell.run_cell_magic("tokdiag", "--steps 10 --every 1 --no-progress", "x = 1 / (3 - i)")
     run = shell.user_ns[RUN_VARIABLE]
     assert run.status == "error" and "ZeroDivisionError" in run.message
+    assert run.journal is not None and run.journal.is_file()  # the temporary journal is kept with the error
+    run.journal.unlink()
 
 
 @pytest.mark.parametrize(("line", "named"), [

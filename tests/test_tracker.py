@@ -322,3 +322,130 @@ def test_caches_takes_one_module_attr_string_and_refuses_a_bare_dict(tmp_path):
     assert run.series("cache", f"{__name__}:_ONE_CACHE", "entries").iloc[-1] == 5
     with pytest.raises(td.ConfigError, match=r"caches=\[it\]"):
         td.track(step, steps=3, caches=_ONE_CACHE, progress=False)
+
+
+# -- a step that raises keeps its data, and no step is recorded twice ----------------------------------
+
+def _raises_at(k: int):
+    def step(i: int) -> None:
+        if i == k:
+            raise RuntimeError("model server went away")
+    return step
+
+
+def test_a_failing_step_with_the_default_journal_keeps_the_run_and_names_it_on_the_exception():
+    with pytest.raises(RuntimeError, match="went away") as info:
+        td.track(_raises_at(5), steps=50, every=2, census=False, progress=False)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "tokdiag: the run 'run' (error after 5 steps, 4 snapshots) is kept in the journal" in notes
+    path = notes.split("td.load(")[1].rstrip(")")
+    path = path.strip("'\"")
+    try:
+        run = td.load(path)
+        assert run.status == "error" and run.steps == [0, 2, 4, 5]
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+def test_an_interrupted_run_keeps_its_default_journal_too():
+    def step(i: int) -> None:
+        if i == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        td.track(step, steps=10, every=1, census=False, progress=False)
+    path = info.value.__notes__[0].split("td.load(")[1].rstrip(")").strip("'\"")
+    try:
+        assert td.load(path).status == "interrupted"
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+def test_a_completed_run_leaves_no_temporary_journal_behind():
+    tracker = td.Tracker(census=False, progress=False)
+    with tracker:
+        for _ in tracker.steps(3):
+            pass
+    assert tracker.run is not None and tracker.run.journal is None
+    assert not Path(tracker._journal_path).exists()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("every", [1, 5])
+def test_the_failing_step_is_recorded_once(tmp_path: Path, every: int):
+    path = tmp_path / "once.jsonl"
+    with pytest.raises(RuntimeError):
+        td.track(_raises_at(5), steps=50, every=every, journal=path, census=False, progress=False)
+    snapshots = [json.loads(x)["step"] for x in path.read_text().splitlines() if '"snapshot"' in x]
+    assert len(snapshots) == len(set(snapshots)) and snapshots[-1] == 5
+    assert td.load(path).steps == sorted(set(snapshots))
+
+
+def test_a_snapshot_asked_for_twice_at_one_step_is_taken_once(tmp_path: Path):
+    path = tmp_path / "twice.jsonl"
+    with td.Tracker(journal=path, census=False, progress=False, every=1) as tr:
+        for _ in tr.steps(3):
+            tr.snapshot()
+            tr.snapshot()
+    assert tr.run is not None and tr.run.steps == [0, 1, 2, 3]
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines() if '"snapshot"' in x] == [0, 1, 2, 3]
+    assert len(tr.run.timeline) == len(tr.run.timeline.drop_duplicates(["step", "probe", "subject", "metric"]))
+
+
+# -- async steps are refused until tokdiag awaits them ------------------------------------------------
+
+def test_an_async_step_is_refused_with_how_to_wrap_it():
+    ran: list[int] = []
+
+    async def step(i: int) -> None:
+        ran.append(i)
+
+    with pytest.raises(td.ConfigError, match=r"is an async function.*body would never run.*not supported yet.*"
+                                             r"asyncio\.run\(step\(i\)\)"):
+        td.track(step, steps=3, progress=False, census=False)
+    with pytest.raises(td.ConfigError, match="async function"):
+        td.track(functools.partial(step), steps=3, progress=False, census=False)
+
+    class Handler:
+        async def __call__(self, i: int) -> None:
+            ran.append(i)
+
+    with pytest.raises(td.ConfigError, match="async function"):
+        td.track(Handler(), steps=3, progress=False, census=False)
+    assert ran == []
+
+
+def test_a_step_that_returns_a_coroutine_is_refused_and_the_coroutine_closed(recwarn, tmp_path: Path):
+    async def work(i: int) -> None:
+        pass
+
+    with pytest.raises(td.ConfigError, match=r"returned coroutine, an awaitable: the work it stands for never ran"):
+        td.track(lambda i: work(i), steps=3, progress=False, census=False, journal=tmp_path / "coro.jsonl")
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+def test_a_generator_step_is_refused():
+    def step(i: int):
+        yield i
+
+    with pytest.raises(td.ConfigError, match=r"generator function.*list\(step\(i\)\)"):
+        td.track(step, steps=3, progress=False, census=False)
+
+
+def test_steps_returning_plain_values_still_run():
+    assert td.track(lambda i: i * 2, steps=3, progress=False, census=False).status == "completed"
+
+
+# -- bad numbers are ConfigErrors naming the value -----------------------------------------------------
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"budget_mb": float("inf")}, r"budget_mb=inf: must be a positive, finite number"),
+    ({"budget_mb": float("nan")}, r"budget_mb=nan"),
+    ({"params": {"x": float("nan")}}, r"params\['x'\]=nan: the journal is strict JSON"),
+    ({"params": {"a": [1, {"b": float("-inf")}]}}, r"params\['a'\]\[1\]\['b'\]=-inf"),
+    ({"min_snapshots": float("inf")}, r"min_snapshots=inf: must be a whole number"),
+    ({"overhead": float("nan")}, r"overhead=nan"),
+])
+def test_non_finite_numbers_are_config_errors_at_the_call(options, message):
+    with pytest.raises(td.ConfigError, match=message):
+        td.track(lambda i: None, steps=2, progress=False, census=False, **options)

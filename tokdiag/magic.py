@@ -6,13 +6,16 @@ Load it with ``%load_ext tokdiag``, then::
     app.handle_task(i)
 
 The cell body is **one step** of the workload. It runs ``--steps`` times in
-the notebook's namespace, with ``i`` (and ``step``) set to the step index,
-under a :class:`tokdiag.Tracker` (the tqdm progress bar shows RSS as it
-goes). Afterwards the magic displays the verdict table and the memory
-ledger, and stores the :class:`tokdiag.Run` in the notebook namespace as
-``_tokdiag_run`` for further charts (``tokdiag.charts.counts(_tokdiag_run)``).
-If the cell raises, the run up to that step is still stored, then the
-exception propagates.
+the notebook's namespace, with ``i`` set to the step index, under a
+:class:`tokdiag.Tracker` (the tqdm progress bar shows RSS as it goes).
+``i`` is the only name the magic sets, and when the cell ends it is put
+back as it was (removed if the notebook had none): a notebook's own ``i``
+survives, and a body may call the notebook's own function named ``step``
+(``step(i)``). Afterwards the magic displays the verdict table and the
+memory ledger, and stores the :class:`tokdiag.Run` in the notebook
+namespace as ``_tokdiag_run`` for further charts
+(``tokdiag.charts.counts(_tokdiag_run)``). If the cell raises, the run up
+to that step is still stored, then the exception propagates.
 
 Options
 -------
@@ -48,6 +51,9 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 RUN_VARIABLE = "_tokdiag_run"
 """Name of the notebook variable the magic stores its :class:`tokdiag.Run` in."""
 
+STEP_VARIABLE = "i"
+"""The step index's name in the cell body; restored to its value from before the cell when the cell ends."""
+
 _NOISE_METRICS = ("gc_gen0", "gc_gen1", "gc_gen2")  # collector bookkeeping, not memory: left out of the table
 
 
@@ -81,7 +87,7 @@ class TokdiagMagics(Magics):
     @argument("--no-progress", action="store_true", help="do not show the progress bar")
     @cell_magic
     def tokdiag(self, line: str, cell: str) -> None:
-        """Run the cell body ``--steps`` times under tokdiag (``i``/``step`` = step index); store ``_tokdiag_run``.
+        """Run the cell body ``--steps`` times under tokdiag (``i`` = step index); store ``_tokdiag_run``.
 
         Displays the verdict table and the memory ledger afterwards. See
         :mod:`tokdiag.magic` for every option.
@@ -129,12 +135,18 @@ class TokdiagMagics(Magics):
             filename = "<tokdiag cell>"
         code = compile(source, filename, "exec")
         ns = shell.user_ns
+        missing = object()
+        saved_i = ns.get(STEP_VARIABLE, missing)
         try:
             with tracker:
                 for i in tracker.steps(args.steps):
-                    ns["i"] = ns["step"] = i
+                    ns[STEP_VARIABLE] = i
                     exec(code, ns)
         finally:
+            if saved_i is missing:
+                ns.pop(STEP_VARIABLE, None)
+            else:
+                ns[STEP_VARIABLE] = saved_i
             if tracker.run is not None:
                 ns[RUN_VARIABLE] = tracker.run
         run = tracker.run
@@ -171,4 +183,4 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(TokdiagMagics)
 
 
-__all__ = ["RUN_VARIABLE", "TokdiagMagics", "load_ipython_extension"]
+__all__ = ["RUN_VARIABLE", "STEP_VARIABLE", "TokdiagMagics", "load_ipython_extension"]

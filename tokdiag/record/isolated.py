@@ -32,32 +32,55 @@ Everything passed must be JSON: factory kwargs and tracker options travel to
 the child on its standard input. Caches and watch patterns are given as
 strings (``"module:attr"``, class names), as the child resolves them itself.
 
-If the child dies (killed by the OOM killer, a segfault in a C extension),
-the journal still holds every finished snapshot; the returned run has status
-``"killed"`` and the message says how the child ended.
+How the child's run ends is reported on a channel of its own, a small
+status file, never through its exit code (a workload may call
+``sys.exit(3)`` or ``os._exit(2)`` itself):
+
+- the workload raised, or called ``sys.exit()``: :class:`TokdiagError` with
+  the child's traceback, naming the journal that keeps the snapshots;
+- the factory does not resolve or returns no step function:
+  :class:`~tokdiag.errors.TargetError`;
+- the child died without reporting (the OOM killer, a segfault in a C
+  extension, ``os._exit()`` in the workload, ``timeout``): the run is
+  returned with status ``"killed"`` and the message says how the child
+  ended; the journal keeps every finished snapshot;
+- Ctrl-C: the child gets one SIGINT (the parent forwards it; repeats are
+  ignored while the child writes its last lines), records ``interrupted``,
+  and the parent waits up to ``_INTERRUPT_GRACE_S`` seconds for it, then
+  raises :class:`KeyboardInterrupt` with a note naming the journal.
+
+The child never outlives the parent: on Linux it asks the kernel for
+SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and everywhere
+a watchdog thread ends it when its parent is gone or when ``timeout`` (plus
+``_CHILD_TIMEOUT_MARGIN_S``) has passed, in case the parent cannot kill it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokdiag.errors import ConfigError, TargetError, TokdiagError
-from tokdiag.record.journal import JournalWriter
+from tokdiag.errors import ConfigError, JournalError, TargetError, TokdiagError
+from tokdiag.record.journal import JournalWriter, read_header
 from tokdiag.record.run import Run, load
 
 __all__ = ["track_isolated"]
 
 _STDERR_TAIL = 2000
-_EXIT_WORKLOAD_ERROR = 2
-"""The child's exit status when the workload (or tracking it) raised; its traceback is on stderr."""
-_EXIT_BAD_FACTORY = 3
-"""The child's exit status when the factory target does not resolve; the message is on stderr."""
+_INTERRUPT_GRACE_S = 15.0
+"""After Ctrl-C, how long the parent waits for the child to record ``interrupted`` before killing it."""
+_CHILD_TIMEOUT_MARGIN_S = 3.0
+"""The child ends itself this long after ``timeout`` (the parent normally kills it at ``timeout``)."""
+_WATCHDOG_POLL_S = 0.5
+_PR_SET_PDEATHSIG = 1
 
 
 def _json_safe(value: Any) -> Any:
@@ -71,6 +94,49 @@ def _json_safe(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {name: _json_safe(getattr(value, name)) for name in value.__dataclass_fields__}
     return repr(value)
+
+
+def _check_journal_path(journal: Path) -> None:
+    """The journal may be replaced only if it is a tokdiag journal (or absent)."""
+    if journal.is_dir():
+        raise ConfigError(f"journal {str(journal)!r} is a folder; pass the path of a file in it, "
+                          f"e.g. {str(journal / 'run.jsonl')!r}")
+    if journal.exists() and journal.stat().st_size:
+        try:
+            read_header(journal)
+        except JournalError:
+            raise ConfigError(f"journal {str(journal)!r} exists and is not a tokdiag journal; track_isolated "
+                              "replaces only its own journals: pass another path") from None
+
+
+def _how_it_ended(returncode: int | None, timeout: float | None) -> str:
+    if returncode is None:
+        return f"timed out after {timeout} s and was killed"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (the OOM killer?)" if -returncode == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"ended with exit code {returncode} before reporting (os._exit() in the workload, or a crash)"
+
+
+def _wind_down(proc: subprocess.Popen[str]) -> str:
+    """After Ctrl-C in the parent: let the child record ``interrupted`` (up to the grace period); its stderr."""
+    deadline = time.monotonic() + _INTERRUPT_GRACE_S
+    try:
+        proc.send_signal(signal.SIGINT)  # the child may not have had one (e.g. a notebook kernel interrupt)
+    except ProcessLookupError:
+        pass
+    while True:
+        try:
+            return proc.communicate(timeout=max(0.0, deadline - time.monotonic()))[1] or ""
+        except KeyboardInterrupt:
+            continue  # the child is already winding down and ignores repeats
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.communicate()[1] or ""
 
 
 def track_isolated(
@@ -87,83 +153,236 @@ def track_isolated(
 
     ``options`` are :class:`tokdiag.Tracker` options (``every``, ``watch``,
     ``caches`` as strings, ``census``, ``budget_mb``, ``name``, ...), passed
-    through JSON. The journal is overwritten if it exists. ``timeout`` (seconds)
-    kills the child when it runs too long; the run then has status ``"killed"``.
+    through JSON. The journal is replaced if it is one already (another
+    file at that path is refused). ``timeout`` (seconds) kills the child when
+    it runs too long; the run then has status ``"killed"``. How each other
+    ending is reported: see the module docstring.
     """
     if not isinstance(factory, str) or ":" not in factory:
         raise ConfigError(f"factory={factory!r}: expected 'package.module:function' returning a step function, "
                           "e.g. 'tokdiag.workloads.tokenizers:registry'")
     if "progress" in options:
         raise ConfigError("progress: the child process runs without a progress bar; remove the option")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 < timeout < float("inf")):
+        raise ConfigError(f"timeout={timeout!r}: must be a positive number of seconds, or None for no limit")
+    journal_path = Path(journal)
+    _check_journal_path(journal_path)
+    fd, status_file = tempfile.mkstemp(prefix="tokdiag-isolated-", suffix=".json")
+    os.close(fd)
     spec = {"factory": factory, "kwargs": dict(kwargs or {}), "steps": steps, "journal": str(journal),
-            "report": list(report), "options": options}
+            "report": list(report), "options": options, "status": status_file, "parent": os.getpid(),
+            "timeout": timeout}
     try:
-        payload = json.dumps(spec)
-    except TypeError as exc:
+        payload = json.dumps(spec, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        os.unlink(status_file)
         raise ConfigError(f"track_isolated: kwargs and options must be JSON values (strings for caches and "
-                          f"watch patterns): {exc}") from None
-    Path(journal).parent.mkdir(parents=True, exist_ok=True)
-    Path(journal).unlink(missing_ok=True)
+                          f"watch patterns, no NaN): {exc}") from None
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
+    interrupted = False
+    restore_sigint: Callable[[], object] = lambda: None
     try:
-        proc = subprocess.run([sys.executable, "-m", "tokdiag.record.isolated"], input=payload, text=True,
-                              capture_output=True, timeout=timeout, check=False)
-        returncode, stderr = proc.returncode, proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        returncode = None
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-    if returncode == _EXIT_BAD_FACTORY:
-        raise TargetError(stderr.strip())
-    if not Path(journal).exists() or Path(journal).stat().st_size == 0:
-        raise TokdiagError(f"track_isolated({factory!r}): the child process wrote no journal "
-                           f"(exit code {returncode}); its stderr ends with:\n{stderr[-_STDERR_TAIL:]}")
+        proc = subprocess.Popen([sys.executable, "-m", "tokdiag.record.isolated"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            stderr = proc.communicate(payload, timeout=timeout)[1] or ""
+            returncode: int | None = proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stderr = proc.communicate()[1] or ""
+            returncode = None
+        except KeyboardInterrupt:
+            interrupted = True
+            restore_sigint = _ignore_sigint()  # more Ctrl-C must not cut short what follows
+            stderr = _wind_down(proc)
+            returncode = proc.returncode
+        finally:
+            if proc.poll() is None:  # an unexpected error here: never leave the child behind
+                proc.kill()
+                proc.wait()
+        status = _read_status(status_file)
+    finally:
+        Path(status_file).unlink(missing_ok=True)
+    try:
+        return _outcome(factory, journal_path, proc.pid, status, returncode, stderr, timeout, interrupted)
+    finally:
+        restore_sigint()
+
+
+def _ignore_sigint() -> Callable[[], object]:
+    """Ignore SIGINT from now on; returns what puts the handler back."""
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: repeated Ctrl-C are absorbed in _wind_down instead
+        return lambda: None
+    return lambda: signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+def _read_status(path: str) -> dict[str, Any]:
+    try:
+        status = json.loads(Path(path).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _outcome(factory: str, journal: Path, child_pid: int, status: dict[str, Any], returncode: int | None,
+             stderr: str, timeout: float | None, interrupted: bool) -> Run:
+    """The Run, or the error, for how the child ended (its status report first, then its exit)."""
+    outcome = status.get("outcome")
+    tail = stderr[-_STDERR_TAIL:].strip()
+    if outcome == "bad_factory":
+        raise TargetError(str(status.get("message") or tail or f"factory {factory!r} could not be used"))
+    try:
+        wrote = journal.is_file() and read_header(journal).get("pid") == child_pid
+    except JournalError:
+        wrote = False
+    if not wrote:  # nothing of this run on disk (the file there, if any, is an earlier run's)
+        if interrupted:
+            raise KeyboardInterrupt
+        detail = str(status.get("traceback") or tail or "(empty)")
+        raise TokdiagError(f"track_isolated({factory!r}): the child process wrote no journal (it "
+                           f"{_how_it_ended(returncode, timeout) if outcome is None else 'failed first'}); "
+                           f"its report ends with:\n{detail[-_STDERR_TAIL:]}")
     run = load(journal)
-    if returncode == _EXIT_WORKLOAD_ERROR:  # the workload raised in the child: raise here, with the child's traceback
-        raise TokdiagError(f"track_isolated({factory!r}) failed in the child process (the journal {str(journal)!r} "
-                           f"keeps the snapshots taken before):\n{stderr[-_STDERR_TAIL:]}")
-    if returncode != 0:
-        how = f"timed out after {timeout} s" if returncode is None else f"ended with exit code {returncode}"
-        run.status = "killed"
-        run.message = f"child process {how}; stderr: {stderr[-_STDERR_TAIL:].strip() or '(empty)'}"
+    where = f"the journal {str(journal)!r} keeps the snapshots taken before: td.load({str(journal)!r})"
+    if interrupted:
+        exc = KeyboardInterrupt()
+        exc.add_note(f"tokdiag: the child's run ({run.status} after {run.steps[-1] if run.steps else 0} steps) "
+                     f"is kept in the journal {str(journal)}; load it with td.load({str(journal)!r})")
+        raise exc
+    if outcome == "error":
+        raise TokdiagError(f"track_isolated({factory!r}) failed in the child process ({where}):\n"
+                           f"{str(status.get('traceback', ''))[-_STDERR_TAIL:]}")
+    if outcome == "exit":
+        raise TokdiagError(f"track_isolated({factory!r}): the workload called sys.exit({status.get('code')!r}) "
+                           f"in the child process, after {run.steps[-1] if run.steps else 0} steps ({where}):\n"
+                           f"{str(status.get('traceback', ''))[-_STDERR_TAIL:]}")
+    if outcome in ("ok", "interrupted"):  # interrupted on its own (a SIGINT sent to the child alone)
+        return run
+    how = "ended itself at its own timeout" if outcome == "timeout" else _how_it_ended(returncode, timeout)
+    run.status = "killed"
+    run.message = f"child process {how}; stderr: {tail or '(empty)'}"
     return run
 
 
+# -- the child --------------------------------------------------------------------------------------------
+
+
+class _Status:
+    """The child's report to the parent: one JSON object in the status file, replaced atomically."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def write(self, outcome: str, **fields: Any) -> None:
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"outcome": outcome, **fields}, fh, default=str)
+        os.replace(tmp, self.path)
+
+
+def _die_with_parent(parent: int) -> int:
+    """Ask Linux to SIGKILL this process when its parent dies; the parent pid to watch from here on."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the watchdog alone
+            pass
+    watched = os.getppid()
+    if watched != parent:  # started through a wrapper, or the parent is already gone
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # pragma: no cover - alive, owned by someone else
+            pass
+    return watched
+
+
+def _start_watchdog(watched: int, deadline: float | None, status: _Status) -> None:
+    """A daemon thread that ends this process when the parent is gone or the deadline has passed."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(_WATCHDOG_POLL_S)
+            if os.getppid() != watched:  # reparented: the parent died (no one is left to report to)
+                os._exit(1)
+            if deadline is not None and time.monotonic() > deadline:
+                try:
+                    status.write("timeout")
+                finally:
+                    os._exit(1)
+
+    threading.Thread(target=watch, name="tokdiag-isolated-watchdog", daemon=True).start()
+
+
+def _first_sigint_only(signum: int, frame: Any) -> None:
+    """SIGINT handler: the first one interrupts the workload; repeats are ignored so the last lines get written."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def _child() -> int:  # pragma: no cover - runs in the child process (covered by tests through subprocess)
+    import traceback
+
+    spec = json.loads(sys.stdin.read())
+    status = _Status(spec["status"])
+    watched = _die_with_parent(int(spec["parent"]))
+    timeout = spec.get("timeout")
+    _start_watchdog(watched, None if timeout is None else time.monotonic() + timeout + _CHILD_TIMEOUT_MARGIN_S,
+                    status)
+    signal.signal(signal.SIGINT, _first_sigint_only)
+
     import tokdiag as td
     from tokdiag.workloads import _resolve
 
-    spec = json.loads(sys.stdin.read())
     try:
         make = _resolve(spec["factory"], "factory")
     except td.TokdiagError as exc:  # a bad target: the message says it all, no traceback needed
-        print(exc, file=sys.stderr)
-        return _EXIT_BAD_FACTORY
+        status.write("bad_factory", message=str(exc))
+        return 1
     import inspect
 
     try:
         inspect.signature(make).bind(**spec["kwargs"])
     except TypeError as exc:
-        print(f"factory {spec['factory']!r} cannot be called with kwargs {spec['kwargs']!r} ({exc}); track_isolated "
-              "calls the factory once, in the child, and tracks the step function it returns: pass a factory "
-              "such as def make(**kwargs): return step  (not step(i) itself)", file=sys.stderr)
-        return _EXIT_BAD_FACTORY
+        status.write("bad_factory", message=(
+            f"factory {spec['factory']!r} cannot be called with kwargs {spec['kwargs']!r} ({exc}); track_isolated "
+            "calls the factory once, in the child, and tracks the step function it returns: pass a factory "
+            "such as def make(**kwargs): return step  (not step(i) itself)"))
+        return 1
     except ValueError:  # no signature to read (a builtin): let the call say
         pass
-    step = make(**spec["kwargs"])
-    if not callable(step):
-        print(f"factory {spec['factory']!r} returned {type(step).__name__}, not a step function; it must return "
-              "a callable taking the step index (was a step function passed as the factory?)", file=sys.stderr)
-        return _EXIT_BAD_FACTORY
     try:
+        step = make(**spec["kwargs"])
+        if not callable(step):
+            status.write("bad_factory", message=(
+                f"factory {spec['factory']!r} returned {type(step).__name__}, not a step function; it must return "
+                "a callable taking the step index (was a step function passed as the factory?)"))
+            return 1
         td.track(step, steps=spec["steps"], journal=spec["journal"], overwrite=True, progress=False,
                  **spec["options"])
-    except Exception:
-        import traceback
-
+    except KeyboardInterrupt:
+        status.write("interrupted")
+        return 130
+    except SystemExit as exc:
+        status.write("exit", code=exc.code, traceback=traceback.format_exc())
+        return 1
+    except BaseException:
         traceback.print_exc()
-        return _EXIT_WORKLOAD_ERROR
+        status.write("error", traceback=traceback.format_exc())
+        return 1
     values = {name: _json_safe(getattr(step, name, None)) for name in spec["report"]}
     with JournalWriter(spec["journal"], None) as journal:  # appended after the run's end line
         journal.event("workload", values=values)
+    status.write("ok")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The crash-safe journal: JSON lines on disk, appended and flushed as they are taken.
+"""The crash-safe journal: JSON lines on disk, each written to the OS as it is taken.
 
 Every line is one JSON object with a ``kind``:
 
@@ -18,6 +18,20 @@ A run killed by the OOM killer or SIGKILL has no ``end`` line and perhaps a
 half-written last line; :func:`read_journal` keeps every complete line and
 reports the run as ``killed``. Plain pandas reads the file too:
 ``pd.read_json(path, lines=True)`` (one row per line).
+
+Writing: :class:`JournalWriter` writes each line with one ``os.write`` (no
+buffer to lose), holds an exclusive ``flock`` on the file while it is open
+(a second writer, in this process or another, is refused by name instead of
+truncating the first one's run), and never writes from a ``fork()`` of the
+process that opened it: the child closes its copy of the file at the fork,
+so a step that forks cannot add its snapshots to its parent's run.
+
+Reading: :func:`read_journal` streams the file line by line into
+:class:`~tokdiag.record.timeline.TimelineColumns` (compact arrays, never a list of
+every record), so loading a journal costs less memory than the file's size
+plus the DataFrame. It refuses, by name, a file that is not a journal, a
+journal in a newer format than this tokdiag reads, and damaged lines before
+the last.
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import math
 import os
 import platform
 import sys
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,32 +50,102 @@ from typing import Any, Iterable
 from tokdiag import _native
 from tokdiag.errors import ConfigError, JournalError
 from tokdiag.records import Record
+from tokdiag.record.timeline import TimelineColumns
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: journals are not locked
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = 1
+"""The journal format this tokdiag writes; it reads this one and older."""
 
 
 def _clean(value: float) -> float | None:
     return None if (isinstance(value, float) and not math.isfinite(value)) else value
 
 
+_OPEN_WRITERS: weakref.WeakSet[JournalWriter] = weakref.WeakSet()
+
+
+def _close_in_forked_child() -> None:
+    """At ``fork()``, in the child: let go of every journal the parent is writing (the parent keeps its lock)."""
+    for writer in list(_OPEN_WRITERS):
+        writer._drop_inherited()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_forked_child)
+
+
 class JournalWriter:
-    """Append JSON lines to ``path``, flushing each one to the OS as it is written."""
+    """Append JSON lines to ``path``, each one handed to the OS as it is written.
+
+    With a ``header``, start a new journal: refused if ``path`` exists (unless
+    ``overwrite=True``), is a folder, or is being written by another writer.
+    With ``header=None``, append to the journal already there (refused if it
+    is not one, or is in a newer format).
+    """
 
     def __init__(self, path: str | os.PathLike[str], header: dict[str, Any] | None, *, overwrite: bool = False) -> None:
-        """Start a journal at ``path`` with ``header``; with ``header=None``, append to the journal already there."""
         self.path = Path(path)
+        self._pid = os.getpid()
+        self._fd = -1
+        if self.path.is_dir():
+            raise ConfigError(f"journal {str(self.path)!r} is a folder; pass the path of a file in it, "
+                              f"e.g. {str(self.path / 'run.jsonl')!r}")
         if header is None:
-            read_journal(self.path)  # a journal, with its header: refuses anything else by name
-            self._fh = open(self.path, "a", encoding="utf-8")
+            read_header(self.path)  # a journal, in a format this tokdiag writes: refuses anything else by name
+            self._fd = self._open(os.O_WRONLY | os.O_APPEND)
+            _OPEN_WRITERS.add(self)
             return
-        if self.path.exists() and not overwrite:
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (0 if overwrite else os.O_EXCL)
+        self._fd = self._open(flags)
+        os.ftruncate(self._fd, 0)  # only now that the lock is ours
+        _OPEN_WRITERS.add(self)
+        self.write({"kind": "header", "format": FORMAT, **header})
+
+    def _open(self, flags: int) -> int:
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except FileExistsError:
             raise ConfigError(
                 f"journal {str(self.path)!r} already exists; will not overwrite it without overwrite=True "
-                "(or pass a new journal path)")
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "w", encoding="utf-8")
-        self.write({"kind": "header", "format": FORMAT, **header})
+                "(or pass a new journal path)") from None
+        except IsADirectoryError:
+            raise ConfigError(f"journal {str(self.path)!r} is a folder; pass the path of a file in it") from None
+        except OSError as exc:
+            raise ConfigError(f"journal {str(self.path)!r} cannot be written ({exc.strerror or exc}); "
+                              "pass a path in a folder you can write to") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise ConfigError(f"journal {str(self.path)!r} is being written by {self._holder()}; two runs "
+                                  "cannot share one journal: pass another journal path, or wait until that run "
+                                  "has ended") from None
+        return fd
+
+    def _holder(self) -> str:
+        try:
+            header = read_header(self.path)
+        except (JournalError, OSError):
+            return "another run"
+        pid = header.get("pid")
+        who = f"run {header.get('run')!r}" if header.get("run") else "another run"
+        return f"{who} (pid {pid}{', this process' if pid == os.getpid() else ''})" if pid else who
+
+    def _drop_inherited(self) -> None:
+        """In a forked child: close this process's copy of the file, so nothing here can write to it."""
+        if self._fd >= 0 and os.getpid() != self._pid:
+            try:
+                os.close(self._fd)  # the lock stays with the parent's copy
+            except OSError:
+                pass
+            self._fd = -1
 
     def __enter__(self) -> JournalWriter:
         return self
@@ -69,10 +154,15 @@ class JournalWriter:
         self.close()
 
     def write(self, line: dict[str, Any]) -> None:
-        if self._fh.closed:
+        if os.getpid() != self._pid:
+            self._drop_inherited()
+            raise JournalError(f"journal {str(self.path)!r} belongs to process {self._pid}; this is a fork() of it "
+                               f"(pid {os.getpid()}), and a forked child never writes to its parent's journal")
+        if self._fd < 0:
             raise JournalError(f"journal {str(self.path)!r} is closed; start a new run to write more")
-        self._fh.write(json.dumps(line, default=str, allow_nan=False) + "\n")
-        self._fh.flush()
+        data = memoryview((json.dumps(line, default=str, allow_nan=False) + "\n").encode("utf-8"))
+        while data:
+            data = data[os.write(self._fd, data):]
 
     def event(self, name: str, **fields: Any) -> None:
         """An ``event`` line: ``{"kind": "event", "event": name, **fields}`` (a budget stop, a workload's own figures)."""
@@ -86,12 +176,15 @@ class JournalWriter:
         })
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            _OPEN_WRITERS.discard(self)
+            if os.getpid() == self._pid:
+                os.close(fd)  # releases the lock
 
     @property
     def closed(self) -> bool:
-        return self._fh.closed
+        return self._fd < 0
 
 
 def make_header(run: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -113,54 +206,134 @@ def make_header(run: str, params: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class JournalContents:
-    """Everything a journal file holds, parsed."""
+    """Everything a journal file holds, parsed; the snapshots as timeline columns."""
 
     path: Path
     header: dict[str, Any]
-    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    columns: TimelineColumns = field(default_factory=TimelineColumns)
     events: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     retention: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     end: dict[str, Any] | None = None
     truncated: bool = False
 
+    def timeline(self, run: str) -> Any:
+        """The snapshots as a timeline DataFrame labelled ``run`` (see :mod:`tokdiag.record.timeline`)."""
+        return self.columns.frame(run)
+
+
+def _open_for_reading(p: Path) -> Any:
+    try:
+        return open(p, "rb")
+    except FileNotFoundError:
+        raise JournalError(f"journal {str(p)!r} does not exist; pass the path a Tracker wrote (journal=...)") from None
+    except IsADirectoryError:
+        raise JournalError(f"journal {str(p)!r} is a folder, not a journal file; pass the .jsonl file a Tracker "
+                           "wrote (journal=...)") from None
+    except OSError as exc:
+        raise JournalError(f"journal {str(p)!r} cannot be read ({exc.strerror or exc}); check its permissions") \
+            from None
+
+
+def _parse(raw: bytes) -> Any:
+    """One line as JSON; ValueError (with the reason) when it is not JSON text."""
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text (binary data?)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError("not JSON (nested too deeply)") from None
+
+
+def _check_header(p: Path, obj: Any) -> dict[str, Any]:
+    if type(obj) is not dict or obj.get("kind") != "header":
+        raise JournalError(f"{str(p)!r} is not a tokdiag journal: its first line is not a header; pass a .jsonl "
+                           "file written by td.track(..., journal=...)")
+    fmt = obj.get("format")
+    if type(fmt) is not int:
+        raise JournalError(f"journal {str(p)!r}: its header has format {fmt!r}, not a format number; the file was "
+                           "not written by tokdiag or its first line was edited")
+    if fmt > FORMAT:
+        from tokdiag import __version__
+
+        writer = obj.get("tokdiag")
+        by = f"by tokdiag {writer}" if isinstance(writer, str) else "by a newer tokdiag"
+        raise JournalError(f"journal {str(p)!r} is in format {fmt}, written {by}, which reads it; this tokdiag "
+                           f"({__version__}) reads format {FORMAT} and older: upgrade tokdiag "
+                           f"(pip install -U tokdiag) to load it")
+    return obj
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The header of the journal at ``path``, reading only its first line (JournalError if it is not a journal)."""
+    p = Path(path)
+    with _open_for_reading(p) as fh:
+        for raw in fh:
+            if raw.strip():
+                try:
+                    return _check_header(p, _parse(raw))
+                except ValueError as exc:
+                    raise JournalError(f"{str(p)!r} is not a tokdiag journal: its first line is {exc}") from None
+    raise JournalError(f"journal {str(p)!r} is empty: the run wrote nothing (was it killed before its first snapshot?)")
+
 
 def read_journal(path: str | os.PathLike[str]) -> JournalContents:
-    """Parse a journal, keeping every complete line of a run that was killed mid-write."""
+    """Parse a journal, keeping every complete line of a run that was killed mid-write.
+
+    Streams the file: each snapshot line is parsed and appended to the
+    timeline columns, then dropped. A line that is not JSON is tolerated
+    only as the last line (the one being written when the process died:
+    ``truncated``); anywhere else it is a :class:`JournalError` naming the
+    line, as is a snapshot line without a ``step`` or with a malformed record.
+    """
     p = Path(path)
-    if not p.exists():
-        raise JournalError(f"journal {str(p)!r} does not exist; pass the path a Tracker wrote (journal=...)")
-    raw = p.read_bytes()
-    if not raw.strip():
-        raise JournalError(f"journal {str(p)!r} is empty: the run wrote nothing (was it killed before its first snapshot?)")
-    lines = [(i, line) for i, line in enumerate(raw.split(b"\n")) if line.strip()]
-    parsed: list[dict[str, Any]] = []
-    truncated = False
-    for n, (i, line) in enumerate(lines):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if n == len(lines) - 1:  # the line being written when the process died
-                truncated = True
-                break
-            raise JournalError(
-                f"journal {str(p)!r}, line {i + 1}: not JSON ({exc}); the file is damaged before its end") from None
-        if not isinstance(obj, dict) or "kind" not in obj:
-            raise JournalError(f"journal {str(p)!r}, line {i + 1}: not a tokdiag journal line (no 'kind')")
-        parsed.append(obj)
-    if not parsed or parsed[0].get("kind") != "header":
-        raise JournalError(f"{str(p)!r} is not a tokdiag journal: its first line is not a header")
-    out = JournalContents(path=p, header=parsed[0], truncated=truncated)
-    for obj in parsed[1:]:
-        kind = obj["kind"]
-        if kind == "snapshot":
-            out.snapshots.append(obj)
-        elif kind == "event":
-            out.events.append(obj)
-        elif kind == "warning":
-            out.warnings.append(str(obj.get("message", "")))
-        elif kind == "retention":
-            out.retention[str(obj.get("subject"))] = list(obj.get("chains", []))
-        elif kind == "end":
-            out.end = obj
+    out: JournalContents | None = None
+    bad: tuple[int, str] | None = None  # a line that did not parse: fatal unless it turns out to be the last
+    with _open_for_reading(p) as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            if bad is not None:
+                where = "the file is damaged before its end" if out is not None else "it is not a tokdiag journal"
+                raise JournalError(f"journal {str(p)!r}, line {bad[0]}: {bad[1]}; {where}")
+            try:
+                obj = _parse(raw)
+            except ValueError as exc:
+                bad = (lineno, str(exc))
+                continue
+            if out is None:
+                out = JournalContents(path=p, header=_check_header(p, obj))
+                continue
+            if type(obj) is not dict or "kind" not in obj:
+                raise JournalError(f"journal {str(p)!r}, line {lineno}: not a tokdiag journal line (no 'kind')")
+            kind = obj["kind"]
+            if kind == "snapshot":
+                try:
+                    if "step" not in obj:
+                        raise ValueError("no 'step'")
+                    out.columns.add(obj["step"], obj.get("elapsed_s", 0.0), obj.get("records", []))
+                except ValueError as exc:
+                    raise JournalError(f"journal {str(p)!r}, line {lineno}: bad snapshot: {exc}; the line was not "
+                                       "written by tokdiag (remove or repair it to load the rest)") from None
+            elif kind == "event":
+                out.events.append(obj)
+            elif kind == "warning":
+                out.warnings.append(str(obj.get("message", "")))
+            elif kind == "retention":
+                chains = obj.get("chains", [])
+                if type(chains) is not list:
+                    raise JournalError(f"journal {str(p)!r}, line {lineno}: bad retention line: 'chains' is "
+                                       f"{chains!r:.80}, not a list; remove or repair the line to load the rest")
+                out.retention[str(obj.get("subject"))] = chains
+            elif kind == "end":
+                out.end = obj
+    if out is None:
+        if bad is not None:
+            raise JournalError(f"{str(p)!r} is not a tokdiag journal: its first line is {bad[1]}; pass a .jsonl "
+                               "file written by td.track(..., journal=...)")
+        raise JournalError(f"journal {str(p)!r} is empty: the run wrote nothing "
+                           "(was it killed before its first snapshot?)")
+    out.truncated = bad is not None
     return out

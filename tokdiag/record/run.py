@@ -17,7 +17,7 @@ import pandas as pd
 
 from tokdiag.errors import ConfigError, did_you_mean
 from tokdiag.record.journal import JournalContents, read_journal
-from tokdiag.record.timeline import series, timeline_from_snapshots
+from tokdiag.record.timeline import series
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Run:
             + (" (its last line was cut mid-write)" if contents.truncated else ""))
         return cls(
             name=name,
-            timeline=timeline_from_snapshots(name, contents.snapshots),
+            timeline=contents.timeline(name),
             header=contents.header,
             status=status,
             message=message,

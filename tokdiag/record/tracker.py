@@ -20,12 +20,32 @@ Before each snapshot the tracker runs ``gc.collect()`` (``collect=False``
 to measure garbage too). Between snapshots it holds nothing the workload
 made: records are written to the journal and dropped, the heap list is
 released, classes are remembered by weak reference.
+
+A step is never recorded twice: when a step raises, the state it left is
+snapshotted unless that step count was snapshotted already. When the run
+ends with an exception (the step raised, or Ctrl-C), the journal is kept,
+even the default temporary one, the Run is in ``tracker.run``, and a note
+on the exception (``exc.__notes__``, shown under its traceback) names the
+journal and how to load it: no snapshot is lost with the exception.
+
+A step that calls ``os.fork()`` gets a child that shares the tracker: the
+child takes no snapshot and writes nothing to the journal (the run belongs
+to the parent); a child that returns into ``td.track``'s loop instead of
+ending with ``os._exit()`` gets a :class:`~tokdiag.errors.TokdiagError`
+at the end saying so.
+
+``async def`` steps are not run yet: ``td.track`` refuses them (and a step
+that returns an awaitable) with a :class:`~tokdiag.errors.ConfigError`
+saying how to wrap one meanwhile, since calling one only makes a coroutine
+and the run would come out ``flat`` without its body ever running.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import gc
 import inspect
+import json
 import math
 import os
 import tempfile
@@ -35,7 +55,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokdiag.errors import ConfigError, TokdiagWarning
+from tokdiag.errors import ConfigError, TokdiagError, TokdiagWarning
 from tokdiag.record.journal import JournalWriter, make_header, read_journal
 from tokdiag.probes import (
     AllocationProbe,
@@ -102,7 +122,10 @@ class Tracker:
         slows allocation-heavy code several times).
     journal:
         Where to append the journal (JSON lines). Default: a temporary file
-        that is removed once the run is loaded back.
+        that is removed once the run is loaded back, unless the run ends
+        with an exception (then it is kept and named in a note on it).
+        One journal has one writer at a time: a path another run is
+        writing is refused.
     budget_mb:
         Stop the workload cleanly when RSS passes this many MiB; the journal
         records why.
@@ -135,9 +158,10 @@ class Tracker:
     ) -> None:
         self.every = _check_every(every)
         if budget_mb is not None and (isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float))
-                                      or not budget_mb > 0):
-            raise ConfigError(f"budget_mb={budget_mb!r}: must be a positive number of MiB (e.g. 4096) or None")
-        if not 0 < overhead < 1:
+                                      or not 0 < budget_mb < math.inf):
+            raise ConfigError(f"budget_mb={budget_mb!r}: must be a positive, finite number of MiB (e.g. 4096), "
+                              "or None for no budget")
+        if isinstance(overhead, bool) or not isinstance(overhead, (int, float)) or not 0 < overhead < 1:
             raise ConfigError(f"overhead={overhead!r}: must be a fraction of run time between 0 and 1, e.g. 0.05")
         if isinstance(alloc_sites, bool) or not isinstance(alloc_sites, int) or alloc_sites < 0:
             raise ConfigError(f"alloc_sites={alloc_sites!r}: must be 0 (off) or a positive number of sites")
@@ -153,7 +177,9 @@ class Tracker:
         self.progress = progress
         self.why_alive = why_alive
         self.overhead = overhead
-        self.min_snapshots = max(1, int(min_snapshots))
+        if isinstance(min_snapshots, bool) or not isinstance(min_snapshots, int) or min_snapshots < 1:
+            raise ConfigError(f"min_snapshots={min_snapshots!r}: must be a whole number >= 1, e.g. 20")
+        self.min_snapshots = min_snapshots
         self.name = name or (Path(journal).stem if journal else "run")
         self._journal_path = Path(journal) if journal else None
         self._overwrite = overwrite
@@ -171,13 +197,15 @@ class Tracker:
         self._params = {
             "watch": list(watch), "caches": [s.label for s in specs], "every": self.every,
             "census": census, "alloc_sites": alloc_sites, "budget_mb": budget_mb, "collect": collect,
-            **(params or {}),
+            **_check_params(params),
         }
         self.run: Run | None = None
         self._writer: JournalWriter | None = None
         self._bar: Any = None
         self._ended = False
         self._started = False
+        self._pid = os.getpid()
+        self._last_step: int | None = None
 
     # -- lifecycle -----------------------------------------------------------
     def __enter__(self) -> Tracker:
@@ -188,10 +216,20 @@ class Tracker:
             return
         if exc_type is None:
             self._finish("completed", f"stopped by the caller after {self._done} steps")
-        elif issubclass(exc_type, KeyboardInterrupt):
+            return
+        if issubclass(exc_type, KeyboardInterrupt):
             self._finish("interrupted", f"interrupted after {self._done} steps")
         else:
             self._finish("error", f"{exc_type.__name__}: {exc} (after {self._done} steps)")
+        if self.run is not None and isinstance(exc, BaseException):
+            path = str(self._journal_path)
+            exc.add_note(f"tokdiag: the run {self.run.name!r} ({self.run.status} after {self._done} steps, "
+                         f"{len(self.run.steps)} snapshots) is kept in the journal {path}; "
+                         f"load it with td.load({path!r})")
+
+    def _forked(self) -> bool:
+        """True in a fork() of the process that started this run: it must not snapshot or write."""
+        return os.getpid() != self._pid
 
     def _start(self, total: int | None) -> None:
         if self._started:
@@ -202,7 +240,13 @@ class Tracker:
             self._journal_path = Path(tmp)
             self._overwrite = True
         params = {"steps": total, **self._params}
-        self._writer = JournalWriter(self._journal_path, make_header(self.name, params), overwrite=self._overwrite)
+        try:
+            self._writer = JournalWriter(self._journal_path, make_header(self.name, params), overwrite=self._overwrite)
+        except BaseException:
+            if self._temp_journal:  # nothing was recorded: leave no empty temporary file behind
+                self._journal_path.unlink(missing_ok=True)
+                self._journal_path = None
+            raise
         self._started = True
         if self._alloc_probe is not None:
             self._alloc_probe.start()
@@ -230,7 +274,7 @@ class Tracker:
             self._work_s += time.perf_counter() - t
             self._done = i + 1
             self._steps_since += 1
-            if self._bar is not None:
+            if self._bar is not None and not self._forked():
                 self._bar.update(1)
             if self.budget_bytes is not None:
                 rss = rss_now()
@@ -246,12 +290,18 @@ class Tracker:
         self._finish("completed", f"{n} steps")
 
     def snapshot(self) -> None:
-        """Take a snapshot now, at the current step (e.g. from inside a long step)."""
+        """Take a snapshot now, at the current step (e.g. from inside a long step).
+
+        Does nothing when this step count has a snapshot already (a step is
+        never recorded twice) or in a fork() of the tracking process.
+        """
         if not self._started:
             raise ConfigError("snapshot() before the run started: iterate tracker.steps(n) first")
         self._snapshot(self._done)
 
     def _snapshot(self, step: int) -> None:
+        if step == self._last_step or self._forked():
+            return
         t = time.perf_counter()
         if self.collect:
             gc.collect()
@@ -268,6 +318,7 @@ class Tracker:
         records.append(Record("tracker", "tokdiag", "self_bytes", float(self._self_bytes()), BYTES))
         assert self._writer is not None
         self._writer.snapshot(step, time.perf_counter() - self._t0, records)
+        self._last_step = step
         self._snapshots += 1
         for r in records:
             if r.probe == "watch" and r.metric == "count":
@@ -303,6 +354,8 @@ class Tracker:
 
     def _event(self, event: str, message: str) -> None:
         assert self._writer is not None
+        if self._forked():
+            return
         self._writer.event(event, step=self._done, elapsed_s=time.perf_counter() - self._t0, message=message)
 
     def _finish(self, reason: str, message: str) -> None:
@@ -311,11 +364,13 @@ class Tracker:
         self._ended = True
         writer = self._writer
         assert writer is not None
+        if self._forked():  # the run, its journal and its progress bar belong to the parent
+            return
         try:
             if reason in ("error", "interrupted") and self._done and self._snapshots:
-                try:  # the state when it broke is evidence too
+                try:  # the state when it broke is evidence too (skipped if this step count has one)
                     self._snapshot(self._done)
-                except Exception:
+                except (Exception, KeyboardInterrupt):  # a second Ctrl-C must not cost the end line
                     pass
             if self._watch_probe is not None:
                 for pattern, close in self._watch_probe.unmatched().items():
@@ -337,7 +392,7 @@ class Tracker:
             self._bar = None
         assert self._journal_path is not None
         self.run = Run.from_journal(read_journal(self._journal_path), live=True)
-        if self._temp_journal:
+        if self._temp_journal and reason not in ("error", "interrupted"):
             self._journal_path.unlink(missing_ok=True)
             self.run.journal = None
 
@@ -359,11 +414,76 @@ class Tracker:
             del chains
 
 
+def _check_params(params: Any) -> dict[str, Any]:
+    """``params`` if the journal's header can hold it (strict JSON: no NaN or infinity), else a ConfigError."""
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"params={params!r:.80}: must be a dict of name: value recorded in the journal's header")
+    try:
+        json.dumps(dict(params), allow_nan=False, default=str)
+    except ValueError:
+        where, bad = _non_finite(dict(params), "params")
+        raise ConfigError(f"{where}={bad!r}: the journal is strict JSON and cannot hold NaN or infinity; pass None "
+                          "or a string such as 'nan' instead") from None
+    except (TypeError, RecursionError) as exc:
+        raise ConfigError(f"params: cannot be written to the journal ({exc}); use str keys and JSON values") from None
+    return dict(params)
+
+
+def _non_finite(value: Any, where: str) -> tuple[str, Any]:
+    """The first NaN or infinity inside ``value`` and where it is (for a message)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    if isinstance(value, Mapping):
+        items: Any = ((f"{where}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        items = ()
+    for sub, v in items:
+        found = _non_finite(v, sub)
+        if found[0]:
+            return found
+    return "", None
+
+
+_ASYNC_HINT = ("async steps are not supported yet (a later tokdiag will await them); meanwhile run each step to "
+               "completion inside it, e.g. td.track(lambda i: asyncio.run(step(i)), steps=N), or with one event "
+               "loop for the whole run: loop = asyncio.new_event_loop(); "
+               "td.track(lambda i: loop.run_until_complete(step(i)), steps=N)")
+
+
+def _is_async(step: Any) -> bool:
+    if inspect.iscoroutinefunction(step) or inspect.isasyncgenfunction(step):
+        return True
+    call = None if inspect.isfunction(step) else inspect.getattr_static(type(step), "__call__", None)  # async __call__
+    return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+
+
+def _refuse_awaitable(step: Any, result: Any) -> None:
+    """Raise when a step returned an awaitable: its work was not done (nothing awaited it)."""
+    if issubclass(type(result), collections.abc.Awaitable):
+        if inspect.iscoroutine(result):
+            result.close()  # no "never awaited" warning on top of the error
+        raise ConfigError(
+            f"step={getattr(step, '__qualname__', step)!r} returned {type(result).__name__}, an awaitable: the work "
+            f"it stands for never ran, so nothing would be measured; {_ASYNC_HINT}")
+
+
 def _check_step_callable(step: Any) -> Callable[[int], Any]:
     if not callable(step):
         raise ConfigError(
             f"step={step!r} is not callable; pass a function taking the step index, e.g. "
             "td.track(lambda i: handle_request(i), steps=500)")
+    if _is_async(step):
+        raise ConfigError(
+            f"step={getattr(step, '__qualname__', step)!r} is an async function: calling it only creates a "
+            f"coroutine, its body would never run and the run would look flat; {_ASYNC_HINT}")
+    if inspect.isgeneratorfunction(step):
+        raise ConfigError(
+            f"step={getattr(step, '__qualname__', step)!r} is a generator function: calling it runs none of its "
+            "body; make it a plain function, or consume it in the step: td.track(lambda i: list(step(i)), steps=N)")
     try:
         sig = inspect.signature(step)
     except (TypeError, ValueError):
@@ -381,7 +501,10 @@ def track(step: Callable[[int], Any], steps: int, **options: Any) -> Run:
     """Run ``step(i)`` for ``i`` in ``range(steps)`` under a :class:`Tracker` and return the :class:`Run`.
 
     Options are the :class:`Tracker` parameters. If ``step`` raises, the
-    journal records the error and the exception propagates.
+    journal records the error and the exception propagates with a note
+    naming the journal that holds the run so far (kept even when it is the
+    default temporary one). ``step`` must be a plain function: an ``async
+    def`` step, or one that returns an awaitable, is a :class:`ConfigError`.
 
     >>> import tokdiag as td
     >>> run = td.track(lambda i: None, steps=3, census=False, progress=False)
@@ -393,6 +516,12 @@ def track(step: Callable[[int], Any], steps: int, **options: Any) -> Run:
     tracker = Tracker(**options)
     with tracker:
         for i in tracker.steps(steps):
-            step(i)
-    assert tracker.run is not None
+            result = step(i)
+            if result is not None:
+                _refuse_awaitable(step, result)
+    if tracker.run is None:  # a fork() made during a step came back into this loop
+        raise TokdiagError(
+            f"td.track: process {os.getpid()} is a fork() made during a step of the run tracked by process "
+            f"{tracker._pid}; the run and its journal belong to that process, so this one recorded nothing. "
+            "End a forked child with os._exit(0) when its work is done")
     return tracker.run

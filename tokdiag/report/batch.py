@@ -18,7 +18,16 @@ plan is checked before anything runs, and a mistake raises
 :class:`~tokdiag.errors.ConfigError` naming the run, the key and the fix.
 
 Each run gets a folder ``NN-name[-key=value...]`` under the output folder
-and its own kernel (papermill), started *in that folder*. A run that fails (a
+and its own kernel (papermill), started *in that folder*. tokdiag never
+deletes or overwrites a file it did not write: a run folder holds a marker
+file (:data:`RUN_MARKER`) listing the files the run wrote (with their size
+and modification time); running into it again deletes those files only,
+and keeps any other file (yours) where it is, out of the index. A folder
+without the marker must be empty; a listed file you changed, a file of
+yours named like one the run writes, or a marker of a run that never
+finished, is a :class:`~tokdiag.errors.ConfigError` naming the file and
+the fix, before any kernel starts. ``index.html``/``index.json`` are
+overwritten only if tokdiag wrote them. A run that fails (a
 cell raises, the kernel dies, a cell times out) is recorded with its cell and
 exception and the others go on. ``index.html`` lists every run: notebook,
 parameters, status, headline verdicts, duration, and relative links;
@@ -73,7 +82,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -111,7 +119,9 @@ def run_folder_parameters(documented: Mapping[str, object] | None) -> dict[str, 
     return {name: value for name, value in RUN_FOLDER_PARAMETERS.items() if name in documented}
 
 RUN_MARKER = ".tokdiag-run"
-"""File that marks a folder as written by tokdiag (only such folders are cleared on a re-run)."""
+"""File that marks a run folder as tokdiag's and lists the files its last run wrote (JSON).
+
+A re-run into the folder deletes exactly those files (if unchanged) and keeps every other one."""
 
 _PLAN_KEYS = ("title", "jobs", "timeout", "runs")
 _RUN_KEYS = ("notebook", "parameters", "grid", "name")
@@ -311,26 +321,157 @@ def _kind(value: object) -> str:
 # running
 
 
-def _prepare_folder(folder: Path) -> None:
-    """Create ``folder``; clear it first if tokdiag wrote it before, refuse if someone else did."""
-    if folder.exists():
-        if (folder / RUN_MARKER).exists():
-            shutil.rmtree(folder)
-        elif folder.is_dir() and any(folder.iterdir()):
+@dataclass(frozen=True, slots=True)
+class _FolderPlan:
+    """What a run into ``folder`` may delete (its previous run's files) and must keep (everything else)."""
+
+    folder: Path
+    remove: tuple[str, ...] = ()
+    remove_dirs: tuple[str, ...] = ()
+    keep: frozenset[str] = frozenset()
+
+
+def _entries_below(folder: Path) -> tuple[set[str], set[str]]:
+    """Files and folders under ``folder`` (relative, '/'-separated), the marker left out."""
+    files: set[str] = set()
+    dirs: set[str] = set()
+    for root, subdirs, names in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        dirs.update((rel / d).as_posix() for d in subdirs)
+        files.update((rel / n).as_posix() for n in names)
+    files.discard(RUN_MARKER)
+    return files, dirs
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _read_marker(marker: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("written_by") != "tokdiag" or not isinstance(data.get("files"), dict):
+        return None
+    return data
+
+
+def _inspect_folder(folder: Path, writes: Sequence[str] = ()) -> _FolderPlan:
+    """How a run can use ``folder`` without touching what tokdiag did not write; ConfigError when it cannot.
+
+    ``writes`` are the names the run will write there (its executed notebook and HTML, journal, summary).
+    """
+    fix = "choose another output folder (-o)"
+    if not folder.exists():
+        return _FolderPlan(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"output folder {str(folder)!r} is a file; {fix}")
+    files, dirs = _entries_below(folder)
+    marker = folder / RUN_MARKER
+    if not marker.exists():
+        if files or dirs:
             raise ConfigError(f"folder {str(folder)!r} exists and was not written by tokdiag; "
-                              "choose another output folder (-o) or remove it")
+                              f"{fix} or remove it")
+        return _FolderPlan(folder)
+    data = _read_marker(marker)
+    if data is None:
+        raise ConfigError(f"folder {str(folder)!r} was written by an older tokdiag that did not list its files, "
+                          f"so tokdiag cannot tell them from yours and deletes nothing: remove the folder (move out "
+                          f"what you want to keep) and run again, or {fix}")
+    if not data.get("complete"):
+        raise ConfigError(f"folder {str(folder)!r} holds a run that never finished (tokdiag was stopped), so tokdiag "
+                          f"cannot tell its files from yours and deletes nothing: remove the folder (move out what "
+                          f"you want to keep) and run again, or {fix}")
+    listed: dict[str, Any] = data["files"]
+    changed = sorted(rel for rel, stamp in listed.items()
+                     if rel in files and _stamp(folder / rel) != list(stamp))
+    if changed:
+        raise ConfigError(f"{', '.join(changed[:3])} in {str(folder)!r} changed since tokdiag wrote "
+                          f"{'them' if len(changed) > 1 else 'it'}; tokdiag will not delete your edits: move "
+                          f"{'them' if len(changed) > 1 else 'it'} out of the folder, or {fix}")
+    keep = frozenset(files - set(listed))
+    clash = sorted(keep & set(writes))
+    if clash:
+        raise ConfigError(f"{clash[0]} in {str(folder)!r} was not written by tokdiag and the run would overwrite "
+                          f"it: move it out of the folder, or {fix}")
+    kept_parents = {Path(k).parent.as_posix() for k in keep}
+    own_dirs = [d for d in data.get("dirs", []) if isinstance(d, str) and d in dirs]
+    return _FolderPlan(folder, remove=tuple(sorted(set(listed) & files)),
+                       remove_dirs=tuple(sorted((d for d in own_dirs if d not in kept_parents),
+                                                key=lambda d: d.count("/"), reverse=True)),
+                       keep=keep)
+
+
+def _prepare_folder(folder: Path, writes: Sequence[str] = ()) -> _FolderPlan:
+    """Make ``folder`` ready for a run: delete its previous run's files (only those), mark it as in progress."""
+    plan = _inspect_folder(folder, writes)
+    for rel in plan.remove:
+        (folder / rel).unlink(missing_ok=True)
+    for rel in plan.remove_dirs:
+        try:
+            (folder / rel).rmdir()  # only if empty: a folder holding anything else stays
+        except OSError:
+            pass
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / RUN_MARKER).write_text("written by tokdiag; cleared when the run is repeated\n", encoding="utf-8")
+    _write_marker(folder, complete=False, files={}, dirs=[])
+    return plan
+
+
+def _seal_folder(plan: _FolderPlan, before_dirs: set[str]) -> None:
+    """List what the run wrote in the folder's marker (everything but the files that were kept)."""
+    files, dirs = _entries_below(plan.folder)
+    own = sorted(files - plan.keep)
+    stamps = {}
+    for rel in own:
+        try:
+            stamps[rel] = _stamp(plan.folder / rel)
+        except OSError:  # gone meanwhile
+            continue
+    _write_marker(plan.folder, complete=True, files=stamps, dirs=sorted(dirs - before_dirs))
+
+
+def _write_marker(folder: Path, *, complete: bool, files: Mapping[str, list[int]], dirs: Sequence[str]) -> None:
+    from tokdiag import __version__
+
+    marker = {"written_by": "tokdiag", "tokdiag": __version__, "complete": complete,
+              "about": "the files tokdiag's last run wrote here; running into this folder again deletes these "
+                       "(if unchanged) and keeps every other file",
+              "files": dict(files), "dirs": list(dirs)}
+    tmp = folder / f"{RUN_MARKER}.tmp"
+    tmp.write_text(json.dumps(marker, indent=1), encoding="utf-8")
+    os.replace(tmp, folder / RUN_MARKER)
+
+
+def _run_writes(spec: RunSpec) -> tuple[str, ...]:
+    """Names a run writes in its folder whatever its notebook does (a file of yours by that name is refused)."""
+    from tokdiag.report.summary import SUMMARY_FILE
+
+    return (f"{spec.notebook.stem}.ipynb", f"{spec.notebook.stem}.html", JOURNAL_FILE, SUMMARY_FILE)
 
 
 def run_one(spec: RunSpec, folder: str | os.PathLike[str], *, timeout: float | None = None) -> RunResult:
-    """Execute one run into ``folder``: executed notebook, HTML, journals, summary. Never raises for a failed run."""
-    from tokdiag.report.export import export_html, scrub_notebook
+    """Execute one run into ``folder``: executed notebook, HTML, journals, summary. Never raises for a failed run.
 
+    Raises :class:`ConfigError`, before anything runs, when ``folder`` holds
+    files tokdiag did not write that it would have to delete or overwrite
+    (see the module docstring).
+    """
+    run_dir = Path(folder).resolve()
+    plan = _prepare_folder(run_dir, _run_writes(spec))
+    before_dirs = _entries_below(run_dir)[1]
+    try:
+        return _run_in(spec, run_dir, plan, timeout)
+    finally:  # also after Ctrl-C: the next run must know which files were this one's
+        _seal_folder(plan, before_dirs)
+
+
+def _run_in(spec: RunSpec, run_dir: Path, plan: _FolderPlan, timeout: float | None) -> RunResult:
     import nbformat
 
-    run_dir = Path(folder).resolve()
-    _prepare_folder(run_dir)
+    from tokdiag.report.export import export_html, scrub_notebook
+
     executed = run_dir / f"{spec.notebook.stem}.ipynb"
     result = execute(spec.notebook, executed, spec.kernel_parameters(), cwd=run_dir, timeout=timeout)
     failure = result.failure
@@ -347,7 +488,8 @@ def run_one(spec: RunSpec, folder: str | os.PathLike[str], *, timeout: float | N
         except Exception as exc:  # an export bug must not lose the run
             if failure is None:
                 failure = ExecutionFailure(ename=type(exc).__name__, evalue=f"HTML export failed: {exc}")
-    journals = tuple(sorted(p for p in run_dir.rglob("*.jsonl") if p.is_file()))
+    journals = tuple(sorted(p for p in run_dir.rglob("*.jsonl")
+                            if p.is_file() and p.relative_to(run_dir).as_posix() not in plan.keep))
     summary = read_summary(run_dir)
     if summary is None and journals:
         derived = headlines_from_journals(journals)
@@ -399,11 +541,11 @@ def run_batch(plan: Plan | str | os.PathLike[str], out_dir: str | os.PathLike[st
     workers = max(1, min(jobs or plan.jobs or 2, len(plan.runs)))
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    for spec in plan.runs:  # refuse foreign folders before spending minutes on the runs
-        folder = out / spec.folder_name
-        if folder.exists() and not (folder / RUN_MARKER).exists() and folder.is_dir() and any(folder.iterdir()):
-            raise ConfigError(f"folder {str(folder)!r} exists and was not written by tokdiag; "
-                              "choose another output folder (-o) or remove it")
+    from tokdiag.report.export import refuse_foreign
+
+    refuse_foreign([out / "index.html", out / "index.json"], fix="choose another output folder (-o)")
+    for spec in plan.runs:  # refuse what is not tokdiag's before spending minutes on the runs
+        _inspect_folder(out / spec.folder_name, _run_writes(spec))
     report = _Progress(progress, len(plan.runs))
     report.say(f"tokdiag batch: {len(plan.runs)} runs of {plan.source or 'the plan'}, {workers} at a time")
 
@@ -560,14 +702,18 @@ def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *
                 plan_name: str = "", now: Callable[[], _dt.datetime] | None = None) -> Path:
     """Write ``index.html`` and ``index.json`` for ``results`` into ``out_dir``; return the HTML path.
 
+    Either file, if it exists and tokdiag did not write it, is a
+    :class:`ConfigError` (nothing is overwritten).
+
     Every text is escaped, links are relative, absolute paths of this machine
     are shown relative or as ``$TMPDIR``/``~``/``$PYTHON`` (as in
     :func:`tokdiag.report.export.scrub_notebook`), and the page loads nothing and
     runs no script (its Content-Security-Policy forbids both).
     """
-    from tokdiag.report.export import _replacements, _scrub_value, csp_meta
+    from tokdiag.report.export import GENERATOR, _replacements, _scrub_value, csp_meta, refuse_foreign
 
     base = Path(out_dir).resolve()
+    refuse_foreign([base / "index.html", base / "index.json"], fix="choose another output folder")
     rules = _replacements(base, ())  # plan values may hold absolute paths: show them relative or symbolic
     base.mkdir(parents=True, exist_ok=True)
     stamp = (now or (lambda: _dt.datetime.now().astimezone()))().strftime("%Y-%m-%d %H:%M %Z").strip()
@@ -617,7 +763,7 @@ def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *
         "headlines": [] if r.summary is None else [
             {"subject": h.subject, "verdict": h.verdict, "detail": h.detail} for h in r.summary.headlines],
     } for r in results]
-    payload = _scrub_value(json.loads(json.dumps({"title": title, "plan": plan_name, "runs": records},
-                                                 default=str)), rules)
+    payload = _scrub_value(json.loads(json.dumps({"generator": GENERATOR, "title": title, "plan": plan_name,
+                                                  "runs": records}, default=str)), rules)
     (base / "index.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     return index

@@ -46,6 +46,16 @@ from tokdiag.errors import ConfigError, TokdiagError
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 """The mime type plotly figures are stored under in a notebook."""
 
+GENERATOR = "tokdiag"
+"""How tokdiag marks the files it writes: ``<meta name="generator">`` in pages, ``"generator"`` in
+``index.json`` (``"tokdiag_summary"`` in ``summary.json``), ``metadata.tokdiag.generator`` in the journal
+report's executed notebook. A file without the mark is never overwritten (:func:`refuse_foreign`)."""
+
+_PAGE_MARK = f'<meta name="generator" content="{GENERATOR}">'
+_PAGE_MARK_FOUND = re.compile(  # in either attribute order (nbconvert's post-processing sorts them)
+    rf"""<meta\b(?=[^>]*\bname=["']generator["'])(?=[^>]*\bcontent=["']{GENERATOR}["'])[^>]*>""", re.I)
+
+
 RENDERER_NAME = "tokdiag"
 """The plotly renderer :func:`plotly_renderer_setup` registers and makes the default."""
 
@@ -402,8 +412,38 @@ def content_security_policy(scripts: Iterable[str] = ()) -> str:
 
 
 def csp_meta(scripts: Iterable[str] = ()) -> str:
-    """``<meta http-equiv="Content-Security-Policy" ...>`` for :func:`content_security_policy`."""
-    return f'<meta http-equiv="Content-Security-Policy" content="{html.escape(content_security_policy(scripts))}">'
+    """``<meta http-equiv="Content-Security-Policy" ...>`` for :func:`content_security_policy`, and tokdiag's mark."""
+    return (f'<meta http-equiv="Content-Security-Policy" content="{html.escape(content_security_policy(scripts))}">'
+            f"\n{_PAGE_MARK}")
+
+
+def written_by_tokdiag(path: str | os.PathLike[str]) -> bool:
+    """Whether the file at ``path`` carries tokdiag's mark (see :data:`GENERATOR`): a page, index or notebook it wrote."""
+    p = Path(path)
+    try:
+        if p.suffix in (".html", ".htm"):
+            with open(p, encoding="utf-8", errors="replace") as fh:
+                return _PAGE_MARK_FOUND.search(fh.read(65536)) is not None
+        if p.suffix in (".json", ".ipynb"):
+            data = json.loads(p.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                return False
+            if p.suffix == ".json":  # index.json, or a summary.json (tokdiag.report.summary marks it its own way)
+                return data.get("generator") == GENERATOR or "tokdiag_summary" in data
+            meta = data.get("metadata", {}).get("tokdiag", {})
+            return isinstance(meta, dict) and meta.get("generator") == GENERATOR
+    except (OSError, ValueError, AttributeError):
+        return False
+    return False
+
+
+def refuse_foreign(paths: Iterable[str | os.PathLike[str]], *, fix: str) -> None:
+    """Raise :class:`ConfigError` if any of ``paths`` exists and tokdiag did not write it (so it is not overwritten)."""
+    for path in paths:
+        p = Path(path)
+        if p.exists() and (p.is_dir() or not written_by_tokdiag(p)):
+            what = "a folder" if p.is_dir() else "a file tokdiag did not write"
+            raise ConfigError(f"{str(p)!r} is {what}; tokdiag will not overwrite it: move it, or {fix}")
 
 
 def _load_notebook(source: Any) -> tuple[Any, str]:
@@ -429,7 +469,8 @@ def export_html(notebook: Any, out_html: str | os.PathLike[str], *, title: str |
     The page opens offline: plotly.js is inlined once (only if there is a
     figure), no script or stylesheet is loaded from anywhere, HTML outputs
     are sanitized, and absolute paths are scrubbed relative to the folder of
-    ``out_html``. ``title`` defaults to the notebook's ``metadata.title`` or
+    ``out_html``. An existing ``out_html`` that tokdiag did not write is a
+    :class:`ConfigError`, never overwritten. ``title`` defaults to the notebook's ``metadata.title`` or
     file name; both it and ``subtitle`` (e.g. the parameters) head the page,
     escaped. Returns the path written.
     """
@@ -438,6 +479,7 @@ def export_html(notebook: Any, out_html: str | os.PathLike[str], *, title: str |
 
     nb, name = _load_notebook(notebook)
     out = Path(out_html)
+    refuse_foreign([out], fix="pass another out_html")
     out.parent.mkdir(parents=True, exist_ok=True)
     nb = scrub_notebook(nb, base_dir=out.parent)
     figures = _prepare_outputs(nb)
@@ -482,8 +524,10 @@ def report_from_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str |
 
     Runs the bundled :data:`JOURNAL_REPORT_NOTEBOOK` with papermill in a new
     kernel (cwd ``out_dir``, journals passed as paths relative to it), writes
-    ``journal_report.ipynb`` and ``journal_report.html`` into ``out_dir``.
-    Raises :class:`ConfigError` for a missing journal and
+    ``journal_report.ipynb``, ``journal_report.html`` and ``summary.json``
+    into ``out_dir``. Raises :class:`ConfigError` for a missing journal, or
+    when one of those three exists and tokdiag did not write it (nothing is
+    overwritten), and
     :class:`TokdiagError` (naming the cell and exception; the HTML is still
     written) when the notebook fails.
     """
@@ -501,20 +545,25 @@ def report_from_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str |
                               "written by td.track(..., journal=...) or a tokdiag recorder")
         try:  # read here, before a kernel starts, so the error names the path as the user gave it
             read_journal(journal)
-        except (JournalError, UnicodeDecodeError) as exc:
+        except JournalError as exc:
             raise ConfigError(f"{str(journal)!r} is not a tokdiag journal ({exc}); give a .jsonl file written by "
                               "td.track(..., journal=...)") from None
     folder = Path(out_dir).resolve()
+    executed = folder / "journal_report.ipynb"
+    page = folder / "journal_report.html"
+    from tokdiag.report.summary import SUMMARY_FILE
+
+    refuse_foreign([executed, page, folder / SUMMARY_FILE], fix="choose another output folder (-o)")
     folder.mkdir(parents=True, exist_ok=True)
     parameters = {"journals": [os.path.relpath(j.resolve(), folder) for j in journals], "output_dir": "."}
     check_parameters(JOURNAL_REPORT_NOTEBOOK, parameters)
-    executed = folder / "journal_report.ipynb"
     result = execute(JOURNAL_REPORT_NOTEBOOK, executed, parameters, cwd=folder)
-    page = folder / "journal_report.html"
     if executed.is_file():
         import nbformat
 
-        nbformat.write(scrub_notebook(nbformat.read(executed, as_version=4), base_dir=folder), executed)
+        scrubbed = scrub_notebook(nbformat.read(executed, as_version=4), base_dir=folder)
+        scrubbed.metadata["tokdiag"] = {"generator": GENERATOR}
+        nbformat.write(scrubbed, executed)
         export_html(executed, page, title="tokdiag report: " + ", ".join(j.name for j in journals))
     if result.failure is not None:
         raise TokdiagError(f"the journal report failed at {result.failure.describe()}; "
