@@ -24,6 +24,10 @@ cache      cache label (``"tiktoken.         entries [entries], bytes [bytes] (d
                                              [bytes] (estimate), hits/misses/maxsize
                                              [calls]/[entries] for lru_cache
 alloc      ``"file.py:123"``                 bytes [bytes], count [blocks]
+disk       directory label or path           bytes [bytes] (sum of file sizes), files [files],
+           (``"memory"``, ``"./logs"``)      walk_s [seconds], capped [flag] (bytes and files
+                                             are NaN when capped); see
+                                             :mod:`tokdiag.probes.disk`
 tracker    ``"tokdiag"``                     snapshot_s [seconds], self_bytes [bytes]
                                              (tokdiag's own retained memory),
                                              alloc_overhead_s [seconds]
@@ -47,6 +51,9 @@ SECONDS = "seconds"
 HASH = "hash"
 CALLS = "calls"
 BLOCKS = "blocks"
+FILES = "files"
+FLAG = "flag"
+"""A state (0 or 1), not a quantity: never judged by the verdicts."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,12 @@ from __future__ import annotations
 from tokdiag.probes.base import Probe, SnapshotContext
 from tokdiag.probes.caches import CacheProbe, CacheSpec, cache, estimate_tiktoken_native
 from tokdiag.probes.census import CensusProbe, census, type_name
+from tokdiag.probes.disk import DiskProbe
 from tokdiag.probes.process import ProcessProbe
 from tokdiag.probes.allocations import AllocationProbe
 from tokdiag.probes.watch import WatchProbe
 
 __all__ = [
-    "AllocationProbe", "CacheProbe", "CacheSpec", "CensusProbe", "Probe", "ProcessProbe",
+    "AllocationProbe", "CacheProbe", "CacheSpec", "CensusProbe", "DiskProbe", "Probe", "ProcessProbe",
     "SnapshotContext", "WatchProbe", "cache", "census", "estimate_tiktoken_native", "type_name",
 ]

@@ -146,7 +146,7 @@ def read_summary(run_dir: str | os.PathLike[str]) -> Summary | None:
 
 
 _SEVERITY = {"leak": 0, "step": 1, "bounded": 2}
-_PROBE_ORDER = {"watch": 0, "cache": 1, "census": 2}
+_PROBE_ORDER = {"watch": 0, "cache": 1, "census": 2, "disk": 3}
 
 
 def _amount(value: float, unit: str) -> str:
@@ -179,7 +179,7 @@ def headlines_from_journals(paths: Iterable[str | os.PathLike[str]], *, limit: i
     """Headline verdicts computed from journal files, for a run that wrote no ``summary.json``.
 
     Per journal: the process RSS verdict first, then the growing series of
-    the ``watch``, ``cache`` and ``census`` probes (leaks, then steps, then
+    the ``watch``, ``cache``, ``census`` and ``disk`` probes (leaks, then steps, then
     bounded; larger growth first), at most ``limit`` in all. With several
     journals each subject is prefixed with the journal's run name. A journal
     that cannot be read is skipped (an index page shows what it can).
