@@ -300,3 +300,17 @@ def test_a_real_leak_reaches_the_limit_when_predicted():
     assert t.seconds == pytest.approx(t.steps_left / t.steps_per_hour * 3600)
     reached = int(rss[rss >= limit].index[0]) - 40
     assert t.steps_left_pessimistic - 2 <= reached <= t.steps_left_optimistic + 2, (reached, t)
+
+
+def test_the_rss_headline_says_when_the_limit_is_reached(tmp_path: Path):
+    from tokdiag.record.journal import JournalWriter, make_header
+    from tokdiag.records import Record
+    from tokdiag.report.summary import headlines_from_journals
+
+    header = make_header("svc", {"step_unit": "request"})
+    header["memory_limit"] = MemoryLimit(4 * GiB, "cgroup v2 memory.max", "/").as_dict()
+    with JournalWriter(tmp_path / "svc.jsonl", header) as w:
+        for s in range(0, 61, 5):
+            w.snapshot(s, s * 5.0, [Record("process", "process", "rss", 100 * MiB + s * 1.8 * MiB, "bytes")])
+    (rss,) = [h for h in headlines_from_journals([tmp_path / "svc.jsonl"]) if h.subject == "RSS"]
+    assert rss.verdict == "leak" and rss.detail == "+1.8 MiB/step; 4 GiB limit in ~3 h"

@@ -180,11 +180,12 @@ def headlines_from_journals(paths: Iterable[str | os.PathLike[str]], *, limit: i
 
     Per journal: the process RSS verdict first, then the growing series of
     the ``watch``, ``cache``, ``census`` and ``disk`` probes (leaks, then steps, then
-    bounded; larger growth first), at most ``limit`` in all. With several
+    bounded; larger growth first), at most ``limit`` in all. A leaking RSS
+    says when it reaches the memory limit recorded in the journal (when one is set). With several
     journals each subject is prefixed with the journal's run name. A journal
     that cannot be read is skipped (an index page shows what it can).
     """
-    from tokdiag.analysis import verdicts
+    from tokdiag.analysis import time_to_limit, verdicts
     from tokdiag.errors import TokdiagError
     from tokdiag.record.run import load
 
@@ -192,11 +193,11 @@ def headlines_from_journals(paths: Iterable[str | os.PathLike[str]], *, limit: i
     for journal in paths:
         try:
             run = load(journal)
-            judged.append((run.name, verdicts(run.timeline)))
+            judged.append((run.name, verdicts(run.timeline), run))
         except (TokdiagError, OSError, ValueError, KeyError):
             continue
     found: list[Headline] = []
-    for name, table in judged:
+    for name, table, run in judged:
         prefix = f"{name}: " if len(judged) > 1 else ""
         rows = table.to_dict(orient="records")
         rss = [r for r in rows if (r["probe"], r["metric"]) == ("process", "rss")]
@@ -205,6 +206,9 @@ def headlines_from_journals(paths: Iterable[str | os.PathLike[str]], *, limit: i
                                         -abs(float(r["growth"]) if r["growth"] == r["growth"] else 0.0)))
         for row in [*rss, *growing]:  # watch and census may both judge a class: keep the first
             headline = _headline_of(row, prefix)
+            when = time_to_limit(run) if row in rss and row["verdict"] == "leak" else None
+            if when is not None and when.status in ("limit", "over"):  # "4 GiB limit in ~3 h"
+                headline = Headline(headline.subject, headline.verdict, f"{headline.detail}; {when.headline}")
             if all(h.subject != headline.subject for h in found):
                 found.append(headline)
     return tuple(found[:limit])
