@@ -146,7 +146,7 @@ SLOWDOWN = 0.5
 """Growth has slowed when the last half of the tail is surely below this share of the tail slope."""
 
 RESOLUTION = 1e-3
-"""Share of the practical minimum below which wiggles cannot start a new regime (64 B for bytes).
+"""Share of the practical minimum below which wiggles cannot start a new regime (66 B for bytes).
 
 A near-exact series (bytes on disk, deep sizes) has a robust noise of 0,
 and a warm-up split would then be believed for a few bytes of difference
