@@ -38,6 +38,10 @@ native     registry type name                count [objects], native_bytes [byte
                                              counted adds none), certificates
                                              [entries] (SSL), tokens [entries]
                                              (tiktoken)
+disk       directory label or path           bytes [bytes] (sum of file sizes), files [files],
+           (``"memory"``, ``"./logs"``)      walk_s [seconds], capped [flag] (bytes and files
+                                             are NaN when capped); see
+                                             :mod:`tokdiag.probes.disk`
 tracker    ``"tokdiag"``                     snapshot_s [seconds], self_bytes [bytes]
                                              (tokdiag's own retained memory),
                                              alloc_overhead_s, allocator_s,
@@ -63,6 +67,9 @@ SECONDS = "seconds"
 HASH = "hash"
 CALLS = "calls"
 BLOCKS = "blocks"
+FILES = "files"
+FLAG = "flag"
+"""A state (0 or 1), not a quantity: never judged by the verdicts."""
 
 
 @dataclass(frozen=True, slots=True)

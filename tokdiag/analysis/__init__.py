@@ -3,7 +3,8 @@
 - :func:`verdicts` / :func:`classify`: leak, bounded, step, flat or
   inconclusive per series, with growth per step and its interval;
 - :func:`ledger`: RSS growth split between owners, the rest unexplained;
-- :func:`compare`: two runs side by side, and whether a difference is real.
+- :func:`compare`: two runs side by side, and whether a difference is real;
+- :func:`time_to_limit`: when a leaking run reaches its memory limit.
 
 Only numpy and pandas are imported here (never plotly, never the tracker):
 analysis reads timelines and returns DataFrames.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from tokdiag.analysis.compare import CHANGES, COMPARE_COLUMNS, compare
 from tokdiag.analysis.ledger import LEDGER_COLUMNS, UNEXPLAINED, ledger
+from tokdiag.analysis.limit import TimeToLimit, time_to_limit
 from tokdiag.analysis.verdicts import LABELS, PRACTICAL_MIN, Verdict, classify, verdicts
 
 __all__ = [
@@ -21,10 +23,12 @@ __all__ = [
     "LABELS",
     "LEDGER_COLUMNS",
     "PRACTICAL_MIN",
+    "TimeToLimit",
     "UNEXPLAINED",
     "Verdict",
     "classify",
     "compare",
     "ledger",
+    "time_to_limit",
     "verdicts",
 ]

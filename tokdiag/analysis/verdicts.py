@@ -135,6 +135,7 @@ PRACTICAL_MIN: dict[str, float] = {
     "entries": 8.0,
     "blocks": 16.0,
     "calls": 8.0,
+    "files": 8.0,
 }
 """Least total growth over the judged window (the tail) that can be a leak, per unit.
 
@@ -154,10 +155,11 @@ Why these numbers:
 - ``blocks``, 16: tracemalloc block counts per site are exact but churn
   more than type counts.
 - ``calls``, 8: cumulative counters (only judged with ``counters=True``).
+- ``files``, 8: files under a directory (the disk probe), exact like objects.
 
 Units not listed get 0: only the interval decides.
 
-One exception for exact counts (objects, entries, blocks): when the count
+One exception for exact counts (objects, entries, blocks, files): when the count
 rose at *every* snapshot of the judged window (at least five snapshots),
 the minimum drops to that rise. Six agents kept by six tasks are a leak
 even though six is below eight: a singleton rises once, not every time.
@@ -184,6 +186,14 @@ STEP_SHARE = 0.8
 
 SLOWDOWN = 0.5
 """Growth has slowed when the last half of the tail is surely below this share of the tail slope."""
+
+RESOLUTION = 1e-3
+"""Share of the practical minimum below which wiggles cannot start a new regime (66 B for bytes).
+
+A near-exact series (bytes on disk, deep sizes) has a robust noise of 0,
+and a warm-up split would then be believed for a few bytes of difference
+(JSON records of unequal length), leaving a short tail judged alone.
+"""
 
 _TINY = 1e-12
 
@@ -223,10 +233,10 @@ VERDICT_COLUMNS: tuple[str, ...] = (
 
 # --------------------------------------------------------------------------- formatting
 
-_COUNT_UNITS = frozenset({"objects", "entries", "blocks"})
+_COUNT_UNITS = frozenset({"objects", "entries", "blocks", "files"})
 """Units of exact counts (not sizes): see the every-interval rule in :func:`_classify`."""
 
-_SINGULAR = {"objects": "object", "entries": "entry", "calls": "call", "blocks": "block"}
+_SINGULAR = {"objects": "object", "entries": "entry", "calls": "call", "blocks": "block", "files": "file"}
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -582,7 +592,7 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
     noise = _robust_noise(y)
     b = 0
     while True:  # the final regime: split again while the tail still has a warm-up of its own
-        k = _split(x[b:], y[b:], noise, MIN_SNAPSHOTS)
+        k = _split(x[b:], y[b:], max(noise, RESOLUTION * minimum), MIN_SNAPSHOTS)
         if k == 0:
             break
         b += k
@@ -704,7 +714,7 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
 
 # --------------------------------------------------------------------------- verdicts
 
-_SKIP_UNITS = {"hash"}
+_SKIP_UNITS = {"hash", "flag"}
 _REQUIRED = ("run", "step", "probe", "subject", "metric", "value", "unit")
 
 
@@ -749,7 +759,8 @@ def verdicts(timeline: pd.DataFrame, *, project_to: int = 10_000, probes: Iterab
     already shows up in its ``entries``.
 
     Series never judged: unit ``hash`` (payload fingerprints are identifiers,
-    not quantities) and the tracker's own timing (unit ``seconds``).
+    not quantities), unit ``flag`` (states, e.g. a capped disk walk) and
+    timings (unit ``seconds``: the tracker's snapshots, a disk walk).
 
     >>> import pandas as pd
     >>> rows = [("a", s, 0.0, "watch", "app.Agent", "count", float(s), "objects") for s in range(0, 50, 5)]
@@ -761,7 +772,7 @@ def verdicts(timeline: pd.DataFrame, *, project_to: int = 10_000, probes: Iterab
     if isinstance(project_to, bool) or not isinstance(project_to, (int, np.integer)) or project_to <= 0:
         raise ConfigError(f"project_to={project_to!r}: pass a positive number of steps, e.g. project_to=10_000")
     tl = timeline
-    skip = tl["unit"].isin(_SKIP_UNITS) | ((tl["probe"] == "tracker") & (tl["unit"] == "seconds"))
+    skip = tl["unit"].isin(_SKIP_UNITS) | (tl["unit"] == "seconds")
     if not counters:
         skip |= tl["unit"] == "calls"
     if probes is not None:

@@ -3,8 +3,9 @@
 Every line is one JSON object with a ``kind``:
 
 - ``header`` (always the first line): ``format``, ``tokdiag`` version,
-  ``python``, ``platform``, ``pid``, ``run`` name, ``started_at`` and the
-  run's ``params``.
+  ``python``, ``platform``, ``pid``, ``run`` name, ``started_at``,
+  ``memory_limit`` (the process' cgroup memory limit, see
+  :mod:`tokdiag.probes.limits`) and the run's ``params``.
 - ``snapshot``: ``step`` (steps completed), ``elapsed_s`` and ``records``,
   a list of ``{"probe", "subject", "metric", "value", "unit"}``.
 - ``event``: something that happened at a step (``event``, ``message``).
@@ -49,6 +50,7 @@ from typing import Any, Iterable
 
 from tokdiag import _native
 from tokdiag.errors import ConfigError, JournalError
+from tokdiag.probes.limits import header_entry
 from tokdiag.records import Record
 from tokdiag.record.timeline import TimelineColumns
 
@@ -200,6 +202,8 @@ def make_header(run: str, params: dict[str, Any]) -> dict[str, Any]:
         "pid": os.getpid(),
         "run": run,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # the cgroup memory limit this process runs under ({"bytes": None} = max; None = unknown): time_to_limit reads it
+        "memory_limit": header_entry(),
         "params": params,
     }
 

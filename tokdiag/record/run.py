@@ -88,6 +88,12 @@ class Run:
 
         return ledger(self.timeline)
 
+    def time_to_limit(self, limit: int | str | None = None, *, per: str | None = None) -> Any:
+        """When RSS reaches ``limit`` (default: the cgroup limit in the header); see :func:`tokdiag.analysis.limit.time_to_limit`."""
+        from tokdiag.analysis.limit import time_to_limit
+
+        return time_to_limit(self, limit, per=per)
+
     def why_alive(self, target: Any, **kwargs: Any) -> list[Any]:
         """Reference chains that keep instances of ``target`` alive.
 

@@ -184,7 +184,7 @@ def read_summary(run_dir: str | os.PathLike[str]) -> Summary | None:
 
 
 _SETTLED = {"step": 0, "bounded": 1}
-_PROBE_ORDER = {"watch": 0, "cache": 1, "census": 2}
+_PROBE_ORDER = {"watch": 0, "cache": 1, "census": 2, "disk": 3}
 
 
 def _amount(value: float, unit: str) -> str:
@@ -203,6 +203,18 @@ def _amount(value: float, unit: str) -> str:
 
 def _is_rss(row: Mapping[str, Any]) -> bool:
     return (row["probe"], row["metric"]) == ("process", "rss")
+
+
+def _with_limit(headline: Headline, row: Mapping[str, Any], run: Any) -> Headline:
+    """A leaking RSS headline says when it reaches the memory limit the journal recorded ("4 GiB limit in ~3 h")."""
+    if (row["probe"], row["metric"]) != ("process", "rss"):
+        return headline
+    from tokdiag.analysis import time_to_limit
+
+    when = time_to_limit(run)
+    if when is None or when.status not in ("limit", "over"):
+        return headline
+    return Headline(headline.subject, headline.verdict, f"{headline.detail}; {when.headline}")
 
 
 def _headline_of(row: Mapping[str, Any], prefix: str) -> Headline:
@@ -272,7 +284,8 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
         census_bytes = {(r["subject"], r["verdict"]) for r in rows if (r["probe"], r["metric"]) == ("census", "bytes")}
         rows = [r for r in rows if (r["probe"], r["metric"]) not in NOISE_METRICS and not (
             (r["probe"], r["metric"]) == ("census", "unowned_bytes") and (r["subject"], r["verdict"]) in census_bytes)]
-        leaks += [(_leak_severity(r), _headline_of(r, prefix)) for r in rows if r["verdict"] == "leak"]
+        leaks += [(_leak_severity(r), _with_limit(_headline_of(r, prefix), r, run)) for r in rows
+                  if r["verdict"] == "leak"]
         for message in dict.fromkeys(run.warnings):
             warned.append(_warning_headline(message, prefix))
         if run.status != "completed":
