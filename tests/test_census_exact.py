@@ -263,3 +263,21 @@ def test_the_census_reports_unsized_objects_by_type_name(monkeypatch):
         unsized: dict[str, int] = {}
         assert take(objs, None, unsized)["builtins.list"] == (5, 56, 56)
         assert unsized == {"builtins.list": 4}
+
+
+@pytest.mark.parametrize("identity", [True, False], ids=["classes as keys", "ids as keys"])
+def test_the_numpy_path_keys_classes_by_id_only_when_a_metaclass_defines_hash_or_eq(monkeypatch, identity):
+    """Classes as dict keys (C speed) are safe only while no metaclass has a __hash__/__eq__ of its own."""
+    objs = [Plain(i) for i in range(50)] + [[i] for i in range(50)] + [Slotted(), Meta("M", (), {})] * 3
+    want = sizing_mod._rows_numpy(objs)
+    monkeypatch.setattr(sizing_mod, "classes_hash_by_identity", lambda: identity)
+    assert sizing_mod._rows_numpy(objs) == want
+
+    class Hashing(type):
+        def __hash__(cls) -> int:
+            raise RuntimeError("metaclass __hash__")
+
+    from tokdiag._clevel import classes_hash_by_identity
+
+    assert classes_hash_by_identity() is False  # Hashing exists now: the census must key by id
+    del Hashing

@@ -30,7 +30,7 @@ from typing import Any
 from tokdiag._native import speedups
 
 __all__ = [
-    "HAVE_GC", "bare_name", "basicsize", "distinct_types", "flags", "instance_attr", "is_one_of", "is_subtype",
+    "HAVE_GC", "bare_name", "basicsize", "classes_hash_by_identity", "distinct_types", "flags", "instance_attr", "is_one_of", "is_subtype",
     "itemsize", "lookup", "module_name", "mro", "qualname", "type_dict", "type_name",
 ]
 
@@ -131,6 +131,30 @@ def type_name(t: type) -> str:
     ``__hash__`` never runs (this is why nothing caches it by class).
     """
     return f"{module_name(t)}.{qualname(t)}"
+
+
+_OBJECT_HASH = object.__dict__["__hash__"]
+_OBJECT_EQ = object.__dict__["__eq__"]
+
+
+def classes_hash_by_identity() -> bool:
+    """Whether every metaclass alive hashes and compares its classes like ``type`` does, by identity.
+
+    Then classes may be set members and dict keys (a C-speed lookup) without
+    any metaclass code running; otherwise key them by ``id``. Walks the
+    subclasses of ``type`` (the metaclasses: a few dozen in a large program).
+    """
+    seen: set[int] = set()
+    stack: list[type] = [type]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        if lookup(m, "__hash__") is not _OBJECT_HASH or lookup(m, "__eq__") is not _OBJECT_EQ:
+            return False
+        stack.extend(type.__subclasses__(m))
+    return True
 
 
 def distinct_types(objs: Sequence[object]) -> list[type]:

@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from tokdiag._clevel import basicsize, distinct_types, flags, is_subtype, itemsize, lookup, mro, type_dict, type_name
+from tokdiag._clevel import basicsize, classes_hash_by_identity, distinct_types, flags, is_subtype, itemsize, lookup, mro, type_dict, type_name
 from tokdiag._native import speedups
 from tokdiag.errors import TokdiagWarning
 
@@ -218,10 +218,10 @@ _CHUNK = 4096
 still in the CPU cache when their sizes are read right after their types."""
 
 
-class _Codes(dict[int, int]):
-    """Type id -> dense code, assigned in order of first sight by ``__missing__`` (called from C)."""
+class _Codes(dict[Any, int]):
+    """Type (or type id) -> dense code, assigned in order of first sight by ``__missing__`` (called from C)."""
 
-    def __missing__(self, key: int) -> int:
+    def __missing__(self, key: Any) -> int:
         c = self[key] = len(self)
         return c
 
@@ -250,9 +250,11 @@ def _rows_numpy(heap: list[Any], owned_sorted: np.ndarray | None = None, limit: 
     """:data:`Rows` over ``heap`` without the C extension (what ``tokdiag._speedups.count`` returns).
 
     One pass in slices of :data:`_CHUNK` objects, C loops only: each
-    object's type is mapped by its id to a dense code (``numpy.fromiter``
-    over ``map(codes.__getitem__, map(id, map(type, slice)))``: classes are
-    never hashed, so a metaclass's ``__hash__`` never runs), counts are a
+    object's type is mapped to a dense code (``numpy.fromiter`` over
+    ``map(codes.__getitem__, map(type, slice))``; keyed by ``id(type)``
+    instead, about twice the cost, when some metaclass alive defines its
+    own ``__hash__`` or ``__eq__``, which must not run:
+    :func:`tokdiag._clevel.classes_hash_by_identity`), counts are a
     ``numpy.bincount`` of the codes; only objects of types whose size varies
     are sized, grouped by type (a stable ``argsort`` of their codes and one
     ``operator.itemgetter`` gather) so each group is one ``map(f, group)``
@@ -275,10 +277,12 @@ def _rows_numpy(heap: list[Any], owned_sorted: np.ndarray | None = None, limit: 
     unsized: list[int] = []
     code_parts: list[np.ndarray] = []
     own_code_parts: list[np.ndarray] = []
+    by_id = not classes_hash_by_identity()
     for start in range(0, len(heap), _CHUNK):
         chunk = heap[start:start + _CHUNK]
         n = len(chunk)
-        cc = np.fromiter(map(get_code, map(id, map(type, chunk))), dtype=np.intp, count=n)
+        cc = np.fromiter(map(get_code, map(id, map(type, chunk)) if by_id else map(type, chunk)),
+                         dtype=np.intp, count=n)
         code_parts.append(cc)
         if len(codes) != len(kinds):  # types first met in this slice
             for c in range(len(kinds), len(codes)):

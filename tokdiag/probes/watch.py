@@ -30,7 +30,7 @@ import weakref
 from itertools import compress
 from typing import Any, Sequence
 
-from tokdiag._clevel import HAVE_GC, bare_name, distinct_types, flags, is_subtype, type_name
+from tokdiag._clevel import HAVE_GC, bare_name, classes_hash_by_identity, distinct_types, flags, is_subtype, type_name
 from tokdiag.errors import ConfigError, TokdiagWarning
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.records import BYTES, OBJECTS, Record
@@ -111,7 +111,10 @@ class WatchProbe:
             return hit[1]
         found = next((p for p in self.patterns if _matches(p, t)), None)
         decided = self._decided
-        self._decided[key] = (weakref.ref(t, lambda _r, key=key: decided.pop(key, None)), found)
+        try:
+            decided[key] = (weakref.ref(t, lambda _r, key=key: decided.pop(key, None)), found)
+        except TypeError:  # a class that refuses weak references: decided again next time
+            pass
         if found is not None:
             name = type_name(t)
             self.matched[found].add(name)
@@ -130,12 +133,14 @@ class WatchProbe:
         if not self._primed:
             self._prime()
         heap = ctx.heap
-        watched = {id(t) for t in distinct_types(heap) if self._pattern_for(t) is not None}
+        by_id = not classes_hash_by_identity()  # a metaclass's own __hash__/__eq__ must not run
+        watched = {id(t) if by_id else t for t in distinct_types(heap) if self._pattern_for(t) is not None}
         # Count every class a pattern has matched so far, even at zero instances (not the untracked ones).
         by_class: dict[str, list[Any]] = {name: [] for names in self.matched.values() for name in names
                                           if name not in self._untracked}
         if watched:
-            for obj in compress(heap, map(watched.__contains__, map(id, map(type, heap)))):
+            kinds = map(id, map(type, heap)) if by_id else map(type, heap)
+            for obj in compress(heap, map(watched.__contains__, kinds)):
                 by_class.setdefault(type_name(type(obj)), []).append(obj)
         recs: list[Record] = []
         order = {p: i for i, p in enumerate(self.patterns)}
