@@ -141,6 +141,9 @@ def _leave_out_tokdiag(rows: dict[str, tuple[int, int, int]], ctx: SnapshotConte
 def census(*, collect: bool = True) -> pd.DataFrame:
     """Count and shallow bytes per type over the whole heap, largest first.
 
+    Bytes are C-level sizes (:func:`tokdiag.sizing.shallow_size`): no
+    ``__sizeof__`` written in Python runs.
+
     >>> df = census()
     >>> list(df.columns)
     ['type', 'count', 'bytes']
