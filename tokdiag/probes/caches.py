@@ -41,8 +41,9 @@ get no payload metrics, like ``lru_cache``. Payloads are hashed only when
 they are trees of exact builtin atoms (``str``, ``bytes``, ``int``,
 ``float``, ``bool``, ``None`` in exact tuples, lists, sets, frozensets and
 dicts, checked by identity of their types); any other payload's fingerprint
-is its type and deep size. Attributes are read from the instance dict or
-slots (:func:`tokdiag._clevel.instance_attr`), never through ``getattr``.
+is its type and deep size (one walk per cache: its payloads share a seen
+set). Attributes are read from the instance dict or slots
+(:func:`tokdiag._clevel.instance_attr`), never through ``getattr``.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from tokdiag._native import speedups
 from tokdiag.errors import ConfigError, TargetError
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.records import BYTES, CALLS, ENTRIES, HASH, OBJECTS, Record
-from tokdiag.sizing import deep_sizes, unsized_message
+from tokdiag.sizing import Seen, deep_sizes, unsized_message
 
 # Rust core of tiktoken (tiktoken 0.9, CoreBPE), per mergeable token: the
 # token bytes are owned three times (encoder key, decoder value,
@@ -210,20 +211,21 @@ def _atom_hash(obj: object) -> int | None:
     return _py_atom_hash(obj)
 
 
-def _content_hash(obj: Any) -> int:
+def _content_hash(obj: Any, seen: Seen) -> int:
     """A hash of a payload's contents that changes when it is mutated, running none of its code.
 
     Trees of exact builtin atoms are hashed (:func:`_atom_hash`); an
     Encoding by its ranks and special tokens; anything else by its type
-    name and deep size.
+    name and deep size, walked with ``seen`` (shared by the payloads of one
+    cache, so what they share is walked once: one walk of the cache at most).
     """
     if _is_encoding(obj):
         ranks, special = _encoding_tables(obj)
-        return hash((_content_hash(ranks), _content_hash(special)))
+        return hash((_content_hash(ranks, seen), _content_hash(special, seen)))
     h = _atom_hash(obj)
     if h is not None:
         return h
-    return hash((type_name(type(obj)), deep_sizes([obj], None, {})))
+    return hash((type_name(type(obj)), deep_sizes([obj], seen, {})))
 
 
 @dataclass(frozen=True)
@@ -460,7 +462,9 @@ class CacheProbe:
             distinct = list({id(v): v for v in values}.values())
             recs.append(Record("cache", label, "distinct_payloads", float(len(distinct)), OBJECTS))
             if spec.fingerprint:
-                fp = hash(tuple(sorted(_content_hash(v) for v in distinct))) & 0x1FFFFFFFFFFFFF
+                fp_seen = Seen()
+                fp = hash(tuple(sorted(_content_hash(v, fp_seen) for v in distinct))) & 0x1FFFFFFFFFFFFF
+                del fp_seen
                 recs.append(Record("cache", label, "fingerprint", float(fp), HASH))
             if spec.native:
                 encodings = [e for v in distinct for e in _encodings_in(v)]
