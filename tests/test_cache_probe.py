@@ -91,3 +91,22 @@ def test_native_estimate_matches_the_calibration_points():
 
 def test_presets():
     assert [c.label for c in td.presets.tiktoken()] == ["tiktoken.registry:ENCODINGS"]
+
+
+class _Agent:
+    def __init__(self, registry: dict[int, list[str]]) -> None:
+        self.registry = registry
+        self.state: list[int] = []
+
+
+def test_fingerprint_of_payloads_that_are_not_atoms_follows_their_contents_and_calls_nothing():
+    registry = {i: [str(i)] for i in range(100)}
+    cache = {i: _Agent(registry) for i in range(20)}
+
+    def step(i: int) -> None:
+        if i == 3:
+            cache[7].state.append(i)  # a payload mutated in place: same objects, same keys
+
+    run = td.track(step, steps=6, every=1, census=False, progress=False, caches=[td.cache(lambda: cache, name="c")])
+    changed = run.series("cache", "c", "fingerprint").diff().fillna(0).ne(0).tolist()
+    assert changed == [False, False, False, False, True, False, False]

@@ -11,7 +11,7 @@ import pytest
 
 import tokdiag as td
 from tokdiag.errors import ConfigError
-from tokdiag import retention
+from tokdiag.analysis import retention
 from tokdiag.analysis.retention import Chain, Edge, why_alive
 
 

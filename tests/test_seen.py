@@ -86,7 +86,7 @@ def test_repeated_values_are_not_sized_in_bulk():
 _SNAPSHOTS_OF_A_VOCABULARY = textwrap.dedent("""
     import json, sys
     import tokdiag as td
-    from tokdiag import sizing
+    from tokdiag.probes import sizing
     if sys.argv[1] == "python":
         sizing._IdSet = sizing._PyIdSet
     CACHE = {"ranks": {b"tok%06d" % i: i for i in range(200_000)},

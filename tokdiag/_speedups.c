@@ -6,33 +6,51 @@
  *
  * IdSet: the identities a snapshot has counted (see below).
  *
- * count(heap, owned, align) -> [(type, count, bytes, owned_bytes), ...]
+ * count(heap, owned, align[, limit]) -> [(type, count, bytes, owned_bytes, unsized), ...]
  *
  * For every object of the list ``heap``: its type (a pointer-keyed hash
  * table, no Python hashing, so a metaclass's __hash__ never runs), one more
- * count, and its size as ``sys.getsizeof`` gives it rounded up to ``align``.
- * ``owned`` is an IdSet, a buffer of sorted int64 ids, or None: the bytes of
- * the objects in it are added to ``owned_bytes`` as well.
+ * count, and its C-level size (below) rounded up to ``align``. ``owned`` is
+ * an IdSet, a buffer of sorted int64 ids, or None: the bytes of the objects
+ * in it are added to ``owned_bytes`` as well. ``unsized`` counts the objects
+ * whose size could not be read (their C __sizeof__ raised, or said more than
+ * ``limit`` bytes): they count 0 bytes.
  *
- * Sizes are exactly ``sys.getsizeof`` (tests/test_census_exact.py compares
- * both implementations against it), found three ways, picked per type on
- * its first object, as the pure-Python path in tokdiag/probes/census.py does:
+ * size(obj[, limit]) -> int: the C-level size of one object (not rounded),
+ * -1 when it cannot be read.
  *
- * - FIXED: the type's instances cannot vary in size (``__itemsize__ == 0``
- *   and ``__sizeof__`` is ``object.__sizeof__``): getsizeof of the first
- *   object, times the count;
- * - CMETH: ``__sizeof__`` is a C method taking no arguments (dict, list,
- *   tuple, set, ...): that C function called directly, plus the GC header
- *   bytes that getsizeof adds (measured once per type on the first object);
- * - GETSIZEOF: anything else (a Python-level __sizeof__, metaclasses whose
- *   GC header depends on the instance): ``sys.getsizeof`` itself.
+ * types(heap) -> list: the distinct types of the objects of ``heap``, by address.
  *
- * An object whose size cannot be read counts 0 bytes, as in the Python
- * path; only exceptions that are not ``Exception`` (KeyboardInterrupt)
- * propagate.
+ * The C-level size never runs Python code of the measured program. It is
+ * the first ``__sizeof__`` on the type's MRO that is a C method of a class
+ * the type really inherits from (dict.__sizeof__ for a dict subclass,
+ * object.__sizeof__ at the latest: tp_basicsize + tp_itemsize * Py_SIZE),
+ * plus the GC header and pre-header bytes sys.getsizeof adds. A
+ * ``__sizeof__`` written in Python is passed over (pandas' runs
+ * memory_usage(deep=True) and builds Series; a MagicMock's records the call
+ * and makes a child mock), and so is a C method borrowed from an unrelated
+ * class (it would read a foreign struct). For every other type this is
+ * exactly sys.getsizeof (tests/test_census_exact.py). Decided per type on
+ * its first object, as the pure-Python path in tokdiag/sizing.py does:
+ *
+ * - FIXED: the C method is object.__sizeof__ and ``tp_itemsize == 0``: every
+ *   instance has the same size, no call at all;
+ * - CMETH: a C method taking no arguments (dict, list, tuple, set, ...):
+ *   that C function called directly;
+ * - CCALL: any other C method: called through its descriptor.
+ *
+ * Only exceptions that are not ``Exception`` (KeyboardInterrupt) propagate.
+ *
+ * atom_hash(obj[, depth]) -> int | None: a hash of ``obj`` when it is a tree
+ * of exact builtin atoms (str, bytes, int, float, bool, None) in exact
+ * tuples, lists, sets, frozensets and dicts, at most ``depth`` containers
+ * deep; None for anything else. Types are compared by identity, so only
+ * CPython's own hash functions run, in one C loop: no __hash__ of the
+ * program's, and no other thread can change a container half-way.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #ifndef _WIN32
@@ -371,19 +389,24 @@ static PyTypeObject IdSetType = {
     .tp_new = idset_new,
 };
 
-/* ------------------------------------------------------------------ census */
 
-enum { MODE_FIXED, MODE_CMETH, MODE_GETSIZEOF };
+/* ------------------------------------------------------------------ C-level sizes */
+
+enum { MODE_FIXED, MODE_CMETH, MODE_CCALL };
+
+#define DEFAULT_LIMIT (1LL << 48) /* bytes; sizing.MAX_OBJECT_BYTES */
 
 typedef struct {
     PyTypeObject *type; /* strong reference while the census runs */
     Py_ssize_t count;
     long long bytes;
     long long owned_bytes;
+    Py_ssize_t unsized;
     int mode;
-    long long fixed;     /* MODE_FIXED: aligned size of every instance */
-    PyCFunction meth;    /* MODE_CMETH: the type's C __sizeof__ */
-    long long extra;     /* MODE_CMETH: getsizeof(o) - __sizeof__(o) */
+    long long fixed;     /* MODE_FIXED: size of every instance, not rounded; -1 when above the limit */
+    PyCFunction meth;    /* MODE_CMETH: the C __sizeof__ */
+    PyObject *descr;     /* MODE_CMETH, MODE_CCALL: its method descriptor (strong) */
+    long long header;    /* GC header and pre-header bytes, as sys.getsizeof adds them */
 } Entry;
 
 typedef struct {
@@ -394,24 +417,24 @@ typedef struct {
 } Table;
 
 /* Set once, at the first import (never released: they live as long as the interpreter). */
-static PyObject *sizeof_name;    /* "__sizeof__", interned */
-static PyObject *object_sizeof;  /* object.__sizeof__ (borrowed from object's dict) */
-static PyObject *sys_getsizeof;  /* sys.getsizeof */
+static PyObject *sizeof_name;   /* "__sizeof__", interned */
+static PyObject *object_sizeof; /* object.__sizeof__ (borrowed from object's dict) */
+static long long gc_head;       /* sizeof(PyGC_Head): sys.getsizeof([]) - [].__sizeof__() */
 
 /* The size a __sizeof__ call returned, from its result ``r`` (a new reference, or NULL when it
- * raised): >= 0; -1 when it raised an Exception or returned a negative number (cleared: the object
- * counts 0 bytes, as when sys.getsizeof raises); -2 when it raised anything else (KeyboardInterrupt:
- * left set, to propagate). */
+ * raised): >= 0; -1 when it raised an Exception or returned something that is not a non-negative
+ * int that fits (cleared: the object is unsized); -2 when it raised anything else
+ * (KeyboardInterrupt: left set, to propagate). */
 static long long
 size_of_result(PyObject *r)
 {
     if (r != NULL) {
-        long long v = PyLong_AsLongLong(r);
+        long long v = PyLong_Check(r) ? PyLong_AsLongLong(r) : -1;
         Py_DECREF(r);
         if (v >= 0)
             return v;
         if (v != -1 || !PyErr_Occurred())
-            return -1; /* negative: sys.getsizeof would raise ValueError */
+            return -1;
     }
     if (PyErr_ExceptionMatches(PyExc_Exception)) {
         PyErr_Clear();
@@ -420,11 +443,133 @@ size_of_result(PyObject *r)
     return -2;
 }
 
-/* sys.getsizeof(o), as size_of_result says. */
+/* Bytes sys.getsizeof adds to __sizeof__ for instances of ``tp`` (CPython 3.11-3.13,
+ * _PySys_GetSizeOf and _PyType_PreHeaderSize): the GC header of a GC type, and two pointers
+ * before objects with a managed dict (3.12+: or managed weakrefs). */
 static long long
-safe_getsizeof(PyObject *o)
+type_header(PyTypeObject *tp)
 {
-    return size_of_result(PyObject_CallOneArg(sys_getsizeof, o));
+    long long h = PyType_IS_GC(tp) ? gc_head : 0;
+#if defined(Py_TPFLAGS_MANAGED_WEAKREF)
+    if (tp->tp_flags & (Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF))
+        h += 2 * (long long)sizeof(PyObject *);
+#elif defined(Py_TPFLAGS_MANAGED_DICT)
+    if (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)
+        h += 2 * (long long)sizeof(PyObject *);
+#endif
+    return h;
+}
+
+/* The header of ``o`` itself: 3.13 adds none for a static type (an instance of exactly ``type``). */
+static inline long long
+object_header(const Entry *e, PyObject *o)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    if (e->type == &PyType_Type && !PyType_HasFeature((PyTypeObject *)o, Py_TPFLAGS_HEAPTYPE))
+        return 0;
+#else
+    (void)o;
+#endif
+    return e->header;
+}
+
+/* The C __sizeof__ ``tp`` inherits (borrowed): the first ``__sizeof__`` in the dicts of its MRO
+ * that is a C method of a class ``tp`` derives from. Python functions and C methods of unrelated
+ * classes are passed over; object.__sizeof__ ends every MRO. NULL (no error) when none is found. */
+static PyObject *
+c_sizeof_of(PyTypeObject *tp)
+{
+    PyObject *mro = tp->tp_mro;
+    if (mro == NULL || !PyTuple_Check(mro))
+        return object_sizeof;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(mro); k++) {
+        PyObject *base = PyTuple_GET_ITEM(mro, k);
+        if (!PyType_Check(base))
+            continue;
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *dict = PyType_GetDict((PyTypeObject *)base);
+#else
+        PyObject *dict = ((PyTypeObject *)base)->tp_dict;
+        Py_XINCREF(dict);
+#endif
+        if (dict == NULL)
+            continue;
+        PyObject *d = PyDict_Check(dict) ? PyDict_GetItemWithError(dict, sizeof_name) : NULL;
+        Py_DECREF(dict); /* the type keeps its dict, and the dict the descriptor */
+        if (d == NULL) {
+            if (PyErr_Occurred())
+                PyErr_Clear();
+            continue;
+        }
+        if (Py_IS_TYPE(d, &PyMethodDescr_Type) && PyType_IsSubtype(tp, PyDescr_TYPE(d)))
+            return d;
+    }
+    return object_sizeof;
+}
+
+/* Decide how instances of ``tp`` are sized. */
+static void
+entry_init(Entry *e, PyTypeObject *tp, long long limit)
+{
+    e->header = type_header(tp);
+    e->meth = NULL;
+    e->descr = NULL;
+    e->fixed = 0;
+    PyObject *descr = c_sizeof_of(tp);
+    if (descr == object_sizeof && tp->tp_itemsize == 0) {
+        long long s = (long long)tp->tp_basicsize + e->header;
+        e->mode = MODE_FIXED;
+        e->fixed = s <= limit ? s : -1;
+        return;
+    }
+    Py_INCREF(descr);
+    e->descr = descr;
+    PyMethodDef *def = ((PyMethodDescrObject *)descr)->d_method;
+    int kind = def->ml_flags & (METH_VARARGS | METH_KEYWORDS | METH_NOARGS | METH_O | METH_FASTCALL | METH_METHOD);
+    if (kind == METH_NOARGS) {
+        e->mode = MODE_CMETH;
+        e->meth = def->ml_meth;
+    }
+    else {
+        e->mode = MODE_CCALL;
+    }
+}
+
+/* The C-level size of ``o`` (an instance of e->type), not rounded: >= 0; -1 when it cannot be
+ * read or is above ``limit``; -2 on an exception to propagate. */
+static long long
+entry_size(const Entry *e, PyObject *o, long long limit)
+{
+    if (e->mode == MODE_FIXED)
+        return e->fixed;
+    long long raw = size_of_result(e->mode == MODE_CMETH ? e->meth(o, NULL) : PyObject_CallOneArg(e->descr, o));
+    if (raw < 0)
+        return raw;
+    long long h = object_header(e, o);
+    return raw <= limit - h ? raw + h : -1;
+}
+
+static inline long long
+sat_add(long long a, long long b)
+{
+    return a > LLONG_MAX - b ? LLONG_MAX : a + b;
+}
+
+static int
+table_init(Table *t, Py_ssize_t cap)
+{
+    t->n = 0;
+    t->cap = cap;
+    t->mask = (size_t)(2 * cap) - 1;
+    t->entries = PyMem_Malloc(cap * sizeof(Entry));
+    t->slots = PyMem_Malloc((t->mask + 1) * sizeof(Py_ssize_t));
+    if (t->entries == NULL || t->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i <= t->mask; i++)
+        t->slots[i] = -1;
+    return 0;
 }
 
 static int
@@ -451,58 +596,9 @@ table_grow(Table *t)
     return 0;
 }
 
-/* Decide how instances of ``tp`` are sized, from its first object ``o``. */
-static int
-entry_init(Entry *e, PyTypeObject *tp, PyObject *o, Py_ssize_t align)
-{
-    e->mode = MODE_GETSIZEOF;
-    e->fixed = 0;
-    e->meth = NULL;
-    e->extra = 0;
-    if (PyType_IsSubtype(tp, &PyType_Type))
-        return 0;
-    /* Looked up on the MRO, as sys.getsizeof does (no metaclass __getattribute__), borrowed. */
-    PyObject *descr = _PyType_Lookup(tp, sizeof_name);
-    if (descr == NULL)
-        return 0;
-    if (tp->tp_itemsize == 0 && descr == object_sizeof) {
-        long long s = safe_getsizeof(o);
-        if (s == -2)
-            return -1;
-        if (s >= 0) {
-            e->mode = MODE_FIXED;
-            e->fixed = (s + align - 1) & ~(long long)(align - 1);
-        }
-        return 0;
-    }
-    /* A C method of a base of tp: called directly. (``__sizeof__ = dict.__sizeof__`` in an
-     * unrelated class is a dict method on a non-dict: getsizeof raises there, and so do we.) */
-    if (!Py_IS_TYPE(descr, &PyMethodDescr_Type) || !PyType_IsSubtype(tp, PyDescr_TYPE(descr)))
-        return 0;
-    PyMethodDef *def = ((PyMethodDescrObject *)descr)->d_method;
-    int kind = def->ml_flags & (METH_VARARGS | METH_KEYWORDS | METH_NOARGS | METH_O | METH_FASTCALL | METH_METHOD);
-    if (kind != METH_NOARGS)
-        return 0;
-    PyCFunction meth = def->ml_meth;
-    long long inner = size_of_result(meth(o, NULL));
-    if (inner == -2)
-        return -1;
-    if (inner < 0)
-        return 0;
-    long long outer = safe_getsizeof(o);
-    if (outer == -2)
-        return -1;
-    if (outer >= 0) {
-        e->mode = MODE_CMETH;
-        e->meth = meth;
-        e->extra = outer - inner;
-    }
-    return 0;
-}
-
-/* The entry of ``tp``, added (and initialised from ``o``) on first sight. */
+/* The entry of ``tp``, added on first sight. Entries move only when a type is added. */
 static Entry *
-table_entry(Table *t, PyTypeObject *tp, PyObject *o, Py_ssize_t align)
+table_entry(Table *t, PyTypeObject *tp, long long limit)
 {
     size_t h = ((uintptr_t)tp >> 4) & t->mask;
     for (;;) {
@@ -529,10 +625,8 @@ table_entry(Table *t, PyTypeObject *tp, PyObject *o, Py_ssize_t align)
     e->count = 0;
     e->bytes = 0;
     e->owned_bytes = 0;
-    if (entry_init(e, tp, o, align) < 0) {
-        Py_DECREF(tp);
-        return NULL;
-    }
+    e->unsized = 0;
+    entry_init(e, tp, limit);
     t->slots[h] = t->n++;
     if ((size_t)t->n * 2 > t->mask + 1 && table_grow(t) < 0)
         return NULL;
@@ -556,10 +650,22 @@ is_owned(const int64_t *ids, Py_ssize_t n, int64_t id)
 static void
 table_free(Table *t)
 {
-    for (Py_ssize_t e = 0; e < t->n; e++)
+    for (Py_ssize_t e = 0; e < t->n; e++) {
         Py_DECREF(t->entries[e].type);
+        Py_XDECREF(t->entries[e].descr);
+    }
     PyMem_Free(t->entries);
     PyMem_Free(t->slots);
+}
+
+static int
+check_limit(long long limit)
+{
+    if (limit < 0) {
+        PyErr_Format(PyExc_ValueError, "limit=%lld: pass a number of bytes >= 0, e.g. 2**48", limit);
+        return -1;
+    }
+    return 0;
 }
 
 static PyObject *
@@ -567,12 +673,15 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *heap, *owned_arg;
     Py_ssize_t align;
-    if (!PyArg_ParseTuple(args, "O!On:count", &PyList_Type, &heap, &owned_arg, &align))
+    long long limit = DEFAULT_LIMIT;
+    if (!PyArg_ParseTuple(args, "O!On|L:count", &PyList_Type, &heap, &owned_arg, &align, &limit))
         return NULL;
     if (align <= 0 || align > 4096 || (align & (align - 1)) != 0) {
         PyErr_Format(PyExc_ValueError, "align=%zd: pass a power of two up to 4096, e.g. 8", align);
         return NULL;
     }
+    if (check_limit(limit) < 0)
+        return NULL;
     Py_buffer owned = {0};
     const int64_t *ids = NULL;
     Py_ssize_t n_ids = 0;
@@ -601,48 +710,36 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args)
         have_buffer = 1;
     }
     Table t = {0};
-    t.cap = 256;
-    t.entries = PyMem_Malloc(t.cap * sizeof(Entry));
-    t.slots = PyMem_Malloc(512 * sizeof(Py_ssize_t));
-    t.mask = 511;
     PyObject *result = NULL;
-    if (t.entries == NULL || t.slots == NULL) {
-        PyErr_NoMemory();
+    if (table_init(&t, 16) < 0)
         goto done;
-    }
-    for (size_t i = 0; i <= t.mask; i++)
-        t.slots[i] = -1;
 
-    /* The list is re-read at every step: a Python __sizeof__ may run code. */
+    /* The list is re-read at every step: a C __sizeof__ could in principle run code. */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(heap); i++) {
         PyObject *o = PyList_GET_ITEM(heap, i);
         Py_INCREF(o);
-        PyTypeObject *tp = Py_TYPE(o);
-        Entry *e = table_entry(&t, tp, o, align);
+        Entry *e = table_entry(&t, Py_TYPE(o), limit);
         if (e == NULL) {
             Py_DECREF(o);
             goto done;
         }
+        long long size = entry_size(e, o, limit);
+        if (size == -2) {
+            Py_DECREF(o);
+            goto done;
+        }
         /* e stays valid: entries move only when table_entry adds a type, never while sizing */
-        long long size;
-        if (e->mode == MODE_FIXED) {
-            size = e->fixed;
+        e->count++;
+        if (size < 0) {
+            e->unsized++;
         }
         else {
-            long long raw = e->mode == MODE_CMETH ? size_of_result(e->meth(o, NULL)) : safe_getsizeof(o);
-            if (raw == -2) {
-                Py_DECREF(o);
-                goto done;
-            }
-            if (raw >= 0 && e->mode == MODE_CMETH)
-                raw += e->extra;
-            size = raw < 0 ? 0 : (raw + align - 1) & ~(long long)(align - 1);
+            size = (size + align - 1) & ~(long long)(align - 1);
+            e->bytes = sat_add(e->bytes, size);
+            if ((n_ids && is_owned(ids, n_ids, (int64_t)(uintptr_t)o))
+                || (owned_set != NULL && owned_set->used && idset_has(owned_set, ADDR(o))))
+                e->owned_bytes = sat_add(e->owned_bytes, size);
         }
-        e->count++;
-        e->bytes += size;
-        if ((n_ids && is_owned(ids, n_ids, (int64_t)(uintptr_t)o))
-            || (owned_set != NULL && owned_set->used && idset_has(owned_set, ADDR(o))))
-            e->owned_bytes += size;
         Py_DECREF(o);
     }
 
@@ -651,7 +748,7 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args)
         goto done;
     for (Py_ssize_t k = 0; k < t.n; k++) {
         Entry *e = &t.entries[k];
-        PyObject *row = Py_BuildValue("(OnLL)", (PyObject *)e->type, e->count, e->bytes, e->owned_bytes);
+        PyObject *row = Py_BuildValue("(OnLLn)", (PyObject *)e->type, e->count, e->bytes, e->owned_bytes, e->unsized);
         if (row == NULL) {
             Py_CLEAR(result);
             goto done;
@@ -665,12 +762,164 @@ done:
     return result;
 }
 
+static PyObject *
+census_size(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *o;
+    long long limit = DEFAULT_LIMIT;
+    if (!PyArg_ParseTuple(args, "O|L:size", &o, &limit) || check_limit(limit) < 0)
+        return NULL;
+    Entry e = {0};
+    e.type = Py_TYPE(o);
+    entry_init(&e, e.type, limit);
+    long long size = entry_size(&e, o, limit);
+    Py_XDECREF(e.descr);
+    return size == -2 ? NULL : PyLong_FromLongLong(size);
+}
+
+static PyObject *
+census_types(PyObject *Py_UNUSED(module), PyObject *heap)
+{
+    if (!PyList_Check(heap)) {
+        PyErr_SetString(PyExc_TypeError, "types: pass a list of objects");
+        return NULL;
+    }
+    Table t = {0};
+    PyObject *result = NULL;
+    if (table_init(&t, 16) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(heap); i++)
+        if (table_entry(&t, Py_TYPE(PyList_GET_ITEM(heap, i)), DEFAULT_LIMIT) == NULL)
+            goto done;
+    result = PyList_New(t.n);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < t.n; k++) {
+        Py_INCREF(t.entries[k].type);
+        PyList_SET_ITEM(result, k, (PyObject *)t.entries[k].type);
+    }
+done:
+    table_free(&t);
+    return result;
+}
+
+/* ------------------------------------------------------------------ atom_hash */
+
+static inline int
+is_atom_type(PyTypeObject *tp)
+{
+    return tp == &PyUnicode_Type || tp == &PyBytes_Type || tp == &PyLong_Type || tp == &PyFloat_Type
+        || tp == &PyBool_Type || tp == Py_TYPE(Py_None);
+}
+
+#define HASH_MULT ((Py_uhash_t)1000003)
+
+/* 0 and *out set when ``o`` is an atom tree at most ``depth`` containers deep; 1 when it is not;
+ * -1 on an error (set). */
+static int
+atom_hash(PyObject *o, int depth, Py_uhash_t *out)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (is_atom_type(tp)) {
+        Py_hash_t h = PyObject_Hash(o);
+        if (h == -1 && PyErr_Occurred())
+            return -1;
+        *out = (Py_uhash_t)h;
+        return 0;
+    }
+    if (depth <= 0)
+        return 1;
+    Py_uhash_t acc, h;
+    int r;
+    if (tp == &PyTuple_Type || tp == &PyList_Type) {
+        acc = tp == &PyTuple_Type ? 0x345678UL : 0x9E3779B9UL;
+        for (Py_ssize_t i = 0; i < Py_SIZE(o); i++) { /* a list's size is re-read: nothing runs between */
+            PyObject *item = tp == &PyTuple_Type ? PyTuple_GET_ITEM(o, i) : PyList_GET_ITEM(o, i);
+            Py_INCREF(item);
+            r = atom_hash(item, depth - 1, &h);
+            Py_DECREF(item);
+            if (r != 0)
+                return r;
+            acc = (acc ^ h) * HASH_MULT;
+        }
+        *out = acc ^ (Py_uhash_t)Py_SIZE(o);
+        return 0;
+    }
+    if (tp == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        acc = 0x27D4EB2DUL;
+        while (PyDict_Next(o, &pos, &k, &v)) {
+            Py_uhash_t hk, hv;
+            Py_INCREF(k);
+            Py_INCREF(v);
+            r = atom_hash(k, depth - 1, &hk);
+            if (r == 0)
+                r = atom_hash(v, depth - 1, &hv);
+            Py_DECREF(k);
+            Py_DECREF(v);
+            if (r != 0)
+                return r;
+            acc += (hk * HASH_MULT) ^ hv; /* order of entries does not matter */
+        }
+        *out = acc ^ (Py_uhash_t)PyDict_GET_SIZE(o);
+        return 0;
+    }
+    if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
+        PyObject *it = PyObject_GetIter(o);
+        if (it == NULL)
+            return -1;
+        PyObject *item;
+        acc = 0x165667B1UL;
+        r = 0;
+        while (r == 0 && (item = PyIter_Next(it)) != NULL) {
+            r = atom_hash(item, depth - 1, &h);
+            Py_DECREF(item);
+            if (r == 0)
+                acc += h * HASH_MULT;
+        }
+        Py_DECREF(it);
+        if (r == 0 && PyErr_Occurred())
+            return -1;
+        if (r != 0)
+            return r;
+        *out = acc ^ (Py_uhash_t)PySet_GET_SIZE(o);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+atom_hash_py(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *o;
+    int depth = 6;
+    if (!PyArg_ParseTuple(args, "O|i:atom_hash", &o, &depth))
+        return NULL;
+    Py_uhash_t h;
+    int r = atom_hash(o, depth, &h);
+    if (r < 0)
+        return NULL;
+    if (r > 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong((unsigned long long)h);
+}
+
 static PyMethodDef census_methods[] = {
     {"count", census_count, METH_VARARGS,
-     "count(heap, owned, align) -> [(type, count, bytes, owned_bytes), ...]\n\n"
-     "One pass over the list ``heap``: per type, the number of objects and the sum of\n"
-     "``sys.getsizeof`` rounded up to ``align``; ``owned_bytes`` is the part of ``bytes``\n"
-     "in objects that are in ``owned`` (an IdSet, a buffer of sorted int64 ids, or None)."},
+     "count(heap, owned, align, limit=2**48) -> [(type, count, bytes, owned_bytes, unsized), ...]\n\n"
+     "One pass over the list ``heap``: per type, the number of objects and the sum of their\n"
+     "C-level sizes (never a Python-level __sizeof__) rounded up to ``align``; ``owned_bytes``\n"
+     "is the part of ``bytes`` in objects that are in ``owned`` (an IdSet, a buffer of sorted\n"
+     "int64 ids, or None); ``unsized`` objects (C __sizeof__ raised, or above ``limit``) count 0 bytes."},
+    {"types", census_types, METH_O,
+     "types(heap) -> list: the distinct types of the objects of the list ``heap``, in order of first\n"
+     "sight, told apart by address (a metaclass's __hash__ or __eq__ never runs)."},
+    {"size", census_size, METH_VARARGS,
+     "size(obj, limit=2**48) -> int: the C-level size of ``obj`` (not rounded), -1 when it cannot be read."},
+    {"atom_hash", atom_hash_py, METH_VARARGS,
+     "atom_hash(obj, depth=6) -> int | None: a hash of a tree of exact builtin atoms in exact tuples,\n"
+     "lists, sets, frozensets and dicts; None for anything else (no __hash__ of a program's runs)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -679,22 +928,40 @@ census_exec(PyObject *module)
 {
     if (PyModule_AddType(module, &IdSetType) < 0)
         return -1;
-    if (sys_getsizeof != NULL)
+    if (sizeof_name != NULL)
         return 0;
     sizeof_name = PyUnicode_InternFromString("__sizeof__");
     if (sizeof_name == NULL)
         return -1;
     object_sizeof = _PyType_Lookup(&PyBaseObject_Type, sizeof_name);
-    if (object_sizeof == NULL) {
+    if (object_sizeof == NULL || !Py_IS_TYPE(object_sizeof, &PyMethodDescr_Type)) {
         PyErr_SetString(PyExc_RuntimeError, "object.__sizeof__ not found");
         return -1;
     }
-    PyObject *sys = PyImport_ImportModule("sys");
-    if (sys == NULL)
+    /* sizeof(PyGC_Head) is not in the public headers: sys.getsizeof([]) - [].__sizeof__() */
+    PyObject *lst = PyList_New(0);
+    if (lst == NULL)
         return -1;
-    sys_getsizeof = PyObject_GetAttrString(sys, "getsizeof");
-    Py_DECREF(sys);
-    return sys_getsizeof == NULL ? -1 : 0;
+    long long outer = -1, inner = -1;
+    PyObject *sys = PyImport_ImportModule("sys");
+    if (sys != NULL) {
+        PyObject *r = PyObject_CallMethod(sys, "getsizeof", "O", lst);
+        outer = r != NULL ? PyLong_AsLongLong(r) : -1;
+        Py_XDECREF(r);
+        r = PyObject_CallMethod(lst, "__sizeof__", NULL);
+        inner = r != NULL ? PyLong_AsLongLong(r) : -1;
+        Py_XDECREF(r);
+        Py_DECREF(sys);
+    }
+    Py_DECREF(lst);
+    if (outer < 0 || inner < 0 || outer < inner) {
+        sizeof_name = NULL;
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "cannot measure the GC header size");
+        return -1;
+    }
+    gc_head = outer - inner;
+    return 0;
 }
 
 static PyModuleDef_Slot census_slots[] = {
@@ -704,7 +971,7 @@ static PyModuleDef_Slot census_slots[] = {
 
 static struct PyModuleDef census_module = {
     PyModuleDef_HEAD_INIT, "tokdiag._speedups",
-    "C loops of the heap census and of deep sizing (see tokdiag.probes.census, tokdiag.sizing).", 0,
+    "C loops of the heap census and of deep sizing (see tokdiag.probes.census, tokdiag.probes.sizing).", 0,
     census_methods, census_slots, NULL, NULL, NULL,
 };
 

@@ -71,6 +71,7 @@ from typing import Any
 
 import numpy as np
 
+from tokdiag._clevel import bare_name, is_one_of, is_subtype, lookup, module_name, mro, qualname, type_dict
 from tokdiag.errors import ConfigError
 
 __all__ = ["EDGE_KINDS", "ROOT_KINDS", "Chain", "Edge", "MAX_SAMPLES", "why_alive"]
@@ -197,24 +198,49 @@ class Chain:
 # --------------------------------------------------------------------------- targets
 
 
-def _qualname(t: type) -> str:
-    return getattr(t, "__qualname__", None) or getattr(t, "__name__", "?")
+# Nothing here asks an object of the measured program anything: classes by type(o) (never
+# isinstance, which reads o.__class__, a property that can lie or raise), names and dicts from the
+# C structs (tokdiag._clevel), classes compared by id (never hashed), attributes read through
+# CPython's own C descriptors, and builtin containers through the builtin C methods.
+
+_qualname = qualname
+_MODULE_DICT = types.ModuleType.__dict__["__dict__"].__get__  # a module's namespace, from the C struct
 
 
 def _is_tokdiag_type(t: type) -> bool:
     """A type of tokdiag's measuring machinery (not of its built-in workloads, which are measured)."""
-    mod = getattr(t, "__module__", None)
-    return isinstance(mod, str) and _is_tokdiag_name(mod)
+    return _is_tokdiag_name(module_name(t))
 
 
-def _subclasses(classes: Iterable[type]) -> set[type]:
-    out: set[type] = set()
+def _is_a(obj: object, cls: type) -> bool:
+    """``isinstance`` by the object's real type: its ``__class__`` is never read."""
+    return is_subtype(type(obj), cls)
+
+
+def _module_dict(m: object) -> dict[str, Any] | None:
+    """The namespace of a module (its real type is a module type), or None."""
+    if not _is_a(m, types.ModuleType):
+        return None
+    d = _MODULE_DICT(m)
+    return d if type(d) is dict else None
+
+
+def _module_name(m: object) -> str:
+    """A module's ``__name__`` read from its namespace (no module ``__getattr__``/``__getattribute__``)."""
+    d = _module_dict(m)
+    name = d.get("__name__") if d is not None else None
+    return name if type(name) is str else "?"
+
+
+def _subclasses(classes: Iterable[type]) -> dict[int, type]:
+    """``{id: class}`` of the classes and all their subclasses (by identity: classes are never hashed)."""
+    out: dict[int, type] = {}
     stack = list(classes)
     while stack:
         t = stack.pop()
-        if t in out:
+        if id(t) in out:
             continue
-        out.add(t)
+        out[id(t)] = t
         try:
             stack.extend(type.__subclasses__(t))
         except TypeError:
@@ -222,9 +248,9 @@ def _subclasses(classes: Iterable[type]) -> set[type]:
     return out
 
 
-def _resolve(target: Any) -> tuple[set[type] | None, str]:
-    """``(types, target_type)``; ``types`` is None for an instance target."""
-    if isinstance(target, str):
+def _resolve(target: Any) -> tuple[dict[int, type] | None, str]:
+    """``({id: class}, target_type)``; the classes are None for an instance target."""
+    if type(target) is str:
         from tokdiag.probes.watch import WatchProbe, _matches, all_classes
 
         pattern = target.strip()
@@ -239,8 +265,8 @@ def _resolve(target: Any) -> tuple[set[type] | None, str]:
             raise ConfigError(f"why_alive({target!r}): no class matches {pattern!r}{hint}")
         names = sorted({_qualname(t) for t in found})
         # exactly the classes the watch probe would count under this pattern (no unnamed subclasses)
-        return set(found), names[0] if len(names) == 1 else pattern
-    if isinstance(target, type):
+        return {id(t): t for t in found}, names[0] if len(names) == 1 else pattern
+    if _is_a(target, type):
         return _subclasses([target]), _qualname(target)
     return None, _qualname(type(target))
 
@@ -365,14 +391,18 @@ def _release_snapshots(touched: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- labelling
 
 
+_ATOMS = (int, float, bool, bytes, type(None))
+
+
 def _key_label(k: Any) -> str:
-    if isinstance(k, str):
+    """A dict key as text: JSON for a str, ``repr`` for other exact atoms, ``<Type>`` for anything
+    else (its ``__repr__`` is the program's code)."""
+    if type(k) is str:
         s = json.dumps(k, ensure_ascii=False)
+    elif is_one_of(type(k), _ATOMS):
+        s = repr(k)
     else:
-        try:
-            s = repr(k)
-        except Exception:
-            s = f"<{type(k).__name__}>"
+        s = f"<{bare_name(type(k))}>"
     return s if len(s) <= _KEY_MAX else s[: _KEY_MAX - 3] + "..."
 
 
@@ -383,26 +413,35 @@ def _type_dict(t: type) -> dict[str, Any] | None:
     return None
 
 
+_C_DESCRIPTORS = (types.GetSetDescriptorType, types.MemberDescriptorType)
+
+
+def _instance_dict(p: Any) -> dict[str, Any] | None:
+    """``p.__dict__`` when a C descriptor of its class provides it (never a ``__dict__`` property), else None."""
+    t = type(p)
+    getter = lookup(t, "__dict__")
+    if not is_one_of(type(getter), _C_DESCRIPTORS) or not is_subtype(t, getter.__objclass__):
+        return None
+    try:
+        d = getter.__get__(p, t)
+    except Exception:
+        return None
+    return d if type(d) is dict else None
+
+
 def _attr_of(p: Any, c: Any) -> str | None:
     """Name under which ``p`` holds ``c`` as an attribute (instance dict or slots)."""
-    try:
-        d = object.__getattribute__(p, "__dict__")
-    except Exception:
-        d = None
-    if isinstance(d, dict):
-        for k, v in d.items():
+    d = _instance_dict(p)
+    if d is not None:
+        for k, v in dict.items(d):
             if v is c:
-                return str(k)
-    for t in type(p).__mro__:
-        slots = t.__dict__.get("__slots__", ())
-        if isinstance(slots, str):
-            slots = (slots,)
-        for s in slots:
-            if s in ("__dict__", "__weakref__"):
+                return str(k) if type(k) is str else _key_label(k)
+    for t in mro(type(p)):  # slots: the member descriptors of each class, read by CPython's C getter
+        for name, descr in type_dict(t).items():
+            if type(descr) is not types.MemberDescriptorType or type(name) is not str:
                 continue
-            name = f"_{t.__name__.lstrip('_')}{s}" if s.startswith("__") and not s.endswith("__") else s
             try:
-                if object.__getattribute__(p, name) is c:
+                if descr.__get__(p, type(p)) is c:
                     return name
             except Exception:
                 continue
@@ -413,17 +452,17 @@ def _label(nodes: list[Any], i: int, owner: str | None, touched: list[dict[str, 
     """Edge for ``nodes[i] -> nodes[i+1]``: ``(edge or None to skip, hops consumed, owner for next)``."""
     p, c = nodes[i], nodes[i + 1]
     tp = type(p)
+    is_class = is_subtype(tp, type)
     # instance -> its own __dict__: fold into the next edge as an attribute of the instance
-    if type(c) is dict and not isinstance(p, type):
-        try:
-            if object.__getattribute__(p, "__dict__") is c:
-                return None, 1, "module" if isinstance(p, types.ModuleType) else _qualname(tp)
-        except Exception:
-            pass
-    if isinstance(p, type) and type(c) is dict and _type_dict(p) is c:
+    if type(c) is dict and not is_class:
+        if _module_dict(p) is c:
+            return None, 1, "module"
+        if _instance_dict(p) is c:
+            return None, 1, _qualname(tp)
+    if is_class and type(c) is dict and _type_dict(p) is c:
         return None, 1, _qualname(p)
-    # function -> __closure__ tuple -> cell -> value: one closure edge
-    if isinstance(p, types.FunctionType):
+    # function -> __closure__ tuple -> cell -> value: one closure edge (FunctionType cannot be subclassed)
+    if tp is types.FunctionType:
         if c is p.__closure__ and i + 3 < len(nodes) and i + 2 < len(nodes):
             cell = nodes[i + 2]
             for j, cl in enumerate(p.__closure__ or ()):
@@ -432,31 +471,32 @@ def _label(nodes: list[Any], i: int, owner: str | None, touched: list[dict[str, 
         for name in ("__defaults__", "__kwdefaults__", "__dict__", "__globals__", "__wrapped__"):
             if getattr(p, name, None) is c:
                 return Edge("attr", name, "function"), 1, None
-    if isinstance(p, dict):
-        for k, v in p.items():
+    if is_subtype(tp, dict):
+        for k, v in dict.items(p):
             if v is c:
                 if owner is not None:
-                    return Edge("attr", str(k), owner), 1, None
+                    return Edge("attr", str(k) if type(k) is str else _key_label(k), owner), 1, None
                 return Edge("key", _key_label(k), _qualname(tp)), 1, None
-        for k in p:
+        for k in dict.__iter__(p):
             if k is c:
                 return Edge("item", "", _qualname(tp)), 1, None
-    if isinstance(p, (list, tuple)):
-        for j, v in enumerate(p):
-            if v is c:
-                return Edge("index", str(j), _qualname(tp)), 1, None
-    if isinstance(p, (set, frozenset)):
+    for seq in (list, tuple):
+        if is_subtype(tp, seq):
+            for j, v in enumerate(seq.__iter__(p)):
+                if v is c:
+                    return Edge("index", str(j), _qualname(tp)), 1, None
+    if is_subtype(tp, set) or is_subtype(tp, frozenset):
         return Edge("item", "", _qualname(tp)), 1, None
-    if isinstance(p, types.CellType):
+    if tp is types.CellType:
         return Edge("closure", "cell_contents", "cell"), 1, None
-    if isinstance(p, (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)):
+    if is_one_of(tp, (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)):
         frame = getattr(p, "gi_frame", None) or getattr(p, "cr_frame", None) or getattr(p, "ag_frame", None)
         if frame is not None:
             loc = _locals_of(frame, touched)
             for k, v in loc.items():
                 if v is c:
                     return Edge("frame", str(k), _qualname(tp)), 1, None
-    if isinstance(p, types.MethodType):
+    if tp is types.MethodType:
         for name in ("__self__", "__func__"):
             if getattr(p, name, None) is c:
                 return Edge("attr", name, "method"), 1, None
@@ -519,14 +559,14 @@ def why_alive(target: Any, *, max_chains: int = 3, max_depth: int = 50, collect:
             gc.enable()
 
 
-def _search(target: Any, kinds: set[type] | None, target_type: str, max_chains: int, max_depth: int,
+def _search(target: Any, kinds: dict[int, type] | None, target_type: str, max_chains: int, max_depth: int,
             touched: list[dict[str, Any]]) -> list[Chain]:
     objs = gc.get_objects()
     try:
         if kinds is None:
             samples = [target]
         else:
-            samples = list(islice(compress(objs, map(kinds.__contains__, map(type, objs))), MAX_SAMPLES))
+            samples = list(islice(compress(objs, map(kinds.__contains__, map(id, map(type, objs)))), MAX_SAMPLES))
         if not samples:
             return []
         index = _Index(objs)
@@ -535,7 +575,7 @@ def _search(target: Any, kinds: set[type] | None, target_type: str, max_chains: 
         frame_roots: list[str] = []
         frame_refs: dict[int, list[tuple[int, str]]] = {}
         blocked: set[int] = set()  # held by tokdiag's own frames only: never roots
-        module_dicts = {id(getattr(m, "__dict__", None)) for m in list(sys.modules.values())}
+        module_dicts = {id(_module_dict(m)) for m in list(sys.modules.values())}
         for f, thread in _frames():
             fname = f.f_code.co_filename
             loc = _locals_of(f, touched)
@@ -624,7 +664,7 @@ def _search(target: Any, kinds: set[type] | None, target_type: str, max_chains: 
 
 
 def _qualified(t: type) -> str:
-    return f"{getattr(t, '__module__', '?')}.{_qualname(t)}"
+    return f"{module_name(t)}.{_qualname(t)}"
 
 
 def _path(toward: dict[int, int], oid: int) -> list[int]:
@@ -642,18 +682,18 @@ def _root_of(obj: Any, parent_ids: list[int]) -> tuple[str, str, str | None] | s
     (its keys are then attributes).
     """
     t = type(obj)
-    if isinstance(obj, types.ModuleType):
-        name = getattr(obj, "__name__", "?")
+    if is_subtype(t, types.ModuleType):
+        name = _module_name(obj)
         return "blocked" if _is_tokdiag_name(name) else (f"module {name}", "module", None)
     if _is_tokdiag_type(t):
         return "blocked"
     if t is dict:
         for p in parent_ids:
             owner = _at(p)
-            if isinstance(owner, types.ModuleType) and owner.__dict__ is obj:
-                name = getattr(owner, "__name__", "?")
+            if _module_dict(owner) is obj:
+                name = _module_name(owner)
                 return "blocked" if _is_tokdiag_name(name) else (f"module {name}", "module", "module")
-            if isinstance(owner, type) and _type_dict(owner) is obj:
+            if _is_a(owner, type) and _type_dict(owner) is obj:
                 if _is_tokdiag_type(owner):
                     return "blocked"
                 return f"class {_qualified(owner)}", "class", _qualname(owner)

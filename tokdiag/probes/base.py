@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gc
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from tokdiag.errors import TokdiagWarning
 from tokdiag.records import Record
 from tokdiag.probes.sizing import Seen
 
@@ -40,6 +42,34 @@ class SnapshotContext:
         self._heap = None
         self.seen = Seen()
         self.native_seen.clear()
+
+
+class OnceWarnings:
+    """A probe's warnings, each given once per run (a probe lives for one run), not once per snapshot.
+
+    ``messages`` keeps them in order, for whoever records the run.
+
+    >>> import warnings
+    >>> w = OnceWarnings()
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     for _ in range(3):
+    ...         w.warn("key", "census: 1 app.Blob object counted 0 bytes")
+    >>> len(caught), w.messages
+    (1, ['census: 1 app.Blob object counted 0 bytes'])
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self._keys: set[str] = set()
+
+    def warn(self, key: str, message: str) -> None:
+        """Warn (:class:`~tokdiag.errors.TokdiagWarning`) unless a warning with this ``key`` was given."""
+        if key in self._keys:
+            return
+        self._keys.add(key)
+        self.messages.append(message)
+        warnings.warn(message, TokdiagWarning, stacklevel=3)
 
 
 @runtime_checkable

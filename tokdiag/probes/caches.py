@@ -4,12 +4,17 @@ A cache is named by ``"package.module:attr"`` (dotted attributes allowed:
 ``"pkg.mod:Class.cache"``), by a callable returning it, or by the object
 itself. ``"module:attr"`` and callables are resolved at every snapshot, so
 the probe holds no reference between snapshots; an object passed directly
-is held (weakly when it allows weak references).
+is held (weakly when it allows weak references). A ``"module:attr"`` target
+must be a cache: a mapping, a sequence, a set, or a
+``functools.lru_cache``-wrapped function (``"sys:maxsize"`` is refused with
+a :class:`~tokdiag.errors.ConfigError`); to measure any other object, pass a
+zero-argument function returning it (a getter): it then counts as one entry.
 
 Metrics per cache (see :mod:`tokdiag.records`):
 
-- ``entries``: ``len`` of the mapping, or ``cache_info().currsize`` for
-  ``functools.lru_cache`` wrappers (with ``hits``, ``misses``, ``maxsize``).
+- ``entries``: ``len`` of the mapping, sequence or set, or
+  ``cache_info().currsize`` for ``functools.lru_cache`` wrappers (with
+  ``hits``, ``misses``, ``maxsize``).
 - ``bytes``: deep size, partitioned with the snapshot's shared ``Seen``:
   caches are sized before watched classes, in the order given.
 - ``distinct_payloads``: distinct value objects. 1,000 keys sharing one
@@ -25,56 +30,143 @@ Metrics per cache (see :mod:`tokdiag.records`):
 ``lru_cache`` results are reached through the wrapper itself (its
 ``tp_traverse`` visits every cached key and result), so ``bytes`` covers
 them: 50 cached strings of ~15 KB measure ~760 KB.
+
+Nothing of the measured program runs while a cache is measured, beyond what
+names the cache: a getter is called, and a mapping, sequence or set that is
+not a builtin one (``cachetools.LRUCache``, say) is asked its ``len()``.
+Builtin containers and their subclasses are read with the builtin C methods
+(``dict.values(cache)``, never an override); the values of other mappings
+are not read at all (reading them may reorder or expire entries), so they
+get no payload metrics, like ``lru_cache``. Payloads are hashed only when
+they are trees of exact builtin atoms (``str``, ``bytes``, ``int``,
+``float``, ``bool``, ``None`` in exact tuples, lists, sets, frozensets and
+dicts, checked by identity of their types); any other payload's fingerprint
+is its type and deep size (one walk per cache: its payloads share a seen
+set). Attributes are read from the instance dict or slots
+(:func:`tokdiag._clevel.instance_attr`), never through ``getattr``.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
+import gc
 import importlib
+import types
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
+from tokdiag._clevel import bare_name, instance_attr, is_one_of, is_subtype, module_name, type_name
+from tokdiag._native import speedups
 from tokdiag.errors import ConfigError, TargetError
-from tokdiag.probes.base import SnapshotContext
+from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.probes.native import estimate_tiktoken_native, tiktoken_native_of  # noqa: F401  (the model lives there)
 from tokdiag.records import BYTES, CALLS, ENTRIES, HASH, OBJECTS, Record
-from tokdiag.probes.sizing import deep_sizes
+from tokdiag.probes.sizing import Seen, deep_sizes, unsized_message
 
 def _is_encoding(obj: object) -> bool:
     t = type(obj)
-    return t.__name__ == "Encoding" and t.__module__.startswith("tiktoken")
+    return bare_name(t) == "Encoding" and module_name(t).startswith("tiktoken")
+
+
+_ATTR_DICT_MAX = 256
+"""A dict among an object's referents is searched for Encodings only up to this many entries:
+attribute dicts are small; a large dict is data (a vocabulary), not where a tokenizer keeps its Encoding."""
 
 
 def _encodings_in(obj: object) -> list[Any]:
-    """tiktoken Encodings that are ``obj`` or one of its attributes (a tokenizer wrapping one)."""
+    """tiktoken Encodings that are ``obj`` or one of its attributes (a tokenizer wrapping one).
+
+    Attributes are ``obj``'s referents (``gc.get_referents``: inline
+    values, slots) and the values of a small dict among them (a
+    materialised ``__dict__``): nothing of ``obj``'s class runs. Builtin
+    containers are not searched (their items are payloads of their own).
+    """
     if _is_encoding(obj):
         return [obj]
-    attrs = getattr(obj, "__dict__", None)
-    if isinstance(attrs, dict):
-        return [v for v in attrs.values() if _is_encoding(v)]
-    return []
+    if _builtin_base(type(obj)) is not None:
+        return []
+    found: list[Any] = []
+    for r in gc.get_referents(obj):
+        if _is_encoding(r):
+            found.append(r)
+        elif type(r) is dict and len(r) <= _ATTR_DICT_MAX:
+            found.extend(v for v in gc.get_referents(r) if _is_encoding(v))
+    return found
 
 
-def _content_hash(obj: Any) -> int:
-    """A hash of a payload's contents that changes when it is mutated."""
-    if _is_encoding(obj):
-        return hash((_content_hash(getattr(obj, "_mergeable_ranks", {})),
-                     _content_hash(getattr(obj, "_special_tokens", {}))))
-    if isinstance(obj, Mapping):
-        try:
-            return hash((len(obj), sum(map(hash, obj.items())) & 0xFFFFFFFFFFFF))
-        except TypeError:
-            return hash((len(obj), deep_sizes([obj])))
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        try:
-            return hash((len(obj), sum(map(hash, obj)) & 0xFFFFFFFFFFFF))
-        except TypeError:
-            return hash((len(obj), deep_sizes([obj])))
-    try:
+def _encoding_tables(enc: Any) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    """An Encoding's ``_mergeable_ranks`` and ``_special_tokens`` as plain instance attributes (``{}`` when not dicts)."""
+    ranks = instance_attr(enc, "_mergeable_ranks")
+    special = instance_attr(enc, "_special_tokens")
+    return (ranks if type(ranks) is dict else {}), (special if type(special) is dict else {})
+
+
+_ATOM_IDS = frozenset(map(id, (str, bytes, int, float, bool, type(None))))
+_MASK = (1 << 64) - 1
+_ATOM_DEPTH = 6
+
+
+def _py_atom_hash(obj: object, depth: int = _ATOM_DEPTH) -> int | None:
+    """``tokdiag._speedups.atom_hash`` without the extension: a hash of a tree of exact builtin
+    atoms, None for anything else. Each element's type is checked (by identity) on the very
+    object then hashed, so only CPython's own hash functions run."""
+    t = type(obj)
+    if id(t) in _ATOM_IDS:
         return hash(obj)
-    except TypeError:
-        return hash((type(obj).__name__, deep_sizes([obj])))
+    if depth <= 0:
+        return None
+    if not is_one_of(t, (tuple, list, dict, set, frozenset)):
+        return None
+    acc = len(obj)  # type: ignore[arg-type]
+    if t is tuple or t is list:
+        for x in tuple(obj):  # type: ignore[arg-type]
+            h = _py_atom_hash(x, depth - 1)
+            if h is None:
+                return None
+            acc = ((acc ^ h) * 1000003) & _MASK
+        return acc
+    try:
+        if t is dict:
+            for k, v in list(dict.items(obj)):  # type: ignore[arg-type]
+                hk, hv = _py_atom_hash(k, depth - 1), _py_atom_hash(v, depth - 1)
+                if hk is None or hv is None:
+                    return None
+                acc = (acc + ((hk * 1000003) ^ hv)) & _MASK
+            return acc
+        for x in list(obj):  # type: ignore[call-overload]
+            h = _py_atom_hash(x, depth - 1)
+            if h is None:
+                return None
+            acc = (acc + h * 1000003) & _MASK
+        return acc
+    except RuntimeError:  # changed size while read (another thread)
+        return None
+
+
+def _atom_hash(obj: object) -> int | None:
+    if speedups is not None:
+        return speedups.atom_hash(obj, _ATOM_DEPTH)
+    return _py_atom_hash(obj)
+
+
+def _content_hash(obj: Any, seen: Seen) -> int:
+    """A hash of a payload's contents that changes when it is mutated, running none of its code.
+
+    Trees of exact builtin atoms are hashed (:func:`_atom_hash`); an
+    Encoding by its ranks and special tokens; anything else by its type
+    name and deep size, walked with ``seen`` (shared by the payloads of one
+    cache, so what they share is walked once: one walk of the cache at most).
+    """
+    if _is_encoding(obj):
+        ranks, special = _encoding_tables(obj)
+        return hash((_content_hash(ranks, seen), _content_hash(special, seen)))
+    h = _atom_hash(obj)
+    if h is not None:
+        return h
+    return hash((type_name(type(obj)), deep_sizes([obj], seen, {})))
 
 
 @dataclass(frozen=True)
@@ -89,11 +181,12 @@ class CacheSpec:
     def resolve(self) -> Any:
         """The cache object now (``None`` when a weakly held object has died)."""
         t = self.target
-        if isinstance(t, str):
+        kind = type(t)
+        if kind is str:
             return resolve_target(t)
-        if isinstance(t, weakref.ref):
+        if kind is weakref.ref:
             return t()
-        if isinstance(t, _Getter):
+        if kind is _Getter:
             return t.fn()
         return t
 
@@ -126,44 +219,132 @@ def resolve_target(target: str) -> Any:
     return obj
 
 
+_LRU = functools._lru_cache_wrapper
+# Builtin containers, read with their own C methods whatever a subclass overrides.
+_BUILTINS: tuple[type, ...] = (dict, list, tuple, collections.deque, set, frozenset)
+_NOT_SEQUENCES: tuple[type, ...] = (str, bytes, bytearray, memoryview, range)
+
+
+def _builtin_base(t: type) -> type | None:
+    """The builtin container class ``t`` is (or derives from), by its MRO; None for any other class."""
+    return next((b for b in _BUILTINS if is_subtype(t, b)), None)
+
+
+def _cache_kind(obj: object) -> str | None:
+    """``"lru"``, ``"builtin"`` (a dict, list, tuple, deque, set or frozenset, or a subclass),
+    ``"abc"`` (another mapping, sequence or set, by its ABC), or None: not a cache."""
+    t = type(obj)
+    if t is _LRU:
+        return "lru"
+    if _builtin_base(t) is not None:
+        return "builtin"
+    if any(is_subtype(t, b) for b in _NOT_SEQUENCES):
+        return None
+    try:  # the ABCs' registries: a class registered as a Mapping counts
+        if issubclass(t, (Mapping, Set, Sequence)):
+            return "abc"
+    except Exception:
+        pass
+    return None
+
+
+def _describe(obj: object) -> str:
+    """``"an int (9223372036854775807)"``, ``"a builtins.builtin_function_or_method"``: no repr of a program's object."""
+    t = type(obj)
+    shown = ""
+    if id(t) in _ATOM_IDS:
+        text = repr(obj)
+        shown = f" ({text if len(text) <= 60 else text[:57] + '...'})"
+    name = type_name(t) if module_name(t) != "builtins" else bare_name(t)
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}{shown}"
+
+
+def _label_of(target: Any) -> str:
+    """A label for a cache passed as an object: its ``__qualname__`` when it has one as data, else type@id."""
+    if is_one_of(type(target), (types.FunctionType, types.BuiltinFunctionType)):
+        return target.__qualname__
+    q = instance_attr(target, "__qualname__")
+    return q if type(q) is str else f"{bare_name(type(target))}@{id(target):x}"
+
+
 def cache(target: Any, name: str | None = None, *, native: bool = True, fingerprint: bool = True) -> CacheSpec:
     """Name a cache for the tracker to measure.
 
     ``target`` is ``"package.module:attr"`` (resolved and checked now, and
-    again at every snapshot), a zero-argument callable returning the cache,
-    or the cache object itself. ``name`` labels it in the timeline (default:
-    the target string, the callable's qualified name, or the object's type).
+    again at every snapshot; it must be a mapping, a sequence, a set or an
+    ``lru_cache``-wrapped function), a zero-argument callable returning the
+    cache (any object: a tokenizer counts as one entry), or the cache object
+    itself. ``name`` labels it in the timeline (default: the target string,
+    the callable's qualified name, or the object's type).
 
     >>> spec = cache("tiktoken.registry:ENCODINGS")
     >>> spec.label
     'tiktoken.registry:ENCODINGS'
+    >>> cache("sys:maxsize")
+    Traceback (most recent call last):
+    ...
+    tokdiag.errors.ConfigError: cache 'sys:maxsize' resolves to an int (9223372036854775807), which is not a cache: ...
     """
-    if isinstance(target, CacheSpec):
+    if type(target) is CacheSpec:
         return target
-    if isinstance(target, str):
-        resolve_target(target)  # fail now, with the fix, rather than at step 500
+    if type(target) is str:
+        obj = resolve_target(target)  # fail now, with the fix, rather than at step 500
+        if _cache_kind(obj) is None:
+            getter = (f"; if it returns the cache, pass the function itself: td.cache({target.replace(':', '.')})"
+                      if callable(obj) else "")
+            raise ConfigError(
+                f"cache {target!r} resolves to {_describe(obj)}, which is not a cache: a cache is a mapping (dict), a sequence "
+                f"(list, tuple, deque), a set, or a functools.lru_cache-wrapped function{getter}; to measure "
+                "any other object, pass a zero-argument function returning it: td.cache(lambda: obj, name=...)")
         return CacheSpec(name or target, target, native, fingerprint)
-    if _is_lru(target) or isinstance(target, (Mapping, list, set, tuple)):
-        label = name or getattr(target, "__qualname__", None) or f"{type(target).__name__}@{id(target):x}"
+    if _cache_kind(target) is not None:
+        label = name or _label_of(target)
         try:
             held: Any = weakref.ref(target)
         except TypeError:
             held = target
         return CacheSpec(label, held, native, fingerprint)
     if callable(target):
-        label = name or getattr(target, "__qualname__", repr(target))
-        return CacheSpec(label, _Getter(target), native, fingerprint)
+        return CacheSpec(name or _label_of(target), _Getter(target), native, fingerprint)
     raise ConfigError(
-        f"cache({target!r}): expected 'package.module:attr', a callable returning the cache, "
-        "or a dict / lru_cache-wrapped function")
+        f"cache({_describe(target)}): expected 'package.module:attr', a callable returning the cache, "
+        "or a dict / list / set / lru_cache-wrapped function")
 
 
 def _is_lru(obj: object) -> bool:
-    return callable(getattr(obj, "cache_info", None)) and callable(getattr(obj, "cache_clear", None))
+    return type(obj) is _LRU
+
+
+def _text_of(exc: BaseException) -> str:
+    """``str(exc)`` for a message; an exception class of the program's may fail to say."""
+    try:
+        return str(exc)
+    except Exception:
+        return "?"
+
+
+def _builtin_entries(obj: Any, base: type) -> list[Any]:
+    """The values (payloads) of a builtin container or subclass, read by ``base``'s own C methods.
+
+    One C loop, which no other thread interrupts; tried again if the
+    container changed size while its iterator was being made.
+    """
+    for _ in range(3):
+        try:
+            return list(dict.values(obj)) if base is dict else list(base.__iter__(obj))
+        except RuntimeError:  # "changed size during iteration": another thread
+            continue
+    return []
 
 
 class CacheProbe:
-    """Measure each named cache; caches are sized first and claim their bytes first."""
+    """Measure each named cache; caches are sized first and claim their bytes first.
+
+    A cache that cannot be measured at one snapshot (its getter raised, its
+    ``"module:attr"`` no longer resolves, a mapping's ``len()`` raised) is
+    skipped at that snapshot with a :class:`~tokdiag.errors.TokdiagWarning`,
+    given once per run (``warned.messages``); the run goes on.
+    """
 
     name = "cache"
 
@@ -173,13 +354,19 @@ class CacheProbe:
         if dupes:
             raise ConfigError(f"caches: label {dupes[0]!r} is used twice; pass name=... to td.cache to tell them apart")
         self.specs = list(specs)
+        self.warned = OnceWarnings()
 
     def collect(self, ctx: SnapshotContext) -> list[Record]:
         recs: list[Record] = []
         for spec in self.specs:
-            obj = spec.resolve()
+            obj = None
             try:
+                obj = spec.resolve()
                 recs.extend(self._measure(spec, obj, ctx))
+            except Exception as exc:  # one cache that cannot be measured must not end the run
+                kind = bare_name(type(exc))
+                self.warned.warn(f"failed {spec.label} {kind}",
+                                 f"cache {spec.label!r} was not measured at some snapshots: {kind}: {_text_of(exc)}")
             finally:
                 del obj
         return recs
@@ -189,30 +376,36 @@ class CacheProbe:
         if obj is None:
             return [Record("cache", label, "entries", 0.0, ENTRIES)]
         recs: list[Record] = []
-        values: list[Any]
-        if _is_lru(obj):
-            info = obj.cache_info()
+        values: list[Any] | None  # the payloads; None when they are not read
+        kind = _cache_kind(obj)
+        if kind == "lru":
+            info = _LRU.cache_info(obj)  # the C method, whatever the object says
             recs += [Record("cache", label, "entries", float(info.currsize), ENTRIES),
                      Record("cache", label, "hits", float(info.hits), CALLS),
                      Record("cache", label, "misses", float(info.misses), CALLS)]
             if info.maxsize is not None:
                 recs.append(Record("cache", label, "maxsize", float(info.maxsize), ENTRIES))
-            values = []
-        elif isinstance(obj, Mapping):
-            values = list(obj.values())
-            recs.append(Record("cache", label, "entries", float(len(obj)), ENTRIES))
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            values = list(obj)
-            recs.append(Record("cache", label, "entries", float(len(obj)), ENTRIES))
-        else:
+            values = None
+        elif kind == "builtin":
+            values = _builtin_entries(obj, _builtin_base(type(obj)))  # type: ignore[arg-type]
+            recs.append(Record("cache", label, "entries", float(len(values)), ENTRIES))
+        elif kind == "abc":
+            recs.append(Record("cache", label, "entries", float(len(obj)), ENTRIES))  # named as a cache: its len()
+            values = None  # not iterated: reading through __getitem__ may reorder or expire entries
+        else:  # one object returned by a getter (a tokenizer): one entry
             values = [obj]
             recs.append(Record("cache", label, "entries", 1.0, ENTRIES))
-        recs.append(Record("cache", label, "bytes", float(deep_sizes([obj], ctx.seen)), BYTES))
-        if values or not _is_lru(obj):
+        unsized: dict[str, int] = {}
+        recs.append(Record("cache", label, "bytes", float(deep_sizes([obj], ctx.seen, unsized)), BYTES))
+        for name, n in unsized.items():
+            self.warned.warn(f"unsized {name}", f"cache {label!r}: " + unsized_message({name: n}))
+        if values is not None:
             distinct = list({id(v): v for v in values}.values())
             recs.append(Record("cache", label, "distinct_payloads", float(len(distinct)), OBJECTS))
             if spec.fingerprint:
-                fp = hash(tuple(sorted(_content_hash(v) for v in distinct))) & 0x1FFFFFFFFFFFFF
+                fp_seen = Seen()
+                fp = hash(tuple(sorted(_content_hash(v, fp_seen) for v in distinct))) & 0x1FFFFFFFFFFFFF
+                del fp_seen
                 recs.append(Record("cache", label, "fingerprint", float(fp), HASH))
             if spec.native:
                 encodings = [e for v in distinct for e in _encodings_in(v)]

@@ -76,6 +76,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tokdiag._clevel import instance_attr, type_dict
 from tokdiag.errors import ConfigError, TokdiagError, TokdiagWarning, did_you_mean
 from tokdiag.probes.base import SnapshotContext
 from tokdiag.records import BYTES, ENTRIES, OBJECTS, SECONDS, Record
@@ -85,27 +86,9 @@ __all__ = [
     "estimate_tiktoken_native", "native_types", "tiktoken_native_of",
 ]
 
-_MRO = type.__dict__["__mro__"]
-_TYPE_DICT = type.__dict__["__dict__"]
 _FLAGS = type.__dict__["__flags__"]
 _SUBCLASSES = type.__dict__["__subclasses__"]
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
-
-
-def _instance_attr(obj: object, name: str) -> Any:
-    """``obj.<name>`` from the instance's own attributes, or None.
-
-    None also when a class on the MRO defines ``name``: reading it could
-    run that class' code (a property, a descriptor). Never calls
-    ``__getattr__``.
-    """
-    for k in _MRO.__get__(type(obj), type):
-        if name in _TYPE_DICT.__get__(k, type):
-            return None
-    try:
-        return object.__getattribute__(obj, name)
-    except AttributeError:
-        return None
 
 
 # ----------------------------------------------------------------------------- tiktoken
@@ -142,9 +125,11 @@ def _token_length(t: object) -> int | None:
 
 def _tiktoken_structure(mergeable_ranks: Mapping[bytes, int], special_tokens: Mapping[str, int] | None) -> int:
     """Bytes of the Rust core's token storage and hash tables (the model without its constant)."""
-    lengths = [n for n in map(_token_length, mergeable_ranks) if n is not None]
+    tokens = list(mergeable_ranks)  # one C loop: another thread changing the dict cannot interleave
     if special_tokens:
-        lengths += [n for n in map(_token_length, special_tokens) if n is not None]
+        tokens += list(special_tokens)
+    lengths = [n for n in map(_token_length, tokens) if n is not None]
+    del tokens
     if not lengths:
         return 0
     cap = max(8, len(lengths) * 8 // 7)
@@ -176,11 +161,11 @@ def _tiktoken_instance(enc: object, coef: Mapping[str, float]) -> tuple[int, int
 
     Reads the Encoding's ``_mergeable_ranks`` and ``_special_tokens`` only
     when they are plain dicts held by the instance itself (see
-    :func:`_instance_attr`); otherwise (0, 0). The model's walk over the
+    :func:`tokdiag._clevel.instance_attr`); otherwise (0, 0). The model's walk over the
     tokens is remembered per ranks dict (keyed by its id and sizes).
     """
-    ranks = _instance_attr(enc, "_mergeable_ranks")
-    special = _instance_attr(enc, "_special_tokens")
+    ranks = instance_attr(enc, "_mergeable_ranks")
+    special = instance_attr(enc, "_special_tokens")
     if type(ranks) is not dict:
         return 0, 0
     if type(special) is not dict:
@@ -213,7 +198,7 @@ def _ssl_instance(ctx: object, coef: Mapping[str, float]) -> tuple[int, int]:
     if cls is None:
         return 0, 0
     try:
-        x509 = int(_TYPE_DICT.__get__(cls, type)["cert_store_stats"](ctx)["x509"])
+        x509 = int(type_dict(cls)["cert_store_stats"](ctx)["x509"])
     except Exception:  # a context OpenSSL cannot read (never seen): its base cost only
         x509 = 0
     return int(round(coef["base"] + coef["per_certificate"] * x509)), x509

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
-from tokdiag.probes.caches import CacheSpec, cache, resolve_target
+from tokdiag.probes.caches import CacheSpec, _cache_kind, cache, resolve_target
 from tokdiag.errors import TargetError
 
 __all__ = ["aworld", "tiktoken"]
@@ -51,8 +52,12 @@ def aworld() -> list[CacheSpec]:
     specs: list[CacheSpec] = []
     for target in _AWORLD_TARGETS:
         try:
-            resolve_target(target)
+            obj = resolve_target(target)
         except TargetError:
             continue
-        specs.append(cache(target))
+        if _cache_kind(obj) is None:  # a module-level tokenizer: one object, measured through a getter
+            specs.append(cache(functools.partial(resolve_target, target), name=target))
+        else:
+            specs.append(cache(target))
+        del obj
     return specs

@@ -1,9 +1,19 @@
 """Watch probe: instances of named classes, their count and reachable bytes.
 
 Patterns match classes by qualified name (``"app.agents.RewardAgent"``),
-bare name (``"RewardAgent"``) or glob (``"*.MemoryEventMessage"``). A class
-is matched against the patterns once and remembered by weak reference, so
-the probe keeps no class (and no instance) alive.
+bare name (``"RewardAgent"``) or glob: a glob with a dot is matched against
+qualified names (``"*.MemoryEventMessage"``, ``"app.agents.*"``), one
+without a dot against bare names as well (``"Reward*"``). A class is matched
+against the patterns once and remembered by weak reference, so the probe
+keeps no class (and no instance) alive. Classes are told apart by identity
+and their names read from the C struct (:mod:`tokdiag._clevel`): a
+metaclass's ``__hash__`` or ``__getattribute__`` never runs.
+
+Instances are found in ``gc.get_objects()``, which lists only objects the
+garbage collector tracks. Instances of a class without GC support (numpy's
+``ndarray``, most C types) are never there: such a class gets no series at
+all, and a :class:`~tokdiag.errors.TokdiagWarning` says so once, rather than
+a count of 0 that reads as "none alive".
 
 Reachable bytes are partitioned: the snapshot's shared ``Seen`` already
 holds what the caches own, and classes are sized in pattern order, so an
@@ -20,20 +30,24 @@ import weakref
 from itertools import compress
 from typing import Any, Sequence
 
+from tokdiag._clevel import HAVE_GC, bare_name, classes_hash_by_identity, distinct_types, flags, is_subtype, type_name
 from tokdiag.errors import ConfigError, TokdiagWarning
-from tokdiag.probes.base import SnapshotContext
-from tokdiag.probes.census import type_name
+from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.records import BYTES, OBJECTS, Record
-from tokdiag.probes.sizing import deep_sizes
+from tokdiag.probes.sizing import deep_sizes, unsized_message
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
 
 
 def _matches(pattern: str, t: type) -> bool:
     qual = type_name(t)
     if pattern == qual:
         return True
-    if any(ch in pattern for ch in "*?["):
-        return fnmatch.fnmatchcase(qual, pattern)
-    return "." not in pattern and getattr(t, "__name__", None) == pattern
+    if _is_glob(pattern):
+        return fnmatch.fnmatchcase(qual, pattern) or ("." not in pattern and fnmatch.fnmatchcase(bare_name(t), pattern))
+    return "." not in pattern and bare_name(t) == pattern
 
 
 def all_classes() -> list[type]:
@@ -48,11 +62,22 @@ def all_classes() -> list[type]:
         seen.add(id(t))
         out.append(t)
         try:
-            subs = type.__subclasses__(t) if isinstance(t, type) else []
+            subs = type.__subclasses__(t) if is_subtype(type(t), type) else []
         except TypeError:
             subs = []
         stack.extend(subs)
     return out
+
+
+def untracked_message(name: str) -> str:
+    """The warning for a watched class whose instances the garbage collector never lists.
+
+    >>> untracked_message("numpy.ndarray")[:60]
+    'watch: numpy.ndarray instances are not tracked by the garbag'
+    """
+    return (f"watch: {name} instances are not tracked by the garbage collector (the class has no GC "
+            "support), so gc.get_objects() never lists them and they cannot be counted; no series is "
+            "recorded for it. Watch the class that holds them, or name their container as a cache")
 
 
 class WatchProbe:
@@ -71,22 +96,31 @@ class WatchProbe:
             )
         self.patterns: list[str] = list(dict.fromkeys(p.strip() for p in patterns))
         self.sizes = sizes
-        # type -> pattern, by weak reference (classes can be garbage collected)
-        self._decided: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
+        # id(type) -> (weak reference to it, matching pattern or None). Keyed by id: hashing a
+        # class runs its metaclass's __hash__. An entry dies with its class.
+        self._decided: dict[int, tuple[weakref.ref[type], str | None]] = {}
         self.matched: dict[str, set[str]] = {p: set() for p in self.patterns}
+        self._untracked: set[str] = set()  # matched classes without GC support: never counted
+        self.warned = OnceWarnings()
         self._primed = False
 
     def _pattern_for(self, t: type) -> str | None:
-        try:
-            return self._decided[t]
-        except KeyError:
-            pass
-        except TypeError:  # a type that refuses weak references: decide every time
-            return next((p for p in self.patterns if _matches(p, t)), None)
+        key = id(t)
+        hit = self._decided.get(key)
+        if hit is not None and hit[0]() is t:
+            return hit[1]
         found = next((p for p in self.patterns if _matches(p, t)), None)
-        self._decided[t] = found
+        decided = self._decided
+        try:
+            decided[key] = (weakref.ref(t, lambda _r, key=key: decided.pop(key, None)), found)
+        except TypeError:  # a class that refuses weak references: decided again next time
+            pass
         if found is not None:
-            self.matched[found].add(type_name(t))
+            name = type_name(t)
+            self.matched[found].add(name)
+            if not flags(t) & HAVE_GC:
+                self._untracked.add(name)
+                self.warned.warn(f"untracked {name}", untracked_message(name))
         return found
 
     def _prime(self) -> None:
@@ -99,12 +133,14 @@ class WatchProbe:
         if not self._primed:
             self._prime()
         heap = ctx.heap
-        kinds = set(map(type, heap))
-        watched = {t for t in kinds if self._pattern_for(t) is not None}
-        # Count every class a pattern has matched so far, even at zero instances.
-        by_class: dict[str, list[Any]] = {name: [] for names in self.matched.values() for name in names}
+        by_id = not classes_hash_by_identity()  # a metaclass's own __hash__/__eq__ must not run
+        watched = {id(t) if by_id else t for t in distinct_types(heap) if self._pattern_for(t) is not None}
+        # Count every class a pattern has matched so far, even at zero instances (not the untracked ones).
+        by_class: dict[str, list[Any]] = {name: [] for names in self.matched.values() for name in names
+                                          if name not in self._untracked}
         if watched:
-            for obj in compress(heap, map(watched.__contains__, map(type, heap))):
+            kinds = map(id, map(type, heap)) if by_id else map(type, heap)
+            for obj in compress(heap, map(watched.__contains__, kinds)):
                 by_class.setdefault(type_name(type(obj)), []).append(obj)
         recs: list[Record] = []
         order = {p: i for i, p in enumerate(self.patterns)}
@@ -112,15 +148,18 @@ class WatchProbe:
         def rank(name: str) -> int:
             return min((order[p] for p, names in self.matched.items() if name in names), default=len(order))
 
+        unsized: dict[str, int] = {}
         try:
             for name in sorted(by_class, key=lambda n: (rank(n), n)):
                 instances = by_class[name]
                 recs.append(Record("watch", name, "count", float(len(instances)), OBJECTS))
                 if self.sizes:
-                    recs.append(Record("watch", name, "bytes", float(deep_sizes(instances, ctx.seen)), BYTES))
+                    recs.append(Record("watch", name, "bytes", float(deep_sizes(instances, ctx.seen, unsized)), BYTES))
         finally:
             by_class.clear()
-            del kinds, watched
+            del watched
+        for name, n in unsized.items():
+            self.warned.warn(f"unsized {name}", "watch: " + unsized_message({name: n}))
         return recs
 
     def unmatched(self) -> dict[str, list[str]]:
@@ -138,7 +177,7 @@ class WatchProbe:
                 missing.remove(p)
         if not missing:
             return {}
-        names = sorted({getattr(t, "__name__", "") for t in classes} | {type_name(t) for t in classes})
+        names = sorted({bare_name(t) for t in classes} | {type_name(t) for t in classes})
         del classes
         out: dict[str, list[str]] = {}
         for p in missing:
