@@ -333,7 +333,7 @@ def test_summary_round_trips_and_a_malformed_one_reads_as_absent(tmp_path: Path)
 
 def _journal(path: Path, run: str, series: dict[tuple[str, str, str, str], list[float]]) -> Path:
     """A journal with one snapshot every 5 steps of the given (probe, subject, metric, unit) series."""
-    from tokdiag.record.journal import JournalWriter, make_header
+    from tokdiag.recording.journal import JournalWriter, make_header
     from tokdiag.records import Record
 
     writer = JournalWriter(path, make_header(run, {}))

@@ -155,7 +155,7 @@ def test_the_c_census_is_built_by_the_install_when_a_compiler_is_there():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler here: the install falls back to the numpy census, by design")
     assert census_mod.IMPLEMENTATION == "C", "pip install -e . should have built tokdiag/_speedups.c"
-    from tokdiag.record.journal import make_header
+    from tokdiag.recording.journal import make_header
 
     assert make_header("r", {})["speedups"] is True  # every journal records it
 

@@ -26,7 +26,7 @@ from tokdiag.analysis.verdicts import format_value
 from tokdiag.errors import ConfigError
 from tokdiag.records import COLUMNS
 from tokdiag.analysis.retention import Chain, Edge, why_alive
-from tokdiag.record.run import Run
+from tokdiag.recording.run import Run
 
 MiB = 2.0**20
 EVIL = '<img src=x onerror="window.__pwned=1">'

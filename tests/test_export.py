@@ -103,7 +103,7 @@ def test_no_absolute_paths_of_the_machine(executed: tuple[Path, Path, str]) -> N
     assert "working folder: .\n" in page  # the kernel's cwd, printed by the notebook, became relative
     # module paths, the interpreter and tracebacks through tokdiag and the standard library
     assert "package: tokdiag/__init__.py" in page and "python: $PYTHON/bin/python" in page
-    assert "tokdiag/record/journal.py" in page and "$PYTHON/lib/python3" in page and "JSONDecodeError" in page
+    assert "tokdiag/recording/journal.py" in page and "$PYTHON/lib/python3" in page and "JSONDecodeError" in page
 
 
 def test_canary_strings_stay_text(executed: tuple[Path, Path, str]) -> None:

@@ -17,7 +17,7 @@ import pytest
 import tokdiag
 import tokdiag as td
 from tokdiag.errors import ConfigError, TargetError, TokdiagError
-from tokdiag.record.isolated import _CHILD_TIMEOUT_MARGIN_S, track_isolated
+from tokdiag.recording.isolated import _CHILD_TIMEOUT_MARGIN_S, track_isolated
 
 _ROOT = str(Path(tokdiag.__file__).resolve().parent.parent)  # the tokdiag under test, for every child process
 
@@ -165,7 +165,7 @@ def test_a_file_that_is_not_a_journal_is_not_replaced(user_module: str, tmp_path
 
 _PARENT = """
 import json, sys, tokdiag as td
-from tokdiag.record.isolated import track_isolated
+from tokdiag.recording.isolated import track_isolated
 journal = sys.argv[1]
 try:
     run = track_isolated("iso_user_mod:sleeps", {{"delay": 0.05}}, steps=100000, every=5, census=False,

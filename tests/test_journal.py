@@ -17,9 +17,9 @@ import pytest
 
 import tokdiag as td
 from tokdiag.errors import ConfigError, JournalError, TokdiagError
-from tokdiag.record.journal import FORMAT, JournalWriter, make_header, read_journal
+from tokdiag.recording.journal import FORMAT, JournalWriter, make_header, read_journal
 from tokdiag.records import COLUMNS
-from tokdiag.record.timeline import TimelineColumns
+from tokdiag.recording.timeline import TimelineColumns
 
 
 def _journal(tmp_path: Path, name: str = "j.jsonl", **options: object) -> Path:
@@ -163,10 +163,13 @@ def _reference_timeline(path: Path) -> pd.DataFrame:
 
 
 def test_the_streamed_timeline_equals_the_plain_one_value_for_value_and_dtype_for_dtype(tmp_path: Path) -> None:
-    keep = [bytearray(10) for _ in range(3)]
+    class Box:  # gc-tracked, so the watch probe counts it (an untracked class gets no watch series)
+        def __init__(self) -> None:
+            self.payload = bytearray(100)
+
+    keep = [Box() for _ in range(3)]
     path = tmp_path / "census.jsonl"
-    run = td.track(lambda i: keep.append(bytearray(100)), steps=12, every=3, journal=path, progress=False,
-                   watch=["bytearray"])
+    run = td.track(lambda i: keep.append(Box()), steps=12, every=3, journal=path, progress=False, watch=["Box"])
     assert run.timeline["probe"].nunique() >= 4  # process, census, watch, tracker
     pd.testing.assert_frame_equal(td.load(path).timeline, _reference_timeline(path), check_exact=True)
     pd.testing.assert_frame_equal(run.timeline, _reference_timeline(path), check_exact=True)

@@ -303,7 +303,7 @@ def test_a_real_leak_reaches_the_limit_when_predicted():
 
 
 def test_the_rss_headline_says_when_the_limit_is_reached(tmp_path: Path):
-    from tokdiag.record.journal import JournalWriter, make_header
+    from tokdiag.recording.journal import JournalWriter, make_header
     from tokdiag.records import Record
     from tokdiag.report.summary import headlines_from_journals
 

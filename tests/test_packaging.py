@@ -18,7 +18,7 @@ def test_public_api_is_exactly_all():
         # submodules imported as a side effect of importing the package
         "errors", "journal", "probes", "records", "run", "sizing", "timeline", "tracker", "analysis",
         "retention", "workloads", "annotations", "export", "batch", "cli", "summary", "charts", "magic", "isolated",
-        "record", "report",
+        "recording", "report",
         # IPython's hook for `%load_ext tokdiag`, not API
         "load_ipython_extension",
     }

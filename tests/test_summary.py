@@ -38,7 +38,7 @@ def _jobs_app(folder: Path, package: str) -> None:
 def _journal(path: Path, run: str, series: dict[tuple[str, str, str, str], list[float]], *,
              warnings: tuple[str, ...] = (), end: str | None = "completed") -> Path:
     """A journal with one snapshot every 5 steps of the given (probe, subject, metric, unit) series."""
-    from tokdiag.record.journal import JournalWriter, make_header
+    from tokdiag.recording.journal import JournalWriter, make_header
     from tokdiag.records import Record
 
     writer = JournalWriter(path, make_header(run, {}))
@@ -131,7 +131,7 @@ def test_several_runs_are_prefixed_and_one_that_did_not_complete_says_so(tmp_pat
         ("as configured: RSS", "leak"), ("as configured: app.Agent count", "leak"),
         ("as configured: run", "warning"), ("as configured: run", "budget"), ("fixed: RSS", "flat")]
     assert heads[2].detail == "RSS passed 90% of budget_mb" and heads[3].detail == "stopped"
-    from tokdiag.record.run import load
+    from tokdiag.recording.run import load
 
     both = headlines_from_runs([load(leaking), load(fixed)], always=[("process", "rss"), ("watch", "count")])
     assert ("fixed: app.Agent count", "flat") in [(h.subject, h.verdict) for h in both]

@@ -297,7 +297,7 @@ def test_watch_name_of_a_class_without_instances_does_not_warn(recwarn):
 
 def test_appending_to_a_journal_refuses_a_file_that_is_not_one(tmp_path):
     from tokdiag.errors import JournalError
-    from tokdiag.record.journal import JournalWriter
+    from tokdiag.recording.journal import JournalWriter
 
     notes = tmp_path / "notes.jsonl"
     notes.write_text('{"kind": "snapshot"}\n')

@@ -17,9 +17,9 @@ from tokdiag.errors import ConfigError, JournalError, TargetError, TokdiagError,
 from tokdiag.probes import presets
 from tokdiag.probes.caches import cache
 from tokdiag.probes.census import census
-from tokdiag.record.run import Run, load
+from tokdiag.recording.run import Run, load
 from tokdiag.probes.sizing import Seen, deep_size
-from tokdiag.record.tracker import Tracker, track
+from tokdiag.recording.tracker import Tracker, track
 
 __all__ = [
     "ConfigError",
@@ -43,7 +43,7 @@ __all__ = [
     "why_alive",
 ]
 
-_LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.analysis.retention", "track_isolated": "tokdiag.record.isolated"}
+_LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.analysis.retention", "track_isolated": "tokdiag.recording.isolated"}
 
 
 def __getattr__(name: str) -> object:

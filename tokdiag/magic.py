@@ -116,7 +116,7 @@ class TokdiagMagics(Magics):
         if not cell.strip():
             raise UsageError("%%tokdiag needs a cell body: the code of one step, e.g. handle_request(i)")
 
-        from tokdiag.record.tracker import Tracker
+        from tokdiag.recording.tracker import Tracker
 
         watch, caches = _split(args.watch), _split(args.cache)
         try:

@@ -42,7 +42,7 @@ _SETTLED = {"flat", "bounded", "step"}
 def _as_timeline(x: Any, what: str) -> tuple[pd.DataFrame, str]:
     """``(timeline, run name)`` from a Run, a timeline DataFrame, or a journal path."""
     if isinstance(x, (str, os.PathLike)):
-        from tokdiag.record.run import load
+        from tokdiag.recording.run import load
 
         path = Path(x)
         if not path.exists():

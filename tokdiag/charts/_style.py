@@ -13,7 +13,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from tokdiag.errors import ConfigError
-from tokdiag.record.run import Run
+from tokdiag.recording.run import Run
 
 MiB = float(1 << 20)
 KiB = float(1 << 10)

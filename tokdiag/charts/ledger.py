@@ -20,7 +20,7 @@ from tokdiag.charts._style import (
     _esc,
 )
 from tokdiag.errors import ConfigError
-from tokdiag.record.run import Run
+from tokdiag.recording.run import Run
 
 
 def _ledger_frame(source: Any) -> tuple[pd.DataFrame, pd.Series | None, str]:

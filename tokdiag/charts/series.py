@@ -22,8 +22,8 @@ from tokdiag.charts._style import (
     _match,
 )
 from tokdiag.errors import ConfigError
-from tokdiag.record.run import Run
-from tokdiag.record.timeline import wide
+from tokdiag.recording.run import Run
+from tokdiag.recording.timeline import wide
 
 
 def counts(run: Run, *, probe: str = "watch", subjects: list[str] | None = None) -> go.Figure:

@@ -19,7 +19,7 @@ from tokdiag.charts._style import (
     _series_name,
 )
 from tokdiag.errors import ConfigError
-from tokdiag.record.run import Run
+from tokdiag.recording.run import Run
 
 _VERDICT_NEEDS = ("probe", "subject", "metric", "unit", "verdict", "per_step", "per_step_low", "per_step_high",
                   "projected", "reason")

@@ -537,7 +537,7 @@ def report_from_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str |
     if not journals:
         raise ConfigError("no journal given; pass one or more journal files (.jsonl) written by tokdiag")
     from tokdiag.errors import JournalError
-    from tokdiag.record.journal import read_journal
+    from tokdiag.recording.journal import read_journal
 
     for journal in journals:
         if not journal.is_file():

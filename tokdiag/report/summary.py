@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 from tokdiag.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tokdiag.record.run import Run
+    from tokdiag.recording.run import Run
 
 SUMMARY_FILE = "summary.json"
 """File name of the sidecar inside a run's ``output_dir``."""
@@ -255,7 +255,7 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
     warnings are never limited.
 
     >>> import pandas as pd
-    >>> from tokdiag.record.run import Run
+    >>> from tokdiag.recording.run import Run
     >>> rows = [("jobs", s, 0.0, "census", "app.Job", "count", float(s), "objects") for s in range(0, 50, 5)]
     >>> rows += [("jobs", s, 0.0, "process", "process", "rss", 1e8, "bytes") for s in range(0, 50, 5)]
     >>> tl = pd.DataFrame(rows, columns=["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"])
@@ -268,7 +268,7 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
     """
     from tokdiag.analysis import verdicts
     from tokdiag.analysis.verdicts import NOISE_METRICS
-    from tokdiag.record.run import Run
+    from tokdiag.recording.run import Run
 
     runs = [runs] if isinstance(runs, Run) else list(runs)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -311,7 +311,7 @@ def headlines_from_journals(paths: Iterable[str | os.PathLike[str]], *, limit: i
     can). ``limit`` as in :func:`headlines_from_runs`.
     """
     from tokdiag.errors import TokdiagError
-    from tokdiag.record.run import load
+    from tokdiag.recording.run import load
 
     runs = []
     for journal in paths:

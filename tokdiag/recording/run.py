@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from tokdiag.errors import ConfigError, did_you_mean
-from tokdiag.record.journal import JournalContents, read_journal
-from tokdiag.record.timeline import series
+from tokdiag.recording.journal import JournalContents, read_journal
+from tokdiag.recording.timeline import series
 
 
 @dataclass

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from tokdiag.errors import ConfigError, TokdiagError, TokdiagWarning
-from tokdiag.record.journal import JournalWriter, make_header, read_journal
+from tokdiag.recording.journal import JournalWriter, make_header, read_journal
 from tokdiag.probes import (
     AllocationProbe,
     CacheProbe,
@@ -69,7 +69,7 @@ from tokdiag.probes import (
     cache,
 )
 from tokdiag.records import BYTES, SECONDS, Record
-from tokdiag.record.run import Run
+from tokdiag.recording.run import Run
 from tokdiag.probes.sizing import deep_sizes
 
 _MiB = 1024 * 1024

@@ -9,7 +9,7 @@ reuses the pages of the first). The tokenizer scenarios measured in
 for that reason, and a notebook that compares scenarios side by side should do
 the same::
 
-    from tokdiag.record.isolated import track_isolated
+    from tokdiag.recording.isolated import track_isolated
     run = track_isolated("tokdiag.workloads.tokenizers:per_instance_load",
                          {"vocab": "cl100k_base", "keep": True},
                          steps=12, every=1, journal="runs/per_instance.jsonl",
@@ -69,8 +69,8 @@ from pathlib import Path
 from typing import Any
 
 from tokdiag.errors import ConfigError, JournalError, TargetError, TokdiagError
-from tokdiag.record.journal import JournalWriter, read_header
-from tokdiag.record.run import Run, load
+from tokdiag.recording.journal import JournalWriter, read_header
+from tokdiag.recording.run import Run, load
 
 __all__ = ["track_isolated"]
 
@@ -183,7 +183,7 @@ def track_isolated(
     interrupted = False
     restore_sigint: Callable[[], object] = lambda: None
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "tokdiag.record.isolated"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "tokdiag.recording.isolated"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             stderr = proc.communicate(payload, timeout=timeout)[1] or ""

@@ -28,7 +28,7 @@ process that opened it: the child closes its copy of the file at the fork,
 so a step that forks cannot add its snapshots to its parent's run.
 
 Reading: :func:`read_journal` streams the file line by line into
-:class:`~tokdiag.record.timeline.TimelineColumns` (compact arrays, never a list of
+:class:`~tokdiag.recording.timeline.TimelineColumns` (compact arrays, never a list of
 every record), so loading a journal costs less memory than the file's size
 plus the DataFrame. It refuses, by name, a file that is not a journal, a
 journal in a newer format than this tokdiag reads, and damaged lines before
@@ -52,7 +52,7 @@ from tokdiag import _native
 from tokdiag.errors import ConfigError, JournalError
 from tokdiag.probes.limits import header_entry
 from tokdiag.records import Record
-from tokdiag.record.timeline import TimelineColumns
+from tokdiag.recording.timeline import TimelineColumns
 
 try:
     import fcntl
@@ -222,7 +222,7 @@ class JournalContents:
     truncated: bool = False
 
     def timeline(self, run: str) -> Any:
-        """The snapshots as a timeline DataFrame labelled ``run`` (see :mod:`tokdiag.record.timeline`)."""
+        """The snapshots as a timeline DataFrame labelled ``run`` (see :mod:`tokdiag.recording.timeline`)."""
         return self.columns.frame(run)
 
 
