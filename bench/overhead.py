@@ -35,7 +35,7 @@ from typing import Any
 
 import tokdiag as td
 from tokdiag.probes.census import take_census
-from tokdiag.workloads.vocab import SAMPLE_TEXT, encoding
+from tokdiag_workloads.vocab import SAMPLE_TEXT, encoding
 
 GOAL = 1.10
 

@@ -19,7 +19,7 @@ import tiktoken.load
 import tiktoken.registry
 
 from tokdiag.errors import ConfigError, VocabularyNotFound
-from tokdiag.workloads import vocab
+from tokdiag_workloads import vocab
 
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 CL100K_SHA1 = hashlib.sha1(CL100K_URL.encode()).hexdigest()
@@ -150,7 +150,7 @@ def test_unknown_vocabulary_name_lists_known_ones() -> None:
 
 def test_finding_a_vocabulary_does_not_import_aworld() -> None:
     code = (
-        "import sys; from tokdiag.workloads import vocab; vocab.find_vocabulary('qwen'); "
+        "import sys; from tokdiag_workloads import vocab; vocab.find_vocabulary('qwen'); "
         "assert 'aworld' not in sys.modules, 'aworld was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parents[1])

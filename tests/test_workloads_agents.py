@@ -1,4 +1,4 @@
-"""Behaviour of the pure-Python agent application (tokdiag.workloads.agents).
+"""Behaviour of the pure-Python agent application (tokdiag_workloads.agents).
 
 Live instances are counted with ``gc.get_objects()`` filtered by type, as a
 user would; bytes with ``tokdiag.sizing.deep_sizes``. Counts are taken as
@@ -18,8 +18,8 @@ import tiktoken
 
 from tokdiag.errors import ConfigError
 from tokdiag.sizing import deep_sizes
-from tokdiag.workloads import agents
-from tokdiag.workloads.agents import (
+from tokdiag_workloads import agents
+from tokdiag_workloads.agents import (
     BOUNDED,
     GROUND_TRUTH,
     TOGGLES,
@@ -70,13 +70,13 @@ def _only(toggle: str) -> dict[str, bool]:
 
 def test_ground_truth_names_real_classes_in_this_module() -> None:
     assert set(GROUND_TRUTH) == set(TOGGLES)
-    mod = importlib.import_module("tokdiag.workloads.agents")
+    mod = importlib.import_module("tokdiag_workloads.agents")
     for names in GROUND_TRUTH.values():
         for name in names:
             module, _, qualname = name.rpartition(".")
-            assert module == "tokdiag.workloads.agents"
+            assert module == "tokdiag_workloads.agents"
             assert isinstance(getattr(mod, qualname), type)
-    assert "tokdiag.workloads.agents:_ENCODINGS" in BOUNDED
+    assert "tokdiag_workloads.agents:_ENCODINGS" in BOUNDED
 
 
 @pytest.mark.parametrize("toggle", TOGGLES)
@@ -217,7 +217,7 @@ def test_workload_step_registers_app_with_a_readable_chain_and_releases_it() -> 
         step(i)
     app = step.app
     name = app.name
-    # module tokdiag.workloads.agents -> _APPS[name] -> .bus -> .store -> ._messages[k] -> .agent -> RewardAgent
+    # module tokdiag_workloads.agents -> _APPS[name] -> .bus -> .store -> ._messages[k] -> .agent -> RewardAgent
     msg = agents._APPS[name].bus.store._messages[7]
     assert isinstance(msg, MemoryEventMessage) and isinstance(msg.agent, RewardAgent)
     assert len(app.browser) == 0 and len(app.registry) == 4

@@ -1,4 +1,4 @@
-"""The real AWorld 0.3.2 workloads (tokdiag.workloads.aworld), offline.
+"""The real AWorld 0.3.2 workloads (tokdiag_workloads.aworld), offline.
 
 Everything here runs with a network guard (``socket.socket.connect``,
 ``connect_ex`` and ``socket.getaddrinfo`` refuse and record any address that
@@ -36,11 +36,11 @@ from tokdiag.errors import ConfigError
 if importlib.util.find_spec("aworld") is None:  # pragma: no cover - the aworld extra is installed in CI
     pytest.skip("needs the aworld extra: pip install 'tokdiag[aworld]'", allow_module_level=True)
 
-from tokdiag.workloads import aworld as aw  # noqa: E402  (does not import aworld itself)
-from tokdiag.workloads._stub_server import DEFAULT_REPLY  # noqa: E402
-from tokdiag.workloads.vocab import SAMPLE_TEXT  # noqa: E402
+from tokdiag_workloads import aworld as aw  # noqa: E402  (does not import aworld itself)
+from tokdiag_workloads._stub_server import DEFAULT_REPLY  # noqa: E402
+from tokdiag_workloads.vocab import SAMPLE_TEXT  # noqa: E402
 
-WATCHED = "tokdiag.workloads.aworld.RewardAgent"
+WATCHED = "tokdiag_workloads.aworld.RewardAgent"
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
@@ -316,7 +316,7 @@ _CHILD = textwrap.dedent("""
         return _getaddrinfo(host, *a, **k)
     socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
 
-    from tokdiag.workloads import aworld as aw
+    from tokdiag_workloads import aworld as aw
     root = aw.sandbox().root
     with aw.aworld_agent_workload(1, tool_calls=True, stream=True) as step:
         step(0)
@@ -348,7 +348,7 @@ def test_a_process_leaves_nothing_behind(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_missing_aworld_is_an_error_with_the_install_command(tmp_path: Path) -> None:
     code = ("import sys; sys.modules['aworld'] = None\n"
-            "from tokdiag.workloads import aworld as aw\n"
+            "from tokdiag_workloads import aworld as aw\n"
             "try:\n    aw.import_aworld()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]

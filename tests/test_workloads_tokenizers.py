@@ -14,8 +14,8 @@ import tiktoken.load
 import tiktoken.registry
 
 from tokdiag.errors import ConfigError, VocabularyNotFound
-from tokdiag.workloads import tokenizers as tk
-from tokdiag.workloads import vocab
+from tokdiag_workloads import tokenizers as tk
+from tokdiag_workloads import vocab
 
 CL100K_SAMPLE_TOKENS = 915  # len(tiktoken cl100k_base encode(SAMPLE_TEXT)), checked below
 

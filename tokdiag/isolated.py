@@ -5,15 +5,15 @@ workload stays in the allocator's free lists and is handed to the next, so a
 second workload run in the same process can look flat when on its own it
 would grow by tens of MB (a tiktoken vocabulary loaded for the second time
 reuses the pages of the first). The tokenizer scenarios measured in
-:mod:`tokdiag.workloads.tokenizers` were each measured in a fresh interpreter
+:mod:`tokdiag_workloads.tokenizers` were each measured in a fresh interpreter
 for that reason, and a notebook that compares scenarios side by side should do
 the same::
 
     from tokdiag.isolated import track_isolated
-    run = track_isolated("tokdiag.workloads.tokenizers:per_instance_load",
+    run = track_isolated("tokdiag_workloads.tokenizers:per_instance_load",
                          {"vocab": "cl100k_base", "keep": True},
                          steps=12, every=1, journal="runs/per_instance.jsonl",
-                         caches=["tokdiag.workloads.tokenizers:_KEPT_TOKENIZERS"],
+                         caches=["tokdiag_workloads.tokenizers.caches:_KEPT_TOKENIZERS"],
                          report=["steps_run"])
     run.verdicts()
     run.events[-1]["values"]          # {"steps_run": 12}
@@ -92,7 +92,7 @@ def track_isolated(
     """
     if not isinstance(factory, str) or ":" not in factory:
         raise ConfigError(f"factory={factory!r}: expected 'package.module:function' returning a step function, "
-                          "e.g. 'tokdiag.workloads.tokenizers:registry'")
+                          "e.g. 'myapp.jobs:make_step'")
     if "progress" in options:
         raise ConfigError("progress: the child process runs without a progress bar; remove the option")
     spec = {"factory": factory, "kwargs": dict(kwargs or {}), "steps": steps, "journal": str(journal),
@@ -129,11 +129,11 @@ def track_isolated(
 
 def _child() -> int:  # pragma: no cover - runs in the child process (covered by tests through subprocess)
     import tokdiag as td
-    from tokdiag.workloads import _resolve
+    from tokdiag.targets import resolve_callable
 
     spec = json.loads(sys.stdin.read())
     try:
-        make = _resolve(spec["factory"], "factory")
+        make = resolve_callable(spec["factory"], "factory")
     except td.TokdiagError as exc:  # a bad target: the message says it all, no traceback needed
         print(exc, file=sys.stderr)
         return _EXIT_BAD_FACTORY

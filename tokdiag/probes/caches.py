@@ -29,7 +29,6 @@ them: 50 cached strings of ~15 KB measure ~760 KB.
 
 from __future__ import annotations
 
-import importlib
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from tokdiag.errors import ConfigError, TargetError
 from tokdiag.probes.base import SnapshotContext
 from tokdiag.records import BYTES, CALLS, ENTRIES, HASH, OBJECTS, Record
 from tokdiag.sizing import deep_sizes
+from tokdiag.targets import ATTRIBUTE, resolve
 
 # Rust core of tiktoken (tiktoken 0.9, CoreBPE), per mergeable token: the
 # token bytes are owned three times (encoder key, decoder value,
@@ -154,26 +154,8 @@ class _Getter:
 
 
 def resolve_target(target: str) -> Any:
-    """Resolve ``"package.module:attr.sub"`` to the object, or raise :class:`TargetError`."""
-    if ":" not in target:
-        raise TargetError(
-            f"cache {target!r}: expected 'package.module:attribute', e.g. 'tiktoken.registry:ENCODINGS'")
-    mod_name, _, attr_path = target.partition(":")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-    except ModuleNotFoundError as exc:
-        raise TargetError(
-            f"cache {target!r}: module {mod_name!r} cannot be imported ({exc}); "
-            "check the spelling or install the package that provides it") from None
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            import difflib
-            close = difflib.get_close_matches(part, [n for n in dir(obj) if not n.startswith("__")], n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise TargetError(f"cache {target!r}: {mod_name} has no attribute {attr_path!r}{hint}") from None
-    return obj
+    """Resolve ``"package.module:attr.sub"`` to the object, or raise :class:`TargetError` (:func:`tokdiag.targets.resolve`)."""
+    return resolve(target, "cache", expected=ATTRIBUTE)
 
 
 def cache(target: Any, name: str | None = None, *, native: bool = True, fingerprint: bool = True) -> CacheSpec:

@@ -21,7 +21,7 @@ place looked and the three fixes.
 
 Example::
 
-    from tokdiag.workloads import vocab
+    from tokdiag_workloads import vocab
     enc = vocab.encoding("cl100k_base")           # a new tiktoken.Encoding, no network
     len(enc.encode(vocab.SAMPLE_TEXT))
     vocab.offline_tiktoken()                      # now tiktoken.get_encoding("cl100k_base") works offline

@@ -41,12 +41,12 @@ Two ways to drive it::
     step(0); step(1)
 
 ``agent_workload`` registers its app in the module-level ``_APPS`` dict, so a
-why-alive chain reads ``module tokdiag.workloads.agents -> _APPS["agent-app-1"]
+why-alive chain reads ``module tokdiag_workloads.agents -> _APPS["agent-app-1"]
 -> AgentApp.bus -> EventBus.store -> MemoryStore._messages[12] ->
 MemoryEventMessage.agent -> RewardAgent``; the entry goes away when the step
 function is garbage collected or ``step.app.close()`` is called.
 
-Per-task growth, measured by ``python -m tokdiag.workloads.agents`` (each
+Per-task growth, measured by ``python -m tokdiag_workloads.agents`` (each
 variant in a fresh interpreter; RSS via psutil over tasks 100-1100, then
 tracemalloc over tasks 1100-2100; one run on the 2-core development machine,
 Python 3.11.7, identical on a second run):
@@ -103,7 +103,7 @@ __all__ = [
     "count_tokens",
 ]
 
-_MOD = __name__  # "tokdiag.workloads.agents"
+_MOD = __name__  # "tokdiag_workloads.agents"
 
 TOGGLES: tuple[str, ...] = ("keep_agents", "keep_messages", "keep_browser", "unbounded_history")
 """The retention switches of :class:`AgentApp`, in a fixed order."""
@@ -138,7 +138,7 @@ def _encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
         with _ENCODINGS_LOCK:
             enc = _ENCODINGS.get(name)
             if enc is None:
-                from tokdiag.workloads.vocab import encoding
+                from tokdiag_workloads.vocab import encoding
 
                 enc = _ENCODINGS[name] = encoding(name)
     return enc
@@ -334,7 +334,7 @@ _SENTENCES: tuple[str, ...] = ()
 def _sentences() -> tuple[str, ...]:
     global _SENTENCES
     if not _SENTENCES:
-        from tokdiag.workloads.vocab import sample_texts
+        from tokdiag_workloads.vocab import sample_texts
 
         text = " ".join(sample_texts())
         _SENTENCES = tuple(s.strip() + "." for s in text.replace("\n", " ").split(".") if len(s.strip()) > 20)
@@ -546,7 +546,7 @@ if __name__ == "__main__":
     import sys
 
     for label, opts in _VARIANTS.items():
-        code = ("import json, tokdiag.workloads.agents as a; "
+        code = ("import json, tokdiag_workloads.agents as a; "
                 f"print(*a._measure_one(json.loads({json.dumps(json.dumps(opts))})))")
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
         rss, traced = map(float, out.stdout.split())

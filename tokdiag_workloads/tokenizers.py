@@ -6,7 +6,7 @@ in ``aworld/models/openai_tokenizer.py``, ``qwen_tokenizer.py`` (``_BPE_CACHE``)
 and ``utils.py`` (``_TIKTOKEN_ENCODING_CACHE``); the reviewer (gemini-code-assist)
 answered that the caches are unbounded and not thread-safe, and the author
 that the real leaks were elsewhere (agents and event messages, see
-``tokdiag.workloads.agents``). Each scenario here isolates one of
+``tokdiag_workloads.agents``). Each scenario here isolates one of
 those claims so a tracked run can confirm or refute it:
 
 ====================================  ============================================================
@@ -25,12 +25,12 @@ factory                               reproduces
 ====================================  ============================================================
 
 Each factory returns a step object: call it as ``step(i)``; it counts the
-tokens of real text (:data:`tokdiag.workloads.vocab.SAMPLE_TEXT`) and returns
+tokens of real text (:data:`tokdiag_workloads.vocab.SAMPLE_TEXT`) and returns
 the count, so every step does honest work. Each factory starts from a clean
 state: it clears the module-level caches it uses. ``step.reset()`` does the same
 at any time; :func:`reset_caches` clears every cache in this module.
 
-Module-level caches (watch them with ``td.cache("tokdiag.workloads.tokenizers:<name>")``):
+Module-level caches (watch them with ``td.cache("tokdiag_workloads.tokenizers:<name>")``):
 ``_BPE_CACHE``, ``_ENCODING_BY_MODEL``, ``_LAZY_TOKENIZERS``, ``_SHARED_BPE_CACHE``, and
 ``_KEPT_TOKENIZERS`` (the list that ``keep=True`` appends to).
 
@@ -38,7 +38,7 @@ Figures quoted in this module were measured on the 2-core development
 machine (Linux, Python 3.11, tiktoken 0.9, the vocabularies shipped in aworld
 0.3.2) by::
 
-    .venv/bin/python -m tokdiag.workloads.tokenizers   # runs _measure(); same figures on two runs
+    .venv/bin/python -m tokdiag_workloads.tokenizers   # runs _measure(); same figures on two runs
 
 which runs each scenario for 10 steps in its own fresh interpreter and reads
 RSS (psutil) after ``gc.collect()``:
@@ -66,7 +66,7 @@ Note on AWorld itself: aworld 0.3.2 builds exactly one ``OpenAITokenizer`` and
 one ``QWenTokenizer`` at import (``openai_tokenizer.py:237``,
 ``qwen_tokenizer.py:245``) and its ``num_tokens_from_*`` functions reuse them,
 so :func:`per_instance_load` is the pattern PR #765 guards against, not what
-aworld 0.3.2 does on its own; ``tokdiag.workloads.aworld`` runs the real thing.
+aworld 0.3.2 does on its own; ``tokdiag_workloads.aworld`` runs the real thing.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ from typing import TYPE_CHECKING
 import tiktoken
 
 from tokdiag.errors import ConfigError
-from tokdiag.workloads import vocab as _vocab
+from tokdiag_workloads import vocab as _vocab
 
 if TYPE_CHECKING:
     import pathlib
@@ -185,7 +185,7 @@ class BpeTokenizer:
     holds the vocabulary three times: ranks dict, decoder dict, Rust core.
 
     Differences from AWorld, none of which changes the memory: the pattern and
-    special tokens come from :data:`tokdiag.workloads.vocab.VOCABULARIES`
+    special tokens come from :data:`tokdiag_workloads.vocab.VOCABULARIES`
     (tiktoken's for cl100k_base; AWorld's OpenAITokenizer uses Qwen's pattern
     and ``<|endoftext|>`` = 100256), and AWorld's
     ``len(ranks) + len(special) == n_vocab`` assertion is left out because
@@ -325,7 +325,7 @@ def per_instance_load(
     back? Not to the baseline: RSS rose 23.7 MB at step 0 and 18.3 MB at step 1
     (the allocator keeps freed memory for reuse), then stayed flat (0.0 MB per
     step over steps 2-9, and flat through 60 steps: ``python -m
-    tokdiag.workloads.tokenizers --one "per_instance_load(cl100k_base,
+    tokdiag_workloads.tokenizers --one "per_instance_load(cl100k_base,
     keep=False)" 60`` prints the RSS trace). Bounded, not a leak: building per
     call costs time (about 0.1 s per cl100k_base instance, timed with
     ``time.perf_counter``), not memory, unless something keeps the instances.
@@ -463,7 +463,7 @@ def registry(
     then 0.0 MB per step) then flat.
     ``encoding_ids`` collects ``id()`` of every Encoding returned (expect one).
 
-    Calls :func:`tokdiag.workloads.vocab.offline_tiktoken` first so tiktoken
+    Calls :func:`tokdiag_workloads.vocab.offline_tiktoken` first so tiktoken
     reads cl100k_base from disk. ``cold=True`` removes the encoding from
     tiktoken's registry when the factory runs, so the first step pays the load
     even if something in this process loaded it before. Models on other
@@ -752,7 +752,7 @@ def shared_payload_mutation(
     tokenizer's ``mergeable_ranks`` now holds tokens its Encoding was never
     built with (``stale_entries``), and every later load from the cache gets
     the extended vocabulary. A cache probe on
-    ``"tokdiag.workloads.tokenizers:_SHARED_BPE_CACHE"`` should see its payload
+    ``"tokdiag_workloads.tokenizers:_SHARED_BPE_CACHE"`` should see its payload
     fingerprint change at that step while the entry count stays 1.
     """
     return SharedPayloadMutation(vocab, path, mutate_at, extra_tokens, text)
@@ -811,7 +811,7 @@ def _measure(steps: int = 10) -> dict[str, tuple[float, float, float]]:  # pragm
     figures: dict[str, tuple[float, float, float]] = {}
     for label in _MEASURE_PLANS:
         out = subprocess.run(
-            [sys.executable, "-m", "tokdiag.workloads.tokenizers", "--one", label, str(steps)],
+            [sys.executable, "-m", "tokdiag_workloads.tokenizers", "--one", label, str(steps)],
             check=True, capture_output=True, text=True,
         ).stdout
         trace = json.loads(out)

@@ -25,7 +25,7 @@ calls that reached AWorld's own ``_load_tiktoken_bpe`` (real file reads).
 **Real agent tasks** (:func:`aworld_agent_workload`, :func:`agent_step`): a
 :class:`RewardAgent` (a subclass of ``aworld.agents.llm_agent.Agent``) run by
 ``aworld.runner.Runners.sync_run`` against a local OpenAI-compatible stub on
-127.0.0.1 (:mod:`tokdiag.workloads._stub_server`), configured through AWorld's
+127.0.0.1 (:mod:`tokdiag_workloads._stub_server`), configured through AWorld's
 own ``AgentConfig(llm_provider="openai", llm_base_url=<stub>, llm_api_key=
 "stub-key")``; optional streaming (``llm_stream_call=True``) and tool calls
 (a local function tool registered with AWorld's ``function_to_tool``).
@@ -61,7 +61,7 @@ the empty sandbox ``work`` directory).
 
 What was measured
 -----------------
-Command: ``python -m tokdiag.workloads.aworld`` (each variant in a fresh
+Command: ``python -m tokdiag_workloads.aworld`` (each variant in a fresh
 interpreter: 3 warm-up tasks, then RSS over 25 tasks, then tracemalloc over 10
 more; a new prompt per task). One run, 2-core machine, Python 3.11.7, aworld
 0.3.2, while other jobs kept the load average at 4-5, so wall times are
@@ -118,7 +118,7 @@ and DNS lookup and assert none was tried. AWorld's token counting calls
 ``tiktoken.encoding_for_model(model)``; for model names tiktoken does not
 know (the stub's ``"stub-model"``) it falls back to
 ``tiktoken.get_encoding("cl100k_base")``, which is served from the vocabulary
-AWorld ships, via :func:`tokdiag.workloads.vocab.offline_tiktoken`. What
+AWorld ships, via :func:`tokdiag_workloads.vocab.offline_tiktoken`. What
 cannot run offline: a model name that tiktoken maps to another encoding.
 ``tokenizer_workload("num_tokens_from_string", model="gpt-4o")`` maps to
 ``o200k_base``, which tiktoken downloads from
@@ -149,7 +149,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from tokdiag.errors import ConfigError, TokdiagError, TokdiagWarning
-from tokdiag.workloads._stub_server import DEFAULT_REPLY, StubServer
+from tokdiag_workloads._stub_server import DEFAULT_REPLY, StubServer
 
 __all__ = [
     "TOKENIZER_CALLS",
@@ -288,16 +288,16 @@ def import_aworld() -> ModuleType:
     when AWorld was already imported elsewhere, so its log files went where
     ``AWORLD_LOG_PATH`` or the working directory said at that time.
     """
-    from tokdiag.workloads.vocab import offline_tiktoken
+    from tokdiag_workloads.vocab import offline_tiktoken
 
     with _SANDBOX_LOCK:
         sb = sandbox()
         already = "aworld.logs.util" in sys.modules
         if already and os.environ.get("AWORLD_LOG_PATH") != str(sb.logs):
             warnings.warn(
-                "aworld was imported before tokdiag.workloads.aworld.import_aworld(); its log files go to "
+                "aworld was imported before tokdiag_workloads.aworld.import_aworld(); its log files go to "
                 f"{os.environ.get('AWORLD_LOG_PATH') or '<cwd at that import>/logs'}. Call "
-                "tokdiag.workloads.aworld.import_aworld() before anything imports aworld to keep them out "
+                "tokdiag_workloads.aworld.import_aworld() before anything imports aworld to keep them out "
                 "of the working directory", TokdiagWarning, stacklevel=2)
         os.environ["AWORLD_LOG_PATH"] = str(sb.logs)
         os.environ["AWORLD_TOOL_TMP_DIR"] = str(sb.tools)
@@ -737,7 +737,7 @@ def tokenizer_workload(
             applied now and undone by :meth:`TokenizerStep.close`, when the
             ``with`` block ends, or when the step is garbage collected.
         keep: keep every tokenizer a ``new_*`` call builds (``step.kept``).
-        text: what to count; defaults to :data:`tokdiag.workloads.vocab.SAMPLE_TEXT`.
+        text: what to count; defaults to :data:`tokdiag_workloads.vocab.SAMPLE_TEXT`.
 
     Example::
 
@@ -751,7 +751,7 @@ def tokenizer_workload(
     if not isinstance(model, str) or not model:
         raise ConfigError(f"model={model!r} must be a non-empty model name, e.g. 'gpt-4' or 'openai'")
     if text is None:
-        from tokdiag.workloads.vocab import SAMPLE_TEXT
+        from tokdiag_workloads.vocab import SAMPLE_TEXT
 
         text = SAMPLE_TEXT
     return TokenizerStep(call, model, unique_models, patched, keep, text)
@@ -821,7 +821,7 @@ class AgentTaskStep:
     """A step function running one real AWorld agent task per step; see :func:`agent_step`.
 
     Attributes:
-        server: the :class:`~tokdiag.workloads._stub_server.StubServer` it talks to.
+        server: the :class:`~tokdiag_workloads._stub_server.StubServer` it talks to.
         tasks_run: tasks finished; ``last_answer`` the last task's answer.
     """
 
@@ -912,7 +912,7 @@ class AgentTaskStep:
 
 
 def _prompt(k: int) -> str:
-    from tokdiag.workloads.vocab import sample_texts
+    from tokdiag_workloads.vocab import sample_texts
 
     english = sample_texts()[0].split("\n\n")
     return (f"Trajectory {k}: the agent searched for item-{k}, opened two results and compared prices. "
@@ -981,7 +981,7 @@ def aworld_agent_workload(
 
 
 # ---------------------------------------------------------------------------
-# The figures in the module docstring: `python -m tokdiag.workloads.aworld`.
+# The figures in the module docstring: `python -m tokdiag_workloads.aworld`.
 # ---------------------------------------------------------------------------
 
 _MEASURE_VARIANTS: dict[str, dict[str, Any]] = {
@@ -1105,7 +1105,7 @@ if __name__ == "__main__":
     import subprocess
 
     for label, opts in _MEASURE_VARIANTS.items():
-        code = ("import json, tokdiag.workloads.aworld as a; "
+        code = ("import json, tokdiag_workloads.aworld as a; "
                 f"print(json.dumps(a._measure_one(json.loads({json.dumps(json.dumps(opts))}))))")
         res = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                                         text=True).stdout.strip().splitlines()[-1])
@@ -1116,6 +1116,6 @@ if __name__ == "__main__":
               f"{res['requests']} requests")
         for chain in res.get("chain", []):
             print(f"{'':24s} {chain}")
-    code = "import tokdiag.workloads.aworld as a; print(a._openai_client_pair_kb())"
+    code = "import tokdiag_workloads.aworld as a; print(a._openai_client_pair_kb())"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     print(f"{'openai client pair':24s} RSS {float(out.stdout.split()[-1]):.0f} KB per sync + async pair")
