@@ -98,7 +98,7 @@ def test_the_suite_finds_what_the_workloads_are_built_to_show(batch) -> None:
     assert agents["fixed: tokdiag_workloads.agents.RewardAgent count"] != "leak"
     # two AWorld tasks are too few for a verdict; the journals say what each variant kept alive
     folder = by_name["aworld_agents"].folder
-    agent = "tokdiag_workloads.aworld.RewardAgent"
+    agent = "tokdiag_workloads.aworld.agents.RewardAgent"
     new = td.load(folder / "aworld-agents-new.jsonl").series("watch", agent, "count")
     reused = td.load(folder / "aworld-agents-reused.jsonl").series("watch", agent, "count")
     assert list(new) == [0, 1, 2] and list(reused) == [0, 1, 1]

@@ -37,10 +37,10 @@ if importlib.util.find_spec("aworld") is None:  # pragma: no cover - the aworld 
     pytest.skip("needs the aworld extra: pip install 'tokdiag[aworld]'", allow_module_level=True)
 
 from tokdiag_workloads import aworld as aw  # noqa: E402  (does not import aworld itself)
-from tokdiag_workloads._stub_server import DEFAULT_REPLY  # noqa: E402
+from tokdiag_workloads.aworld.stub_server import DEFAULT_REPLY  # noqa: E402
 from tokdiag_workloads.vocab import SAMPLE_TEXT  # noqa: E402
 
-WATCHED = "tokdiag_workloads.aworld.RewardAgent"
+WATCHED = "tokdiag_workloads.aworld.agents.RewardAgent"
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
@@ -354,3 +354,14 @@ def test_missing_aworld_is_an_error_with_the_install_command(tmp_path: Path) -> 
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("TokdiagError")
     assert "pip install 'tokdiag[aworld]'" in out.stdout
+
+
+def test_presets_name_aworld_s_tokenizers_and_pr765_s_caches_only_while_applied(env: Env) -> None:
+    # tokdiag resolves AWorld's modules by name, like any cache target (aworld was imported by the sandbox)
+    shipped = ["aworld.models.qwen_tokenizer:qwen_tokenizer", "aworld.models.openai_tokenizer:openai_tokenizer"]
+    assert [c.label for c in td.presets.aworld()] == shipped
+    with aw.tokenizer_workload("module_openai_tokenizer", patched=True):
+        assert [c.label for c in td.presets.aworld()] == shipped + [
+            "aworld.models.utils:_TIKTOKEN_ENCODING_CACHE", "aworld.models.openai_tokenizer:_BPE_CACHE",
+            "aworld.models.qwen_tokenizer:_BPE_CACHE"]
+    assert [c.label for c in td.presets.aworld()] == shipped
