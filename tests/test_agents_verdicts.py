@@ -18,7 +18,7 @@ import tokdiag as td
 from tokdiag_workloads.agents import GROUND_TRUTH, TOGGLES, agent_workload
 
 WATCHED = sorted(set().union(*GROUND_TRUTH.values()))
-REWARD_AGENT = "tokdiag_workloads.agents.RewardAgent"
+REWARD_AGENT = "tokdiag_workloads.agents.objects.RewardAgent"
 TASKS = 60
 
 VARIANTS: dict[str, tuple[dict[str, Any], frozenset[str]]] = {
@@ -56,5 +56,5 @@ def test_verdicts_call_leak_exactly_the_owners_switched_on(variant: str) -> None
 def test_bounded_store_and_history_are_called_bounded_when_fixed() -> None:
     verdicts = _count_verdicts({"fixed": True})
     # the store and the history fill in the first 10 tasks, then stay at their limits
-    assert verdicts["tokdiag_workloads.agents.MemoryEventMessage"] == "bounded"
-    assert verdicts["tokdiag_workloads.agents.ChatTurn"] == "bounded"
+    assert verdicts["tokdiag_workloads.agents.objects.MemoryEventMessage"] == "bounded"
+    assert verdicts["tokdiag_workloads.agents.objects.ChatTurn"] == "bounded"

@@ -255,8 +255,8 @@ def test_the_built_in_workloads_are_measured_not_hidden_as_tokdiag_internals():
     try:
         for i in range(5):
             step(i)
-        texts = [c.text for c in why_alive("tokdiag_workloads.agents.RewardAgent", max_chains=3)]
-        assert any(t.startswith("module tokdiag_workloads.agents -> _APPS[") and
+        texts = [c.text for c in why_alive("tokdiag_workloads.agents.objects.RewardAgent", max_chains=3)]
+        assert any(t.startswith("module tokdiag_workloads.agents.app -> _APPS[") and
                    "AgentApp.registry -> AgentRegistry._agents[" in t for t in texts), texts
     finally:
         step.app.close()
