@@ -38,7 +38,7 @@ if importlib.util.find_spec("aworld") is None:  # pragma: no cover - the aworld 
 
 from tokdiag_workloads import aworld as aw  # noqa: E402  (does not import aworld itself)
 from tokdiag_workloads.aworld.stub_server import DEFAULT_REPLY  # noqa: E402
-from tokdiag_workloads.vocab import SAMPLE_TEXT  # noqa: E402
+from tokdiag_workloads.sample_text import SAMPLE_TEXT  # noqa: E402
 
 WATCHED = "tokdiag_workloads.aworld.agents.RewardAgent"
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}

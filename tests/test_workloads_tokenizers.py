@@ -18,6 +18,7 @@ from tokdiag_workloads import tokenizers as tk
 from tokdiag_workloads.tokenizers import bpe
 from tokdiag_workloads.tokenizers import caches as tc
 from tokdiag_workloads import vocab
+from tokdiag_workloads.sample_text import SAMPLE_TEXT
 
 CL100K_SAMPLE_TOKENS = 915  # len(tiktoken cl100k_base encode(SAMPLE_TEXT)), checked below
 
@@ -95,8 +96,8 @@ def _alive(refs: list[weakref.ref[tk.BpeTokenizer]]) -> list[tk.BpeTokenizer]:
 def test_bpe_tokenizer_counts_like_tiktoken_and_owns_its_vocabulary() -> None:
     path = vocab.find_vocabulary("cl100k_base")
     a = tk.BpeTokenizer(path)
-    assert a.count(vocab.SAMPLE_TEXT) == len(vocab.encoding().encode(vocab.SAMPLE_TEXT, disallowed_special=()))
-    assert a.count(vocab.SAMPLE_TEXT) == CL100K_SAMPLE_TOKENS
+    assert a.count(SAMPLE_TEXT) == len(vocab.encoding().encode(SAMPLE_TEXT, disallowed_special=()))
+    assert a.count(SAMPLE_TEXT) == CL100K_SAMPLE_TOKENS
     assert len(a.mergeable_ranks) == 100256
     assert a.decoder[a.mergeable_ranks[b"hello"]] == b"hello"
     b = tk.BpeTokenizer(path)
@@ -106,7 +107,7 @@ def test_bpe_tokenizer_counts_like_tiktoken_and_owns_its_vocabulary() -> None:
 def test_bpe_tokenizer_on_qwen() -> None:
     tok = tk.BpeTokenizer(vocab.find_vocabulary("qwen"), vocab="qwen")
     assert len(tok.mergeable_ranks) == 151643 and len(tok) == 151851
-    assert tok.count(vocab.SAMPLE_TEXT) > 500
+    assert tok.count(SAMPLE_TEXT) > 500
 
 
 # --- 1. per_instance_load --------------------------------------------------------------------------
@@ -271,7 +272,7 @@ def test_unlocked_first_use_loads_more_than_once(tiny_vocab: pathlib.Path, load_
     assert max(step.loads) > 1, step.loads
     assert sum(step.loads) == len(load_counter)
     assert any(r.distinct_tokenizers > 1 for r in step.results)
-    per_thread = tk.BpeTokenizer(tiny_vocab).count(vocab.SAMPLE_TEXT)
+    per_thread = tk.BpeTokenizer(tiny_vocab).count(SAMPLE_TEXT)
     assert totals == [8 * per_thread] * 3
     assert [r.step for r in step.results] == [0, 1, 2]
 

@@ -11,7 +11,10 @@ on it and the commands that measured them: ``docs/workloads.md``.
     Offline BPE vocabularies: :func:`~tokdiag_workloads.vocab.find_vocabulary`
     (explicit path, tiktoken's cache, files shipped in installed packages),
     :func:`~tokdiag_workloads.vocab.encoding`,
-    :func:`~tokdiag_workloads.vocab.offline_tiktoken`, and ``SAMPLE_TEXT``.
+    :func:`~tokdiag_workloads.vocab.offline_tiktoken`.
+
+``tokdiag_workloads.sample_text``
+    ``SAMPLE_TEXT``: English prose, Python code and Chinese prose to count tokens of.
 
 ``tokdiag_workloads.tokenizers``
     Tokenizer cache scenarios, each a factory returning a step function.
@@ -38,7 +41,7 @@ from types import ModuleType
 
 __all__: list[str] = []
 
-_SUBMODULES = ("agents", "aworld", "tokenizers", "vocab")
+_SUBMODULES = ("agents", "aworld", "sample_text", "tokenizers", "vocab")
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -26,7 +26,7 @@ from tokdiag_workloads.agents.objects import (
     RewardAgent,
     count_tokens,
 )
-from tokdiag_workloads.vocab import sample_texts
+from tokdiag_workloads.sample_text import sample_texts
 
 __all__ = ["BOUNDED", "GROUND_TRUTH", "TOGGLES", "AgentApp", "AgentStep", "agent_workload"]
 

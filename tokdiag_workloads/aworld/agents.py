@@ -25,7 +25,7 @@ from typing import Any
 from tokdiag.errors import ConfigError, TokdiagError
 from tokdiag_workloads.aworld.sandbox import import_aworld, inside_sandbox, sandbox
 from tokdiag_workloads.aworld.stub_server import DEFAULT_REPLY, StubServer
-from tokdiag_workloads.vocab import sample_texts
+from tokdiag_workloads.sample_text import sample_texts
 
 __all__ = ["AgentTaskStep", "RewardAgent", "agent_step", "aworld_agent_workload", "score_trajectory"]
 

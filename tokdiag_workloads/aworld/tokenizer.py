@@ -28,7 +28,7 @@ from typing import Any, Literal
 from tokdiag.errors import ConfigError
 from tokdiag_workloads.aworld.pr765 import PATCH_LOCK, Pr765Patch, pr765_active
 from tokdiag_workloads.aworld.sandbox import import_aworld
-from tokdiag_workloads.vocab import SAMPLE_TEXT
+from tokdiag_workloads.sample_text import SAMPLE_TEXT
 
 __all__ = ["TOKENIZER_CALLS", "TokenizerCall", "TokenizerStep", "tokenizer_workload"]
 
@@ -227,7 +227,7 @@ def tokenizer_workload(
             applied now and undone by :meth:`TokenizerStep.close`, when the
             ``with`` block ends, or when the step is garbage collected.
         keep: keep every tokenizer a ``new_*`` call builds (``step.kept``).
-        text: what to count; defaults to :data:`tokdiag_workloads.vocab.SAMPLE_TEXT`.
+        text: what to count; defaults to :data:`tokdiag_workloads.sample_text.SAMPLE_TEXT`.
 
     Example::
 

@@ -25,7 +25,7 @@ factory (module)                            reproduces
 ==========================================  ============================================================
 
 Each factory returns a step object: call it as ``step(i)``; it counts the
-tokens of real text (:data:`tokdiag_workloads.vocab.SAMPLE_TEXT`) and returns
+tokens of real text (:data:`tokdiag_workloads.sample_text.SAMPLE_TEXT`) and returns
 the count, so every step does honest work. Each factory starts from a clean
 state: it clears the module-level caches it uses. ``step.reset()`` does the
 same at any time; :func:`reset_caches` clears them all. The caches live in

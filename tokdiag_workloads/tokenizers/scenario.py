@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokdiag_workloads.vocab import SAMPLE_TEXT
+from tokdiag_workloads.sample_text import SAMPLE_TEXT
 
 __all__ = ["Scenario"]
 
