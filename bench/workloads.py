@@ -14,7 +14,9 @@ takes several minutes, most of it waiting on AWorld's event loop):
 
 ``tokenizers``
     Each scenario of :mod:`tokdiag_workloads.tokenizers` for ``steps`` steps:
-    MB of RSS added by step 0, by step 1, and per step over the rest.
+    MiB of RSS added by step 0, by step 1, and per step over the rest; then a
+    tokenizer's build time and what ``pympler.asizeof`` sees of it, and the
+    bytes per key of PR #765's model-name cache (tracemalloc, 100,000 names).
 ``agents``
     The pure-Python agent app (:mod:`tokdiag_workloads.agents`), all
     retention paths on, each alone, and fixed: RSS and tracemalloc KB per task
@@ -22,9 +24,10 @@ takes several minutes, most of it waiting on AWorld's event loop):
 ``aworld``
     Real AWorld agent tasks (:mod:`tokdiag_workloads.aworld`) in six
     variants: import cost, seconds per task, RSS and tracemalloc KB per task,
-    agents alive, and the why-alive chain of a kept agent
-    (:func:`tokdiag.why_alive`); then the RSS of one sync + async ``openai``
-    client pair, which each AWorld agent builds.
+    agents alive, and the why-alive chains of a kept agent
+    (:func:`tokdiag.why_alive`); the reused agent once more under
+    ``td.track`` (what the watched agent reaches, per task); then the RSS of
+    one sync + async ``openai`` client pair, which each AWorld agent builds.
 
 Run: ``.venv/bin/python bench/workloads.py [suite ...] [--steps N]``
 (``--steps``: tokenizer steps per scenario, default 10; ``--one
@@ -72,8 +75,21 @@ def _tokenizer_variants() -> dict[str, Callable[[], Callable[[int], object]]]:
     }
 
 
-def measure_tokenizers(variant: str, steps: int) -> list[float]:
-    """RSS in MB after ``gc.collect()``: before step 0, then after each of ``steps`` steps."""
+_TOKENIZER_EXTRAS = ("BpeTokenizer(cl100k_base): build time, pympler sizes",
+                     "BpeTokenizer(qwen): build time, pympler sizes",
+                     "model_name_keys(text='hi'), 100,000 names: tracemalloc")
+
+
+def measure_tokenizers(variant: str, steps: int) -> Any:
+    """RSS in MiB after ``gc.collect()``: before step 0, then after each of ``steps`` steps.
+
+    The extras: a tokenizer's build time (median of 5) and what ``pympler.asizeof``
+    sees of it; the bytes per key of PR #765's model-name cache over 100,000 names.
+    """
+    if variant in _TOKENIZER_EXTRAS[:2]:
+        return _tokenizer_sizes(variant[len("BpeTokenizer("):variant.index(")")])
+    if variant == _TOKENIZER_EXTRAS[2]:
+        return _model_name_key_bytes(100_000)
     step = _tokenizer_variants()[variant]()
     trace = [_rss_mb()]
     for i in range(steps):
@@ -82,7 +98,48 @@ def measure_tokenizers(variant: str, steps: int) -> list[float]:
     return trace
 
 
-def show_tokenizers(variant: str, trace: list[float]) -> str:
+def _tokenizer_sizes(vocab: str) -> dict[str, float]:
+    import statistics
+
+    from pympler import asizeof
+
+    from tokdiag_workloads.tokenizers import BpeTokenizer
+    from tokdiag_workloads.vocab import find_vocabulary
+
+    path = find_vocabulary(vocab)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        tok = BpeTokenizer(path, vocab=vocab)
+        times.append(time.perf_counter() - t)
+    return {"build_s": statistics.median(times), "ranks": asizeof.asizeof(tok.mergeable_ranks) / 2**20,
+            "decoder": asizeof.asizeof(tok.decoder) / 2**20,
+            "both": asizeof.asizeof(tok.mergeable_ranks, tok.decoder) / 2**20}
+
+
+def _model_name_key_bytes(names: int) -> dict[str, float]:
+    from tokdiag_workloads.tokenizers import model_name_keys
+
+    step = model_name_keys(text="hi")
+    step(0)  # the shared Encoding is built before tracing
+    gc.collect()
+    tracemalloc.start()
+    m0 = tracemalloc.get_traced_memory()[0]
+    for i in range(1, names + 1):
+        step(i)
+    gc.collect()
+    per_key = (tracemalloc.get_traced_memory()[0] - m0) / names
+    tracemalloc.stop()
+    return {"names": names, "bytes_per_key": per_key, "entries": step.entries, "distinct": step.distinct_values}
+
+
+def show_tokenizers(variant: str, trace: Any) -> str:
+    if variant in _TOKENIZER_EXTRAS[:2]:
+        return (f"{variant:45s} built in {trace['build_s']:.2f} s; pympler: mergeable_ranks {trace['ranks']:.1f} MiB, "
+                f"decoder {trace['decoder']:.1f} MiB, both together {trace['both']:.1f} MiB")
+    if variant == _TOKENIZER_EXTRAS[2]:
+        return (f"{variant:45s} {trace['bytes_per_key']:.0f} bytes per key; {trace['entries']} entries, "
+                f"{trace['distinct']} distinct Encoding")
     rest = (trace[-1] - trace[2]) / (len(trace) - 3)
     return f"{variant:45s} {trace[1] - trace[0]:10.1f} {trace[2] - trace[1]:10.1f} {rest:12.1f}"
 
@@ -148,9 +205,10 @@ def measure_aworld(variant: str, tasks: int = 25, warmup: int = 3, traced: int =
 
     t0 = time.perf_counter()
     import_aworld()
-    from aworld.core.agent.base import AgentFactory
-
     from tokdiag_workloads.aworld.agents import RewardAgent
+
+    if variant == "one reused agent, tracked by tokdiag":
+        return _tracked_reused_agent(RewardAgent)
 
     options = _AWORLD_VARIANTS[variant]
     out: dict[str, Any] = {"import_s": time.perf_counter() - t0, "import_rss_mb": _PROC.memory_info().rss / 2**20}
@@ -178,10 +236,30 @@ def measure_aworld(variant: str, tasks: int = 25, warmup: int = 3, traced: int =
     gc.collect()
     out["tasks"] = warmup + tasks + traced
     out["alive"] = sum(1 for o in gc.get_objects() if type(o) is RewardAgent)
-    out["registered"] = sum(1 for a in list(AgentFactory._agent_instance.values()) if type(a) is RewardAgent)
+    out["registered"] = _registered(RewardAgent)
     if not options.get("reuse_agent"):
         out["chains"] = [c.text for c in td.why_alive(RewardAgent, max_chains=2)]
     return out
+
+
+def _registered(cls: type) -> int:
+    """Instances of ``cls`` in AWorld's agent registry (a function of its own: no frame of the caller holds it)."""
+    from aworld.core.agent.base import AgentFactory
+
+    return sum(1 for a in list(AgentFactory._agent_instance.values()) if type(a) is cls)
+
+
+def _tracked_reused_agent(cls: type, tasks: int = 8) -> dict[str, Any]:
+    """``td.track`` on the reused-agent variant: what the watched RewardAgent reaches, per task."""
+    import tokdiag as td
+    from tokdiag_workloads.aworld import aworld_agent_workload
+
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    with aworld_agent_workload(None, reuse_agent=True) as step:
+        run = td.track(step, steps=tasks, every=1, watch=[name], census=False, progress=False, why_alive=False)
+    v = run.verdicts().set_index(["probe", "subject", "metric"])
+    return {"tasks": tasks, "bytes": v.loc[("watch", name, "bytes")][["verdict", "per_step"]].tolist(),
+            "rss": v.loc[("process", "process", "rss")][["verdict", "per_step"]].tolist()}
 
 
 def _openai_client_pair_kb(pairs: int = 20) -> float:
@@ -200,6 +278,10 @@ def _openai_client_pair_kb(pairs: int = 20) -> float:
 def show_aworld(variant: str, res: dict[str, Any]) -> str:
     if variant == "openai client pair":
         return f"{variant:24s} RSS {res['kb']:.0f} KB per sync + async pair"
+    if "tracked" in variant:
+        (bv, bs), (rv, rs) = res["bytes"], res["rss"]
+        return (f"{variant:24s} td.track, {res['tasks']} tasks: RewardAgent reachable bytes {bv}, "
+                f"{bs / 1024:.0f} KB/task; RSS {rv}, {rs / 1024:.0f} KB/task")
     line = (f"{variant:24s} import {res['import_s']:.2f} s, RSS {res['import_rss_mb']:.0f} MB | task "
             f"{res['first5_s']:.2f} -> {res['last5_s']:.2f} s, CPU {res['cpu_share']:.0%} of wall | "
             f"RSS {res['rss_kb_per_task']:.0f} KB/task, tracemalloc {res['traced_kb_per_task']:.0f} KB/task | "
@@ -211,10 +293,12 @@ def show_aworld(variant: str, res: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- the harness
 
 SUITES: dict[str, tuple[Callable[[], list[str]], str]] = {
-    "tokenizers": (lambda: list(_tokenizer_variants()),
-                   f"{'scenario (RSS after gc.collect)':45s} {'step 0 MB':>10s} {'step 1 MB':>10s} {'MB/step 2+':>12s}"),
+    "tokenizers": (lambda: [*_tokenizer_variants(), *_TOKENIZER_EXTRAS],
+                   f"{'scenario (RSS after gc.collect)':45s} {'step 0 MiB':>10s} {'step 1 MiB':>10s} "
+                   f"{'MiB/step 2+':>12s}"),
     "agents": (lambda: list(_agent_variants()), "agent app variant (1,000 tasks after 100)"),
-    "aworld": (lambda: [*_AWORLD_VARIANTS, "openai client pair"], "AWorld agent variant (3 warm-up tasks, 25, then 10 traced)"),
+    "aworld": (lambda: [*_AWORLD_VARIANTS, "one reused agent, tracked by tokdiag", "openai client pair"],
+               "AWorld agent variant (3 warm-up tasks, 25, then 10 traced)"),
 }
 
 

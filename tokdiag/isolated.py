@@ -4,10 +4,9 @@ RSS is a property of a process, and a process remembers: memory freed by one
 workload stays in the allocator's free lists and is handed to the next, so a
 second workload run in the same process can look flat when on its own it
 would grow by tens of MB (a tiktoken vocabulary loaded for the second time
-reuses the pages of the first). The tokenizer scenarios measured in
-:mod:`tokdiag_workloads.tokenizers` were each measured in a fresh interpreter
-for that reason, and a notebook that compares scenarios side by side should do
-the same::
+reuses the pages of the first). A notebook that compares scenarios side by
+side should run each in a fresh interpreter, e.g. the built-in tokenizer
+scenarios::
 
     from tokdiag.isolated import track_isolated
     run = track_isolated("tokdiag_workloads.tokenizers:per_instance_load",

@@ -62,7 +62,7 @@ def per_instance_load(
     (``aworld/models/openai_tokenizer.py`` / ``qwen_tokenizer.py``, aworld 0.3.2).
 
     ``keep=True`` appends every instance to ``caches._KEPT_TOKENIZERS``
-    (something holds on to them): a leak, about 43 MB of RSS per cl100k_base
+    (something holds on to them): a leak, about 43 MiB of RSS per cl100k_base
     instance, most of it tiktoken's Rust copy, which Python-level tools do not
     see. ``keep=False`` drops each instance at the end of its step: RSS rises
     over the first steps (the allocator keeps freed memory for reuse), then
