@@ -43,9 +43,10 @@ def aworld() -> list[CacheSpec]:
     directory) and it reads ``.env``. To keep them out of the working
     directory, import aworld first through a sandbox that sets those
     variables, e.g. ``tokdiag_workloads.aworld.import_aworld()`` (the
-    built-in AWorld workload's sandbox; call it before this). The ``_BPE_CACHE`` / ``_TIKTOKEN_ENCODING_CACHE`` specs are
-    included only while PR #765 (or an emulation of it) is applied, so call
-    this after applying it. Raises :class:`~tokdiag.errors.TargetError` when
+    built-in AWorld workload's sandbox; call it before this). The
+    ``_BPE_CACHE`` / ``_TIKTOKEN_ENCODING_CACHE`` specs are included only
+    while PR #765 (or an emulation of it) is applied, so call this after
+    applying it. Raises :class:`~tokdiag.errors.TargetError` when
     aworld is installed but its tokenizer modules cannot be imported.
     """
     if importlib.util.find_spec("aworld") is None:

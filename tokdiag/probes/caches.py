@@ -154,7 +154,7 @@ class _Getter:
 
 
 def resolve_target(target: str) -> Any:
-    """Resolve ``"package.module:attr.sub"`` to the object, or raise :class:`TargetError` (:func:`tokdiag.targets.resolve`)."""
+    """Resolve ``"package.module:attr.sub"`` to the object, or raise :class:`TargetError` (see tokdiag.targets)."""
     return resolve(target, "cache", expected=ATTRIBUTE)
 
 
