@@ -35,7 +35,8 @@ from typing import Any
 
 import tokdiag as td
 from tokdiag.probes.census import take_census
-from tokdiag.workloads.vocab import SAMPLE_TEXT, encoding
+from tokdiag_workloads.sample_text import SAMPLE_TEXT
+from tokdiag_workloads.vocab import encoding
 
 GOAL = 1.10
 

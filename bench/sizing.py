@@ -5,7 +5,7 @@ Shapes, measured side by side in one run:
 - a real BPE vocabulary: the ~100k-150k entry ``dict[bytes, int]`` read from a
   ``*.tiktoken`` file already on this machine (aworld's ``qwen.tiktoken`` or
   ``cl100k_base.tiktoken``, found offline by
-  :func:`tokdiag.workloads.vocab.find_vocabulary`);
+  :func:`tokdiag_workloads.vocab.find_vocabulary`);
 - 3,000 nested chat-message dicts (role, content, metadata with lists);
 - 3,000 dataclass instances holding strings and dicts.
 
@@ -34,7 +34,7 @@ from pympler import asizeof
 
 import tokdiag as td
 from tokdiag.errors import VocabularyNotFound
-from tokdiag.workloads.vocab import find_vocabulary, load_ranks
+from tokdiag_workloads.vocab import find_vocabulary, load_ranks
 
 SPEED_GOAL = 20.0
 SIZE_GOAL = 0.01

@@ -1,8 +1,8 @@
 """The agent app's toggles, judged by the verdicts (issue #4 against #3).
 
-Each variant of :mod:`tokdiag.workloads.agents` runs under ``td.track`` with
+Each variant of :mod:`tokdiag_workloads.agents` runs under ``td.track`` with
 the four retention classes watched; ``analysis.verdicts`` must call ``leak``
-exactly the classes that :data:`~tokdiag.workloads.agents.GROUND_TRUTH` names
+exactly the classes that :data:`~tokdiag_workloads.agents.GROUND_TRUTH` names
 for the toggles switched on, and nothing else. The bounded paths (the store's
 ``deque(maxlen=50)``, the 20-turn history) fill within the first 10 tasks, so
 60 tasks leave a long flat tail for the verdicts to see.
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 import tokdiag as td
-from tokdiag.workloads.agents import GROUND_TRUTH, TOGGLES, agent_workload
+from tokdiag_workloads.agents import GROUND_TRUTH, TOGGLES, agent_workload
 
 WATCHED = sorted(set().union(*GROUND_TRUTH.values()))
-REWARD_AGENT = "tokdiag.workloads.agents.RewardAgent"
+REWARD_AGENT = "tokdiag_workloads.agents.objects.RewardAgent"
 TASKS = 60
 
 VARIANTS: dict[str, tuple[dict[str, Any], frozenset[str]]] = {
@@ -56,5 +56,5 @@ def test_verdicts_call_leak_exactly_the_owners_switched_on(variant: str) -> None
 def test_bounded_store_and_history_are_called_bounded_when_fixed() -> None:
     verdicts = _count_verdicts({"fixed": True})
     # the store and the history fill in the first 10 tasks, then stay at their limits
-    assert verdicts["tokdiag.workloads.agents.MemoryEventMessage"] == "bounded"
-    assert verdicts["tokdiag.workloads.agents.ChatTurn"] == "bounded"
+    assert verdicts["tokdiag_workloads.agents.objects.MemoryEventMessage"] == "bounded"
+    assert verdicts["tokdiag_workloads.agents.objects.ChatTurn"] == "bounded"

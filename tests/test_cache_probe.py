@@ -82,7 +82,7 @@ def test_native_bytes_for_tiktoken_encodings_counted_once_across_caches():
 
 def test_native_estimate_matches_the_calibration_points():
     # RSS per Encoding measured in fresh processes (see the comment in tokdiag/probes/caches.py)
-    from tokdiag.workloads.vocab import find_vocabulary, load_ranks
+    from tokdiag_workloads.vocab import find_vocabulary, load_ranks
 
     for name, measured in (("cl100k_base", 24.73e6), ("qwen", 39.55e6)):
         est = estimate_tiktoken_native(load_ranks(find_vocabulary(name)))

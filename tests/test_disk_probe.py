@@ -313,7 +313,7 @@ def test_a_nearly_exact_line_is_not_split_into_a_warm_up_by_a_few_bytes():
 
 @pytest.mark.slow
 def test_aworld_memory_store_grows_per_task_and_is_judged_a_leak(tmp_path: Path):
-    pytest.importorskip("tokdiag.workloads.aworld")
+    pytest.importorskip("tokdiag_workloads.aworld")
     import importlib.util
 
     if importlib.util.find_spec("aworld") is None:  # pragma: no cover - the aworld extra is installed in CI
@@ -322,7 +322,7 @@ def test_aworld_memory_store_grows_per_task_and_is_judged_a_leak(tmp_path: Path)
         import json, sys
         import tokdiag as td
         from tokdiag.probes.disk import DiskProbe
-        from tokdiag.workloads.aworld import aworld_agent_workload, sandbox
+        from tokdiag_workloads.aworld import aworld_agent_workload, sandbox
         with aworld_agent_workload() as step:
             probe = DiskProbe({"memory": sandbox().memory, "logs": sandbox().logs})
             run = td.track(step, steps=30, every=3, census=False, progress=False, why_alive=False, probes=[probe])

@@ -105,22 +105,22 @@ def test_bad_factory_and_non_json_options_are_config_errors(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="'nocolon'.*package.module:function"):
         track_isolated("nocolon", steps=3, journal=tmp_path / "x.jsonl")
     with pytest.raises(ConfigError, match="JSON"):
-        track_isolated("tokdiag.workloads.agents:agent_workload", {"x": object()}, steps=3,
+        track_isolated("tokdiag_workloads.agents:agent_workload", {"x": object()}, steps=3,
                        journal=tmp_path / "x.jsonl")
 
 
 def test_a_factory_that_cannot_be_found_says_so(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match="has no attribute 'agent_workloadd' .did you mean 'agent_workload'"):
-        track_isolated("tokdiag.workloads.agents:agent_workloadd", steps=3, journal=tmp_path / "x.jsonl")
+        track_isolated("tokdiag_workloads.agents:agent_workloadd", steps=3, journal=tmp_path / "x.jsonl")
 
 
 def test_a_step_function_passed_as_the_factory_is_named_as_the_mistake(tmp_path: Path) -> None:
     # count_tokens(text) is a step-like function, not a factory: called with no kwargs it cannot run
     with pytest.raises(TargetError, match=r"not step\(i\) itself"):
-        track_isolated("tokdiag.workloads.agents:count_tokens", steps=3, journal=tmp_path / "a.jsonl")
+        track_isolated("tokdiag_workloads.agents:count_tokens", steps=3, journal=tmp_path / "a.jsonl")
     # a factory that returns no step function
     with pytest.raises(TargetError, match="returned NoneType, not a step function"):
-        track_isolated("tokdiag.workloads.tokenizers:reset_caches", steps=3, journal=tmp_path / "b.jsonl")
+        track_isolated("tokdiag_workloads.tokenizers:reset_caches", steps=3, journal=tmp_path / "b.jsonl")
 
 
 # -- how the child ended comes from its status report, never from its exit code ---------------------------

@@ -94,11 +94,11 @@ def test_the_suite_finds_what_the_workloads_are_built_to_show(batch) -> None:
     assert tok["lazy cache without a lock"] == "race"
     assert tok["shared ranks dict"] == "mutated"
     agents = heads["agent_objects"]
-    assert agents["as configured: tokdiag.workloads.agents.RewardAgent count"] == "leak"
-    assert agents["fixed: tokdiag.workloads.agents.RewardAgent count"] != "leak"
+    assert agents["as configured: tokdiag_workloads.agents.objects.RewardAgent count"] == "leak"
+    assert agents["fixed: tokdiag_workloads.agents.objects.RewardAgent count"] != "leak"
     # two AWorld tasks are too few for a verdict; the journals say what each variant kept alive
     folder = by_name["aworld_agents"].folder
-    agent = "tokdiag.workloads.aworld.RewardAgent"
+    agent = "tokdiag_workloads.aworld.agents.RewardAgent"
     new = td.load(folder / "aworld-agents-new.jsonl").series("watch", agent, "count")
     reused = td.load(folder / "aworld-agents-reused.jsonl").series("watch", agent, "count")
     assert list(new) == [0, 1, 2] and list(reused) == [0, 1, 1]
@@ -110,7 +110,7 @@ def test_the_suite_finds_what_the_workloads_are_built_to_show(batch) -> None:
 def test_agent_report_shows_the_retention_chain(batch) -> None:
     result = next(r for r in batch.runs if r.spec.notebook.stem == "agent_objects")
     page = result.html.read_text()
-    assert re.search(r"module tokdiag\.workloads\.agents -&gt; _APPS\[", page), "no why-alive chain in the report"
+    assert re.search(r"module tokdiag_workloads\.agents\.app -&gt; _APPS\[", page), "no why-alive chain in the report"
 
 
 @pytest.mark.slow

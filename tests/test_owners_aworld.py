@@ -31,7 +31,7 @@ _CHILD = textwrap.dedent("""
     import sys
     import tokdiag as td
     from tokdiag.probes import AllocatorProbe, NativeProbe
-    from tokdiag.workloads import aworld as aw
+    from tokdiag_workloads import aworld as aw
 
     journal, tasks = sys.argv[1], int(sys.argv[2])
     aw.import_aworld()

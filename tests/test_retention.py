@@ -248,15 +248,15 @@ def test_tracker_journals_chains_and_a_loaded_run_returns_them(tmp_path):
 
 
 def test_the_built_in_workloads_are_measured_not_hidden_as_tokdiag_internals():
-    # tokdiag.workloads is the application under measurement: its module globals are roots
-    from tokdiag.workloads.agents import agent_workload
+    # tokdiag_workloads is the application under measurement: its module globals are roots
+    from tokdiag_workloads.agents import agent_workload
 
     step = agent_workload(keep_agents=True, keep_messages=False, keep_browser=False, unbounded_history=False)
     try:
         for i in range(5):
             step(i)
-        texts = [c.text for c in why_alive("tokdiag.workloads.agents.RewardAgent", max_chains=3)]
-        assert any(t.startswith("module tokdiag.workloads.agents -> _APPS[") and
+        texts = [c.text for c in why_alive("tokdiag_workloads.agents.objects.RewardAgent", max_chains=3)]
+        assert any(t.startswith("module tokdiag_workloads.agents.app -> _APPS[") and
                    "AgentApp.registry -> AgentRegistry._agents[" in t for t in texts), texts
     finally:
         step.app.close()

@@ -1,4 +1,4 @@
-"""Behaviour of the local OpenAI-compatible stub (tokdiag.workloads._stub_server)."""
+"""Behaviour of the local OpenAI-compatible stub (tokdiag_workloads.aworld.stub_server)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from tokdiag.errors import ConfigError
-from tokdiag.workloads._stub_server import StubServer
+from tokdiag_workloads.aworld.stub_server import StubServer
 
 TOOLS = [{
     "type": "function",

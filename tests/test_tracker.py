@@ -270,7 +270,7 @@ def test_bad_steps_and_step_callable():
 def test_unknown_cache_path_names_the_value_and_the_fix():
     with pytest.raises(td.TargetError, match=r"'no_such_pkg_xyz:CACHE'.*cannot be imported"):
         td.cache("no_such_pkg_xyz:CACHE")
-    with pytest.raises(td.TargetError, match=r"has no attribute 'ENCODNGS'.*did you mean ENCODINGS"):
+    with pytest.raises(td.TargetError, match=r"has no attribute 'ENCODNGS'.*did you mean 'ENCODINGS'"):
         td.cache("tiktoken.registry:ENCODNGS")
     with pytest.raises(td.TargetError, match=r"expected 'package.module:attribute'"):
         td.cache("tiktoken.registry.ENCODINGS")

@@ -19,7 +19,8 @@ import tiktoken.load
 import tiktoken.registry
 
 from tokdiag.errors import ConfigError, VocabularyNotFound
-from tokdiag.workloads import vocab
+from tokdiag_workloads import vocab
+from tokdiag_workloads.sample_text import SAMPLE_TEXT, sample_texts
 
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 CL100K_SHA1 = hashlib.sha1(CL100K_URL.encode()).hexdigest()
@@ -150,7 +151,7 @@ def test_unknown_vocabulary_name_lists_known_ones() -> None:
 
 def test_finding_a_vocabulary_does_not_import_aworld() -> None:
     code = (
-        "import sys; from tokdiag.workloads import vocab; vocab.find_vocabulary('qwen'); "
+        "import sys; from tokdiag_workloads import vocab; vocab.find_vocabulary('qwen'); "
         "assert 'aworld' not in sys.modules, 'aworld was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parents[1])
@@ -205,7 +206,7 @@ def test_cl100k_encoding_encodes_like_tiktoken(
     theirs = tiktoken.get_encoding("cl100k_base")
     assert ours is not theirs
     assert ours.n_vocab == theirs.n_vocab == 100277
-    for text in vocab.sample_texts():
+    for text in sample_texts():
         assert ours.encode(text, allowed_special="all") == theirs.encode(text, allowed_special="all")
 
 
@@ -223,7 +224,7 @@ def test_qwen_encoding_uses_aworlds_pattern_and_special_tokens(no_network: None)
     enc = vocab.encoding("qwen")
     assert enc.n_vocab == 151643 + 208
     assert enc.encode("<|im_start|>", allowed_special="all") == [151644]
-    assert enc.decode(enc.encode(vocab.SAMPLE_TEXT, disallowed_special=())) == vocab.SAMPLE_TEXT
+    assert enc.decode(enc.encode(SAMPLE_TEXT, disallowed_special=())) == SAMPLE_TEXT
 
 
 def test_encoding_from_a_synthetic_file(tmp_path: pathlib.Path) -> None:
@@ -288,8 +289,8 @@ def test_offline_tiktoken_refuses_a_file_with_the_wrong_hash(
 
 
 def test_sample_text_is_english_code_and_chinese() -> None:
-    english, code, chinese = vocab.sample_texts()
+    english, code, chinese = sample_texts()
     assert "memory" in english and "def " in code
     assert sum("\u4e00" <= ch <= "\u9fff" for ch in chinese) > 200
-    assert vocab.SAMPLE_TEXT == "\n\n".join((english, code, chinese))
-    assert len(vocab.SAMPLE_TEXT.encode()) > 3000
+    assert SAMPLE_TEXT == "\n\n".join((english, code, chinese))
+    assert len(SAMPLE_TEXT.encode()) > 3000

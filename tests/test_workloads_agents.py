@@ -1,4 +1,4 @@
-"""Behaviour of the pure-Python agent application (tokdiag.workloads.agents).
+"""Behaviour of the pure-Python agent application (tokdiag_workloads.agents).
 
 Live instances are counted with ``gc.get_objects()`` filtered by type, as a
 user would; bytes with ``tokdiag.probes.sizing.deep_sizes``. Counts are taken as
@@ -18,8 +18,10 @@ import tiktoken
 
 from tokdiag.errors import ConfigError
 from tokdiag.probes.sizing import deep_sizes
-from tokdiag.workloads import agents
-from tokdiag.workloads.agents import (
+from tokdiag_workloads import agents
+from tokdiag_workloads.agents import app as app_module
+from tokdiag_workloads.agents import objects
+from tokdiag_workloads.agents import (
     BOUNDED,
     GROUND_TRUTH,
     TOGGLES,
@@ -70,13 +72,13 @@ def _only(toggle: str) -> dict[str, bool]:
 
 def test_ground_truth_names_real_classes_in_this_module() -> None:
     assert set(GROUND_TRUTH) == set(TOGGLES)
-    mod = importlib.import_module("tokdiag.workloads.agents")
+    mod = importlib.import_module("tokdiag_workloads.agents.objects")
     for names in GROUND_TRUTH.values():
         for name in names:
             module, _, qualname = name.rpartition(".")
-            assert module == "tokdiag.workloads.agents"
+            assert module == "tokdiag_workloads.agents.objects"
             assert isinstance(getattr(mod, qualname), type)
-    assert "tokdiag.workloads.agents:_ENCODINGS" in BOUNDED
+    assert "tokdiag_workloads.agents.objects:_ENCODINGS" in BOUNDED
 
 
 @pytest.mark.parametrize("toggle", TOGGLES)
@@ -92,10 +94,10 @@ def test_each_toggle_alone_leaks_exactly_its_ground_truth(toggle: str) -> None:
     c2 = _counts()
     b2 = _bytes(GROUND_TRUTH[toggle])
     per_task = {
-        f"{agents.__name__}.RewardAgent": 1,
-        f"{agents.__name__}.MemoryEventMessage": app.messages_per_task,
-        f"{agents.__name__}.PageSnapshot": 1,
-        f"{agents.__name__}.ChatTurn": 2,
+        f"{objects.__name__}.RewardAgent": 1,
+        f"{objects.__name__}.MemoryEventMessage": app.messages_per_task,
+        f"{objects.__name__}.PageSnapshot": 1,
+        f"{objects.__name__}.ChatTurn": 2,
     }
     for name in CLASSES:
         grew = c2[name] - c1[name]
@@ -129,10 +131,10 @@ def test_fixed_app_stays_bounded_in_counts_and_bytes() -> None:
     b2 = _bytes(everything)
     assert c2 == c1
     limit = app.bus.store.limit
-    assert c2[f"{agents.__name__}.MemoryEventMessage"] - base[f"{agents.__name__}.MemoryEventMessage"] == limit
-    assert c2[f"{agents.__name__}.RewardAgent"] - base[f"{agents.__name__}.RewardAgent"] == limit // app.messages_per_task
-    assert c2[f"{agents.__name__}.PageSnapshot"] == base[f"{agents.__name__}.PageSnapshot"]
-    assert c2[f"{agents.__name__}.ChatTurn"] - base[f"{agents.__name__}.ChatTurn"] == 20
+    assert c2[f"{objects.__name__}.MemoryEventMessage"] - base[f"{objects.__name__}.MemoryEventMessage"] == limit
+    assert c2[f"{objects.__name__}.RewardAgent"] - base[f"{objects.__name__}.RewardAgent"] == limit // app.messages_per_task
+    assert c2[f"{objects.__name__}.PageSnapshot"] == base[f"{objects.__name__}.PageSnapshot"]
+    assert c2[f"{objects.__name__}.ChatTurn"] - base[f"{objects.__name__}.ChatTurn"] == 20
     # Contents are replaced, not accumulated: what is left is jitter from text lengths (seen: -13 KB),
     # well under what the smallest leak adds over the same 60 tasks (60 x >= 500 B).
     assert b2 - b1 < 20_000
@@ -154,8 +156,8 @@ def test_reused_agent_is_one_agent_even_when_messages_are_kept() -> None:
     for i in range(N1):
         app.run_task(i)
     c = _counts()
-    assert c[f"{agents.__name__}.RewardAgent"] - base[f"{agents.__name__}.RewardAgent"] == 1
-    assert c[f"{agents.__name__}.MemoryEventMessage"] - base[f"{agents.__name__}.MemoryEventMessage"] == N1 * 5
+    assert c[f"{objects.__name__}.RewardAgent"] - base[f"{objects.__name__}.RewardAgent"] == 1
+    assert c[f"{objects.__name__}.MemoryEventMessage"] - base[f"{objects.__name__}.MemoryEventMessage"] == N1 * 5
     app.close()
 
 
@@ -201,11 +203,11 @@ def test_one_encoding_for_the_whole_process() -> None:
     for app in apps:
         for i in range(3):
             app.run_task(i)
-    assert list(agents._ENCODINGS) == ["cl100k_base"]
-    enc = agents._ENCODINGS["cl100k_base"]
+    assert list(objects._ENCODINGS) == ["cl100k_base"]
+    enc = objects._ENCODINGS["cl100k_base"]
     assert isinstance(enc, tiktoken.Encoding)
     assert agents.count_tokens("hello world") == 2
-    assert agents._ENCODINGS["cl100k_base"] is enc
+    assert objects._ENCODINGS["cl100k_base"] is enc
     for app in apps:
         app.close()
 
@@ -217,14 +219,14 @@ def test_workload_step_registers_app_with_a_readable_chain_and_releases_it() -> 
         step(i)
     app = step.app
     name = app.name
-    # module tokdiag.workloads.agents -> _APPS[name] -> .bus -> .store -> ._messages[k] -> .agent -> RewardAgent
-    msg = agents._APPS[name].bus.store._messages[7]
+    # module tokdiag_workloads.agents.app -> _APPS[name] -> .bus -> .store -> ._messages[k] -> .agent -> RewardAgent
+    msg = app_module._APPS[name].bus.store._messages[7]
     assert isinstance(msg, MemoryEventMessage) and isinstance(msg.agent, RewardAgent)
     assert len(app.browser) == 0 and len(app.registry) == 4
     ref = weakref.ref(app)
     del app, msg, step
     gc.collect()
-    assert name not in agents._APPS
+    assert name not in app_module._APPS
     assert ref() is None
 
 
@@ -233,7 +235,7 @@ def test_workload_close_unregisters() -> None:
     step(0)
     name = step.app.name
     step.app.close()
-    assert name not in agents._APPS
+    assert name not in app_module._APPS
 
 
 def test_tasks_are_deterministic() -> None:

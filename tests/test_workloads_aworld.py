@@ -1,4 +1,4 @@
-"""The real AWorld 0.3.2 workloads (tokdiag.workloads.aworld), offline.
+"""The real AWorld 0.3.2 workloads (tokdiag_workloads.aworld), offline.
 
 Everything here runs with a network guard (``socket.socket.connect``,
 ``connect_ex`` and ``socket.getaddrinfo`` refuse and record any address that
@@ -36,11 +36,11 @@ from tokdiag.errors import ConfigError
 if importlib.util.find_spec("aworld") is None:  # pragma: no cover - the aworld extra is installed in CI
     pytest.skip("needs the aworld extra: pip install 'tokdiag[aworld]'", allow_module_level=True)
 
-from tokdiag.workloads import aworld as aw  # noqa: E402  (does not import aworld itself)
-from tokdiag.workloads._stub_server import DEFAULT_REPLY  # noqa: E402
-from tokdiag.workloads.vocab import SAMPLE_TEXT  # noqa: E402
+from tokdiag_workloads import aworld as aw  # noqa: E402  (does not import aworld itself)
+from tokdiag_workloads.aworld.stub_server import DEFAULT_REPLY  # noqa: E402
+from tokdiag_workloads.sample_text import SAMPLE_TEXT  # noqa: E402
 
-WATCHED = "tokdiag.workloads.aworld.RewardAgent"
+WATCHED = "tokdiag_workloads.aworld.agents.RewardAgent"
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
@@ -316,7 +316,7 @@ _CHILD = textwrap.dedent("""
         return _getaddrinfo(host, *a, **k)
     socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
 
-    from tokdiag.workloads import aworld as aw
+    from tokdiag_workloads import aworld as aw
     root = aw.sandbox().root
     with aw.aworld_agent_workload(1, tool_calls=True, stream=True) as step:
         step(0)
@@ -348,9 +348,20 @@ def test_a_process_leaves_nothing_behind(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_missing_aworld_is_an_error_with_the_install_command(tmp_path: Path) -> None:
     code = ("import sys; sys.modules['aworld'] = None\n"
-            "from tokdiag.workloads import aworld as aw\n"
+            "from tokdiag_workloads import aworld as aw\n"
             "try:\n    aw.import_aworld()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("TokdiagError")
     assert "pip install 'tokdiag[aworld]'" in out.stdout
+
+
+def test_presets_name_aworld_s_tokenizers_and_pr765_s_caches_only_while_applied(env: Env) -> None:
+    # tokdiag resolves AWorld's modules by name, like any cache target (aworld was imported by the sandbox)
+    shipped = ["aworld.models.qwen_tokenizer:qwen_tokenizer", "aworld.models.openai_tokenizer:openai_tokenizer"]
+    assert [c.label for c in td.presets.aworld()] == shipped
+    with aw.tokenizer_workload("module_openai_tokenizer", patched=True):
+        assert [c.label for c in td.presets.aworld()] == shipped + [
+            "aworld.models.utils:_TIKTOKEN_ENCODING_CACHE", "aworld.models.openai_tokenizer:_BPE_CACHE",
+            "aworld.models.qwen_tokenizer:_BPE_CACHE"]
+    assert [c.label for c in td.presets.aworld()] == shipped

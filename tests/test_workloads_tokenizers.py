@@ -14,8 +14,11 @@ import tiktoken.load
 import tiktoken.registry
 
 from tokdiag.errors import ConfigError, VocabularyNotFound
-from tokdiag.workloads import tokenizers as tk
-from tokdiag.workloads import vocab
+from tokdiag_workloads import tokenizers as tk
+from tokdiag_workloads.tokenizers import bpe
+from tokdiag_workloads.tokenizers import caches as tc
+from tokdiag_workloads import vocab
+from tokdiag_workloads.sample_text import SAMPLE_TEXT
 
 CL100K_SAMPLE_TOKENS = 915  # len(tiktoken cl100k_base encode(SAMPLE_TEXT)), checked below
 
@@ -50,13 +53,13 @@ def tiktoken_cache(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, no_n
 def load_counter(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every read-and-decode of a BPE file by the scenarios, by path."""
     calls: list[str] = []
-    original = tk._load_tiktoken_bpe
+    original = bpe._load_tiktoken_bpe
 
     def counting(path: str) -> dict[bytes, int]:
         calls.append(path)
         return original(path)
 
-    monkeypatch.setattr(tk, "_load_tiktoken_bpe", counting)
+    monkeypatch.setattr(bpe, "_load_tiktoken_bpe", counting)
     return calls
 
 
@@ -64,13 +67,13 @@ def load_counter(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def instances(monkeypatch: pytest.MonkeyPatch) -> list[weakref.ref[tk.BpeTokenizer]]:
     """Weak references to every BpeTokenizer the scenarios build."""
     refs: list[weakref.ref[tk.BpeTokenizer]] = []
+    original = tk.BpeTokenizer.__init__
 
-    class Recorded(tk.BpeTokenizer):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-            refs.append(weakref.ref(self))
+    def recording_init(self: tk.BpeTokenizer, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        refs.append(weakref.ref(self))
 
-    monkeypatch.setattr(tk, "BpeTokenizer", Recorded)
+    monkeypatch.setattr(tk.BpeTokenizer, "__init__", recording_init)
     return refs
 
 
@@ -93,8 +96,8 @@ def _alive(refs: list[weakref.ref[tk.BpeTokenizer]]) -> list[tk.BpeTokenizer]:
 def test_bpe_tokenizer_counts_like_tiktoken_and_owns_its_vocabulary() -> None:
     path = vocab.find_vocabulary("cl100k_base")
     a = tk.BpeTokenizer(path)
-    assert a.count(vocab.SAMPLE_TEXT) == len(vocab.encoding().encode(vocab.SAMPLE_TEXT, disallowed_special=()))
-    assert a.count(vocab.SAMPLE_TEXT) == CL100K_SAMPLE_TOKENS
+    assert a.count(SAMPLE_TEXT) == len(vocab.encoding().encode(SAMPLE_TEXT, disallowed_special=()))
+    assert a.count(SAMPLE_TEXT) == CL100K_SAMPLE_TOKENS
     assert len(a.mergeable_ranks) == 100256
     assert a.decoder[a.mergeable_ranks[b"hello"]] == b"hello"
     b = tk.BpeTokenizer(path)
@@ -104,7 +107,7 @@ def test_bpe_tokenizer_counts_like_tiktoken_and_owns_its_vocabulary() -> None:
 def test_bpe_tokenizer_on_qwen() -> None:
     tok = tk.BpeTokenizer(vocab.find_vocabulary("qwen"), vocab="qwen")
     assert len(tok.mergeable_ranks) == 151643 and len(tok) == 151851
-    assert tok.count(vocab.SAMPLE_TEXT) > 500
+    assert tok.count(SAMPLE_TEXT) > 500
 
 
 # --- 1. per_instance_load --------------------------------------------------------------------------
@@ -120,7 +123,7 @@ def test_per_instance_load_keep_retains_one_distinct_vocabulary_per_step(
     assert len(alive) == 3 and step.kept == alive
     assert len({id(t.mergeable_ranks) for t in alive}) == 3
     assert len({id(t.tokenizer) for t in alive}) == 3
-    assert tk._KEPT_TOKENIZERS is step.kept
+    assert tc._KEPT_TOKENIZERS is step.kept
     del alive
 
     step.reset()
@@ -162,7 +165,7 @@ def test_module_cache_loads_the_file_once(
     step = tk.module_cache("cl100k_base")
     assert [step(i) for i in range(4)] == [CL100K_SAMPLE_TOKENS] * 4
     assert load_counter == [step.path]
-    assert list(tk._BPE_CACHE) == [step.path]
+    assert list(tc._BPE_CACHE) == [step.path]
     assert _alive(instances) == []  # keep=False: only the ranks dict stays, in the cache
 
 
@@ -175,7 +178,7 @@ def test_module_cache_shares_ranks_but_not_encodings(
     assert len(load_counter) == 1
     kept = step.kept
     assert len(kept) == 3
-    assert {id(t.mergeable_ranks) for t in kept} == {id(tk._BPE_CACHE[step.path])}
+    assert {id(t.mergeable_ranks) for t in kept} == {id(tc._BPE_CACHE[step.path])}
     assert len({id(t.tokenizer) for t in kept}) == 3  # the PR's cache does not share Encodings
     assert len({id(t.decoder) for t in kept}) == 3
 
@@ -237,8 +240,8 @@ def test_model_name_keys_grows_one_entry_per_step_with_one_shared_value(tiktoken
         assert step(i) == CL100K_SAMPLE_TOKENS
         assert step.entries == i + 1
     assert step.distinct_values == 1
-    assert list(tk._ENCODING_BY_MODEL) == [f"gpt-4-user-{i}" for i in range(6)]
-    assert all(v is tiktoken.get_encoding("cl100k_base") for v in tk._ENCODING_BY_MODEL.values())
+    assert list(tc._ENCODING_BY_MODEL) == [f"gpt-4-user-{i}" for i in range(6)]
+    assert all(v is tiktoken.get_encoding("cl100k_base") for v in tc._ENCODING_BY_MODEL.values())
     step.reset()
     assert step.entries == 0
 
@@ -269,7 +272,7 @@ def test_unlocked_first_use_loads_more_than_once(tiny_vocab: pathlib.Path, load_
     assert max(step.loads) > 1, step.loads
     assert sum(step.loads) == len(load_counter)
     assert any(r.distinct_tokenizers > 1 for r in step.results)
-    per_thread = tk.BpeTokenizer(tiny_vocab).count(vocab.SAMPLE_TEXT)
+    per_thread = tk.BpeTokenizer(tiny_vocab).count(SAMPLE_TEXT)
     assert totals == [8 * per_thread] * 3
     assert [r.step for r in step.results] == [0, 1, 2]
 
@@ -287,7 +290,7 @@ def test_locked_first_use_on_the_real_vocabulary() -> None:
     step = tk.concurrent_first_use(threads=4, lock=True, delay_s=0.0)
     assert step(0) == 4 * CL100K_SAMPLE_TOKENS
     assert step.loads == [1]
-    assert list(tk._LAZY_TOKENIZERS) == [step.path]
+    assert list(tc._LAZY_TOKENIZERS) == [step.path]
 
 
 def test_first_use_reraises_a_worker_error_without_hanging(tiny_vocab: pathlib.Path) -> None:
@@ -312,11 +315,11 @@ def test_shared_payload_mutation_grows_the_cached_dict_at_the_configured_step(lo
     cached: list[int] = []
     for i in range(4):
         step(i)
-        lengths.append(len(tk._SHARED_BPE_CACHE[step.path]))
-        cached.append(id(tk._SHARED_BPE_CACHE[step.path]))
+        lengths.append(len(tc._SHARED_BPE_CACHE[step.path]))
+        cached.append(id(tc._SHARED_BPE_CACHE[step.path]))
     assert lengths == [100256, 100256, 100306, 100306]
     assert len(set(cached)) == 1  # the same cached object, mutated in place
-    assert len(tk._SHARED_BPE_CACHE) == 1
+    assert len(tc._SHARED_BPE_CACHE) == 1
     assert len(load_counter) == 1
     assert step.mutated_at_step == 2
     assert step.base is not None and step.extended is not None
@@ -329,11 +332,11 @@ def test_shared_payload_mutation_grows_the_cached_dict_at_the_configured_step(lo
 def test_shared_payload_mutation_reset_forgets_the_mutated_cache(tiny_vocab: pathlib.Path) -> None:
     step = tk.shared_payload_mutation(path=tiny_vocab, mutate_at=0, extra_tokens=5)
     step(0)
-    assert len(tk._SHARED_BPE_CACHE[step.path]) == 264 + 5
+    assert len(tc._SHARED_BPE_CACHE[step.path]) == 264 + 5
     step.reset()
-    assert tk._SHARED_BPE_CACHE == {} and step.base is None and step.stale_entries == 0
+    assert tc._SHARED_BPE_CACHE == {} and step.base is None and step.stale_entries == 0
     step(0)
-    assert len(tk._SHARED_BPE_CACHE[step.path]) == 264 + 5
+    assert len(tc._SHARED_BPE_CACHE[step.path]) == 264 + 5
 
 
 @pytest.mark.parametrize("kwargs", [{"mutate_at": -1}, {"extra_tokens": 0}])
@@ -351,10 +354,10 @@ def test_reset_caches_empties_every_module_cache(tiny_vocab: pathlib.Path, tikto
     tk.model_name_keys()(0)
     tk.concurrent_first_use(threads=2, lock=True, path=tiny_vocab, delay_s=0.0)(0)
     tk.shared_payload_mutation(path=tiny_vocab)(0)
-    caches = [tk._KEPT_TOKENIZERS, tk._BPE_CACHE, tk._ENCODING_BY_MODEL, tk._LAZY_TOKENIZERS, tk._SHARED_BPE_CACHE]
-    assert all(len(c) == 1 for c in caches)
+    every = [tc._KEPT_TOKENIZERS, tc._BPE_CACHE, tc._ENCODING_BY_MODEL, tc._LAZY_TOKENIZERS, tc._SHARED_BPE_CACHE]
+    assert all(len(c) == 1 for c in every)
     tk.reset_caches()
-    assert all(len(c) == 0 for c in caches)
+    assert all(len(c) == 0 for c in every)
 
 
 def test_scenarios_registry_names_every_factory() -> None:

@@ -88,7 +88,6 @@ MAX_SAMPLES = 1000
 
 _BLOCK = 32
 _TOKDIAG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_WORKLOADS_DIR = os.path.join(_TOKDIAG_DIR, "workloads")
 _CONTAINERS = (dict, list, tuple, set, frozenset)
 _KEY_MAX = 40
 _INDEX = re.compile(r"\[\d+\]")
@@ -208,7 +207,7 @@ _MODULE_DICT = types.ModuleType.__dict__["__dict__"].__get__  # a module's names
 
 
 def _is_tokdiag_type(t: type) -> bool:
-    """A type of tokdiag's measuring machinery (not of its built-in workloads, which are measured)."""
+    """A type of tokdiag's own (never the subject of a chain)."""
     return _is_tokdiag_name(module_name(t))
 
 
@@ -343,7 +342,7 @@ def _at(oid: int) -> Any:
 def _is_tokdiag_file(filename: str) -> bool:
     try:
         path = os.path.abspath(filename)
-        return path.startswith(_TOKDIAG_DIR + os.sep) and not path.startswith(_WORKLOADS_DIR + os.sep)
+        return path.startswith(_TOKDIAG_DIR + os.sep)
     except (TypeError, ValueError):
         return False
 
@@ -700,12 +699,6 @@ def _root_of(obj: Any, parent_ids: list[int]) -> tuple[str, str, str | None] | s
     return None
 
 
-_WORKLOADS = "tokdiag.workloads"
-
-
 def _is_tokdiag_name(name: str) -> bool:
-    """A module of tokdiag's measuring machinery. ``tokdiag.workloads`` is the application under
-    measurement (its module globals are the roots of its leaks), so it is not tokdiag's own."""
-    if name == _WORKLOADS or name.startswith(_WORKLOADS + "."):
-        return False
+    """A module of tokdiag's own: ``tokdiag`` and ``tokdiag.*``."""
     return name == "tokdiag" or name.startswith("tokdiag.")

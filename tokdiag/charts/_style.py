@@ -113,7 +113,7 @@ def _match(subjects: Sequence[str] | str | None, present: Iterable[str], what: s
 
 
 def _series_name(probe: str, subject: str) -> tuple[str, str]:
-    """(short name, where it lives) for a series label: ``RewardAgent``, ``tokdiag.workloads.agents``.
+    """(short name, where it lives) for a series label: ``RewardAgent``, ``myapp.agents``.
 
     Classes and census types are shown by their bare name with the module
     beside it (long qualified names are cut off in tables); caches and the

@@ -51,7 +51,6 @@ from __future__ import annotations
 import collections
 import functools
 import gc
-import importlib
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence, Set
@@ -60,11 +59,12 @@ from typing import Any
 
 from tokdiag._clevel import bare_name, instance_attr, is_one_of, is_subtype, module_name, type_name
 from tokdiag._native import speedups
-from tokdiag.errors import ConfigError, TargetError
+from tokdiag.errors import ConfigError
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.probes.native import estimate_tiktoken_native, tiktoken_native_of  # noqa: F401  (the model lives there)
 from tokdiag.records import BYTES, CALLS, ENTRIES, HASH, OBJECTS, Record
 from tokdiag.probes.sizing import Seen, deep_sizes, unsized_message
+from tokdiag.recording.targets import ATTRIBUTE, resolve
 
 def _is_encoding(obj: object) -> bool:
     t = type(obj)
@@ -197,26 +197,8 @@ class _Getter:
 
 
 def resolve_target(target: str) -> Any:
-    """Resolve ``"package.module:attr.sub"`` to the object, or raise :class:`TargetError`."""
-    if ":" not in target:
-        raise TargetError(
-            f"cache {target!r}: expected 'package.module:attribute', e.g. 'tiktoken.registry:ENCODINGS'")
-    mod_name, _, attr_path = target.partition(":")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-    except ModuleNotFoundError as exc:
-        raise TargetError(
-            f"cache {target!r}: module {mod_name!r} cannot be imported ({exc}); "
-            "check the spelling or install the package that provides it") from None
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            import difflib
-            close = difflib.get_close_matches(part, [n for n in dir(obj) if not n.startswith("__")], n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise TargetError(f"cache {target!r}: {mod_name} has no attribute {attr_path!r}{hint}") from None
-    return obj
+    """Resolve ``"package.module:attr.sub"`` to the object, or raise :class:`TargetError` (see tokdiag.recording.targets)."""
+    return resolve(target, "cache", expected=ATTRIBUTE)
 
 
 _LRU = functools._lru_cache_wrapper

@@ -14,11 +14,13 @@ from tokdiag.errors import TargetError
 
 __all__ = ["aworld", "tiktoken"]
 
-# AWorld 0.3.2: module-level tokenizer instances, and the caches PR #765 adds
-# (present only when that PR, or tokdiag's emulation of it, is applied).
-_AWORLD_TARGETS = (
+# AWorld 0.3.2: the module-level tokenizer instances, and the caches PR #765 adds
+# (present only while that PR, or an emulation of it, is applied).
+_AWORLD_TOKENIZERS = (
     "aworld.models.qwen_tokenizer:qwen_tokenizer",
     "aworld.models.openai_tokenizer:openai_tokenizer",
+)
+_PR765_CACHES = (
     "aworld.models.utils:_TIKTOKEN_ENCODING_CACHE",
     "aworld.models.openai_tokenizer:_BPE_CACHE",
     "aworld.models.qwen_tokenizer:_BPE_CACHE",
@@ -34,23 +36,24 @@ def aworld() -> list[CacheSpec]:
     """AWorld's module-level tokenizers and, when present, PR #765's caches.
 
     Returns an empty list when aworld is not installed (``pip install
-    'tokdiag[aworld]'``). Importing the modules is what measuring them
-    takes: aworld's tokenizer modules load their vocabularies at import.
-    They are imported through :func:`tokdiag.workloads.aworld.import_aworld`,
-    which points AWorld's log, memory and tool files into a private temporary
-    directory first; a plain import would create ``./logs`` (8 log files) in
-    the working directory. The ``_BPE_CACHE`` / ``_TIKTOKEN_ENCODING_CACHE``
-    specs are included only while PR #765 (or
-    ``tokenizer_workload(patched=True)``) is applied, so call this after
-    creating a patched workload.
+    'tokdiag[aworld]'``). The targets are resolved by name like any other
+    cache, which imports aworld's tokenizer modules if nothing has yet:
+    measuring them takes that, since they load their vocabularies at import.
+    Importing aworld creates files as aworld does: its log files under
+    ``$AWORLD_LOG_PATH`` (by default ``./logs``, 8 files, in the working
+    directory) and it reads ``.env``. To keep them out of the working
+    directory, import aworld first through a sandbox that sets those
+    variables, e.g. ``tokdiag_workloads.aworld.import_aworld()`` (the
+    built-in AWorld workload's sandbox; call it before this). The
+    ``_BPE_CACHE`` / ``_TIKTOKEN_ENCODING_CACHE`` specs are included only
+    while PR #765 (or an emulation of it) is applied, so call this after
+    applying it. Raises :class:`~tokdiag.errors.TargetError` when
+    aworld is installed but its tokenizer modules cannot be imported.
     """
     if importlib.util.find_spec("aworld") is None:
         return []
-    from tokdiag.workloads.aworld import import_aworld  # lazy: only when aworld is installed
-
-    import_aworld()
-    specs: list[CacheSpec] = []
-    for target in _AWORLD_TARGETS:
+    specs = [cache(target) for target in _AWORLD_TOKENIZERS]
+    for target in _PR765_CACHES:
         try:
             obj = resolve_target(target)
         except TargetError:

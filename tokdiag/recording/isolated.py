@@ -4,16 +4,15 @@ RSS is a property of a process, and a process remembers: memory freed by one
 workload stays in the allocator's free lists and is handed to the next, so a
 second workload run in the same process can look flat when on its own it
 would grow by tens of MB (a tiktoken vocabulary loaded for the second time
-reuses the pages of the first). The tokenizer scenarios measured in
-:mod:`tokdiag.workloads.tokenizers` were each measured in a fresh interpreter
-for that reason, and a notebook that compares scenarios side by side should do
-the same::
+reuses the pages of the first). A notebook that compares scenarios side by
+side should run each in a fresh interpreter, e.g. the built-in tokenizer
+scenarios::
 
     from tokdiag.recording.isolated import track_isolated
-    run = track_isolated("tokdiag.workloads.tokenizers:per_instance_load",
+    run = track_isolated("tokdiag_workloads.tokenizers:per_instance_load",
                          {"vocab": "cl100k_base", "keep": True},
                          steps=12, every=1, journal="runs/per_instance.jsonl",
-                         caches=["tokdiag.workloads.tokenizers:_KEPT_TOKENIZERS"],
+                         caches=["tokdiag_workloads.tokenizers.caches:_KEPT_TOKENIZERS"],
                          report=["steps_run"])
     run.verdicts()
     run.events[-1]["values"]          # {"steps_run": 12}
@@ -160,7 +159,7 @@ def track_isolated(
     """
     if not isinstance(factory, str) or ":" not in factory:
         raise ConfigError(f"factory={factory!r}: expected 'package.module:function' returning a step function, "
-                          "e.g. 'tokdiag.workloads.tokenizers:registry'")
+                          "e.g. 'myapp.jobs:make_step'")
     if "progress" in options:
         raise ConfigError("progress: the child process runs without a progress bar; remove the option")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
@@ -341,10 +340,10 @@ def _child() -> int:  # pragma: no cover - runs in the child process (covered by
     signal.signal(signal.SIGINT, _first_sigint_only)
 
     import tokdiag as td
-    from tokdiag.workloads import _resolve
+    from tokdiag.recording.targets import resolve_callable
 
     try:
-        make = _resolve(spec["factory"], "factory")
+        make = resolve_callable(spec["factory"], "factory")
     except td.TokdiagError as exc:  # a bad target: the message says it all, no traceback needed
         status.write("bad_factory", message=str(exc))
         return 1

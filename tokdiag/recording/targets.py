@@ -1,47 +1,27 @@
-"""Built-in workloads, and the adapter for your own.
+"""The one resolver of ``"package.module:attr"`` targets, and your own step function from one.
 
-A workload is a step function: ``step(i)`` does one unit of work for step
-index ``i``. The tracker calls it ``steps`` times and takes snapshots in
-between. The built-in ones reproduce the situations argued about in AWorld's
-PR #765 (see ``DESIGN.md``), on real vocabularies and without network access:
+A target names an object by the module that holds it and the attribute path
+inside it: ``"myapp.jobs:handle_one"``, ``"myapp.jobs:Runner.step"``,
+``"tiktoken.registry:ENCODINGS"``. Everything in tokdiag that takes such a
+name resolves it here: the cache probe (:func:`tokdiag.cache`, at every
+snapshot), :func:`tokdiag.track_isolated`'s factory (in the child process),
+and :func:`load`, which turns a target into a step function for the tracker
+(the ``your_workload`` notebook's ``target`` and ``setup`` parameters).
 
-``tokdiag.workloads.vocab``
-    Offline BPE vocabularies: :func:`~tokdiag.workloads.vocab.find_vocabulary`
-    (explicit path, tiktoken's cache, files shipped in installed packages),
-    :func:`~tokdiag.workloads.vocab.encoding`,
-    :func:`~tokdiag.workloads.vocab.offline_tiktoken`, and ``SAMPLE_TEXT``.
+:func:`resolve` returns the object; :func:`resolve_callable` also checks that
+it can be called. Both raise :class:`~tokdiag.errors.TargetError` naming the
+role of the target (``"target"``, ``"setup"``, ``"factory"``, ``"cache"``),
+the bad value and the fix: a malformed target (no colon), a module that is
+not found (with close names of its siblings), a module found but failing to
+import (with the import error), or an attribute that is not found (with the
+closest name).
 
-``tokdiag.workloads.tokenizers``
-    Tokenizer cache scenarios, each a factory returning a step function:
-    ``per_instance_load`` (a new tokenizer that decodes the BPE file per step,
-    kept or dropped), ``module_cache`` (PR #765's ``_BPE_CACHE``),
-    ``registry`` (tiktoken's own ``get_encoding`` cache), ``model_name_keys``
-    (a cache keyed by user-supplied model names), ``concurrent_first_use``
-    (threads racing an unlocked lazy cache, and with a lock) and
-    ``shared_payload_mutation`` (a cached ranks dict mutated by AWorld's
-    ``extra_vocab_file`` path).
-
-``tokdiag.workloads.agents``
-    ``agent_workload(...)``: a pure-Python agent application (``RewardAgent``,
-    ``MemoryEventMessage``, an event bus, history, browser snapshots) with one
-    toggle per retention path.
-
-``tokdiag.workloads.aworld``
-    The real ``aworld`` 0.3.2 package (the ``tokdiag[aworld]`` extra): its
-    tokenizer functions with and without PR #765's caches, and agent tasks
-    against a local chat-completions stub.
-
-Your own workload: :func:`load` turns ``"package.module:function"`` into a
-step function, with an optional ``setup`` target called once before.
-
-Submodules are imported on first use (``tokdiag.workloads.tokenizers`` after
-``import tokdiag.workloads`` works), so importing this package stays cheap and
-never imports ``aworld``.
+>>> resolve("tiktoken.registry:ENCODINGS", "cache") is __import__("tiktoken.registry").registry.ENCODINGS
+True
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import pkgutil
@@ -49,23 +29,15 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tokdiag.errors import TargetError
+from tokdiag.errors import TargetError, did_you_mean
 
-__all__ = ["BoundStep", "load"]
+__all__ = ["ATTRIBUTE", "FUNCTION", "BoundStep", "load", "resolve", "resolve_callable"]
 
-_SUBMODULES = ("agents", "aworld", "tokenizers", "vocab")
-_EXPECTED = "expected 'package.module:function', e.g. 'myapp.jobs:handle_one'"
+FUNCTION = "'package.module:function', e.g. 'myapp.jobs:handle_one'"
+"""What a step, setup or factory target looks like (for error messages)."""
 
-
-def __getattr__(name: str) -> ModuleType:
-    """Import the built-in workload submodules lazily (PEP 562)."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_SUBMODULES})
+ATTRIBUTE = "'package.module:attribute', e.g. 'tiktoken.registry:ENCODINGS'"
+"""What a cache target looks like (for error messages)."""
 
 
 class BoundStep:
@@ -90,15 +62,6 @@ class BoundStep:
         return f"<BoundStep {self.target} with state {type(self.state).__qualname__}>"
 
 
-def _close(word: str, candidates: list[str]) -> str:
-    matches = difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
-    if not matches:
-        return ""
-    quoted = [repr(m) for m in matches]
-    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-    return f" (did you mean {listed}?)"
-
-
 def _import(module_name: str, target: str, role: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
@@ -111,12 +74,13 @@ def _import(module_name: str, target: str, role: str) -> ModuleType:
                 try:
                     parent = importlib.import_module(parent_name)
                     names = [m.name for m in pkgutil.iter_modules(getattr(parent, "__path__", []))]
-                    hint = _close(leaf, names)
+                    hint = did_you_mean(leaf, names, start=" (", end=")")
                 except ImportError:
                     pass
             raise TargetError(
-                f"{role} {target!r}: module {module_name!r} not found (no module named {missing!r}){hint}; "
-                f"{_EXPECTED} importable from this Python (is the package installed, or its folder on sys.path?)"
+                f"{role} {target!r}: module {module_name!r} not found (no module named {missing!r}){hint}, so it "
+                f"cannot be imported; check the spelling, or install the package that provides it (or put its "
+                f"folder on sys.path)"
             ) from exc
         raise TargetError(
             f"{role} {target!r}: module {module_name!r} exists but importing it failed, because it imports "
@@ -130,13 +94,19 @@ def _import(module_name: str, target: str, role: str) -> ModuleType:
         ) from exc
 
 
-def _resolve(target: object, role: str) -> Callable[..., object]:
+def resolve(target: object, role: str = "target", *, expected: str = ATTRIBUTE) -> Any:
+    """The object that ``"package.module:attr.sub"`` names, importing the module if needed.
+
+    ``role`` names the target in error messages (``"cache"``, ``"factory"``,
+    ...); ``expected`` says what a good target looks like (:data:`ATTRIBUTE`
+    or :data:`FUNCTION`). Raises :class:`~tokdiag.errors.TargetError`.
+    """
     if not isinstance(target, str):
-        raise TargetError(f"{role} must be a string, got {target!r} ({type(target).__name__}); {_EXPECTED}")
+        raise TargetError(f"{role} must be a string, got {target!r} ({type(target).__name__}); expected {expected}")
     module_name, colon, attr_path = target.partition(":")
     module_name, attr_path = module_name.strip(), attr_path.strip()
     if not colon or not module_name or not attr_path or ":" in attr_path:
-        raise TargetError(f"{role} {target!r} is malformed: {_EXPECTED}")
+        raise TargetError(f"{role} {target!r} is malformed: expected {expected}")
 
     obj: object = _import(module_name, target, role)
     owner = module_name
@@ -146,13 +116,18 @@ def _resolve(target: object, role: str) -> Callable[..., object]:
         except AttributeError:
             names = [n for n in dir(obj) if not n.startswith("__")]
             raise TargetError(
-                f"{role} {target!r}: {owner!r} has no attribute {part!r}{_close(part, names)}; "
-                f"{_EXPECTED}"
+                f"{role} {target!r}: {owner!r} has no attribute {part!r}"
+                f"{did_you_mean(part, names, start=' (', end=')')}; expected {expected}"
             ) from None
         owner = f"{owner}:{part}" if owner == module_name else f"{owner}.{part}"
+    return obj
 
+
+def resolve_callable(target: object, role: str = "target") -> Callable[..., object]:
+    """:func:`resolve` for a function (a step, a setup, a factory): raises when the object is not callable."""
+    obj = resolve(target, role, expected=FUNCTION)
     if not callable(obj):
-        shown = "" if isinstance(obj, ModuleType) else f" ({obj!r:.60})"
+        shown = "" if issubclass(type(obj), ModuleType) else f" ({obj!r:.60})"
         raise TargetError(
             f"{role} {target!r} is a {type(obj).__name__}{shown}, not callable; expected a function"
             + (" taking the step index" if role == "target" else "")
@@ -188,8 +163,8 @@ def load(target: str, setup: str | None = None) -> Callable[[int], object]:
     Raises :class:`~tokdiag.errors.TargetError` naming the bad target and what
     was expected: a malformed target (no colon), a module that is not found
     (or that was found but failed to import, with the import error), an
-    attribute that is not found (with close matches), an attribute that is not
-    callable, or a signature that cannot take the step index. An exception
+    attribute that is not found (with the closest name), an attribute that is
+    not callable, or a signature that cannot take the step index. An exception
     raised by setup itself propagates unchanged, with a note naming setup.
 
     Example::
@@ -198,7 +173,7 @@ def load(target: str, setup: str | None = None) -> Callable[[int], object]:
         step = load("myapp.jobs:handle_one", setup="myapp.jobs:make_app")  # def handle_one(app, i)
         step(0)
     """
-    func = _resolve(target, "target")
+    func = resolve_callable(target, "target")
     if setup is None:
         ok, sig = _accepts(func, 1)
         if not ok:
@@ -209,7 +184,7 @@ def load(target: str, setup: str | None = None) -> Callable[[int], object]:
             )
         return func
 
-    setup_func = _resolve(setup, "setup")
+    setup_func = resolve_callable(setup, "setup")
     ok, sig = _accepts(setup_func, 0)
     if not ok:
         raise TargetError(

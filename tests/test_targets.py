@@ -1,4 +1,4 @@
-"""tokdiag.workloads.load: your own "package.module:function" as a step function."""
+"""tokdiag.recording.targets: the one "package.module:attr" resolver, and your own step function from it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from tokdiag.errors import TargetError, TokdiagError
-from tokdiag.workloads import BoundStep, load
+from tokdiag.recording.targets import BoundStep, load, resolve
 
 JOBS = '''
 CALLS = []
@@ -178,13 +178,23 @@ def test_target_error_is_a_tokdiag_error_and_a_lookup_error() -> None:
         load("nocolon")
 
 
-def test_importing_workloads_is_lazy() -> None:
-    code = (
-        "import sys, tokdiag.workloads as w\n"
-        "heavy = [m for m in ('tokdiag.workloads.tokenizers', 'tokdiag.workloads.agents', "
-        "'tokdiag.workloads.aworld', 'aworld') if m in sys.modules]\n"
-        "assert not heavy, heavy\n"
-        "assert w.vocab.find_vocabulary is not None\n"
-        "assert 'tokdiag.workloads.vocab' in sys.modules and 'aworld' not in sys.modules\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parents[1])
+def test_resolve_returns_any_attribute_not_only_callables(pkg: str) -> None:
+    assert resolve(f"{pkg}.jobs:CONST", "cache") == 3
+    assert resolve(f"{pkg}.jobs:CALLS", "cache") is sys.modules[f"{pkg}.jobs"].CALLS
+
+
+def test_a_cache_target_is_resolved_by_the_same_resolver_with_its_own_wording(pkg: str) -> None:
+    import tokdiag as td
+
+    # the cache probe's messages: role "cache", and 'package.module:attribute' as the expected form
+    with pytest.raises(TargetError, match=r"^cache 'nocolon' is malformed: expected 'package.module:attribute'"):
+        td.cache("nocolon")
+    # ... with the resolver's hints: close sibling modules, and a module that exists but fails to import
+    with pytest.raises(TargetError, match=rf"^cache '{pkg}.jbos:CALLS': module '{pkg}.jbos' not found .*"
+                                          r"\(did you mean 'jobs'\?\), so it cannot be imported"):
+        td.cache(f"{pkg}.jbos:CALLS")
+    with pytest.raises(TargetError, match=r"^cache .*exists but importing it failed.*tdwl_missing_dependency_xyz"):
+        td.cache(f"{pkg}.broken_dep:step")
+    with pytest.raises(TargetError, match=r"^cache .*: 'tiktoken.registry' has no attribute 'ENCODNGS' "
+                                          r"\(did you mean 'ENCODINGS'\?\)"):
+        td.cache("tiktoken.registry:ENCODNGS")
