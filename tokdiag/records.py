@@ -24,8 +24,10 @@ cache      cache label (``"tiktoken.         entries [entries], bytes [bytes] (d
                                              [bytes] (estimate), hits/misses/maxsize
                                              [calls]/[entries] for lru_cache
 alloc      ``"file.py:123"``                 bytes [bytes], count [blocks]
-tracker    ``"tokdiag"``                     snapshot_s [seconds], self_bytes [bytes]
-                                             (tokdiag's own retained memory),
+tracker    ``"tokdiag"``                     snapshot_s [seconds], snapshot_cpu_s [seconds]
+                                             (CPU time of the snapshotting thread: in a
+                                             service, the time it held the GIL), self_bytes
+                                             [bytes] (tokdiag's own retained memory),
                                              alloc_overhead_s [seconds]
 =========  ================================  ==========================================
 
