@@ -13,7 +13,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from tokdiag import presets
+from tokdiag import presets, record
 from tokdiag.errors import ConfigError, JournalError, TargetError, TokdiagError, TokdiagWarning, VocabularyNotFound
 from tokdiag.probes.caches import cache
 from tokdiag.probes.census import census
@@ -37,13 +37,16 @@ __all__ = [
     "compare",
     "deep_size",
     "load",
+    "load_service",
     "presets",
+    "record",
     "track",
     "track_isolated",
     "why_alive",
 ]
 
-_LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.retention", "track_isolated": "tokdiag.isolated"}
+_LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.retention", "track_isolated": "tokdiag.isolated",
+         "load_service": "tokdiag.record.service"}
 
 
 def __getattr__(name: str) -> object:
