@@ -286,11 +286,13 @@ class Recorder:
                                    "snapshots; recording stopped (the service goes on); start a new recorder with a "
                                    "new journal or a larger max_mb to go on")
                         break
-                    pause = self._snapshot(epoch, now)
+                    # a scheduled snapshot is labelled with its slot, even when the machine made it late
+                    at = epoch + self.for_s if ending else (next_due if now >= next_due else now)
+                    pause = self._snapshot(epoch, at)
                     self._started.set()  # start() returns once the first snapshot (the baseline) is taken
                     last_line = self._journal_size() - size
                     rss = proc.memory_info().rss
-                    self._tell({"event": "snapshot", "snapshot": self.snapshots, "step": self._step(epoch, now),
+                    self._tell({"event": "snapshot", "snapshot": self.snapshots, "step": self._step(epoch, at),
                                 "pause_s": pause, "rss": rss})
                     if ending:
                         message = f"{self.snapshots} snapshots over {self.for_s:g} s (for_s)"

@@ -13,10 +13,11 @@ back::
 The timeline holds every process's rows under its own ``run``
 (``"service pid 12345"``) and a total run (``"service (total)"``): the sum
 over processes of every quantity (bytes, objects, entries, blocks, calls;
-timings and fingerprints are not summed) at the steps every process has.
-Processes recorded by one ``tokdiag attach`` share one clock, and their
-per-second steps fall on the same ``every`` grid, so the total has every
-snapshot.
+timings and fingerprints are not summed) at every step from the last
+process's first snapshot to the first process's last, each process counting
+with its latest snapshot at or before that step. Processes recorded by one
+``tokdiag attach`` share one clock, and their per-second steps are the slots
+of the same ``every`` grid, so they line up.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tokdiag.errors import JournalError
@@ -114,14 +116,26 @@ def _service_name(paths: list[Path]) -> str:
 
 
 def _total(frames: list[pd.DataFrame], label: str) -> pd.DataFrame:
-    """The sum over processes of every summable series, at the steps every process has."""
-    common = set(frames[0]["step"].unique())
-    for f in frames[1:]:
-        common &= set(f["step"].unique())
-    both = pd.concat(frames, ignore_index=True)
-    both = both[both["step"].isin(common) & both["unit"].isin(_SUMMED_UNITS)]
-    keys = ["step", "probe", "subject", "metric", "unit"]
-    total = both.groupby(keys, as_index=False, observed=True).agg(value=("value", "sum"),
-                                                                  elapsed_s=("elapsed_s", "mean"))
-    total["run"] = pd.Series([label] * len(total), dtype="string")
+    """The sum over processes of every summable series, at every step from the last process's first snapshot to
+    the first process's last: each process counts with its latest snapshot at or before that step."""
+    firsts = [int(f["step"].min()) for f in frames if len(f)]
+    lasts = [int(f["step"].max()) for f in frames if len(f)]
+    if len(firsts) < len(frames) or max(firsts) > min(lasts):
+        return frames[0].iloc[0:0]
+    steps = sorted({int(s) for f in frames for s in f["step"].unique() if max(firsts) <= s <= min(lasts)})
+    keys = ["probe", "subject", "metric", "unit"]
+    parts = []
+    for f in frames:
+        f = f[f["unit"].isin(_SUMMED_UNITS)]
+        wide = f.pivot_table(index="step", columns=keys, values="value", aggfunc="mean")
+        parts.append(wide.reindex(wide.index.union(steps)).sort_index().ffill().loc[steps])
+    summed = pd.concat(parts, keys=range(len(parts))).groupby(level=1).sum(min_count=1)
+    series = summed.columns.to_frame(index=False)
+    total = series.loc[series.index.repeat(len(summed))].reset_index(drop=True)
+    total["step"] = np.tile(summed.index.to_numpy(), len(series))
+    total["value"] = summed.to_numpy().T.ravel()
+    total = total.dropna(subset=["value"])
+    elapsed = pd.concat(frames).groupby("step")["elapsed_s"].mean()
+    total["elapsed_s"] = total["step"].map(elapsed).astype("float64")
+    total["run"] = label
     return total[list(frames[0].columns)].astype(frames[0].dtypes.to_dict())
