@@ -46,6 +46,7 @@ import errno
 import mmap as _mmap
 import os
 import platform
+import signal
 import struct
 import sys
 import time
@@ -443,6 +444,9 @@ def queue_code(target: Target, code: str) -> None:
     data = code.encode("utf-8") + b"\0"
     size = -(-len(data) // _PAGE) * _PAGE
     session = _Session(target.pid)
+    # no Ctrl-C or SIGTERM in the middle of a call: they wait until the thread is restored (SIGKILL cannot be
+    # held: killing this process during these milliseconds leaves the target in the injected call)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         try:
             session.stop()
@@ -461,4 +465,7 @@ def queue_code(target: Target, code: str) -> None:
             raise AttachError(f"pid {target.pid} refused the pending call (its queue of 32 is full, or the "
                               "interpreter is shutting down); try again in a moment")
     finally:
-        session.close()
+        try:
+            session.close()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)

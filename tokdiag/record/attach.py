@@ -24,7 +24,7 @@ What happens:
    the journal itself: a step is a second since the attach started, on the
    ``--every`` grid shared by all attached processes.
 4. It stops by itself: after ``--for``, when this command sends stop
-   (Ctrl-C), or when this command's end of the socket closes for any
+   (Ctrl-C or SIGTERM), or when this command's end of the socket closes for any
    reason (killed, even with SIGKILL; its terminal closed). Then it takes a
    last snapshot, records why-alive chains for watched classes that grew,
    ends the journal, restores ``sys.path``, and its thread returns: no
@@ -53,11 +53,13 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import struct
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -523,12 +525,21 @@ def attach_command(args: Any) -> int:
         except ValueError:
             raise ConfigError(f"PID {p!r}: pass process ids (numbers), e.g. tokdiag attach 12345") from None
     output = args.output or f"tokdiag-{pids[0]}.jsonl"
+    # Ctrl-C and SIGTERM stop the recorders cleanly, even when this command was started with SIGINT ignored
+    # (in the background of a non-interactive shell)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, signal.default_int_handler)
     try:
         runs = attach(pids, output, for_s=for_s or None, every_s=every_s, watch=watch, caches=args.cache,
                       census=not args.no_census, budget_mb=args.budget_mb, max_mb=args.max_mb,
                       overwrite=args.overwrite, children=not args.no_children, start_timeout=args.start_timeout)
     except KeyboardInterrupt:
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     failed = [a for a in runs if a.error]
     for a in failed:
         print(f"tokdiag attach: error: {a.error}", file=sys.stderr)
