@@ -270,3 +270,52 @@ def test_attach_command_line_errors_are_one_line(capsys, tmp_path):
     assert "this tokdiag process itself" in capsys.readouterr().err
     assert main(["attach", "1", "--every", "0.5s"]) == 2
     assert "at least 1 s apart" in capsys.readouterr().err
+
+
+def test_a_thread_id_is_not_a_process(tmp_path):
+    from tokdiag.record._inject import inspect_target
+
+    if sys.platform != "linux":
+        pytest.skip("reads /proc")
+    ready, done = threading.Event(), threading.Event()
+    tid: list[int] = []
+
+    def body() -> None:
+        tid.append(threading.get_native_id())
+        ready.set()
+        done.wait(10)
+
+    t = threading.Thread(target=body)
+    t.start()
+    ready.wait(10)
+    try:
+        with pytest.raises(AttachError, match=f"{tid[0]} is a thread of process {os.getpid()}"):
+            inspect_target(tid[0])
+    finally:
+        done.set()
+        t.join()
+
+
+def test_a_forked_child_does_not_wait_for_the_parents_recorder_at_exit(tmp_path):
+    with td.record(tmp_path / "j.jsonl", every_s=3600, census=False) as rec:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the forked child
+            t = time.monotonic()
+            rec._at_exit()  # the hook the child inherited; its recorder thread did not survive the fork
+            os._exit(0 if time.monotonic() - t < 5 else 1)
+        _, status = os.waitpid(child, 0)
+    assert os.WEXITSTATUS(status) == 0
+
+
+def test_tracker_hooks_for_a_recorder_that_counts_its_own_steps(tmp_path):
+    run = td.track(lambda i: None, steps=3, every=1, census=False, progress=False)
+    assert len(run.series("tracker", "tokdiag", "snapshot_cpu_s")) == 4  # every snapshot journals its pause
+    tracker = td.Tracker(census=False, progress=False, journal=tmp_path / "j.jsonl")
+    tracker.start()
+    tracker.snapshot(0)
+    tracker.snapshot(7)
+    tracker.event("interval", "a note")
+    tracker.finish("stopped", "by the test", load=False)
+    assert tracker.run is None  # nothing loaded back into the service's memory
+    run = td.load(tmp_path / "j.jsonl")
+    assert run.steps == [0, 7] and run.status == "stopped" and run.events[0]["event"] == "interval"

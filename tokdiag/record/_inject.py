@@ -261,6 +261,9 @@ def inspect_target(pid: int) -> Target:
         raise AttachError(f"no process with pid {pid}; check the id (e.g. `pgrep -af python`)") from None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     uid = int(fields.get("Uid", "0").split()[1])  # effective uid
+    tgid = fields.get("Tgid", str(pid)).strip()
+    if tgid != str(pid):
+        raise AttachError(f"{pid} is a thread of process {tgid}, not a process; pass {tgid}")
     if fields.get("State", "").strip().startswith(("Z", "X")):
         raise AttachError(f"pid {pid} has exited (it is a zombie waiting for its parent); nothing to attach to")
     if "shstk" in fields.get("x86_Thread_features", ""):

@@ -251,6 +251,7 @@ class Attached:
     pid: int
     journal: Path
     cmdline: str = ""
+    uid: int = 0
     status: str | None = None
     """The journal's end reason (``completed``, ``interrupted``, ``detached``, ``cap``, ...); None if it never began."""
     message: str = ""
@@ -378,7 +379,8 @@ def attach(pids: Sequence[int], journal: str | os.PathLike[str], *, for_s: float
     for t in targets:
         _check_versions(t)
     several = len(targets) > 1
-    runs = [Attached(t.pid, Path(os.path.abspath(journal_for(journal, t.pid, several))), t.cmdline) for t in targets]
+    runs = [Attached(t.pid, Path(os.path.abspath(journal_for(journal, t.pid, several))), t.cmdline, t.uid)
+            for t in targets]
     for a in runs:
         if a.journal.exists() and not overwrite:
             raise AttachError(f"journal {str(a.journal)!r} already exists; will not overwrite it without --overwrite "
@@ -509,8 +511,13 @@ def _handle(a: Attached, m: dict[str, Any], for_s: float | None, every_s: float,
         a.snapshots = int(m.get("snapshots", a.snapshots))
         _say(out, f"pid {a.pid}: {a.status}: {a.message}")
     elif event == "error":
-        a.error = _import_error(a, m) if m.get("where") == "import" else (
-            f"pid {a.pid} could not start recording: {m.get('message')}")
+        if m.get("where") == "import":
+            a.error = _import_error(a, m)
+        else:
+            a.error = f"pid {a.pid} could not start recording: {m.get('message')}"
+            if "Permission denied" in str(m.get("message")):
+                a.error += (f"; the service writes the journal itself, as uid {a.uid}: pass -o a path that user "
+                            "can write")
 
 
 def attach_command(args: Any) -> int:

@@ -160,6 +160,7 @@ class Recorder:
         path = Path(str(journal).replace("{pid}", str(os.getpid())))
         self.journal = path if path.is_absolute() else Path.cwd() / path
         self._epoch = epoch
+        self._pid = os.getpid()
         self._tracker = Tracker(
             watch=watch, caches=caches, census=census, alloc_sites=alloc_sites, uss=uss, journal=self.journal,
             overwrite=overwrite, collect=collect, progress=False, name=name, why_alive=why_alive,
@@ -232,6 +233,8 @@ class Recorder:
         return f"<Recorder {str(self.journal)!r} {state}: {self.snapshots} snapshots, per {self.per}>"
 
     def _at_exit(self) -> None:
+        if os.getpid() != self._pid:  # a forked child inherited the hook, not the thread
+            return
         self._request_stop("stopped", "the service is exiting")
         self._done.wait(60)
 
