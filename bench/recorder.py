@@ -18,6 +18,11 @@ p99 and worst latency per arm, the ratio B/A, and the pauses journaled in
 B. With E=5 the recorder snapshots 12 times as often as by default, so the
 cost is visible in a short run; the default's share is the pause / 60 s.
 
+Part 3, attach. ``tokdiag attach --for 5s --every 1s`` on an idle service
+with no heap of its own: the CPU time the service spent on it (importing
+tokdiag and its dependencies, the snapshots), and its RSS and thread count
+before and after (the imported modules stay; no thread does).
+
 Run: ``.venv/bin/python bench/recorder.py [heaps=1000000] [service_heap=1000000] [duration_s=20] [every_s=5]``
 (``heaps`` is comma-separated, e.g. ``1000000,10000000``; a 10M-object heap
 needs about 3 GB and a minute to build.)
@@ -71,9 +76,13 @@ if journal != "-":
     import tokdiag as td
     rec = td.record(journal, every_s=every_s)
 server = make_server("127.0.0.1", 0, app, server_class=Server, handler_class=Quiet)
-threading.Thread(target=server.serve_forever, daemon=True).start()
+def _until_stdin_closes():
+    sys.stdin.readline()  # the bench closes stdin when done
+    server.shutdown()
+
+threading.Thread(target=_until_stdin_closes, daemon=True).start()
 print(server.server_port, len(gc.get_objects()), flush=True)
-sys.stdin.readline()  # the bench closes stdin when done
+server.serve_forever(poll_interval=0.5)  # the main thread runs Python code now and then, as servers do
 if rec is not None:
     rec.stop()
 '''
@@ -109,7 +118,8 @@ def _two_snapshots(**options: object) -> tuple[list[float], list[float]]:
 def pause_on_heap(n: int) -> None:
     heap = _heap(n)
     objects = len(gc.get_objects())
-    for label, options in (("defaults", {}), ("census=False", {"census": False})):
+    for label, options in (("defaults", {}), ("census=False", {"census": False}),
+                           ("census=False, collect=False", {"census": False, "collect": False})):
         wall, cpu = _two_snapshots(**options)
         pause = statistics.median(cpu)
         share = pause / DEFAULT_EVERY_S
@@ -168,6 +178,35 @@ def service_under_load(heap: int, duration: float, every_s: float) -> None:
           f"{statistics.median(pauses) / DEFAULT_EVERY_S:.2%} at the default every_s=60")
 
 
+def attach_leaves() -> None:
+    """``tokdiag attach`` on an idle service with no heap of its own: its CPU cost and what stays afterwards."""
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", _SERVICE, "0", "-", "60"], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        service = psutil.Process(proc.pid)
+        rss0, cpu0, threads0 = service.memory_info().rss, sum(service.cpu_times()[:2]), service.num_threads()
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "tokdiag", "attach", str(proc.pid), "--for", "5s", "--every", "1s",
+                            "-o", os.path.join(tmp, "a.jsonl")], env=env, check=True, capture_output=True)
+            wall = time.perf_counter() - t
+            snapshots = len(td.load(os.path.join(tmp, "a.jsonl")).steps)
+        time.sleep(0.5)
+        rss1, cpu1, threads1 = service.memory_info().rss, sum(service.cpu_times()[:2]), service.num_threads()
+    finally:
+        proc.stdin.close()
+        proc.wait(60)
+        proc.stdout.close()
+    print(f"  tokdiag attach --for 5s --every 1s took {wall:.1f} s; {snapshots} snapshots; the service spent "
+          f"{cpu1 - cpu0:.2f} s of CPU on it (importing tokdiag, numpy, pandas, psutil, and the snapshots); its RSS "
+          f"went {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB (the imported modules stay); threads {threads0} -> "
+          f"{threads1}")
+
+
 def main() -> None:
     heaps = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "1000000").split(",")]
     service_heap = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
@@ -180,6 +219,8 @@ def main() -> None:
     print(f"Part 2: a threaded WSGI service with a {service_heap:,}-object heap, one client back to back, "
           f"{duration:g} s per run, A B A B")
     service_under_load(service_heap, duration, every_s)
+    print("Part 3: what tokdiag attach costs an idle service and leaves in it")
+    attach_leaves()
     print(f"bench/recorder.py: {_load()}")
 
 
