@@ -172,6 +172,9 @@ def service_under_load(heap: int, duration: float, every_s: float) -> None:
         label = "no recorder" if arm == "A" else f"td.record(every_s={every_s:g})"
         print(f"  {arm} {label:<24} {rate[arm]:8.0f} req/s   median {statistics.median(lat) * 1e3:6.2f} ms   "
               f"p99 {lat[int(len(lat) * 0.99)] * 1e3:6.2f} ms   worst {lat[-1] * 1e3:7.1f} ms")
+    lost = (1 - rate["B"] / rate["A"]) * duration * 2 / max(1, len(pauses))
+    print(f"  the service lost {lost:.2f} s of serving per snapshot: {lost / DEFAULT_EVERY_S:.1%} of its throughput at "
+          f"the default every_s=60")
     print(f"  throughput B/A = {rate['B'] / rate['A']:.3f}; {len(pauses)} snapshots in B, pause median "
           f"{statistics.median(pauses) * 1e3:.0f} ms (max {max(pauses) * 1e3:.0f} ms): "
           f"{statistics.median(pauses) / every_s:.1%} of wall time at every_s={every_s:g}, "
@@ -203,8 +206,8 @@ def attach_leaves() -> None:
         proc.stdout.close()
     print(f"  tokdiag attach --for 5s --every 1s took {wall:.1f} s; {snapshots} snapshots; the service spent "
           f"{cpu1 - cpu0:.2f} s of CPU on it (importing tokdiag, numpy, pandas, psutil, and the snapshots); its RSS "
-          f"went {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB (the imported modules stay); threads {threads0} -> "
-          f"{threads1}")
+          f"went {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB (the imported modules stay); OS threads {threads0} -> "
+          f"{threads1} (numpy's OpenBLAS pool, started by its import, stays; no Python thread does)")
 
 
 def main() -> None:
