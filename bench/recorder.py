@@ -172,7 +172,8 @@ def service_under_load(heap: int, duration: float, every_s: float) -> None:
         label = "no recorder" if arm == "A" else f"td.record(every_s={every_s:g})"
         print(f"  {arm} {label:<24} {rate[arm]:8.0f} req/s   median {statistics.median(lat) * 1e3:6.2f} ms   "
               f"p99 {lat[int(len(lat) * 0.99)] * 1e3:6.2f} ms   worst {lat[-1] * 1e3:7.1f} ms")
-    lost = (1 - rate["B"] / rate["A"]) * duration * 2 / max(1, len(pauses))
+    in_window = max(1, len(pauses) - 4)  # each run also snapshots at its start and at its stop, outside the window
+    lost = (1 - rate["B"] / rate["A"]) * duration * 2 / in_window
     print(f"  the service lost {lost:.2f} s of serving per snapshot: {lost / DEFAULT_EVERY_S:.1%} of its throughput at "
           f"the default every_s=60")
     print(f"  throughput B/A = {rate['B'] / rate['A']:.3f}; {len(pauses)} snapshots in B, pause median "
