@@ -13,7 +13,8 @@ Part 2, a service under load. A threaded standard-library WSGI service
 holding a heap of M objects answers ``GET /`` (each request builds a small
 dict and a JSON body) to one client sending requests back to back, for D
 seconds, without a recorder (A) and with ``td.record(every_s=E)`` (B),
-alternating A B A B in fresh processes. Prints requests per second, median,
+alternating A B A B A B A B in fresh processes (medians of the four runs'
+rates, so one burst of another job on the machine moves them less). Prints requests per second, median,
 p99 and worst latency per arm, the ratio B/A, and the pauses journaled in
 B. With E=5 the recorder snapshots 12 times as often as by default, so the
 cost is visible in a short run; the default's share is the pause / 60 s.
@@ -23,7 +24,7 @@ with no heap of its own: the CPU time the service spent on it (importing
 tokdiag and its dependencies, the snapshots), and its RSS and thread count
 before and after (the imported modules stay; no thread does).
 
-Run: ``.venv/bin/python bench/recorder.py [heaps=1000000] [service_heap=1000000] [duration_s=20] [every_s=5]``
+Run: ``.venv/bin/python bench/recorder.py [heaps=1000000] [service_heap=1000000] [duration_s=10] [every_s=5]``
 (``heaps`` is comma-separated, e.g. ``1000000,10000000``; a 10M-object heap
 needs about 3 GB and a minute to build.)
 """
@@ -44,6 +45,7 @@ import httpx
 import tokdiag as td
 
 GOAL = 0.01
+ROUNDS = 4
 DEFAULT_EVERY_S = 60.0
 
 _SERVICE = r'''
@@ -158,7 +160,7 @@ def service_under_load(heap: int, duration: float, every_s: float) -> None:
     arms: dict[str, list[list[float]]] = {"A": [], "B": []}
     pauses: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for round_ in range(2):
+        for round_ in range(ROUNDS):
             latencies, objects = _serve(heap, "-", every_s, duration)
             arms["A"].append(latencies)
             journal = os.path.join(tmp, f"b{round_}.jsonl")
@@ -172,8 +174,8 @@ def service_under_load(heap: int, duration: float, every_s: float) -> None:
         label = "no recorder" if arm == "A" else f"td.record(every_s={every_s:g})"
         print(f"  {arm} {label:<24} {rate[arm]:8.0f} req/s   median {statistics.median(lat) * 1e3:6.2f} ms   "
               f"p99 {lat[int(len(lat) * 0.99)] * 1e3:6.2f} ms   worst {lat[-1] * 1e3:7.1f} ms")
-    in_window = max(1, len(pauses) - 4)  # each run also snapshots at its start and at its stop, outside the window
-    lost = (1 - rate["B"] / rate["A"]) * duration * 2 / in_window
+    in_window = max(1, len(pauses) - 2 * ROUNDS)  # each run also snapshots at its start and its stop, outside it
+    lost = (1 - rate["B"] / rate["A"]) * duration * ROUNDS / in_window
     print(f"  the service lost {lost:.2f} s of serving per snapshot: {lost / DEFAULT_EVERY_S:.1%} of its throughput at "
           f"the default every_s=60")
     print(f"  throughput B/A = {rate['B'] / rate['A']:.3f}; {len(pauses)} snapshots in B, pause median "
@@ -214,14 +216,14 @@ def attach_leaves() -> None:
 def main() -> None:
     heaps = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "1000000").split(",")]
     service_heap = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
-    duration = float(sys.argv[3]) if len(sys.argv) > 3 else 20.0
+    duration = float(sys.argv[3]) if len(sys.argv) > 3 else 10.0
     every_s = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
     print(f"bench/recorder.py: {_load()}")
     print("Part 1: the pause of one snapshot (td.record defaults: census, gc.collect)")
     for n in heaps:
         pause_on_heap(n)
     print(f"Part 2: a threaded WSGI service with a {service_heap:,}-object heap, one client back to back, "
-          f"{duration:g} s per run, A B A B")
+          f"{duration:g} s per run, A B x {ROUNDS}")
     service_under_load(service_heap, duration, every_s)
     print("Part 3: what tokdiag attach costs an idle service and leaves in it")
     attach_leaves()
