@@ -51,6 +51,10 @@ class Service:
     """A service subprocess, its port, and a bounded request loop against it."""
 
     def __init__(self, *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.answered: list[float] = []
+        self.failures: list[str] = []
+        self._halt = threading.Event()
+        self._loop: threading.Thread | None = None
         self.proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env or ENV, cwd=cwd)
         ready, _, _ = select.select([self.proc.stdout], [], [], 60)
@@ -60,10 +64,6 @@ class Service:
             raise AssertionError(f"the service did not start: {line!r} {self.proc.stderr.read()}")
         self.pid = self.proc.pid
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{int(line)}", timeout=30)
-        self.answered: list[float] = []
-        self.failures: list[str] = []
-        self._halt = threading.Event()
-        self._loop: threading.Thread | None = None
 
     def drive(self, max_requests: int = 20_000, pause_s: float = 0.004) -> None:
         """Send ``GET /work`` in the background until :meth:`halt` or ``max_requests``."""
