@@ -60,8 +60,7 @@ class Service:
         ready, _, _ = select.select([self.proc.stdout], [], [], 60)
         line = self.proc.stdout.readline() if ready else ""
         if not line.strip().isdigit():
-            self.stop()
-            raise AssertionError(f"the service did not start: {line!r} {self.proc.stderr.read()}")
+            raise AssertionError(f"the service did not start: {line!r} {self.stop()}")
         self.pid = self.proc.pid
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{int(line)}", timeout=30)
 
