@@ -350,18 +350,14 @@ class _Session:
         _ptrace(_PTRACE_SEIZE, self.tid, None, None)
         self._seized = True
         _ptrace(_PTRACE_INTERRUPT, self.tid, None, None)
-        while True:
-            try:
-                status = _wait_stop(self.tid, _STOP_TIMEOUT_S)
-            except TimeoutError:
-                raise AttachError(f"pid {self.tid} did not stop within {_STOP_TIMEOUT_S:.0f} s of PTRACE_INTERRUPT "
-                                  "(is it in uninterruptible sleep, state D?); try again") from None
-            sig = os.WSTOPSIG(status)
-            if status >> 16 == _PTRACE_EVENT_STOP:
-                break
-            # a signal arrived first: keep it for later, this stop serves as well
-            self.pending_signals.append(sig)
-            break
+        try:
+            status = _wait_stop(self.tid, _STOP_TIMEOUT_S)
+        except TimeoutError:
+            raise AttachError(f"pid {self.tid} did not stop within {_STOP_TIMEOUT_S:.0f} s of PTRACE_INTERRUPT "
+                              "(is it in uninterruptible sleep, state D?); try again") from None
+        if status >> 16 != _PTRACE_EVENT_STOP:
+            # a signal arrived first: this stop serves as well; the signal is delivered when we leave
+            self.pending_signals.append(os.WSTOPSIG(status))
         regs = _Regs()
         _ptrace(_PTRACE_GETREGS, self.tid, None, ctypes.addressof(regs))
         self._saved = regs
