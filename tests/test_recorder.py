@@ -54,7 +54,7 @@ def test_record_per_request_finds_a_leak_and_leaves_no_thread_nor_atexit_hook(tm
         kept.append(_Kept())
         rec.count_request()
         if i % 10 == 9:
-            _until(lambda: rec.snapshots >= (i + 1) // 10 + 1)
+            _until(lambda want=(i + 1) // 10 + 1: rec.snapshots >= want)
     rec.stop()
     assert rec.status == "stopped" and not rec.running
     assert _tokdiag_threads() == [] and hooks == []

@@ -384,7 +384,8 @@ def test_middleware_counts_requests_as_steps_and_finds_the_leak_per_request(serv
         argv = [[str(SERVICES / "wsgi_service.py"), keep, "middleware", str(tmp_path / f"{keep}.jsonl")]
                 for keep in ("leak", "clean")]
     else:
-        argv = [[str(SERVICES / "asgi_service.py"), keep, str(tmp_path / f"{keep}.jsonl")] for keep in ("leak", "clean")]
+        argv = [[str(SERVICES / "asgi_service.py"), keep, str(tmp_path / f"{keep}.jsonl")]
+                for keep in ("leak", "clean")]
     leak_run, clean_run = _record_pair(services, tmp_path, *argv, requests=300)
     for run in (leak_run, clean_run):
         assert run.params["step_unit"] == "request"

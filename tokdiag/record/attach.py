@@ -260,8 +260,13 @@ class Attached:
     started: bool = False
     _chan: _Channel | None = field(default=None, repr=False)
 
+    @property
+    def chan(self) -> _Channel:
+        assert self._chan is not None, "not connected"
+        return self._chan
 
-def _version(v: tuple[int, ...] | None) -> str:
+
+def _version(v: Sequence[int] | None) -> str:
     return "older than 3.11" if v is None else ".".join(map(str, v[:3]))
 
 
@@ -279,7 +284,7 @@ def _check_versions(target: Any) -> None:
                           "record from inside the service with td.record(...) instead")
     if there[:2] != here:
         raise AttachError(
-            f"pid {target.pid} runs Python {_version(there)}, tokdiag attach runs on {_version(sys.version_info)}: "
+            f"pid {target.pid} runs Python {_version(there)}, tokdiag attach runs on {_version(tuple(sys.version_info[:3]))}: "
             "both must be the same minor version (the recorder imports tokdiag and its compiled parts into the "
             f"service); run attach with the service's interpreter, e.g. {target.exe} -m tokdiag attach "
             f"{target.pid} ... (with tokdiag installed for it)")
@@ -464,7 +469,7 @@ def _follow(runs: list[Attached], epoch: float, for_s: float | None, every_s: fl
             now = time.monotonic()
             if not stop_sent and for_s is not None and now > epoch + for_s + grace:
                 for a in live:
-                    a._chan.send({"stop": "completed", "message": f"stopped by tokdiag attach after --for {for_s:g}s"})
+                    a.chan.send({"stop": "completed", "message": f"stopped by tokdiag attach after --for {for_s:g}s"})
                 stop_sent, grace = True, grace + 60
             elif stop_sent and for_s is not None and now > epoch + for_s + grace:
                 for a in live:
@@ -475,7 +480,7 @@ def _follow(runs: list[Attached], epoch: float, for_s: float | None, every_s: fl
                     a.error = "accepted the bootstrap but did not start recording within 120 s"
                     live.remove(a)
                     continue
-                messages = a._chan.read(0.2 / max(1, len(live)))
+                messages = a.chan.read(0.2 / max(1, len(live)))
                 if messages is None:
                     if a.status is None and not a.error:
                         a.error = "its recorder thread went away without ending the journal (did the service exit?)"
@@ -491,7 +496,7 @@ def _follow(runs: list[Attached], epoch: float, for_s: float | None, every_s: fl
             interrupted = True
             _say(out, "Ctrl-C: stopping the recorders (Ctrl-C again to leave now; they stop by themselves)")
             for a in live:
-                a._chan.send({"stop": "interrupted", "message": "stopped by Ctrl-C in tokdiag attach"})
+                a.chan.send({"stop": "interrupted", "message": "stopped by Ctrl-C in tokdiag attach"})
             stop_sent = True
     return interrupted
 

@@ -277,7 +277,9 @@ class Recorder:
         try:
             # the first snapshot now, or (sharing an attach's epoch) at the next slot of the grid, so that every
             # process attached at once has a snapshot at the same steps
-            next_due = began if self._epoch is None else epoch + math.ceil((began - epoch) / self.every_s) * self.every_s
+            next_due = began
+            if self._epoch is not None:
+                next_due = epoch + math.ceil((began - epoch) / self.every_s) * self.every_s
             while True:
                 now = time.monotonic()
                 ending = self.for_s is not None and now - epoch >= self.for_s
@@ -290,7 +292,10 @@ class Recorder:
                                    "new journal or a larger max_mb to go on")
                         break
                     # a scheduled snapshot is labelled with its slot, even when the machine made it late
-                    at = epoch + self.for_s if ending else (next_due if now >= next_due else now)
+                    if ending and self.for_s is not None:
+                        at = epoch + self.for_s
+                    else:
+                        at = next_due if now >= next_due else now
                     pause = self._snapshot(epoch, at)
                     self._started.set()  # start() returns once the first snapshot (the baseline) is taken
                     last_line = self._journal_size() - size
