@@ -161,6 +161,7 @@ def test_attach_finds_the_leak_in_a_running_service_and_leaves_nothing_behind(se
     t1 = time.monotonic()
     for name, p in procs.items():
         assert p.returncode == 0, outs[name]
+        assert "warning" not in outs[name][1]  # LeakRecord exists in both services
     for s in services:
         assert [t for t in s.answered if t0 < t < t1], "the service stopped answering during the attach"
         assert s.threads_settled() == ["MainThread"]  # no tokdiag thread left
@@ -217,10 +218,12 @@ def test_attach_to_a_parent_records_each_python_child_and_the_total(tmp_path):
     try:
         pids = [int(p) for p in parent.stdout.readline().split()]
         assert len(pids) == 3
-        proc = _attach(str(parent.pid), "--for", "20s", "--every", "2s", "--watch", "Job", "-o", "svc.jsonl",
-                       cwd=tmp_path)
+        proc = _attach(str(parent.pid), "--for", "20s", "--every", "2s", "--watch", "Job,NoSuchClass",
+                       "-o", "svc.jsonl", cwd=tmp_path)
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
+        # what the recorders warned about in the services is shown here, once per process
+        assert err.count("warning: watch: no class matches 'NoSuchClass'") == 3, err
     finally:
         parent.terminate()
         parent.wait(30)

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from tokdiag.errors import AttachError, ConfigError
+from tokdiag.errors import AttachError, ConfigError, TokdiagError
 
 __all__ = ["Attached", "attach", "parse_duration", "serve_attached"]
 
@@ -556,6 +556,14 @@ def attach_command(args: Any) -> int:
     for a in failed:
         print(f"tokdiag attach: error: {a.error}", file=sys.stderr)
     done = [a for a in runs if a.status is not None]
+    from tokdiag.journal import read_journal
+
+    for a in done:  # what the recorder warned about in the service (e.g. a --watch name that matched no class)
+        try:
+            for warning in read_journal(a.journal).warnings:
+                print(f"tokdiag attach: pid {a.pid}: warning: {warning}", file=sys.stderr)
+        except TokdiagError:
+            pass
     if len(done) == 1:
         print(f"tokdiag attach: read it with td.load({str(done[0].journal)!r})", file=sys.stderr)
     elif done:
