@@ -108,7 +108,10 @@ class Recorder:
     """Snapshots of this process on a background thread; see the module docstring.
 
     Start it with :func:`record` (or :meth:`start`); the parameters are
-    :func:`record`'s.
+    :func:`record`'s, plus ``epoch`` (a ``time.monotonic()`` value: steps
+    and ``for_s`` count from it and its first snapshot waits for the next
+    ``every_s`` slot; ``tokdiag attach`` gives every process it attaches
+    the same one) and ``params`` (added to the journal header's).
     """
 
     def __init__(
