@@ -19,6 +19,7 @@ from tokdiag.probes.caches import cache
 from tokdiag.probes.census import census
 from tokdiag.recording.run import Run, load
 from tokdiag.probes.sizing import Seen, deep_size
+from tokdiag.recording.recorder import record
 from tokdiag.recording.tracker import Tracker, track
 
 __all__ = [
@@ -37,13 +38,16 @@ __all__ = [
     "compare",
     "deep_size",
     "load",
+    "load_service",
     "presets",
+    "record",
     "track",
     "track_isolated",
     "why_alive",
 ]
 
-_LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.analysis.retention", "track_isolated": "tokdiag.recording.isolated"}
+_LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.analysis.retention",
+         "track_isolated": "tokdiag.recording.isolated", "load_service": "tokdiag.recording.service"}
 
 
 def __getattr__(name: str) -> object:

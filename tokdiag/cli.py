@@ -116,6 +116,35 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("journals", nargs="+", metavar="JOURNAL", help="journal files (.jsonl)")
     report.add_argument("-o", "--output", metavar="DIR", default="reports/journal_report",
                         help="folder for the report (default: reports/journal_report)")
+
+    attach = sub.add_parser("attach", help="record a running Python service (no code change) into a journal",
+                            description="Start a recorder inside running Python process(es) PID (CPython 3.11-3.13, "
+                                        "x86-64 Linux; ptrace), journal snapshots, and leave cleanly at the end, on "
+                                        "Ctrl-C, or when this command is killed.",
+                            epilog="example:\n  tokdiag attach 12345 --for 10m --every 30s --watch RewardAgent "
+                                   "-o service.jsonl\n  python -c \"import tokdiag as td; "
+                                   "print(td.load('service.jsonl').verdicts())\"",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    attach.add_argument("pids", nargs="+", metavar="PID", help="the service's process id(s); a parent's Python "
+                        "children are attached too (one journal each)")
+    attach.add_argument("--for", dest="for_", default="10m", metavar="DURATION",
+                        help="how long to record: 30s, 10m, 2h (default 10m; 0 = until Ctrl-C)")
+    attach.add_argument("--every", default="30s", metavar="DURATION", help="seconds between snapshots (default 30s)")
+    attach.add_argument("--watch", action="append", default=[], metavar="A,B",
+                        help="class names to count and size (qualified, bare or glob; repeatable)")
+    attach.add_argument("--cache", action="append", default=[], metavar="MODULE:ATTR",
+                        help="a cache to measure, as the service names it (repeatable)")
+    attach.add_argument("--budget-mb", type=float, metavar="N",
+                        help="stop recording (never the service) when its RSS passes N MiB")
+    attach.add_argument("--max-mb", type=float, default=64.0, metavar="N",
+                        help="cap of each journal: recording stops there (default 64)")
+    attach.add_argument("--no-census", action="store_true", help="skip the per-type census (a shorter pause)")
+    attach.add_argument("--no-children", action="store_true", help="attach to the given PIDs only")
+    attach.add_argument("--start-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="how long the service's main thread has to run the bootstrap (default 10)")
+    attach.add_argument("--overwrite", action="store_true", help="replace existing journals")
+    attach.add_argument("-o", "--output", metavar="JOURNAL",
+                        help="journal file (default tokdiag-PID.jsonl); several processes get JOURNAL.pidNNNNNNN.jsonl")
     return parser
 
 
@@ -174,12 +203,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attach(args: argparse.Namespace) -> int:
+    from tokdiag.recording.attach import attach_command
+
+    return attach_command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tokdiag`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
-        handler = {"run": _cmd_run, "batch": _cmd_batch, "report": _cmd_report}[args.command]
+        handler = {"run": _cmd_run, "batch": _cmd_batch, "report": _cmd_report, "attach": _cmd_attach}[args.command]
         return handler(args)
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)

@@ -6,6 +6,7 @@ Exception tree::
     ├── ConfigError               a bad argument: names the value and the fix (also a ValueError)
     ├── TargetError               a "module:attr" target that cannot be imported or resolved
     ├── JournalError              a journal file that cannot be read as a tokdiag journal
+    ├── AttachError               `tokdiag attach` cannot record in a process: names the cause and the fix
     └── VocabularyNotFound        no BPE vocabulary on disk for a tokenizer workload
 
 Warnings use :class:`TokdiagWarning` (a ``UserWarning``), e.g. a watch pattern
@@ -44,6 +45,10 @@ class TargetError(TokdiagError, LookupError):
 
 class JournalError(TokdiagError):
     """A file that is not a readable tokdiag journal."""
+
+
+class AttachError(TokdiagError):
+    """``tokdiag attach`` cannot start (or keep) a recorder in a process; the message names the cause and the fix."""
 
 
 class VocabularyNotFound(TokdiagError, FileNotFoundError):

@@ -42,8 +42,10 @@ disk       directory label or path           bytes [bytes] (sum of file sizes), 
            (``"memory"``, ``"./logs"``)      walk_s [seconds], capped [flag] (bytes and files
                                              are NaN when capped); see
                                              :mod:`tokdiag.probes.disk`
-tracker    ``"tokdiag"``                     snapshot_s [seconds], self_bytes [bytes]
-                                             (tokdiag's own retained memory),
+tracker    ``"tokdiag"``                     snapshot_s [seconds], snapshot_cpu_s [seconds]
+                                             (CPU time of the snapshotting thread: in a
+                                             service, the time it held the GIL), self_bytes
+                                             [bytes] (tokdiag's own retained memory),
                                              alloc_overhead_s, allocator_s,
                                              mallinfo_s (0 when skipped), native_s
                                              [seconds] (probes' own costs)

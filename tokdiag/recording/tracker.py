@@ -231,6 +231,10 @@ class Tracker:
         """True in a fork() of the process that started this run: it must not snapshot or write."""
         return os.getpid() != self._pid
 
+    def start(self, total: int | None = None) -> None:
+        """Begin a run whose steps the caller counts (a service recorder): then :meth:`snapshot` and :meth:`finish`."""
+        self._start(total)
+
     def _start(self, total: int | None) -> None:
         if self._started:
             raise ConfigError("this Tracker has already run; create a new Tracker (or call td.track) for another run")
@@ -289,20 +293,27 @@ class Tracker:
                 self._snapshot(self._done)
         self._finish("completed", f"{n} steps")
 
-    def snapshot(self) -> None:
-        """Take a snapshot now, at the current step (e.g. from inside a long step).
+    def snapshot(self, step: int | None = None) -> None:
+        """Take a snapshot now, labelled ``step`` (default: the steps completed; e.g. from inside a long step).
 
         Does nothing when this step count has a snapshot already (a step is
         never recorded twice) or in a fork() of the tracking process.
         """
         if not self._started:
             raise ConfigError("snapshot() before the run started: iterate tracker.steps(n) first")
+        if step is not None:
+            self._done = int(step)
         self._snapshot(self._done)
+
+    def finish(self, reason: str = "completed", message: str = "", *, load: bool = True) -> None:
+        """End the run with ``reason`` (its ``status``); ``load=False`` leaves :attr:`run` None (a service's recorder)."""
+        self._finish(reason, message, load=load)
 
     def _snapshot(self, step: int) -> None:
         if step == self._last_step or self._forked():
             return
         t = time.perf_counter()
+        cpu = time.thread_time()
         if self.collect:
             gc.collect()
         ctx = SnapshotContext()
@@ -315,6 +326,7 @@ class Tracker:
             del ctx
         cost = time.perf_counter() - t
         records.append(Record("tracker", "tokdiag", "snapshot_s", cost, SECONDS))
+        records.append(Record("tracker", "tokdiag", "snapshot_cpu_s", time.thread_time() - cpu, SECONDS))
         records.append(Record("tracker", "tokdiag", "self_bytes", float(self._self_bytes()), BYTES))
         assert self._writer is not None
         self._writer.snapshot(step, time.perf_counter() - self._t0, records)
@@ -352,13 +364,17 @@ class Tracker:
                 state.append(vars(p) if hasattr(p, "__dict__") else p)
         return deep_sizes(state)
 
+    def event(self, event: str, message: str) -> None:
+        """Journal an ``event`` line at the current step (e.g. a recorder putting off its next snapshot)."""
+        self._event(event, message)
+
     def _event(self, event: str, message: str) -> None:
         assert self._writer is not None
         if self._forked():
             return
         self._writer.event(event, step=self._done, elapsed_s=time.perf_counter() - self._t0, message=message)
 
-    def _finish(self, reason: str, message: str) -> None:
+    def _finish(self, reason: str, message: str, *, load: bool = True) -> None:
         if self._ended:
             return
         self._ended = True
@@ -391,6 +407,8 @@ class Tracker:
                 self._bar.close()
             self._bar = None
         assert self._journal_path is not None
+        if not load:
+            return
         self.run = Run.from_journal(read_journal(self._journal_path), live=True)
         if self._temp_journal and reason not in ("error", "interrupted"):
             self._journal_path.unlink(missing_ok=True)
