@@ -449,3 +449,26 @@ def test_steps_returning_plain_values_still_run():
 def test_non_finite_numbers_are_config_errors_at_the_call(options, message):
     with pytest.raises(td.ConfigError, match=message):
         td.track(lambda i: None, steps=2, progress=False, census=False, **options)
+
+
+def test_a_probes_warning_reaches_the_journal_once(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def broken_getter() -> dict[str, int]:
+        calls["n"] += 1
+        raise RuntimeError("the cache is gone")
+
+    path = tmp_path / "warned.jsonl"
+    with pytest.warns(td.TokdiagWarning, match="the cache is gone"):
+        run = td.track(lambda i: None, steps=6, every=1, caches=[td.cache(broken_getter, "gone")], census=False,
+                       journal=path, progress=False)
+    assert calls["n"] == 7  # measured (and failed) at every snapshot
+    gone = [w for w in td.load(path).warnings if "the cache is gone" in w]
+    assert len(gone) == 1 and gone == [w for w in run.warnings if "the cache is gone" in w]
+
+
+def test_the_allocator_and_native_owners_are_measured_by_default() -> None:
+    run = td.track(lambda i: None, steps=4, every=1, progress=False)
+    probes = set(run.timeline["probe"].unique())
+    assert {"allocator", "native"} <= probes
+    assert "native" not in set(td.track(lambda i: None, steps=2, census=False, progress=False).timeline["probe"])

@@ -64,12 +64,11 @@ import ctypes
 import math
 import re
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from tokdiag.errors import ConfigError, TokdiagWarning
-from tokdiag.probes.base import SnapshotContext
+from tokdiag.errors import ConfigError
+from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.records import BLOCKS, BYTES, SECONDS, Record
 
 __all__ = ["AllocatorProbe", "GlibcHeap", "PymallocHeap", "read_glibc", "read_pages", "read_pymalloc"]
@@ -234,7 +233,7 @@ class AllocatorProbe:
         self.mallinfo_budget_s = float(mallinfo_budget_s)
         self.max_every = max_every
         self._skip = 0
-        self._warned = False
+        self.warned = OnceWarnings()
 
     def collect(self, ctx: SnapshotContext) -> list[Record]:
         t0 = time.perf_counter()
@@ -265,14 +264,12 @@ class AllocatorProbe:
         every = min(self.max_every, math.ceil(cpu / self.mallinfo_budget_s))
         if every > 1:
             self._skip = every - 1
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"allocator probe: mallinfo2() took {cpu * 1e3:.0f} ms of CPU ({heap.free_chunks} free chunks; budget "
-                    f"{self.mallinfo_budget_s * 1e3:.0f} ms per snapshot), so glibc's free and in-use bytes are read "
-                    f"every {every} snapshots from now on (tracker/tokdiag/mallinfo_s is 0 at the others); pass "
-                    f"AllocatorProbe(mallinfo_budget_s=...) to change the budget",
-                    TokdiagWarning, stacklevel=2)
+            self.warned.warn(
+                "mallinfo slow",
+                f"allocator probe: mallinfo2() took {cpu * 1e3:.0f} ms of CPU ({heap.free_chunks} free chunks; budget "
+                f"{self.mallinfo_budget_s * 1e3:.0f} ms per snapshot), so glibc's free and in-use bytes are read "
+                f"every {every} snapshots from now on (tracker/tokdiag/mallinfo_s is 0 at the others); pass "
+                f"AllocatorProbe(mallinfo_budget_s=...) to change the budget")
         recs.append(Record("allocator", "glibc", "in_use", float(heap.in_use), BYTES))
         if heap.free is not None:
             recs.append(Record("allocator", "glibc", "free", float(heap.free), BYTES))

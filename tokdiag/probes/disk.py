@@ -69,12 +69,11 @@ import math
 import os
 import stat
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tokdiag.errors import ConfigError, TokdiagWarning
-from tokdiag.probes.base import SnapshotContext
+from tokdiag.errors import ConfigError
+from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.records import BYTES, FILES, FLAG, SECONDS, Record
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "DiskProbe", "DiskUsage", "disk_usage"]
@@ -230,16 +229,14 @@ class DiskProbe:
                  | Mapping[str, str | os.PathLike[str]], *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         self.max_entries = _check_max_entries(max_entries)
         self.paths = _targets(paths)
-        self._warned: set[tuple[str, str]] = set()
+        self.warned = OnceWarnings()
         for subject, path in self.paths.items():
             if not os.path.lexists(path):
                 self._warn(subject, "missing", f"disk: {subject!r} ({path}) does not exist (yet); it is measured as "
                                                "0 bytes and 0 files until it does")
 
     def _warn(self, subject: str, kind: str, message: str) -> None:
-        if (subject, kind) not in self._warned:
-            self._warned.add((subject, kind))
-            warnings.warn(message, TokdiagWarning, stacklevel=3)
+        self.warned.warn(f"{subject}\0{kind}", message)
 
     def collect(self, ctx: SnapshotContext) -> list[Record]:
         records: list[Record] = []

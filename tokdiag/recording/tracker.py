@@ -59,9 +59,11 @@ from tokdiag.errors import ConfigError, TokdiagError, TokdiagWarning
 from tokdiag.recording.journal import JournalWriter, make_header, read_journal
 from tokdiag.probes import (
     AllocationProbe,
+    AllocatorProbe,
     CacheProbe,
     CacheSpec,
     CensusProbe,
+    NativeProbe,
     Probe,
     ProcessProbe,
     SnapshotContext,
@@ -191,8 +193,11 @@ class Tracker:
         self._watch_probe = WatchProbe(list(watch)) if watch else None
         self._census_probe = CensusProbe() if census else None
         self._alloc_probe = AllocationProbe(alloc_sites) if alloc_sites else None
-        self._probes: list[Any] = [p for p in (self._process, self._cache_probe, self._watch_probe,
-                                              self._census_probe, self._alloc_probe) if p is not None]
+        # RSS and the allocator's view of it are read at the same moment; the native registry after the
+        # caches (an Encoding a cache counted is not counted again) and with the census (both name owners)
+        self._probes: list[Any] = [p for p in (self._process, AllocatorProbe(), self._cache_probe, self._watch_probe,
+                                              NativeProbe() if census else None, self._census_probe,
+                                              self._alloc_probe) if p is not None]
         self._probes.extend(probes)
         self._params = {
             "watch": list(watch), "caches": [s.label for s in specs], "every": self.every,
@@ -261,6 +266,7 @@ class Tracker:
         self._steps_since = 0
         self._next = 0
         self._snapshots = 0
+        self._warnings_written: dict[int, int] = {}  # probe id -> how many of its warnings the journal has
         self._first_counts: dict[str, float] = {}
         self._last_counts: dict[str, float] = {}
         self._bar = _progress_bar(total, self.name, self.progress)
@@ -330,6 +336,7 @@ class Tracker:
         records.append(Record("tracker", "tokdiag", "self_bytes", float(self._self_bytes()), BYTES))
         assert self._writer is not None
         self._writer.snapshot(step, time.perf_counter() - self._t0, records)
+        self._journal_probe_warnings()
         self._last_step = step
         self._snapshots += 1
         for r in records:
@@ -340,6 +347,19 @@ class Tracker:
                 self._bar.set_postfix_str(f"rss={r.value / _MiB:.0f} MiB, snapshots={self._snapshots}", refresh=False)
         del records
         self._schedule(step, cost)
+
+    def _journal_probe_warnings(self) -> None:
+        """Write each probe's new warnings (:class:`~tokdiag.probes.base.OnceWarnings`) to the journal, once."""
+        assert self._writer is not None
+        for probe in self._probes:
+            warned = getattr(probe, "warned", None)  # tokdiag's own probes: a plain attribute read
+            messages = getattr(warned, "messages", None)
+            if not messages:
+                continue
+            done = self._warnings_written.get(id(probe), 0)
+            for message in messages[done:]:
+                self._writer.write({"kind": "warning", "message": str(message)})
+            self._warnings_written[id(probe)] = len(messages)
 
     def _schedule(self, step: int, cost: float) -> None:
         if self.every != "auto":
