@@ -3,7 +3,7 @@
 Every line is one JSON object with a ``kind``:
 
 - ``header`` (always the first line): ``format``, ``tokdiag`` version,
-  ``python``, ``platform``, ``pid``, ``run`` name, ``started_at`` and the
+  ``python``, ``platform``, ``host`` (hostname), ``pid``, ``run`` name, ``started_at`` and the
   run's ``params``.
 - ``snapshot``: ``step`` (steps completed), ``elapsed_s`` and ``records``,
   a list of ``{"probe", "subject", "metric", "value", "unit"}``.
@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import socket
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -104,6 +105,7 @@ def make_header(run: str, params: dict[str, Any]) -> dict[str, Any]:
         "platform": platform.platform(terse=True),
         # whether tokdiag/_speedups.c was built: census and sizing give the same numbers either way, faster with it
         "speedups": _native.speedups is not None,
+        "host": socket.gethostname(),
         "pid": os.getpid(),
         "run": run,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
