@@ -18,6 +18,7 @@ def test_public_api_is_exactly_all():
         # submodules imported as a side effect of importing the package
         "errors", "journal", "probes", "records", "run", "sizing", "timeline", "tracker", "analysis",
         "retention", "workloads", "annotations", "export", "batch", "cli", "summary", "charts", "magic", "isolated",
+        "report",
         # IPython's hook for `%load_ext tokdiag`, not API
         "load_ipython_extension",
     }
@@ -34,7 +35,7 @@ def _name(req: str) -> str:
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = set(project["dependencies"])
-    for extra in ("aworld", "dev"):
+    for extra in ("aworld", "dev", "cluster"):
         wanted |= set(project["optional-dependencies"][extra])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
@@ -50,3 +51,9 @@ def test_readme_commands_exist_in_the_makefile():
         assert re.search(rf"^{target}:", makefile, re.M)
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_make_installs_the_extras_the_tests_need():
+    makefile = (ROOT / "Makefile").read_text()
+    installed = re.search(r"pip install .*-e '\.\[([^]]*)\]'", makefile)
+    assert installed and {"aworld", "dev", "cluster"} <= set(installed.group(1).split(","))
