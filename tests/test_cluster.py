@@ -70,6 +70,13 @@ def _workers(address: str) -> dict[str, int]:
         return client.nthreads()
 
 
+def _worker_environ(address: str, name: str) -> dict[str, str | None]:
+    from distributed import Client
+
+    with Client(address, set_as_default=False, timeout=10) as client:
+        return client.run(lambda: __import__("os").environ.get(name))  # os.environ.get would pickle ours
+
+
 def _wait_for_workers(address: str, n: int, timeout: float = 90) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
@@ -123,10 +130,19 @@ def ready(cluster: Cluster) -> Cluster:
 
 def _plan(folder: Path, text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("rendezvous.ipynb", "simple_plot.ipynb", "broken.ipynb", "no_parameters.ipynb"):
+    for name in ("rendezvous.ipynb", "simple_plot.ipynb", "broken.ipynb", "no_parameters.ipynb", "dies.ipynb",
+                 "kernel_env.ipynb"):
         shutil.copy(NOTEBOOKS / name, folder / name)
     (folder / "plan.yaml").write_text(text, encoding="utf-8")
     return folder / "plan.yaml"
+
+
+def _printed(notebook: Path | None) -> list[str]:
+    """The lines a notebook's cells printed (stdout)."""
+    assert notebook is not None
+    cells = json.loads(notebook.read_text())["cells"]
+    return [line for cell in cells if cell["cell_type"] == "code" for out in cell.get("outputs", [])
+            if out.get("name") == "stdout" for line in "".join(out["text"]).splitlines()]
 
 
 def _files(result: BatchResult) -> dict[str, list[str]]:
@@ -151,10 +167,11 @@ runs:
   - notebook: rendezvous.ipynb
     parameters: {steps: 10}
     grid: {name: [a, b]}
-  - notebook: no_parameters.ipynb
-    name: plain
+  - notebook: kernel_env.ipynb
   - notebook: broken.ipynb
 """)
+    # Dask's nanny puts allocator and thread settings into its worker processes
+    assert set(_worker_environ(ready.address, "MALLOC_TRIM_THRESHOLD_").values()) == {"65536"}
     local = run_batch(plan, tmp_path / "local", jobs=2, progress=None)
     progress = io.StringIO()
     remote = run_batch(plan, tmp_path / "remote", cluster=ready.address, progress=progress)
@@ -165,6 +182,9 @@ runs:
                                                       "rendezvous.ipynb"]
     assert _headlines(remote) == _headlines(local)
     assert ("__main__.Kept count", "leak", "+1 objects/step") in _headlines(remote)[0]
+    # ... which a kernel on a worker must not inherit: it measures what a local kernel measures
+    shown = [_printed(run.notebook) for run in (local.runs[2], remote.runs[2])]
+    assert shown[0] == shown[1] and len(shown[0]) == 2, shown
     # the same index (files, links, errors), plus where each run ran (headlines compared above)
     local_index = json.loads((local.out_dir / "index.json").read_text())["runs"]
     remote_index = json.loads((remote.out_dir / "index.json").read_text())["runs"]
@@ -264,6 +284,23 @@ def test_a_worker_killed_mid_run_fails_that_run_or_retries_it_and_the_others_com
 
 
 @pytest.mark.slow
+def test_a_kernel_killed_on_a_worker_fails_its_run_and_is_retried_on_another_worker(
+        ready: Cluster, tmp_path: Path) -> None:
+    plan = _plan(tmp_path / "plan", "runs:\n  - notebook: dies.ipynb\n  - notebook: no_parameters.ipynb\n")
+    progress = io.StringIO()
+    result = run_batch(plan, tmp_path / "out", cluster=ready.address, retries=1, progress=progress)
+    dies, plain = result.runs
+    assert plain.ok and not dies.ok and dies.attempts == 2
+    assert dies.failure is not None and dies.failure.ename == "DeadKernelError" and dies.failure.cell_index is None
+    text = progress.getvalue()
+    assert "[retry] 01-dies: DeadKernelError" in text
+    first, second = (re.search(rf"\[start\] 01-dies on \S+ \((tcp://[\d.:]+){again}\)", text)
+                     for again in ("", ", attempt 2"))
+    assert first and second and first.group(1) != second.group(1)  # the retry ran elsewhere
+    assert dies.worker == second.group(1)
+
+
+@pytest.mark.slow
 def test_a_run_above_the_cap_is_failed_and_its_big_files_stay_on_the_worker(ready: Cluster, tmp_path: Path) -> None:
     plan = load_plan(_plan(tmp_path / "plan", "runs:\n  - notebook: simple_plot.ipynb\n"))
     out = tmp_path / "out"
@@ -356,6 +393,7 @@ def test_cli_cluster_local_runs_the_plan_on_a_worker_process(tmp_path: Path, cap
     from tokdiag.cli import main
 
     plan = _plan(tmp_path / "plan", "runs:\n  - notebook: broken.ipynb\n  - notebook: no_parameters.ipynb\n")
+    environ = dict(os.environ)
     status = main(["batch", str(plan), "--cluster", "local:1", "--retries", "1", "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert status == 1  # broken.ipynb fails in a cell: not retried, reported
@@ -364,6 +402,7 @@ def test_cli_cluster_local_runs_the_plan_on_a_worker_process(tmp_path: Path, cap
     assert [r["status"] for r in index] == ["failed", "ok"]
     assert index[0]["error"]["ename"] == "ZeroDivisionError" and index[0]["attempts"] == 1
     assert all(r["worker"].startswith("tcp://127.0.0.1:") for r in index)
+    assert dict(os.environ) == environ  # the LocalCluster's nannies ran in this process; what they set is undone
 
 
 # --------------------------------------------------------------------------- no cluster needed

@@ -39,6 +39,15 @@ plan parameter names by path. Memory figures from different machines are not
 comparable: the index says where each run ran, and :func:`tokdiag.compare`
 warns when two journals come from different hosts.
 
+A kernel on a worker gets the worker's environment minus what Dask's nanny
+put there (``distributed.nanny.pre-spawn-environ`` and ``.environ``: by
+default ``MALLOC_TRIM_THRESHOLD_=65536``, which makes glibc hand freed memory
+back early and so changes RSS, and ``OMP/MKL/OPENBLAS_NUM_THREADS=1``): it
+measures what a kernel of the local pool would. A variable you exported
+yourself with exactly Dask's value is removed too. A ``local:N`` cluster's
+nannies run in this process and write those variables here as well; they are
+undone when the cluster closes.
+
 Faults
 ------
 * A run whose worker dies while the run is in progress (killed, out of
@@ -72,9 +81,8 @@ and the folder to copy them from, and whatever fit (the notebook and its
 HTML, usually) is written here. Pass ``max_run_bytes`` to
 :func:`run_on_cluster` for another cap.
 
->>> # doctest: +SKIP
 >>> from tokdiag.batch import run_batch
->>> run_batch("plans/default.yaml", "reports", cluster="tcp://scheduler:8786", retries=1).index
+>>> run_batch("plans/default.yaml", "reports", cluster="tcp://scheduler:8786", retries=1).index  # doctest: +SKIP
 PosixPath('reports/index.html')
 """
 
@@ -235,6 +243,35 @@ def check_workers(client: Any, expected: Mapping[str, str | None] | None = None)
 # on the worker
 
 
+_ENVIRON_LOCK = threading.Lock()
+
+
+def _dask_environ() -> dict[str, str]:
+    """The variables Dask's nanny puts into a worker process's environment (``distributed.nanny.*environ``)."""
+    import dask
+
+    found: dict[str, str] = {}
+    for key in ("distributed.nanny.pre-spawn-environ", "distributed.nanny.environ"):
+        found.update({str(name): str(value) for name, value in (dask.config.get(key, None) or {}).items()})
+    return found
+
+
+def _drop_dask_environ() -> None:
+    """Keep Dask's worker settings out of the kernels this worker starts: they would change what a run measures.
+
+    Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` (glibc then returns
+    freed memory to the OS early, which changes RSS) and
+    ``OMP/MKL/OPENBLAS_NUM_THREADS=1`` in every worker process; a kernel
+    started from it would inherit them, unlike a kernel of the local pool.
+    Each variable still holding the value Dask gave it is removed from this
+    process's environment (the worker itself read them when it started).
+    """
+    with _ENVIRON_LOCK:  # tasks of a multi-threaded worker: one removes, the others find nothing to do
+        for name, value in _dask_environ().items():
+            if os.environ.get(name) == value:
+                del os.environ[name]
+
+
 @dataclass(frozen=True, slots=True)
 class _Shipped:
     """What one task sends back: the run's outcome and its files (paths relative to the run folder)."""
@@ -293,6 +330,7 @@ def _run_task(spec: RunSpec, notebook: bytes, *, expected: Mapping[str, str | No
             ename="EnvironmentMismatch", evalue=f"worker {worker.address} on {host} has {_describe(here)}, the "
                                                 f"client {_describe(expected)}"), host=host, worker=worker.address)
     client.set_metadata(key, {"worker": worker.address, "host": host})  # dropped by the scheduler with the task
+    _drop_dask_environ()
     worker.log_event(topic, {"key": key, "worker": worker.address, "host": host})
     scratch = Path(tempfile.mkdtemp(prefix="tokdiag-", dir=worker.local_directory))
     keep = False
@@ -364,19 +402,39 @@ def _retriable(failure: ExecutionFailure) -> bool:
 
 
 @contextmanager
+def _environ_restored() -> Iterator[None]:
+    """Undo what a LocalCluster's nannies, which run in this process, write into ``os.environ``."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+
+
+@contextmanager
+def _local_cluster(target: ClusterTarget, distributed: ModuleType) -> Iterator[Any]:
+    cluster = distributed.LocalCluster(n_workers=target.local_workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0", scheduler_kwargs={"dashboard": False},
+                                       memory_limit=0, silence_logs=logging.CRITICAL)
+    try:
+        client = distributed.Client(cluster, set_as_default=False)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+@contextmanager
 def _connect(target: ClusterTarget, distributed: ModuleType) -> Iterator[Any]:
     if target.address is None:
-        cluster = distributed.LocalCluster(n_workers=target.local_workers, threads_per_worker=1, processes=True,
-                                           dashboard_address=":0", scheduler_kwargs={"dashboard": False},
-                                           memory_limit=0, silence_logs=logging.CRITICAL)
-        try:
-            client = distributed.Client(cluster, set_as_default=False)
-            try:
-                yield client
-            finally:
-                client.close()
-        finally:
-            cluster.close()
+        with _environ_restored(), _local_cluster(target, distributed) as client:
+            yield client
         return
     try:
         client = distributed.Client(target.address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
