@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -41,7 +42,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _start_worker(address: str, folder: Path, name: str, *, pythonpath_first: Path | None = None) -> subprocess.Popen:
-    """`dask worker` (nanny + one single-threaded worker process) whose cwd, TMPDIR and local directory are ``folder``."""
+    """`dask worker` (a nanny, one single-threaded worker process) with cwd, TMPDIR and local directory in ``folder``."""
     (folder / "tmp").mkdir(parents=True, exist_ok=True)
     env = _env(TMPDIR=str(folder / "tmp"))
     if pythonpath_first is not None:
@@ -160,7 +161,8 @@ def _headlines(result: BatchResult) -> list[list[tuple[str, str, str]]]:
 
 
 @pytest.mark.slow
-def test_a_plan_on_the_cluster_gives_the_folders_and_headlines_of_the_local_batch(ready: Cluster, tmp_path: Path) -> None:
+def test_a_plan_on_the_cluster_gives_the_folders_and_headlines_of_the_local_batch(
+        ready: Cluster, tmp_path: Path) -> None:
     plan = _plan(tmp_path / "plan", """\
 title: four runs
 runs:
@@ -168,6 +170,7 @@ runs:
     parameters: {steps: 10}
     grid: {name: [a, b]}
   - notebook: kernel_env.ipynb
+    parameters: {names: "MALLOC_TRIM_THRESHOLD_,OMP_NUM_THREADS,PYTHONHASHSEED"}
   - notebook: broken.ipynb
 """)
     # Dask's nanny puts allocator and thread settings into its worker processes
@@ -184,7 +187,7 @@ runs:
     assert ("__main__.Kept count", "leak", "+1 objects/step") in _headlines(remote)[0]
     # ... which a kernel on a worker must not inherit: it measures what a local kernel measures
     shown = [_printed(run.notebook) for run in (local.runs[2], remote.runs[2])]
-    assert shown[0] == shown[1] and len(shown[0]) == 2, shown
+    assert shown[0] == shown[1] and len(shown[0]) == 3, shown
     # the same index (files, links, errors), plus where each run ran (headlines compared above)
     local_index = json.loads((local.out_dir / "index.json").read_text())["runs"]
     remote_index = json.loads((remote.out_dir / "index.json").read_text())["runs"]
@@ -204,7 +207,7 @@ runs:
         assert not list((folder / "scratch").rglob("tokdiag-*")), list((folder / "scratch").rglob("tokdiag-*"))
         assert not list(folder.rglob("*.jsonl"))
     text = progress.getvalue()
-    assert "2 Dask workers on" in text and text.count("[start]") == 4
+    assert f"2 Dask workers on {socket.gethostname()}, 2 runs at a time" in text and text.count("[start]") == 4
     assert "(4 done, 1 failed, 0 running)" in text
 
 
@@ -296,7 +299,7 @@ def test_a_kernel_killed_on_a_worker_fails_its_run_and_is_retried_on_another_wor
     assert "[retry] 01-dies: DeadKernelError" in text
     first, second = (re.search(rf"\[start\] 01-dies on \S+ \((tcp://[\d.:]+){again}\)", text)
                      for again in ("", ", attempt 2"))
-    assert first and second and first.group(1) != second.group(1)  # the retry ran elsewhere
+    assert first and second and first.group(1) != second.group(1), text  # the retry ran elsewhere
     assert dies.worker == second.group(1)
 
 
@@ -389,7 +392,8 @@ runs:
 
 
 @pytest.mark.slow
-def test_cli_cluster_local_runs_the_plan_on_a_worker_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_cluster_local_runs_the_plan_on_a_worker_process(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tokdiag.cli import main
 
     plan = _plan(tmp_path / "plan", "runs:\n  - notebook: broken.ipynb\n  - notebook: no_parameters.ipynb\n")
@@ -397,7 +401,8 @@ def test_cli_cluster_local_runs_the_plan_on_a_worker_process(tmp_path: Path, cap
     status = main(["batch", str(plan), "--cluster", "local:1", "--retries", "1", "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert status == 1  # broken.ipynb fails in a cell: not retried, reported
-    assert "on the Dask cluster local:1" in err and "1 Dask workers on" in err and "[retry]" not in err
+    assert "on the Dask cluster local:1" in err and "[retry]" not in err
+    assert f"1 Dask worker on {socket.gethostname()}, 1 run at a time" in err
     index = json.loads((tmp_path / "out" / "index.json").read_text())["runs"]
     assert [r["status"] for r in index] == ["failed", "ok"]
     assert index[0]["error"]["ename"] == "ZeroDivisionError" and index[0]["attempts"] == 1
@@ -468,8 +473,6 @@ def test_without_distributed_the_cluster_path_says_how_to_install_it(
 
 
 def test_nothing_listens_there_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
     from tokdiag.report import cluster
 
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 1.0)
@@ -483,8 +486,6 @@ def test_nothing_listens_there_is_a_config_error(tmp_path: Path, monkeypatch: py
 
 
 def test_the_index_says_where_each_run_ran_when_the_batch_ran_on_a_cluster(tmp_path: Path) -> None:
-    import socket
-
     from tokdiag._execute import ExecutionFailure
     from tokdiag.batch import RunResult, RunSpec, write_index
 

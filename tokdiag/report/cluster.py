@@ -42,7 +42,8 @@ warns when two journals come from different hosts.
 A kernel on a worker gets the worker's environment minus what Dask's nanny
 put there (``distributed.nanny.pre-spawn-environ`` and ``.environ``: by
 default ``MALLOC_TRIM_THRESHOLD_=65536``, which makes glibc hand freed memory
-back early and so changes RSS, and ``OMP/MKL/OPENBLAS_NUM_THREADS=1``): it
+back early and so changes RSS, ``OMP/MKL/OPENBLAS_NUM_THREADS=1`` and
+``PYTHONHASHSEED=6640``): it
 measures what a kernel of the local pool would. A variable you exported
 yourself with exactly Dask's value is removed too. A ``local:N`` cluster's
 nannies run in this process and write those variables here as well; they are
@@ -72,9 +73,9 @@ Faults
 Large run folders
 -----------------
 A run's files travel back in the task's result, each compressed with zlib
-(journals are JSON lines and shrink several times). Up to
-:data:`MAX_RUN_BYTES` (256 MiB, counted before compression) per run are
-sent, smallest files first; when the folder holds more, the files that do
+at level 1 (journals are JSON lines: a test journal and one of the suite's
+came out 11x and 16x smaller). Up to :data:`MAX_RUN_BYTES` (256 MiB,
+counted before compression) per run are sent, smallest files first; when the folder holds more, the files that do
 not fit stay on the worker (in a folder that is then not deleted), the run
 is failed with ``RunTooLarge`` naming those files, their sizes, the worker
 and the folder to copy them from, and whatever fit (the notebook and its
@@ -138,7 +139,7 @@ _ADDRESS = re.compile(r"(?:(tcp|tls|ws|wss)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.
 
 
 def parse_cluster(text: object) -> ClusterTarget:
-    """Read a ``--cluster`` value: ``tcp://HOST:PORT`` (or ``tls://``, ``ws://``, ``wss://``, bare ``HOST:PORT``) or ``local:N``.
+    """Read a ``--cluster`` value: ``tcp://HOST:PORT`` (also ``tls://``, ``ws://``, ``wss://``) or ``local:N``.
 
     >>> parse_cluster("local:2")
     ClusterTarget(address=None, local_workers=2)
@@ -252,7 +253,10 @@ def _dask_environ() -> dict[str, str]:
 
     found: dict[str, str] = {}
     for key in ("distributed.nanny.pre-spawn-environ", "distributed.nanny.environ"):
-        found.update({str(name): str(value) for name, value in (dask.config.get(key, None) or {}).items()})
+        found.update({str(name): str(value) for name, value in (dask.config.get(key, None) or {}).items()
+                      if value is not None})
+    if found.get("PYTHONHASHSEED") in (None, "0"):  # what the nanny then sets (distributed.nanny.Nanny.__init__)
+        found["PYTHONHASHSEED"] = "6640"
     return found
 
 
@@ -260,8 +264,8 @@ def _drop_dask_environ() -> None:
     """Keep Dask's worker settings out of the kernels this worker starts: they would change what a run measures.
 
     Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` (glibc then returns
-    freed memory to the OS early, which changes RSS) and
-    ``OMP/MKL/OPENBLAS_NUM_THREADS=1`` in every worker process; a kernel
+    freed memory to the OS early, which changes RSS),
+    ``OMP/MKL/OPENBLAS_NUM_THREADS=1`` and ``PYTHONHASHSEED=6640`` in every worker process; a kernel
     started from it would inherit them, unlike a kernel of the local pool.
     Each variable still holding the value Dask gave it is removed from this
     process's environment (the worker itself read them when it started).
@@ -303,6 +307,10 @@ def _pack(folder: Path, cap: int) -> tuple[list[tuple[str, int, bytes]], list[tu
         else:
             left.append((rel, size))
     return shipped, left
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
 
 
 def _mib(size: float) -> str:
@@ -544,7 +552,7 @@ class _ClusterBatch:
             self.ended.add(key)
         failure = shipped.failure
         retry = failure is not None and _retriable(failure) and attempt <= self.retries
-        if retry:
+        if failure is not None and retry:
             self.report.say(f"[retry] {spec.folder_name}: {failure.describe()}; attempt {attempt + 1} of "
                             f"{self.retries + 1}, on another worker when there is one")
             pending.add(self.submit(spec, attempt + 1, (*tried, shipped.worker) if shipped.worker else tried))
@@ -600,8 +608,9 @@ def run_on_cluster(plan: Plan, out_dir: str | Path, cluster: str | ClusterTarget
         workers = check_workers(client, expected)
         threads = client.nthreads()
         hosts = sorted({str(env["host"]) for env in workers.values()})
-        report.say(f"tokdiag batch: {len(workers)} Dask workers on {', '.join(hosts)}, {sum(threads.values())} "
-                   f"runs at a time; all have {_describe(expected)}")
+        at_once = sum(threads.values())
+        report.say(f"tokdiag batch: {_count(len(workers), 'Dask worker')} on {', '.join(hosts)}, "
+                   f"{_count(at_once, 'run')} at a time; all have {_describe(expected)}")
         batch = _ClusterBatch(client, distributed, plan, out, retries=retries, report=report, expected=expected,
                               max_run_bytes=max_run_bytes)
         return batch.run()
