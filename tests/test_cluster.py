@@ -509,3 +509,51 @@ def test_the_index_says_where_each_run_ran_when_the_batch_ran_on_a_cluster(tmp_p
     records = json.loads((tmp_path / "remote" / "index.json").read_text())["runs"]
     assert [(r["host"], r["worker"], r["attempts"]) for r in records] == [
         ("gpu<1>", "tcp://10.0.0.7:4000", 2), ("", "", 1)]
+
+
+def test_a_retry_waiting_for_workers_that_left_goes_to_any_worker(tmp_path: Path) -> None:
+    from tokdiag.batch import _Progress
+    from tokdiag.report.cluster import _ClusterBatch
+
+    class Future:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def done(self) -> bool:
+            return False
+
+    class Client:
+        def __init__(self) -> None:
+            self.workers = {"tcp://a:1": 1, "tcp://b:1": 1}
+            self.submitted: list[tuple[str, object]] = []
+            self.cancelled: list[str] = []
+
+        def nthreads(self) -> dict[str, int]:
+            return dict(self.workers)
+
+        def submit(self, *args: object, key: str, **kwargs: object) -> Future:
+            self.submitted.append((key, kwargs.get("workers")))
+            return Future(key)
+
+        def cancel(self, futures: list[Future]) -> None:
+            self.cancelled += [f.key for f in futures]
+
+    class Pending:
+        def add(self, future: Future) -> None:
+            pass
+
+    plan = load_plan(_plan(tmp_path / "plan", "runs:\n  - notebook: no_parameters.ipynb\n"))
+    client, progress = Client(), io.StringIO()
+    batch = _ClusterBatch(client, None, plan, tmp_path / "out", retries=1,  # type: ignore[arg-type]
+                          report=_Progress(progress, 1), expected={}, max_run_bytes=1)
+    batch.pending = Pending()
+    batch.submit(plan.runs[0], 2, ("tcp://a:1",))  # attempt 1 failed on a
+    assert client.submitted == [(client.submitted[0][0], ["tcp://b:1"])]  # only b may take it
+    batch.rescue_stranded()
+    assert len(client.submitted) == 1 and not client.cancelled  # b is still there: it waits for b
+    del client.workers["tcp://b:1"]
+    client.workers["tcp://c:1"] = 1  # b left; a new worker joined
+    batch.rescue_stranded()
+    assert client.cancelled == [client.submitted[0][0]] and client.submitted[1][1] is None
+    assert [job.attempt for job in batch.jobs.values()] == [2]
+    assert "the other workers have left; attempt 2 now goes to any worker" in progress.getvalue()

@@ -60,9 +60,11 @@ Faults
   local batch (``DeadKernelError``); the worker goes on with the next run.
 * ``retries=N`` (``--retries N``) runs a run again, up to N more times,
   after a failure that is not the notebook's own doing: a lost worker, a dead
-  or unstartable kernel, a timeout, a worker whose environment differs. It
-  asks for a worker that has not failed this run yet (any worker, when no
-  other is left). A cell that raises is not retried: it would raise again.
+  or unstartable kernel, a timeout, a worker whose environment differs. The
+  retry runs only on a worker that has not failed this run yet, waiting for
+  one to be free; on any worker when no other was there, or when all those
+  have left the cluster since. A cell that raises is not retried: it would
+  raise again.
 * Ctrl-C cancels every run that has not started, keeps the runs that
   finished (their folders are written as each one arrives), writes the index
   with the others marked ``Cancelled`` and re-raises ``KeyboardInterrupt``.
@@ -89,12 +91,14 @@ PosixPath('reports/index.html')
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -461,8 +465,25 @@ def _connect(target: ClusterTarget, distributed: ModuleType) -> Iterator[Any]:
         client.close()
 
 
+@dataclass(slots=True)
+class _Job:
+    """One submitted attempt of a run."""
+
+    future: Any
+    spec: RunSpec
+    attempt: int
+    tried: tuple[str, ...]  # workers where earlier attempts failed
+    workers: tuple[str, ...] = ()  # the workers it may run on (empty: any)
+
+
 class _ClusterBatch:
     """One plan on one connected client: submission, retries, progress, landing, Ctrl-C."""
+
+    POLL_S = 0.2
+    """How often the client looks for finished runs (it sleeps in between, so Ctrl-C is seen at once)."""
+
+    STRANDED_CHECK_S = 5.0
+    """How often it looks for retries whose allowed workers have all left the cluster."""
 
     def __init__(self, client: Any, distributed: ModuleType, plan: Plan, out: Path, *, retries: int,
                  report: _Progress, expected: Mapping[str, str | None], max_run_bytes: int) -> None:
@@ -470,27 +491,26 @@ class _ClusterBatch:
         self.retries, self.report, self.expected, self.max_run_bytes = retries, report, expected, max_run_bytes
         self.topic = f"tokdiag-batch-{uuid.uuid4().hex}"
         self.notebooks = {spec.notebook: spec.notebook.read_bytes() for spec in plan.runs}
-        self.jobs: dict[str, tuple[Any, RunSpec, int, tuple[str, ...]]] = {}  # key -> (future, spec, attempt, tried)
+        self.jobs: dict[str, _Job] = {}
         self.results: dict[int, RunResult] = {}
         self.lock = threading.Lock()
         self.running: set[str] = set()
         self.ended: set[str] = set()
+        self.keys = itertools.count(1)
+        self.pending: Any = None
 
-    def submit(self, spec: RunSpec, attempt: int, tried: tuple[str, ...]) -> Any:
-        key = f"tokdiag-run-{self.topic[-12:]}-{spec.index}-{attempt}"
-        where: dict[str, Any] = {}
-        if tried:  # elsewhere: a worker that has not failed this run, if one is left
-            others = [w for w in self.client.nthreads() if w not in tried]
-            if others:
-                where = {"workers": others, "allow_other_workers": True}
+    def submit(self, spec: RunSpec, attempt: int, tried: tuple[str, ...], *, anywhere: bool = False) -> None:
+        """Submit one attempt; a retry goes only to workers that have not failed this run (when any is left)."""
+        key = f"tokdiag-run-{self.topic[-12:]}-{spec.index}-{attempt}-{next(self.keys)}"
+        others = () if anywhere or not tried else tuple(w for w in self.client.nthreads() if w not in tried)
+        where: dict[str, Any] = {"workers": list(others), "allow_other_workers": False} if others else {}
+        job = _Job(future=None, spec=spec, attempt=attempt, tried=tried, workers=others)
         with self.lock:  # known before the task can announce its start
-            self.jobs[key] = (None, spec, attempt, tried)
-        future = self.client.submit(_run_task, spec, self.notebooks[spec.notebook], expected=self.expected,
-                                    timeout=self.plan.timeout, topic=self.topic, max_run_bytes=self.max_run_bytes,
-                                    key=key, retries=0, **where)
-        with self.lock:
-            self.jobs[key] = (future, spec, attempt, tried)
-        return future
+            self.jobs[key] = job
+        job.future = self.client.submit(_run_task, spec, self.notebooks[spec.notebook], expected=self.expected,
+                                        timeout=self.plan.timeout, topic=self.topic,
+                                        max_run_bytes=self.max_run_bytes, key=key, retries=0, **where)
+        self.pending.add(job.future)
 
     def started(self, event: tuple[float, Any]) -> None:
         """A task's start, sent by the worker (called on the client's event loop thread)."""
@@ -501,11 +521,11 @@ class _ClusterBatch:
             if job is None or key in self.ended:
                 return
             self.running.add(key)
-        spec, attempt = job[1], job[2]
-        again = f", attempt {attempt}" if attempt > 1 else ""
-        self.report.say(f"[start] {spec.folder_name} on {message.get('host')} ({message.get('worker')}{again})")
+        again = f", attempt {job.attempt}" if job.attempt > 1 else ""
+        self.report.say(f"[start] {job.spec.folder_name} on {message.get('host')} ({message.get('worker')}{again})")
 
-    def outcome(self, future: Any, spec: RunSpec) -> _Shipped:
+    @staticmethod
+    def outcome(future: Any) -> _Shipped:
         """What a finished future holds, as a :class:`_Shipped` even when the task itself failed."""
         try:
             return future.result()
@@ -527,12 +547,20 @@ class _ClusterBatch:
 
     def run(self) -> tuple[RunResult, ...]:
         self.client.subscribe_topic(self.topic, self.started)
-        pending = self.distributed.as_completed(loop=self.client.loop)
+        self.pending = self.distributed.as_completed(loop=self.client.loop)
         try:
             for spec in self.plan.runs:
-                pending.add(self.submit(spec, 1, ()))
-            for future in pending:
-                self.collect(future, pending)
+                self.submit(spec, 1, ())
+            checked = time.monotonic()
+            while not self.pending.is_empty():
+                ready = self.pending.next_batch(block=False)
+                for future in ready:
+                    self.collect(future)
+                if not ready:
+                    time.sleep(self.POLL_S)
+                if time.monotonic() - checked > self.STRANDED_CHECK_S:
+                    self.rescue_stranded()
+                    checked = time.monotonic()
         except KeyboardInterrupt:
             self.interrupted()
             raise
@@ -543,23 +571,39 @@ class _ClusterBatch:
                 pass
         return tuple(self.results[spec.index] for spec in self.plan.runs)
 
-    def collect(self, future: Any, pending: Any) -> None:
+    def rescue_stranded(self) -> None:
+        """A retry allowed only on workers that have all left would wait forever: let it run anywhere."""
+        alive = set(self.client.nthreads())
+        with self.lock:
+            stranded = [(key, job) for key, job in self.jobs.items()
+                        if job.workers and not alive.intersection(job.workers) and not job.future.done()]
+            for key, _ in stranded:
+                del self.jobs[key]
+        for _, job in stranded:
+            self.client.cancel([job.future])
+            self.report.say(f"[retry] {job.spec.folder_name}: the other workers have left; attempt {job.attempt} "
+                            "now goes to any worker")
+            self.submit(job.spec, job.attempt, job.tried, anywhere=True)
+
+    def collect(self, future: Any) -> None:
         key = future.key
-        _, spec, attempt, tried = self.jobs[key]
-        shipped = self.outcome(future, spec)
+        with self.lock:
+            job = self.jobs.get(key)
+        if job is None:  # a stranded retry, cancelled and submitted again
+            return
+        shipped = self.outcome(future)
         with self.lock:
             self.running.discard(key)
             self.ended.add(key)
-        failure = shipped.failure
+            del self.jobs[key]
+        spec, attempt, failure = job.spec, job.attempt, shipped.failure
         retry = failure is not None and _retriable(failure) and attempt <= self.retries
         if failure is not None and retry:
             self.report.say(f"[retry] {spec.folder_name}: {failure.describe()}; attempt {attempt + 1} of "
-                            f"{self.retries + 1}, on another worker when there is one")
-            pending.add(self.submit(spec, attempt + 1, (*tried, shipped.worker) if shipped.worker else tried))
+                            f"{self.retries + 1}, on a worker that has not failed it when there is one")
+            self.submit(spec, attempt + 1, (*job.tried, shipped.worker) if shipped.worker else job.tried)
         else:
             self.results[spec.index] = _land(shipped, spec, self.out, attempt)
-        with self.lock:
-            del self.jobs[key]
         future.release()  # the worker keeps a result until the client lets go of it
         if not retry:
             self.finished(self.results[spec.index])
@@ -567,7 +611,7 @@ class _ClusterBatch:
     def interrupted(self) -> None:
         """Ctrl-C: cancel what has not finished, keep what has, write the index, say so."""
         with self.lock:
-            futures = [job[0] for job in self.jobs.values() if job[0] is not None]
+            futures = [job.future for job in self.jobs.values() if job.future is not None]
         if futures:
             self.client.cancel(futures)
         cancelled = ExecutionFailure(ename="Cancelled", evalue="interrupted (Ctrl-C) before this run finished; "
