@@ -91,7 +91,7 @@ def main() -> None:
             print(f"  --cluster local:2:        {cluster_s:7.1f} s wall   (kernels ran {kernels_cluster:6.1f} s "
                   f"in all; cluster ready after {clock.ready_s:.1f} s)")
             print(f"  cluster / local:          {cluster_s / local_s:7.2f}x   "
-                  f"(+{cluster_s - local_s:.1f} s, {(cluster_s - local_s) / runs:.2f} s per run)")
+                  f"({cluster_s - local_s:+.1f} s, {(cluster_s - local_s) / runs:+.2f} s per run)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
