@@ -191,3 +191,42 @@ def test_a_series_only_one_run_measured_is_not_compared_but_a_census_type_gone_i
                      columns=cols)
     got = td.compare(a, b).set_index("subject")["change"].to_dict()
     assert got == {"app.Agent": "not compared", "app.Blob": "fixed", "app.Both": "fixed"}
+
+
+def _journal_on(tmp_path, name: str, host: str | None, leak: bool):
+    """A tracked run's journal, its header's host rewritten (None: the field removed, as in older journals)."""
+    import json
+    import socket
+
+    kept: list[bytes] = []
+    path = tmp_path / f"{name}.jsonl"
+    td.track(lambda i: kept.append(bytes(4096)) if leak else None, steps=20, every=2, journal=path, census=False,
+             progress=False, name=name)
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["host"] == socket.gethostname()  # every journal says where it was taken
+    if host is None:
+        del header["host"]
+    else:
+        header["host"] = host
+    path.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    return path
+
+
+def test_runs_from_different_hosts_are_compared_with_a_warning(tmp_path):
+    import warnings
+
+    from tokdiag.errors import TokdiagWarning
+
+    a = _journal_on(tmp_path, "a", "gpu-box-1", leak=True)
+    b = _journal_on(tmp_path, "b", "gpu-box-2", leak=False)
+    with pytest.warns(TokdiagWarning, match=r"runs 'a' and 'b' ran on different hosts \(gpu-box-1, gpu-box-2\)"):
+        df = compare(a, td.load(b))
+    assert len(df)  # a warning, not a refusal
+    same = _journal_on(tmp_path, "c", "gpu-box-1", leak=False)
+    older = _journal_on(tmp_path, "d", None, leak=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TokdiagWarning)
+        compare(a, same)
+        compare(a, older)  # unknown host: nothing to say
+        compare(td.load(a).timeline, b)  # a bare timeline has no header

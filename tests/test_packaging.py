@@ -36,7 +36,7 @@ def _name(req: str) -> str:
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = set(project["dependencies"])
-    for extra in ("aworld", "dev", "service"):
+    for extra in ("aworld", "dev", "service", "cluster"):
         wanted |= set(project["optional-dependencies"][extra])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
@@ -87,3 +87,9 @@ def test_both_packages_are_installed_by_pyproject():
     assert {"tokdiag", "tokdiag_workloads"} <= regular
     assert regular <= found  # every package of both trees ships
     assert {p.split(".")[0] for p in found} == {"tokdiag", "tokdiag_workloads"}  # and nothing else (tests, bench)
+
+
+def test_make_installs_the_extras_the_tests_need():
+    makefile = (ROOT / "Makefile").read_text()
+    installed = re.search(r"pip install .*-e '\.\[([^]]*)\]'", makefile)
+    assert installed and {"aworld", "dev", "service", "cluster"} <= set(installed.group(1).split(","))

@@ -24,6 +24,7 @@ examples:
   tokdiag run notebooks/your_workload.ipynb -p target mypkg.service:handle -p steps 200
   tokdiag run notebooks/tokenizer_caches.ipynb --list-parameters
   tokdiag batch plans/default.yaml --jobs 2 -o reports      # then open reports/index.html
+  tokdiag batch plans/default.yaml --cluster tcp://HOST:8786 --retries 1   # on a Dask cluster
   tokdiag report runs/service.jsonl -o reports/service      # HTML from journals alone
 
 a plan (YAML) for `tokdiag batch`:
@@ -108,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("-o", "--output", metavar="DIR", default="reports",
                        help="folder for the run folders and index.html (default: reports)")
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    batch.add_argument("--cluster", metavar="ADDRESS",
+                       help="run each run as a Dask task: tcp://HOST:8786 (a running `dask scheduler`) or local:N "
+                            "(N worker processes here); needs pip install 'tokdiag[cluster]'")
+    batch.add_argument("--retries", type=int, default=0, metavar="N",
+                       help="with --cluster: run a run whose worker or kernel died again, up to N times, "
+                            "on another worker (default: 0)")
 
     report = sub.add_parser("report", help="an HTML report from journal files alone (e.g. from a service)",
                             description="Load JOURNAL files written by tokdiag and write an HTML report.",
@@ -190,7 +197,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from tokdiag.report.batch import load_plan, run_batch
 
     plan = load_plan(args.plan)
-    result = run_batch(plan, args.output, jobs=args.jobs, progress=None if args.quiet else sys.stderr)
+    result = run_batch(plan, args.output, jobs=args.jobs, progress=None if args.quiet else sys.stderr,
+                       cluster=args.cluster, retries=args.retries)
     print(_shown(result.index))
     return 1 if result.failed else 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tokdiag.analysis.verdicts import PRACTICAL_MIN, _check_timeline, verdicts
-from tokdiag.errors import ConfigError
+from tokdiag.errors import ConfigError, TokdiagWarning
 
 __all__ = ["CHANGES", "COMPARE_COLUMNS", "compare"]
 
@@ -39,8 +40,8 @@ CHANGES: tuple[str, ...] = ("fixed", "new leak", "less growth", "more growth", "
 _SETTLED = {"flat", "bounded", "step"}
 
 
-def _as_timeline(x: Any, what: str) -> tuple[pd.DataFrame, str]:
-    """``(timeline, run name)`` from a Run, a timeline DataFrame, or a journal path."""
+def _as_timeline(x: Any, what: str) -> tuple[pd.DataFrame, str, str | None]:
+    """``(timeline, run name, host)`` from a Run, a timeline DataFrame, or a journal path (host: None if unknown)."""
     if isinstance(x, (str, os.PathLike)):
         from tokdiag.recording.run import load
 
@@ -50,6 +51,8 @@ def _as_timeline(x: Any, what: str) -> tuple[pd.DataFrame, str]:
                               "journal written by td.track(..., journal=...)")
         x = load(path)
     name = getattr(x, "name", None)
+    header = getattr(x, "header", None)
+    host = header.get("host") if type(header) is dict else None  # older journals have no host
     tl = _check_timeline(x, what)
     runs = tl["run"].dropna().unique().tolist()
     if len(runs) > 1:
@@ -57,7 +60,7 @@ def _as_timeline(x: Any, what: str) -> tuple[pd.DataFrame, str]:
                           f"pass timeline[timeline['run'] == {runs[0]!r}]")
     if name is None:
         name = str(runs[0]) if runs else what
-    return tl, str(name)
+    return tl, str(name), None if host is None else str(host)
 
 
 def _span(tl: pd.DataFrame) -> float:
@@ -90,6 +93,9 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None, project_to
     with the fix). Each is a :class:`tokdiag.Run`, a timeline, or a journal
     path. ``labels`` name them (default: the run names) and are kept in
     ``df.attrs["labels"]``. ``project_to`` is passed to the verdicts.
+    Runs whose journal headers name different hosts (e.g. two runs of a
+    batch on a Dask cluster) raise a :class:`tokdiag.errors.TokdiagWarning`:
+    memory figures from different machines are not comparable as such.
 
     Per series (probe, subject, metric):
 
@@ -125,8 +131,12 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None, project_to
     >>> compare(a, b)[["subject", "verdict_a", "verdict_b", "difference", "real", "change"]].to_dict("records")
     [{'subject': 'app.Agent', 'verdict_a': 'leak', 'verdict_b': 'flat', 'difference': -1.0, 'real': True, 'change': 'fixed'}]
     """
-    ta, name_a = _as_timeline(a, "a")
-    tb, name_b = _as_timeline(b, "b")
+    ta, name_a, host_a = _as_timeline(a, "a")
+    tb, name_b, host_b = _as_timeline(b, "b")
+    if host_a and host_b and host_a != host_b:
+        warnings.warn(f"runs {name_a!r} and {name_b!r} ran on different hosts ({host_a}, {host_b}): their RSS and "
+                      "byte figures may differ for that alone (allocator, library builds, page size); compare runs "
+                      "from one host, or weigh only object counts", TokdiagWarning, stacklevel=2)
     if labels is None:
         labels = (name_a, name_b)
     elif (not isinstance(labels, (tuple, list)) or len(labels) != 2

@@ -3,7 +3,7 @@
 Every line is one JSON object with a ``kind``:
 
 - ``header`` (always the first line): ``format``, ``tokdiag`` version,
-  ``python``, ``platform``, ``pid``, ``run`` name, ``started_at``,
+  ``python``, ``platform``, ``pid``, ``host`` (the machine's name), ``run`` name, ``started_at``,
   ``memory_limit`` (the process' cgroup memory limit, see
   :mod:`tokdiag.probes.limits`) and the run's ``params``.
 - ``snapshot``: ``step`` (steps completed), ``elapsed_s`` and ``records``,
@@ -41,6 +41,7 @@ import json
 import math
 import os
 import platform
+import socket
 import sys
 import weakref
 from dataclasses import dataclass, field
@@ -200,6 +201,7 @@ def make_header(run: str, params: dict[str, Any]) -> dict[str, Any]:
         # whether tokdiag/_speedups.c was built: census and sizing give the same numbers either way, faster with it
         "speedups": _native.speedups is not None,
         "pid": os.getpid(),
+        "host": socket.gethostname(),  # RSS from different machines is not comparable: td.compare warns
         "run": run,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # the cgroup memory limit this process runs under ({"bytes": None} = max; None = unknown): time_to_limit reads it

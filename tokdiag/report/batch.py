@@ -82,6 +82,7 @@ import itertools
 import json
 import os
 import re
+import socket
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -166,6 +167,12 @@ class RunResult:
     html: Path | None = None
     journals: tuple[Path, ...] = ()
     summary: Summary | None = None
+    host: str = field(default_factory=socket.gethostname)
+    """The machine whose kernel ran it (RSS figures from different machines are not comparable)."""
+    worker: str = ""
+    """The Dask worker's address when the batch ran on a cluster (``""`` on the local pool)."""
+    attempts: int = 1
+    """How many times the run was started (more than 1 after a retry on a cluster)."""
 
     @property
     def ok(self) -> bool:
@@ -526,18 +533,33 @@ class _Progress:
 
 
 def run_batch(plan: Plan | str | os.PathLike[str], out_dir: str | os.PathLike[str] = "reports", *,
-              jobs: int | None = None, progress: TextIO | None = sys.stderr) -> BatchResult:
+              jobs: int | None = None, progress: TextIO | None = sys.stderr, cluster: str | None = None,
+              retries: int = 0) -> BatchResult:
     """Execute every run of ``plan`` (a :class:`Plan` or a plan file), ``jobs`` at a time; write the index.
 
     ``jobs`` defaults to the plan's ``jobs``, else 2 (never more than the
     number of runs). Progress lines go to ``progress`` (None: silent). Returns
     a :class:`BatchResult`; failed runs are in it and on the index page, not
     raised. Raises :class:`ConfigError` for a bad plan before anything runs.
+
+    ``cluster`` (``"tcp://HOST:8786"`` or ``"local:N"``) runs each run as a
+    Dask task instead, on that cluster's workers (``jobs`` is then unused),
+    re-running a run whose worker or kernel died up to ``retries`` times; see
+    :mod:`tokdiag.report.cluster`. Without it, Dask is not imported.
     """
     if not isinstance(plan, Plan):
         plan = load_plan(plan)
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    if cluster is not None:  # checked before anything runs; imports tokdiag.report.cluster, not Dask
+        from tokdiag.report.cluster import parse_cluster
+
+        parse_cluster(cluster)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"retries must be a whole number >= 0, got {retries!r}")
+    if retries and cluster is None:
+        raise ConfigError(f"retries={retries} re-runs runs whose Dask worker died; it needs a cluster "
+                          "(--cluster tcp://HOST:8786 or local:N)")
     workers = max(1, min(jobs or plan.jobs or 2, len(plan.runs)))
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -547,7 +569,8 @@ def run_batch(plan: Plan | str | os.PathLike[str], out_dir: str | os.PathLike[st
     for spec in plan.runs:  # refuse what is not tokdiag's before spending minutes on the runs
         _inspect_folder(out / spec.folder_name, _run_writes(spec))
     report = _Progress(progress, len(plan.runs))
-    report.say(f"tokdiag batch: {len(plan.runs)} runs of {plan.source or 'the plan'}, {workers} at a time")
+    report.say(f"tokdiag batch: {len(plan.runs)} runs of {plan.source or 'the plan'}, "
+               + (f"{workers} at a time" if cluster is None else f"on the Dask cluster {cluster}"))
 
     def work(spec: RunSpec) -> RunResult:
         report.started(spec)
@@ -559,8 +582,13 @@ def run_batch(plan: Plan | str | os.PathLike[str], out_dir: str | os.PathLike[st
         report.finished(result)
         return result
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokdiag-run") as pool:
-        results = tuple(pool.map(work, plan.runs))
+    if cluster is not None:
+        from tokdiag.report.cluster import run_on_cluster
+
+        results = run_on_cluster(plan, out, cluster, retries=retries, progress=report)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokdiag-run") as pool:
+            results = tuple(pool.map(work, plan.runs))
     index = write_index(results, out, title=plan.title, plan_name=plan.source)
     failed = sum(1 for r in results if not r.ok)
     report.say(f"tokdiag batch: {len(results) - failed} ok, {failed} failed; index: "
@@ -637,6 +665,7 @@ td.links { min-width: 8em; max-width: 12em; }
 td.links a { display: block; overflow-wrap: break-word; }
 td.links details a { font-size: 12px; }
 td.hl { min-width: 20em; }
+td.host { white-space: nowrap; }
 details summary { cursor: pointer; color: #3b5b9a; font-size: 12px; margin: 2px 0; }
 dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 4px 12px; margin-top: 24px; color: #3b4352; }
 dl.legend dd { margin: 0; }
@@ -670,7 +699,16 @@ def _headlines_html(summary: Summary | None) -> str:
     return shown + source
 
 
-def _row_html(result: RunResult, base: Path) -> str:
+def _placement_html(result: RunResult) -> str:
+    """The "ran on" cell of a cluster batch: host, worker address, attempts."""
+    if not result.host:
+        return '<td class="host"><span class="muted">unknown</span></td>'
+    again = f'<div class="muted">{result.attempts} attempts</div>' if result.attempts > 1 else ""
+    return (f'<td class="host">{html.escape(result.host)}'
+            f'<div class="muted">{html.escape(result.worker)}</div>{again}</td>')
+
+
+def _row_html(result: RunResult, base: Path, *, placement: bool = False) -> str:
     spec = result.spec
     params = "".join(f"<code>{html.escape(part)}</code> " for part in
                      (_format_parameters({k: v}) for k, v in spec.parameters.items())) or \
@@ -694,7 +732,7 @@ def _row_html(result: RunResult, base: Path) -> str:
             f"{'<div class=detail>' + title + '</div>' if title else ''}"
             f"<div class=\"muted\">{html.escape(spec.folder_name)}/</div></td>"
             f"<td>{params}</td><td class=\"st\">{status}</td><td class=\"hl\">{_headlines_html(result.summary)}</td>"
-            f"<td class=\"num\">{result.duration_s:.1f} s</td>"
+            f"<td class=\"num\">{result.duration_s:.1f} s</td>{_placement_html(result) if placement else ''}"
             f"<td class=\"links\">{''.join(links) or '<span class=muted>none</span>'}</td></tr>")
 
 
@@ -727,6 +765,7 @@ def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *
         legend += ('<dt><span class="verdict v-other">other</span></dt>'
                    '<dd>a finding the notebook names itself (e.g. race, mutated); its detail says what</dd>')
     plan = f" · plan <code>{html.escape(plan_name)}</code>" if plan_name else ""
+    placement = any(r.worker for r in results)  # a cluster batch: say where each run ran
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -741,9 +780,9 @@ def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *
 <div class="sub">{html.escape(counts)}{plan} · generated {html.escape(stamp)}</div>
 <table class="runs">
 <thead><tr><th>#</th><th>notebook</th><th>parameters</th><th>status</th><th>headline verdicts</th>
-<th>duration</th><th>files</th></tr></thead>
+<th>duration</th>{'<th>ran on</th>' if placement else ''}<th>files</th></tr></thead>
 <tbody>
-{chr(10).join(_row_html(r, base) for r in results)}
+{chr(10).join(_row_html(r, base, placement=placement) for r in results)}
 </tbody>
 </table>
 <dl class="legend">{legend}</dl>
@@ -755,6 +794,7 @@ def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *
     records = [{
         "index": r.spec.index, "notebook": r.spec.label, "folder": r.spec.folder_name,
         "parameters": dict(r.spec.parameters), "status": r.status, "duration_s": round(r.duration_s, 3),
+        "host": r.host, "worker": r.worker, "attempts": r.attempts,
         "error": None if r.failure is None else {"where": r.failure.where, "ename": r.failure.ename,
                                                  "evalue": r.failure.evalue, "cell_index": r.failure.cell_index},
         "html": _href(r.html, base) if r.html else None,
