@@ -22,7 +22,7 @@ import pytest
 import tokdiag as td
 from tokdiag import charts
 from tokdiag.charts._style import _LABEL_RANK
-from tokdiag.analysis.verdicts import format_value
+from tokdiag.analysis.format import format_value
 from tokdiag.errors import ConfigError
 from tokdiag.records import COLUMNS
 from tokdiag.analysis.retention import Chain, Edge, why_alive

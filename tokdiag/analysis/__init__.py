@@ -12,10 +12,11 @@ analysis reads timelines and returns DataFrames.
 
 from __future__ import annotations
 
+from tokdiag.analysis.classification import LABELS, PRACTICAL_MIN, Verdict, classify
 from tokdiag.analysis.compare import CHANGES, COMPARE_COLUMNS, compare
 from tokdiag.analysis.ledger import LEDGER_COLUMNS, UNEXPLAINED, ledger
 from tokdiag.analysis.limit import TimeToLimit, time_to_limit
-from tokdiag.analysis.verdicts import LABELS, PRACTICAL_MIN, Verdict, classify, verdicts
+from tokdiag.analysis.verdicts import verdicts
 
 __all__ = [
     "CHANGES",

@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tokdiag.analysis.verdicts import PRACTICAL_MIN, _check_timeline, verdicts
+from tokdiag.analysis.classification import PRACTICAL_MIN
+from tokdiag.analysis.verdicts import verdicts
 from tokdiag.errors import ConfigError, TokdiagWarning
+from tokdiag.recording.timeline import check_timeline
 
 __all__ = ["CHANGES", "COMPARE_COLUMNS", "compare"]
 
@@ -53,7 +55,7 @@ def _as_timeline(x: Any, what: str) -> tuple[pd.DataFrame, str, str | None]:
     name = getattr(x, "name", None)
     header = getattr(x, "header", None)
     host = header.get("host") if type(header) is dict else None  # older journals have no host
-    tl = _check_timeline(x, what)
+    tl = check_timeline(x, what)
     runs = tl["run"].dropna().unique().tolist()
     if len(runs) > 1:
         raise ConfigError(f"{what} holds {len(runs)} runs ({runs[:4]}); compare one run with another: "
@@ -101,7 +103,7 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None, project_to
 
     - ``verdict_a`` / ``verdict_b`` and ``per_step_*``: each run's verdict
       and Theil-Sen growth per step with its 99% Sen interval (see
-      :mod:`tokdiag.analysis.verdicts`). A series present in only one run
+      :mod:`tokdiag.analysis.classification`). A series present in only one run
       has NaN on the other side.
     - ``difference`` = ``per_step_b - per_step_a``. Its interval is the
       conservative combination of the two intervals:

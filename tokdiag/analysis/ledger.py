@@ -88,8 +88,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from tokdiag.analysis.verdicts import PRACTICAL_MIN, _check_timeline
+from tokdiag.analysis.classification import PRACTICAL_MIN
 from tokdiag.errors import ConfigError
+from tokdiag.recording.timeline import check_timeline
 
 __all__ = ["ALLOCATOR_OWNERS", "FILE_OWNERS", "KINDS", "LEDGER_COLUMNS", "OTHER_OBJECTS", "UNEXPLAINED", "ledger"]
 
@@ -239,7 +240,7 @@ def ledger(timeline: pd.DataFrame, *, min_bytes: float = PRACTICAL_MIN["bytes"],
     >>> ledger(tl).query("step == 2")[["owner", "kind", "bytes"]].to_dict("records")
     [{'owner': 'c', 'kind': 'cache', 'bytes': 8.0}, {'owner': 'unexplained (native or untracked)', 'kind': 'unexplained', 'bytes': 12.0}]
     """
-    timeline = _check_timeline(timeline)
+    timeline = check_timeline(timeline)
     if isinstance(max_census_owners, bool) or not isinstance(max_census_owners, int) or max_census_owners < 0:
         raise ConfigError(f"max_census_owners={max_census_owners!r}: pass a number of types >= 0, e.g. 10")
     if not (isinstance(min_bytes, (int, float)) and min_bytes >= 0):

@@ -41,8 +41,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tokdiag.analysis.verdicts import _check_timeline, classify, format_value
+from tokdiag.analysis.classification import classify
+from tokdiag.analysis.format import format_value
 from tokdiag.errors import ConfigError
+from tokdiag.recording.timeline import check_timeline
 
 __all__ = ["STATUSES", "TimeToLimit", "format_duration", "parse_size", "time_to_limit"]
 
@@ -201,7 +203,7 @@ def time_to_limit(run_or_timeline: Any, limit_bytes: int | float | str | None = 
         header: dict[str, Any] = {}
     else:
         header = dict(getattr(run_or_timeline, "header", None) or {})
-    tl = _check_timeline(run_or_timeline, "run_or_timeline")
+    tl = check_timeline(run_or_timeline, "run_or_timeline")
     runs = list(pd.unique(tl["run"]))
     if len(runs) > 1:
         raise ConfigError(f"the timeline holds {len(runs)} runs {runs!r}; pass one, e.g. "

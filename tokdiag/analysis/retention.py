@@ -71,7 +71,16 @@ from typing import Any
 
 import numpy as np
 
-from tokdiag._clevel import bare_name, is_one_of, is_subtype, lookup, module_name, mro, qualname, type_dict
+from tokdiag._clevel import (
+    bare_name,
+    is_one_of,
+    is_subtype,
+    lookup,
+    module_name,
+    mro,
+    qualname,
+    type_dict,
+)
 from tokdiag.errors import ConfigError
 
 __all__ = ["EDGE_KINDS", "ROOT_KINDS", "Chain", "Edge", "MAX_SAMPLES", "why_alive"]

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tokdiag.analysis.verdicts import format_rate, format_value
+from tokdiag.analysis.format import format_rate, format_value
 from tokdiag.charts._style import KiB, MiB, _base_layout, _empty, _esc, _series_name
 from tokdiag.errors import ConfigError
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from tokdiag.analysis.verdicts import format_rate, format_value
+from tokdiag.analysis.format import format_rate, format_value
 from tokdiag.charts._style import (
     _LABEL_RANK,
     _LABEL_TINTS,

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from tokdiag.errors import ConfigError
 from tokdiag.records import COLUMNS
 
 _NAN = math.nan
@@ -157,3 +158,22 @@ def wide(timeline: pd.DataFrame, probe: str, metric: str) -> pd.DataFrame:
     """A step x subject table of one probe's metric (e.g. census counts per type)."""
     sel = timeline[(timeline["probe"] == probe) & (timeline["metric"] == metric)]
     return sel.pivot_table(index="step", columns="subject", values="value", aggfunc="last").sort_index()
+
+
+_REQUIRED = ("run", "step", "probe", "subject", "metric", "value", "unit")
+
+
+def check_timeline(timeline: object, what: str = "timeline") -> pd.DataFrame:
+    """``timeline`` (or a Run's ``.timeline``) when it has the timeline's columns; else a ConfigError naming them."""
+    if hasattr(timeline, "timeline") and not isinstance(timeline, pd.DataFrame):
+        timeline = getattr(timeline, "timeline")
+    if not isinstance(timeline, pd.DataFrame):
+        raise ConfigError(
+            f"{what} is a {type(timeline).__name__}; pass a timeline DataFrame (run.timeline) "
+            f"with columns {', '.join(COLUMNS)}")
+    missing = [c for c in _REQUIRED if c not in timeline.columns]
+    if missing:
+        raise ConfigError(
+            f"{what} lacks column(s) {missing}; a tokdiag timeline has columns {', '.join(COLUMNS)} "
+            "(load one with td.load(journal).timeline)")
+    return timeline
