@@ -39,11 +39,12 @@ the journal still holds every finished snapshot; the returned run has status
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,59 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
+def check_factory(factory: object) -> None:
+    """Raise :class:`ConfigError` unless ``factory`` looks like ``"package.module:function"``."""
+    if not isinstance(factory, str) or ":" not in factory:
+        raise ConfigError(f"factory={factory!r}: expected 'package.module:function' returning a step function, "
+                          "e.g. 'tokdiag.workloads.tokenizers:registry'")
+
+
+def spec_json(spec: Mapping[str, Any], what: str) -> str:
+    """``spec`` as the JSON a child reads on its standard input; :class:`ConfigError` starting with ``what`` if not JSON."""
+    try:
+        return json.dumps(spec)
+    except TypeError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
+def run_child(module: str, payload: str, timeout: float | None) -> tuple[int | None, str]:
+    """Run ``python -m module`` with ``payload`` on its stdin; its exit code (None: timed out) and stderr."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", module], input=payload, text=True,
+                              capture_output=True, timeout=timeout, check=False)
+        return proc.returncode, proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return None, stderr
+
+
+def build_step(factory: str, kwargs: Mapping[str, Any]) -> Callable[[int], object]:
+    """Call the factory ``"package.module:function"`` with ``kwargs`` and return the step function it makes.
+
+    Runs in the child process. Raises :class:`TargetError` with the whole
+    story when the target does not resolve, cannot take ``kwargs`` (a step
+    function passed as the factory, most often), or returns something that
+    is not callable; exceptions raised by the factory itself propagate.
+    """
+    from tokdiag.workloads import _resolve
+
+    make = _resolve(factory, "factory")
+    try:
+        inspect.signature(make).bind(**kwargs)
+    except TypeError as exc:
+        raise TargetError(
+            f"factory {factory!r} cannot be called with kwargs {dict(kwargs)!r} ({exc}); the child process calls "
+            "the factory once and runs the step function it returns: pass a factory such as "
+            "def make(**kwargs): return step  (not step(i) itself)") from None
+    except ValueError:  # no signature to read (a builtin): let the call say
+        pass
+    step = make(**kwargs)
+    if not callable(step):
+        raise TargetError(f"factory {factory!r} returned {type(step).__name__}, not a step function; it must return "
+                          "a callable taking the step index (was a step function passed as the factory?)")
+    return step
+
+
 def track_isolated(
     factory: str,
     kwargs: Mapping[str, Any] | None = None,
@@ -90,27 +144,16 @@ def track_isolated(
     through JSON. The journal is overwritten if it exists. ``timeout`` (seconds)
     kills the child when it runs too long; the run then has status ``"killed"``.
     """
-    if not isinstance(factory, str) or ":" not in factory:
-        raise ConfigError(f"factory={factory!r}: expected 'package.module:function' returning a step function, "
-                          "e.g. 'tokdiag.workloads.tokenizers:registry'")
+    check_factory(factory)
     if "progress" in options:
         raise ConfigError("progress: the child process runs without a progress bar; remove the option")
     spec = {"factory": factory, "kwargs": dict(kwargs or {}), "steps": steps, "journal": str(journal),
             "report": list(report), "options": options}
-    try:
-        payload = json.dumps(spec)
-    except TypeError as exc:
-        raise ConfigError(f"track_isolated: kwargs and options must be JSON values (strings for caches and "
-                          f"watch patterns): {exc}") from None
+    payload = spec_json(spec, "track_isolated: kwargs and options must be JSON values (strings for caches and "
+                              "watch patterns)")
     Path(journal).parent.mkdir(parents=True, exist_ok=True)
     Path(journal).unlink(missing_ok=True)
-    try:
-        proc = subprocess.run([sys.executable, "-m", "tokdiag.record.isolated"], input=payload, text=True,
-                              capture_output=True, timeout=timeout, check=False)
-        returncode, stderr = proc.returncode, proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        returncode = None
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+    returncode, stderr = run_child("tokdiag.record.isolated", payload, timeout)
     if returncode == _EXIT_BAD_FACTORY:
         raise TargetError(stderr.strip())
     if not Path(journal).exists() or Path(journal).stat().st_size == 0:
@@ -129,29 +172,12 @@ def track_isolated(
 
 def _child() -> int:  # pragma: no cover - runs in the child process (covered by tests through subprocess)
     import tokdiag as td
-    from tokdiag.workloads import _resolve
 
     spec = json.loads(sys.stdin.read())
     try:
-        make = _resolve(spec["factory"], "factory")
-    except td.TokdiagError as exc:  # a bad target: the message says it all, no traceback needed
+        step = build_step(spec["factory"], spec["kwargs"])
+    except TargetError as exc:  # a bad target: the message says it all, no traceback needed
         print(exc, file=sys.stderr)
-        return _EXIT_BAD_FACTORY
-    import inspect
-
-    try:
-        inspect.signature(make).bind(**spec["kwargs"])
-    except TypeError as exc:
-        print(f"factory {spec['factory']!r} cannot be called with kwargs {spec['kwargs']!r} ({exc}); track_isolated "
-              "calls the factory once, in the child, and tracks the step function it returns: pass a factory "
-              "such as def make(**kwargs): return step  (not step(i) itself)", file=sys.stderr)
-        return _EXIT_BAD_FACTORY
-    except ValueError:  # no signature to read (a builtin): let the call say
-        pass
-    step = make(**spec["kwargs"])
-    if not callable(step):
-        print(f"factory {spec['factory']!r} returned {type(step).__name__}, not a step function; it must return "
-              "a callable taking the step index (was a step function passed as the factory?)", file=sys.stderr)
         return _EXIT_BAD_FACTORY
     try:
         td.track(step, steps=spec["steps"], journal=spec["journal"], overwrite=True, progress=False,
