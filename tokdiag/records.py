@@ -27,6 +27,13 @@ alloc      ``"file.py:123"``                 bytes [bytes], count [blocks]
 tracker    ``"tokdiag"``                     snapshot_s [seconds], self_bytes [bytes]
                                              (tokdiag's own retained memory),
                                              alloc_overhead_s [seconds]
+native_    ``"<site> <- <owner>"``           survivor_bytes [bytes] (allocator overhead
+trace      (``"ssl.create_default_context    included), survivor_blocks [blocks]: made
+           <- app.agents.build:42"``),       by the steps up to this one and still
+           ``"(other sites)"``,              alive when memray's capture closed
+           ``"(all sites)"``                 (:func:`tokdiag.record.native_trace.
+                                             alive_by_site`; a run under memray, in
+                                             its own journal: not RSS)
 =========  ================================  ==========================================
 
 ``fingerprint`` values are integers that change when a cached payload is

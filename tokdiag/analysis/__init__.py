@@ -3,7 +3,9 @@
 - :func:`verdicts` / :func:`classify`: leak, bounded, step, flat or
   inconclusive per series, with growth per step and its interval;
 - :func:`ledger`: RSS growth split between owners, the rest unexplained;
-- :func:`compare`: two runs side by side, and whether a difference is real.
+- :func:`compare`: two runs side by side, and whether a difference is real;
+- :mod:`~tokdiag.analysis.attribution`: what a run under memray left alive,
+  grouped by the library frame that allocated it and the user's line above it.
 
 Only numpy and pandas are imported here (never plotly, never the tracker):
 analysis reads timelines and returns DataFrames.
