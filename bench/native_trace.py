@@ -81,13 +81,15 @@ def main() -> None:
             print(f"  capture: {trace.capture_bytes / steps / 1e6:.2f} MB per step "
                   f"({trace.allocations / steps:,.0f} allocations per step); read in {trace.read_s:.1f} s")
             asked = named["bytes"].sum() / steps
-            ssl_asked = named.loc[named["site"] == "ssl.create_default_context", "bytes"].sum() / steps
+            ssl_rows = named[named["site"] == "ssl.create_default_context"]
+            ssl_asked = ssl_rows["bytes"].sum() / steps
             print(f"  alive per step: {alive / 1024:.0f} KiB = {alive / rss_per_step:.0%} of the RSS growth, "
                   f"allocator overhead included ({table.attrs['overhead_per_block']:.1f} B per block); "
                   f"the bytes asked for alone: {asked / 1024:.0f} KiB = {asked / rss_per_step:.0%}")
-            print(f"  ssl.create_default_context: {ssl / 1024:.0f} KiB per step = {ssl / rss_per_step:.0%} of it "
-                  f"({ssl_asked / rss_per_step:.0%} without overhead); heap growth memray did not see: "
-                  f"{unseen / 1024:.1f} KiB per step")
+            print(f"  ssl.create_default_context: {ssl / 1024:.0f} KiB per step = {ssl / rss_per_step:.0%} of it; "
+                  f"without overhead {ssl_asked / 1024:.0f} KiB = {ssl_asked / rss_per_step:.0%}, in "
+                  f"{ssl_rows['allocations'].sum() / steps:,.0f} blocks per step")
+            print(f"  heap growth memray did not see: {unseen / 1024:.1f} KiB per step")
             top = table.head(6)[["site", "owner", "bytes_per_step", "steps", "share"]].copy()
             top["bytes_per_step"] = (top["bytes_per_step"] / 1024).round(1)
             print(top.rename(columns={"bytes_per_step": "KiB/step"}).to_string(index=False))

@@ -78,6 +78,8 @@ def test_bytes_per_step_adds_the_allocator_overhead_of_each_block() -> None:
     assert table.loc["service.agents.new_agent", "overhead_bytes"] == 10 * 16  # glibc: 8 B header, 16 B rounding
     assert table.loc["service.agents.new_agent", "bytes_per_step"] == 65_552
     assert table.loc["service.api.handle", "overhead_bytes"] == 100 * 8  # pymalloc: 40 B in a 48 B block
+    arena = [AliveStack(frames=(OPENAI,), step=2, bytes=1 << 20, blocks=1, allocator="MMAP")]  # pymalloc's, mapped
+    assert by_site(trace(arena)).iloc[0]["overhead_bytes"] == 0
     without = by_site(trace(stacks, steps=10, model=None)).set_index("site")
     assert without.loc["service.agents.new_agent", "bytes_per_step"] == 65_536
 
@@ -154,6 +156,12 @@ def leak_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         def strdup_leak():
             def step(i):
                 copy_text(i)
+            return step
+
+        def broken():
+            def step(i):
+                if i == 3:
+                    raise RuntimeError("kaboom")
             return step
 
         def no_leak():
@@ -253,6 +261,13 @@ def test_bad_arguments_are_config_errors() -> None:
         alive_by_site("nocolon")
     with pytest.raises(ConfigError, match="JSON"):
         alive_by_site("tokdiag.workloads.agents:agent_workload", {"x": object()})
+
+
+@pytest.mark.slow
+@needs_memray
+def test_a_workload_error_is_raised_with_the_child_traceback(leak_module: str) -> None:
+    with pytest.raises(TokdiagError, match="(?s)raised.*RuntimeError: kaboom"):
+        alive_by_site(f"{leak_module}:broken", steps=4, warmup=1)
 
 
 @pytest.mark.slow

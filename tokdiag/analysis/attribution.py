@@ -22,7 +22,8 @@ outwards:
   the line of the user's code that called into the libraries. If the stack
   has no user frame (every frame in libraries), its outermost frame stands
   in; if it has no Python frame at all (a thread started before the capture
-  opened), the owner is ``thread <name>`` and the site ``<no Python stack>``;
+  opened), the owner is ``thread <name>`` and the site ``<no Python stack>``,
+  and what the call of ``step(i)`` itself allocated is ``<the call of step(i)>``;
 - the **stack** is a summary from the site outwards: one
   ``module.function`` per run of frames in the same top-level package, up
   to the owner (``ssl.create_default_context < httpx._config.create_ssl_context
@@ -45,6 +46,7 @@ These are bytes still allocated, not resident pages: compare
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -161,6 +163,9 @@ def _native_summary(native: Sequence[tuple[str, str, int]]) -> str:
 def _overhead(stack: AliveStack, model: AllocatorModel | None) -> float:
     if model is None or stack.blocks <= 0:
         return 0.0
+    if stack.allocator == "MMAP":  # mapped by the caller itself (pymalloc's arenas): whole pages, no header
+        mean = math.ceil(stack.bytes / stack.blocks)
+        return stack.blocks * ((mean + model.page - 1) // model.page * model.page) - stack.bytes
     python = stack.allocator.startswith("PYMALLOC")
     return stack.blocks * model.overhead(stack.bytes / stack.blocks, python=python)
 

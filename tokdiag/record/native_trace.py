@@ -18,12 +18,13 @@ left behind; :func:`tokdiag.analysis.attribution.by_site` groups it by the
 deepest library frame that allocated it, under the user's frame that called
 into the library, and divides by ``steps``::
 
-    import tokdiag as td
-    table = td.alive_by_site("tokdiag.workloads.aworld:agent_step", steps=25, warmup=3)
+    from tokdiag.record.native_trace import alive_by_site
+    table = alive_by_site("tokdiag.workloads.aworld:agent_step", steps=25, warmup=3)
     table[["site", "owner", "bytes_per_step", "steps"]].head()
 
 A run under memray is **not** an RSS measurement, and nothing here claims to
-be one: memray slows the workload down (1.5-2.5x on the AWorld case) and its
+be one: memray slows the workload down (1.7x, and 2.0x with Python's
+allocator traced, on the AWorld case: ``bench/native_trace.py``) and its
 own buffers live in the same process, so the child's RSS is not reported.
 What is reported is the bytes the workload's allocations still hold (the
 size asked for, plus the allocator's per-block overhead, measured in the
@@ -114,7 +115,8 @@ class AllocatorModel:
     from ``malloc_usable_size`` and the growth of ``mallinfo2().uordblks``)
     and keeps ``header``, ``align`` and ``min_chunk`` only if that formula
     reproduces every one of them: on x86-64 glibc 2.36, 8, 16 and 32, so 8 to
-    23 B per block, ~16 B on average. Blocks of ``mmap_threshold`` bytes or
+    23 B per block of more than 24 B (~16 B on average; 17.2 B over the
+    blocks AWorld's tasks left alive), up to 31 B below. Blocks of ``mmap_threshold`` bytes or
     more are mapped separately and rounded up to pages (glibc's default
     threshold, 128 KiB; not measured: glibc raises it as large blocks are
     freed). Python's small-object allocator (pymalloc) serves requests of up
@@ -269,8 +271,8 @@ def _glibc() -> Any:
 def heap_in_use() -> int | None:
     """Bytes glibc's main arena has handed out (``uordblks``) plus its mmapped blocks (``hblkhd``); None if not glibc.
 
-    Walks the free lists (fast on a young heap; can take 0.3 s on a
-    fragmented one). Blocks of other threads' arenas are not in it.
+    ``mallinfo2`` walks glibc's free lists, so it is slower on a fragmented
+    heap. Blocks of other threads' arenas are not in it.
     """
     libc = _glibc()
     if libc is None:
@@ -322,7 +324,7 @@ def _glibc_chunks() -> dict[int, int] | None:
 
 
 def measure_allocators() -> AllocatorModel | None:
-    """Measure glibc's chunk sizes and pymalloc's block sizes in this process (~0.05 s); None if not glibc.
+    """Measure glibc's chunk sizes and pymalloc's block sizes in this process (0.08 s here); None if not glibc.
 
     Python's allocator is taken to be pymalloc unless ``PYTHONMALLOC`` says
     otherwise (the child corrects it from memray's capture metadata).
@@ -470,17 +472,20 @@ def alive_by_site(
     allocator overhead included. The run's figures (wall time, capture size,
     read time, allocator overhead per block) are in ``table.attrs``.
 
-    ``journal`` also writes the table's sites as a journal
-    (:func:`tokdiag.load` reads it): probe ``native_trace``, one subject per
-    site (``"<site> <- <owner>"``, the 20 largest, the rest as ``"(other
-    sites)"``, and ``"(all sites)"``), metrics ``survivor_bytes`` and
-    ``survivor_blocks`` at each step: of the allocations made by that step,
-    those still alive when the capture closed. Not RSS: no ``process`` rows.
+    ``journal`` also writes the table's sites as a journal, overwritten if
+    it exists (:func:`tokdiag.load` reads it): probe ``native_trace``, one
+    subject per site (``"<site> <- <owner>"``, the 20 largest, the rest as
+    ``"(other sites)"``, and ``"(all sites)"``), metrics ``survivor_bytes``
+    and ``survivor_blocks`` at each step: of the allocations made by the
+    steps up to that one, those still alive when the capture closed (see
+    :func:`tokdiag.analysis.attribution.survivors_by_step`); ``elapsed_s``
+    counts from the capture's opening. Not RSS: no ``process`` rows.
 
-    Example (a ctypes ``malloc`` of 64 KiB per step, never freed)::
+    Example (a step that calls ``libc.strdup`` on 64 KiB through ctypes in
+    ``copy_text`` and never frees the copy)::
 
-        table = td.alive_by_site("myapp.leaks:make_step", steps=10, warmup=2)
-        table.iloc[0][["site", "bytes_per_step", "steps"]]   # myapp.leaks.grow, 65552.0, 10
+        table = alive_by_site("myapp.leaks:make_step", steps=10, warmup=2)
+        table.iloc[0][["site", "bytes_per_step", "steps"]]   # myapp.leaks.copy_text, 65552.0, 10
     """
     from tokdiag.analysis.attribution import by_site, survivors_by_step
 
@@ -510,7 +515,7 @@ def _write_journal(path: str | os.PathLike[str], trace: NativeTrace, long: pd.Da
                          [Record("native_trace", r.subject, r.metric, float(r.value), r.unit) for r in rows.itertuples()])
         out.event("native_trace", values=_meta(trace))
         out.write({"kind": "end", "reason": "completed", "step": trace.warmup + trace.steps,
-                   "elapsed_s": round(trace.warmup_s + trace.traced_s, 6), "message": ""})
+                   "elapsed_s": round(trace.traced_s, 6), "message": ""})
 
 
 def _meta(trace: NativeTrace) -> dict[str, Any]:
