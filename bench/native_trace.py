@@ -13,12 +13,15 @@ C. under memray with Python's allocator traced (``python_allocators=True``,
 D. under memray seeing only ``malloc``/``mmap`` (``python_allocators=False``:
    pymalloc's 1 MiB arenas instead of each object).
 
-For C and D it prints the wall time per step and its ratio to B, the capture
+For C and D it prints the wall and CPU time per step (the child process's,
+all threads) and their ratios to B, the capture
 size per step, the time to read the capture, the bytes still alive per step
 (allocator overhead included) and their share of A's RSS growth, the share
 named by ``ssl.create_default_context``, the heap growth memray did not see,
-and the largest sites. Wall times are taken in separate processes in turn,
-not interleaved: on a loaded machine they move by 10-20 % from run to run.
+and the largest sites. Times are taken in separate processes in turn, not
+interleaved: on a loaded machine the wall-time ratio moved from 1.2x to 2.0x
+between two runs (a task mostly waits on the stub server and AWorld's
+0.1 s polls); CPU time is the steadier measure of what memray adds.
 The goal (issue 11, item 6) is a record of the costs and of the share named;
 nothing is asserted.
 
@@ -41,8 +44,8 @@ from tokdiag.record.native_trace import trace_native
 FACTORY = "tokdiag.workloads.aworld:agent_step"
 
 
-def untraced_wall(factory: str, steps: int, warmup: int, tmp: Path) -> float:
-    """Wall seconds of ``steps`` steps after ``warmup``, in the child alive_by_site uses, without memray."""
+def untraced(factory: str, steps: int, warmup: int, tmp: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of ``steps`` steps after ``warmup``, in the child alive_by_site uses, without memray."""
     result = tmp / "untraced.json"
     spec = {"factory": factory, "kwargs": {}, "steps": steps, "warmup": warmup, "python_allocators": False,
             "native_traces": False, "capture": str(tmp / "unused.bin"), "result": str(result), "trace": False}
@@ -51,7 +54,8 @@ def untraced_wall(factory: str, steps: int, warmup: int, tmp: Path) -> float:
         raise SystemExit(f"untraced child failed ({code}):\n{stderr[-2000:]}")
     import json
 
-    return float(json.loads(result.read_text())["traced_s"])
+    data = json.loads(result.read_text())
+    return float(data["traced_s"]), float(data["traced_cpu_s"])
 
 
 def main() -> None:
@@ -66,8 +70,8 @@ def main() -> None:
         rss = run.series("process", "process", "rss")
         rss_per_step = (rss.loc[warmup + steps] - rss.loc[warmup]) / steps
         print(f"A. RSS growth per step (no memray): {rss_per_step / 1024:.0f} KiB")
-        base = untraced_wall(factory, steps, warmup, tmp)
-        print(f"B. wall without memray: {base / steps:.3f} s per step")
+        base, base_cpu = untraced(factory, steps, warmup, tmp)
+        print(f"B. without memray: {base / steps:.3f} s per step wall, {base_cpu / steps:.3f} s CPU")
         pd.set_option("display.width", 200)
         for label, python_allocators in (("C. python_allocators=True", True), ("D. python_allocators=False", False)):
             trace = trace_native(factory, steps=steps, warmup=warmup, python_allocators=python_allocators)
@@ -77,7 +81,8 @@ def main() -> None:
             ssl = named.loc[named["site"] == "ssl.create_default_context", "bytes_per_step"].sum()
             alive = named["bytes_per_step"].sum()
             print(f"\n{label} (memray {trace.memray})")
-            print(f"  wall: {trace.traced_s / steps:.3f} s per step, {trace.traced_s / base:.2f}x without memray")
+            print(f"  {trace.traced_s / steps:.3f} s per step wall, {trace.traced_s / base:.2f}x without memray; "
+                  f"{trace.traced_cpu_s / steps:.3f} s CPU, {trace.traced_cpu_s / base_cpu:.2f}x")
             print(f"  capture: {trace.capture_bytes / steps / 1e6:.2f} MB per step "
                   f"({trace.allocations / steps:,.0f} allocations per step); read in {trace.read_s:.1f} s")
             asked = named["bytes"].sum() / steps

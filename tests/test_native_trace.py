@@ -34,6 +34,7 @@ def trace(stacks: list[AliveStack], *, steps: int = 4, heap_growth: int | None =
           model: AllocatorModel | None = GLIBC) -> NativeTrace:
     return NativeTrace(factory="app:make", kwargs={}, warmup=2, steps=steps, stacks=tuple(stacks), paths=PATHS,
                        allocators=model, python_allocators=True, native_traces=False, warmup_s=0.0, traced_s=0.0,
+                       traced_cpu_s=0.0,
                        read_s=0.0, capture_bytes=0, allocations=0, python_allocator="pymalloc", memray="1.20.0",
                        heap_growth=heap_growth)
 
