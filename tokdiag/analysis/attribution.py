@@ -51,7 +51,7 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -268,7 +268,7 @@ def by_site(trace: NativeTrace) -> pd.DataFrame:
     """
     groups, _ = _groups(trace)
     total = sum(g.bytes + g.overhead for g in groups.values()) or 1.0
-    rows = []
+    rows: list[dict[str, Any]] = []
     for g in groups.values():
         (library_frame, summary, native), _ = max(g.stacks.items(), key=lambda kv: kv[1])
         row = {"site": g.site, "kind": g.kind, "library_frame": library_frame, "owner": g.owner, "stack_summary": summary,

@@ -51,6 +51,7 @@ with memray's own reporters, e.g. ``memray flamegraph --leaks path``.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -232,7 +233,7 @@ def _stack_resync(memray: Any) -> Any:
 def _mode_of_gaps(addresses: list[int]) -> int:
     """The most common distance between neighbouring addresses: the block size, where blocks were carved in a row."""
     ordered = sorted(addresses)
-    gaps = Counter(b - a for a, b in zip(ordered, ordered[1:]) if b > a)
+    gaps = Counter(b - a for a, b in itertools.pairwise(ordered) if b > a)
     return gaps.most_common(1)[0][0] if gaps else 0
 
 
@@ -241,9 +242,20 @@ _MALLINFO_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", 
 _MEASURED_SIZES = (*range(1, 65), *range(65, 1100, 37), 4000, 65_536, 100_000)
 
 
+@dataclass(frozen=True)
+class _Glibc:
+    """glibc's allocator functions through ctypes, typed."""
+
+    malloc: Any
+    free: Any
+    usable_size: Any
+    mallinfo: Any
+    """``mallinfo2`` (glibc >= 2.33), else ``mallinfo`` (int fields: enough for differences below 2 GiB)."""
+
+
 @functools.cache
-def _glibc() -> Any:
-    """glibc through ctypes, with ``mallinfo2`` (or ``mallinfo``), ``malloc_usable_size``, ``malloc`` and ``free`` typed; None if not glibc."""
+def _glibc() -> _Glibc | None:
+    """glibc's ``malloc``, ``free``, ``malloc_usable_size`` and ``mallinfo2`` through ctypes; None if not glibc."""
     import ctypes
     import ctypes.util
 
@@ -254,21 +266,20 @@ def _glibc() -> Any:
     except (OSError, AttributeError):
         return None
     try:
-        info = libc.mallinfo2  # glibc >= 2.33
+        info = libc.mallinfo2
         field_type: Any = ctypes.c_size_t
     except AttributeError:
-        info = libc.mallinfo  # older glibc: int fields, enough for differences below 2 GiB
+        info = libc.mallinfo
         field_type = ctypes.c_int
 
     class Mallinfo(ctypes.Structure):
         _fields_ = [(name, field_type) for name in _MALLINFO_FIELDS]
 
     info.restype, info.argtypes = Mallinfo, []
-    libc.mallinfo2 = info
     usable.restype, usable.argtypes = ctypes.c_size_t, [ctypes.c_void_p]
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
-    return libc
+    return _Glibc(malloc=libc.malloc, free=libc.free, usable_size=usable, mallinfo=info)
 
 
 def heap_in_use() -> int | None:
@@ -280,7 +291,7 @@ def heap_in_use() -> int | None:
     libc = _glibc()
     if libc is None:
         return None
-    info = libc.mallinfo2()
+    info = libc.mallinfo()
     return int(info.uordblks) + int(info.hblkhd)
 
 
@@ -298,8 +309,7 @@ def _glibc_chunks() -> dict[int, int] | None:
     libc = _glibc()
     if libc is None:
         return None
-    info, usable = libc.mallinfo2, libc.malloc_usable_size
-    malloc, free = libc.malloc, libc.free
+    info, usable, malloc, free = libc.mallinfo, libc.usable_size, libc.malloc, libc.free
     batch, batches = 16, 4
     kept = [0] * (batch * batches * len(_MEASURED_SIZES))  # allocated first: no list growth below
     j = 0
@@ -364,7 +374,10 @@ def _paths() -> dict[str, list[str]]:
     user = site.getusersitepackages()
     if isinstance(user, str):
         sites.append(user)
-    norm = lambda ps: sorted({os.path.abspath(p) for p in ps if p}, key=len, reverse=True)  # noqa: E731
+
+    def norm(paths: Any) -> list[str]:
+        return sorted({os.path.abspath(p) for p in paths if p}, key=len, reverse=True)
+
     return {"stdlib": norm([sp.get("stdlib", ""), sp.get("platstdlib", "")]), "site": norm(sites),
             "sys_path": norm(p or os.getcwd() for p in sys.path)}
 
@@ -581,6 +594,7 @@ def _read_capture(path: Path, native: bool) -> dict[str, Any]:
 
 def _child() -> int:  # pragma: no cover - runs in the child process (covered by tests through subprocess)
     import gc
+    import importlib.metadata
 
     spec = json.loads(sys.stdin.read())
     try:
@@ -639,7 +653,7 @@ def _child() -> int:  # pragma: no cover - runs in the child process (covered by
               "paths": _paths(), "allocators": asdict(model) if model else None,
               "python_allocators": spec["python_allocators"], "native_traces": spec["native_traces"],
               "warmup_s": warmup_s, "traced_s": traced_s, "traced_cpu_s": traced_cpu_s, "read_s": read_s, "step_ends_s": ends, "pid": os.getpid(),
-              "capture_bytes": capture.stat().st_size, "memray": memray.__version__,
+              "capture_bytes": capture.stat().st_size, "memray": importlib.metadata.version("memray"),
               "heap_growth": None if heap_before is None or heap_after is None else heap_after - heap_before}
     Path(spec["result"]).write_text(json.dumps(result))
     return 0
