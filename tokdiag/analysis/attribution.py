@@ -170,22 +170,22 @@ def _overhead(stack: AliveStack, model: AllocatorModel | None) -> float:
     return stack.blocks * model.overhead(stack.bytes / stack.blocks, python=python)
 
 
-def _in_main_heap(stack: AliveStack, model: AllocatorModel | None) -> bool:
-    """Whether ``heap_in_use`` counts these blocks: glibc blocks of the main thread, or mmapped ones of any thread."""
+def _in_glibc_heap(stack: AliveStack, model: AllocatorModel | None) -> bool:
+    """Whether ``heap_in_use`` counts these blocks: glibc's, of any thread (not pymalloc's, not mapped directly)."""
     if model is None or stack.allocator in _NOT_MALLOC or stack.blocks <= 0:
         return False
     mean = stack.bytes / stack.blocks
     if stack.allocator.startswith("PYMALLOC") and model.pymalloc_align is not None and mean <= model.pymalloc_max:
         return False  # in pymalloc's arenas, which it maps itself
-    return stack.main_thread or mean >= model.mmap_threshold
+    return True
 
 
 def unseen_bytes(trace: NativeTrace) -> float | None:
     """glibc heap growth during the capture that memray's surviving blocks do not account for; None if not measured.
 
-    ``trace.heap_growth`` (the main arena in use plus mmapped blocks, from
-    the capture's opening to its closing) minus the surviving blocks of the
-    main thread that live there, overhead included. What memray cannot see
+    ``trace.heap_growth`` (glibc's heap in use, every arena and mmapped
+    blocks, from the capture's opening to its closing) minus the surviving
+    blocks that live there, overhead included. What memray cannot see
     ends up here: a ``malloc`` called through a function pointer taken
     with ``dlsym`` (ctypes' ``libc.malloc``) bypasses the hooks memray
     patches into each library's symbol table. It is an estimate: blocks
@@ -194,7 +194,7 @@ def unseen_bytes(trace: NativeTrace) -> float | None:
     """
     if trace.heap_growth is None or trace.allocators is None:
         return None
-    seen = sum(s.bytes + _overhead(s, trace.allocators) for s in trace.stacks if _in_main_heap(s, trace.allocators))
+    seen = sum(s.bytes + _overhead(s, trace.allocators) for s in trace.stacks if _in_glibc_heap(s, trace.allocators))
     return trace.heap_growth - seen
 
 
@@ -289,6 +289,7 @@ def by_site(trace: NativeTrace) -> pd.DataFrame:
     columns = list(SITE_COLUMNS) + (["native"] if trace.native_traces else [])
     table = pd.DataFrame(rows, columns=columns)
     table = table.sort_values(["bytes_per_step", "site"], ascending=[False, True], ignore_index=True)
+    table.attrs["unseen_bytes"] = unseen  # before clipping at 0: negative when older blocks were freed meanwhile
     table.attrs["overhead_per_block"] = (sum(g.overhead for g in groups.values()) /
                                          max(1, sum(g.blocks for g in groups.values())))
     return table
