@@ -94,7 +94,10 @@ def main() -> None:
             print(f"  ssl.create_default_context: {ssl / 1024:.0f} KiB per step = {ssl / rss_per_step:.0%} of it; "
                   f"without overhead {ssl_asked / 1024:.0f} KiB = {ssl_asked / rss_per_step:.0%}, in "
                   f"{ssl_rows['allocations'].sum() / steps:,.0f} blocks per step")
-            print(f"  heap growth memray did not see: {unseen / 1024:.1f} KiB per step")
+            if trace.heap_growth is not None:
+                print(f"  glibc's heap in use grew {trace.heap_growth / steps / 1024:.0f} KiB per step during the "
+                      f"capture; minus the blocks memray saw there: {table.attrs['unseen_bytes'] / steps / 1024:.1f} "
+                      f"KiB per step (the table's '(not seen by memray)' row: {unseen / 1024:.1f})")
             top = table.head(6)[["site", "owner", "bytes_per_step", "steps", "share"]].copy()
             top["bytes_per_step"] = (top["bytes_per_step"] / 1024).round(1)
             print(top.rename(columns={"bytes_per_step": "KiB/step"}).to_string(index=False))
