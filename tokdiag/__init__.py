@@ -33,6 +33,7 @@ __all__ = [
     "Tracker",
     "VocabularyNotFound",
     "__version__",
+    "alive_by_site",
     "cache",
     "census",
     "compare",
@@ -47,7 +48,8 @@ __all__ = [
 ]
 
 _LAZY = {"compare": "tokdiag.analysis", "why_alive": "tokdiag.analysis.retention",
-         "track_isolated": "tokdiag.recording.isolated", "load_service": "tokdiag.recording.service"}
+         "track_isolated": "tokdiag.recording.isolated", "load_service": "tokdiag.recording.service",
+         "alive_by_site": "tokdiag.recording.native_trace"}
 
 
 def __getattr__(name: str) -> object:

@@ -49,6 +49,13 @@ tracker    ``"tokdiag"``                     snapshot_s [seconds], snapshot_cpu_
                                              alloc_overhead_s, allocator_s,
                                              mallinfo_s (0 when skipped), native_s
                                              [seconds] (probes' own costs)
+native_    ``"<site> <- <owner>"``           survivor_bytes [bytes] (allocator overhead
+trace      (``"ssl.create_default_context    included), survivor_blocks [blocks]: made
+           <- app.agents.build:42"``),       by the steps up to this one and still
+           ``"(other sites)"``,              alive when memray's capture closed
+           ``"(all sites)"``                 (:func:`tokdiag.recording.native_trace.
+                                             alive_by_site`; a run under memray, in
+                                             its own journal: not RSS)
 =========  ================================  ==========================================
 
 ``fingerprint`` values are integers that change when a cached payload is

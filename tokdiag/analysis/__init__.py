@@ -5,6 +5,8 @@
 - :func:`ledger`: RSS growth split between owners, the rest unexplained;
 - :func:`compare`: two runs side by side, and whether a difference is real;
 - :func:`time_to_limit`: when a leaking run reaches its memory limit.
+- :mod:`~tokdiag.analysis.attribution`: what a run under memray left alive,
+  grouped by the library frame that allocated it and the user's line above it.
 
 Only numpy and pandas are imported here (never plotly, never the tracker):
 analysis reads timelines and returns DataFrames.

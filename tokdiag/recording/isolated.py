@@ -73,7 +73,7 @@ from tokdiag.recording.run import Run, load
 
 __all__ = ["track_isolated"]
 
-_STDERR_TAIL = 2000
+STDERR_TAIL = 2000
 _INTERRUPT_GRACE_S = 15.0
 """After Ctrl-C, how long the parent waits for the child to record ``interrupted`` before killing it."""
 _CHILD_TIMEOUT_MARGIN_S = 3.0
@@ -138,6 +138,50 @@ def _wind_down(proc: subprocess.Popen[str]) -> str:
             return proc.communicate()[1] or ""
 
 
+def check_factory(factory: object) -> None:
+    """Raise :class:`ConfigError` unless ``factory`` looks like ``"package.module:function"``."""
+    if not isinstance(factory, str) or ":" not in factory:
+        raise ConfigError(f"factory={factory!r}: expected 'package.module:function' returning a step function, "
+                          "e.g. 'myapp.jobs:make_step'")
+
+
+def spec_json(spec: Mapping[str, Any], what: str) -> str:
+    """``spec`` as the JSON a child reads on its standard input; :class:`ConfigError` starting with ``what`` if not JSON."""
+    try:
+        return json.dumps(spec, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
+def build_step(factory: str, kwargs: Mapping[str, Any]) -> Callable[[int], object]:
+    """Call the factory ``"package.module:function"`` with ``kwargs`` and return the step function it makes.
+
+    Runs in a child process. Raises :class:`TargetError` with the whole
+    story when the target does not resolve, cannot take ``kwargs`` (a step
+    function passed as the factory, most often), or returns something that
+    is not callable; exceptions raised by the factory itself propagate.
+    """
+    import inspect
+
+    from tokdiag.recording.targets import resolve_callable
+
+    make = resolve_callable(factory, "factory")
+    try:
+        inspect.signature(make).bind(**kwargs)
+    except TypeError as exc:
+        raise TargetError(
+            f"factory {factory!r} cannot be called with kwargs {dict(kwargs)!r} ({exc}); the child process calls "
+            "the factory once and runs the step function it returns: pass a factory such as "
+            "def make(**kwargs): return step  (not step(i) itself)") from None
+    except ValueError:  # no signature to read (a builtin): let the call say
+        pass
+    step = make(**kwargs)
+    if not callable(step):
+        raise TargetError(f"factory {factory!r} returned {type(step).__name__}, not a step function; it must return "
+                          "a callable taking the step index (was a step function passed as the factory?)")
+    return step
+
+
 def track_isolated(
     factory: str,
     kwargs: Mapping[str, Any] | None = None,
@@ -157,9 +201,7 @@ def track_isolated(
     it runs too long; the run then has status ``"killed"``. How each other
     ending is reported: see the module docstring.
     """
-    if not isinstance(factory, str) or ":" not in factory:
-        raise ConfigError(f"factory={factory!r}: expected 'package.module:function' returning a step function, "
-                          "e.g. 'myapp.jobs:make_step'")
+    check_factory(factory)
     if "progress" in options:
         raise ConfigError("progress: the child process runs without a progress bar; remove the option")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
@@ -173,11 +215,11 @@ def track_isolated(
             "report": list(report), "options": options, "status": status_file, "parent": os.getpid(),
             "timeout": timeout}
     try:
-        payload = json.dumps(spec, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        payload = spec_json(spec, "track_isolated: kwargs and options must be JSON values (strings for caches and "
+                                  "watch patterns, no NaN)")
+    except ConfigError:
         os.unlink(status_file)
-        raise ConfigError(f"track_isolated: kwargs and options must be JSON values (strings for caches and "
-                          f"watch patterns, no NaN): {exc}") from None
+        raise
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     interrupted = False
     restore_sigint: Callable[[], object] = lambda: None
@@ -231,7 +273,7 @@ def _outcome(factory: str, journal: Path, child_pid: int, status: dict[str, Any]
              stderr: str, timeout: float | None, interrupted: bool) -> Run:
     """The Run, or the error, for how the child ended (its status report first, then its exit)."""
     outcome = status.get("outcome")
-    tail = stderr[-_STDERR_TAIL:].strip()
+    tail = stderr[-STDERR_TAIL:].strip()
     if outcome == "bad_factory":
         raise TargetError(str(status.get("message") or tail or f"factory {factory!r} could not be used"))
     try:
@@ -244,7 +286,7 @@ def _outcome(factory: str, journal: Path, child_pid: int, status: dict[str, Any]
         detail = str(status.get("traceback") or tail or "(empty)")
         raise TokdiagError(f"track_isolated({factory!r}): the child process wrote no journal (it "
                            f"{_how_it_ended(returncode, timeout) if outcome is None else 'failed first'}); "
-                           f"its report ends with:\n{detail[-_STDERR_TAIL:]}")
+                           f"its report ends with:\n{detail[-STDERR_TAIL:]}")
     run = load(journal)
     where = f"the journal {str(journal)!r} keeps the snapshots taken before: td.load({str(journal)!r})"
     if interrupted:
@@ -254,11 +296,11 @@ def _outcome(factory: str, journal: Path, child_pid: int, status: dict[str, Any]
         raise exc
     if outcome == "error":
         raise TokdiagError(f"track_isolated({factory!r}) failed in the child process ({where}):\n"
-                           f"{str(status.get('traceback', ''))[-_STDERR_TAIL:]}")
+                           f"{str(status.get('traceback', ''))[-STDERR_TAIL:]}")
     if outcome == "exit":
         raise TokdiagError(f"track_isolated({factory!r}): the workload called sys.exit({status.get('code')!r}) "
                            f"in the child process, after {run.steps[-1] if run.steps else 0} steps ({where}):\n"
-                           f"{str(status.get('traceback', ''))[-_STDERR_TAIL:]}")
+                           f"{str(status.get('traceback', ''))[-STDERR_TAIL:]}")
     if outcome in ("ok", "interrupted"):  # interrupted on its own (a SIGINT sent to the child alone)
         return run
     how = "ended itself at its own timeout" if outcome == "timeout" else _how_it_ended(returncode, timeout)
@@ -328,9 +370,23 @@ def _first_sigint_only(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _child() -> int:  # pragma: no cover - runs in the child process (covered by tests through subprocess)
+def _report_failure(status: _Status, exc: BaseException) -> int:
+    """Write how the child's work ended with ``exc`` to its status file; the child's exit code."""
     import traceback
 
+    if isinstance(exc, KeyboardInterrupt):
+        status.write("interrupted")
+        return 130
+    text = "".join(traceback.format_exception(exc))
+    if isinstance(exc, SystemExit):
+        status.write("exit", code=exc.code, traceback=text)
+        return 1
+    sys.stderr.write(text)
+    status.write("error", traceback=text)
+    return 1
+
+
+def _child() -> int:  # pragma: no cover - runs in the child process (covered by tests through subprocess)
     spec = json.loads(sys.stdin.read())
     status = _Status(spec["status"])
     watched = _die_with_parent(int(spec["parent"]))
@@ -340,44 +396,19 @@ def _child() -> int:  # pragma: no cover - runs in the child process (covered by
     signal.signal(signal.SIGINT, _first_sigint_only)
 
     import tokdiag as td
-    from tokdiag.recording.targets import resolve_callable
 
     try:
-        make = resolve_callable(spec["factory"], "factory")
-    except td.TokdiagError as exc:  # a bad target: the message says it all, no traceback needed
+        step = build_step(spec["factory"], spec["kwargs"])
+    except TargetError as exc:  # a bad target: the message says it all, no traceback needed
         status.write("bad_factory", message=str(exc))
         return 1
-    import inspect
-
+    except BaseException as exc:  # the factory itself raised (or exited, or Ctrl-C)
+        return _report_failure(status, exc)
     try:
-        inspect.signature(make).bind(**spec["kwargs"])
-    except TypeError as exc:
-        status.write("bad_factory", message=(
-            f"factory {spec['factory']!r} cannot be called with kwargs {spec['kwargs']!r} ({exc}); track_isolated "
-            "calls the factory once, in the child, and tracks the step function it returns: pass a factory "
-            "such as def make(**kwargs): return step  (not step(i) itself)"))
-        return 1
-    except ValueError:  # no signature to read (a builtin): let the call say
-        pass
-    try:
-        step = make(**spec["kwargs"])
-        if not callable(step):
-            status.write("bad_factory", message=(
-                f"factory {spec['factory']!r} returned {type(step).__name__}, not a step function; it must return "
-                "a callable taking the step index (was a step function passed as the factory?)"))
-            return 1
         td.track(step, steps=spec["steps"], journal=spec["journal"], overwrite=True, progress=False,
                  **spec["options"])
-    except KeyboardInterrupt:
-        status.write("interrupted")
-        return 130
-    except SystemExit as exc:
-        status.write("exit", code=exc.code, traceback=traceback.format_exc())
-        return 1
-    except BaseException:
-        traceback.print_exc()
-        status.write("error", traceback=traceback.format_exc())
-        return 1
+    except BaseException as exc:
+        return _report_failure(status, exc)
     values = {name: _json_safe(getattr(step, name, None)) for name in spec["report"]}
     with JournalWriter(spec["journal"], None) as journal:  # appended after the run's end line
         journal.event("workload", values=values)
