@@ -1,18 +1,31 @@
 """Analysis: turn a timeline into answers.
 
+- :func:`answer`: what one or several runs say, in words (leaks with what
+  holds them, or what was measured and found flat), built from
+  :func:`findings`, the same findings ``summary.json``'s headlines come from;
 - :func:`verdicts` / :func:`classify`: leak, bounded, step, flat or
   inconclusive per series, with growth per step and its interval;
+  :func:`fold_verdicts`: the same per owner and measure, without noise;
 - :func:`ledger`: RSS growth since the end of warm-up split between owners,
   the rest unexplained; :func:`startup_costs`: what warm-up cost;
 - :func:`compare`: two runs side by side, and whether a difference is real.
 
 Only numpy and pandas are imported here (never plotly, never the tracker):
-analysis reads timelines and returns DataFrames.
+analysis reads timelines and returns DataFrames and plain records.
 """
 
 from __future__ import annotations
 
+from tokdiag.analysis.answer import Answer, answer
 from tokdiag.analysis.compare import CHANGES, COMPARE_COLUMNS, compare
+from tokdiag.analysis.findings import Finding, findings
+from tokdiag.analysis.fold import fold_verdicts
+from tokdiag.analysis.format import (
+    format_interval,
+    format_rate,
+    format_signed,
+    format_value,
+)
 from tokdiag.analysis.ledger import LEDGER_COLUMNS, UNEXPLAINED, ledger, startup_costs
 from tokdiag.analysis.verdicts import LABELS, PRACTICAL_MIN, Verdict, classify, verdicts
 
@@ -23,9 +36,18 @@ __all__ = [
     "LEDGER_COLUMNS",
     "PRACTICAL_MIN",
     "UNEXPLAINED",
+    "Answer",
+    "Finding",
     "Verdict",
+    "answer",
     "classify",
     "compare",
+    "findings",
+    "fold_verdicts",
+    "format_interval",
+    "format_rate",
+    "format_signed",
+    "format_value",
     "ledger",
     "startup_costs",
     "verdicts",
