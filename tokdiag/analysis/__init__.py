@@ -6,9 +6,11 @@
 - :func:`verdicts` / :func:`classify`: leak, bounded, step, flat or
   inconclusive per series, with growth per step and its interval;
   :func:`fold_verdicts`: the same per owner and measure, without noise;
+- :func:`growers`: the owners that grew, every probe's measure merged;
 - :func:`ledger`: RSS growth since the end of warm-up split between owners,
   the rest unexplained; :func:`startup_costs`: what warm-up cost;
-- :func:`compare`: two runs side by side, and whether a difference is real.
+- :func:`compare`: two runs side by side, and whether a difference is real;
+- :func:`growers_table`: the same for a page, with units and words.
 
 Only numpy and pandas are imported here (never plotly, never the tracker):
 analysis reads timelines and returns DataFrames and plain records.
@@ -26,12 +28,14 @@ from tokdiag.analysis.format import (
     format_signed,
     format_value,
 )
+from tokdiag.analysis.growers import GROWER_COLUMNS, growers, growers_table
 from tokdiag.analysis.ledger import LEDGER_COLUMNS, UNEXPLAINED, ledger, startup_costs
 from tokdiag.analysis.verdicts import LABELS, PRACTICAL_MIN, Verdict, classify, verdicts
 
 __all__ = [
     "CHANGES",
     "COMPARE_COLUMNS",
+    "GROWER_COLUMNS",
     "LABELS",
     "LEDGER_COLUMNS",
     "PRACTICAL_MIN",
@@ -48,6 +52,8 @@ __all__ = [
     "format_rate",
     "format_signed",
     "format_value",
+    "growers",
+    "growers_table",
     "ledger",
     "startup_costs",
     "verdicts",
