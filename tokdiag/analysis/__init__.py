@@ -10,7 +10,8 @@
 - :func:`ledger`: RSS growth since the end of warm-up split between owners,
   the rest unexplained; :func:`startup_costs`: what warm-up cost;
 - :func:`compare`: two runs side by side, and whether a difference is real;
-- :func:`growers_table`: the same for a page, with units and words.
+- :func:`verdicts_table`, :func:`growers_table`, :func:`compare_table`,
+  :func:`compare_notes`: the same for a page, with units and words.
 
 Only numpy and pandas are imported here (never plotly, never the tracker):
 analysis reads timelines and returns DataFrames and plain records.
@@ -30,6 +31,7 @@ from tokdiag.analysis.format import (
 )
 from tokdiag.analysis.growers import GROWER_COLUMNS, growers, growers_table
 from tokdiag.analysis.ledger import LEDGER_COLUMNS, UNEXPLAINED, ledger, startup_costs
+from tokdiag.analysis.tables import compare_notes, compare_table, verdicts_table
 from tokdiag.analysis.verdicts import LABELS, PRACTICAL_MIN, Verdict, classify, verdicts
 
 __all__ = [
@@ -46,6 +48,8 @@ __all__ = [
     "answer",
     "classify",
     "compare",
+    "compare_notes",
+    "compare_table",
     "findings",
     "fold_verdicts",
     "format_interval",
@@ -57,4 +61,5 @@ __all__ = [
     "ledger",
     "startup_costs",
     "verdicts",
+    "verdicts_table",
 ]
