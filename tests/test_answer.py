@@ -14,7 +14,12 @@ from tokdiag.analysis.answer import MAX_LEAK_LINES
 from tokdiag.errors import ConfigError
 from tokdiag.record.run import Run
 from tokdiag.records import COLUMNS
-from tokdiag.report.summary import WARNING, headlines_from_runs, read_summary, write_summary
+from tokdiag.report.summary import (
+    WARNING,
+    headlines_from_runs,
+    read_summary,
+    write_summary,
+)
 
 KB = 1024
 MB = 1024 * 1024
@@ -249,7 +254,7 @@ def test_several_runs_each_under_its_name_and_two_of_one_name_are_refused():
 def test_many_leaks_are_all_named_though_only_the_first_are_written_out():
     series = {("process", "process", "rss", "bytes"): _noisy(100 * KB)}
     for k in range(MAX_LEAK_LINES + 3):
-        series[("census", f"app.T{k}", "count", "objects")] = (lambda k: lambda s: (k + 1.0) * s)(k)
+        series[("census", f"app.T{k}", "count", "objects")] = (k + 1.0) * np.asarray(STEPS, dtype=float)
     a = answer(Run("many", _tl(series)))
     leak_lines = [line for line in a.text.splitlines() if line.startswith("Leak:")]
     assert len(leak_lines) == MAX_LEAK_LINES

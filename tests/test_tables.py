@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 import tokdiag as td
-from tokdiag.analysis import compare, compare_notes, compare_table, verdicts, verdicts_table
+from tokdiag.analysis import (
+    compare,
+    compare_notes,
+    compare_table,
+    verdicts,
+    verdicts_table,
+)
 from tokdiag.errors import ConfigError
 from tokdiag.records import COLUMNS
 

@@ -27,10 +27,10 @@ __all__ = [
     "short_name",
 ]
 
-COUNT_UNITS = frozenset({"objects", "entries", "blocks"})
+COUNT_UNITS = frozenset({"objects", "entries", "blocks", "files"})
 """Units of exact counts (not sizes)."""
 
-_SINGULAR = {"objects": "object", "entries": "entry", "calls": "call", "blocks": "block"}
+_SINGULAR = {"objects": "object", "entries": "entry", "calls": "call", "blocks": "block", "files": "file"}
 
 
 def format_value(value: float | None, unit: str) -> str:

@@ -58,6 +58,7 @@ writing leaves the previous summary or none, never half a file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -208,7 +209,7 @@ _PROBE_ORDER = {"watch": 0, "cache": 1, "census": 2}
 
 def _amount(value: float, unit: str) -> str:
     """``+20 KiB``, ``-3 objects``: a signed figure in the series' unit."""
-    if value != value:  # NaN
+    if math.isnan(value):
         return "?"
     sign = "+" if value >= 0 else "-"
     size = abs(value)
@@ -236,7 +237,7 @@ def _headline_of(s: Series, prefix: str) -> Headline:
 
 def _leak_severity(s: Series) -> tuple[int, float, int]:
     """Sort key of a leak: RSS first, then bytes per step, then other units per step; watch before census."""
-    rate = s.per_step if s.per_step == s.per_step else 0.0
+    rate = 0.0 if math.isnan(s.per_step) else s.per_step
     kind = 0 if _is_rss(s) else 1 if s.unit == "bytes" else 2
     return kind, -rate, _PROBE_ORDER.get(s.probe, len(_PROBE_ORDER))
 
