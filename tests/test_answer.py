@@ -261,3 +261,13 @@ def test_many_leaks_are_all_named_though_only_the_first_are_written_out():
     more = next(line for line in a.text.splitlines() if line.startswith("3 more leaks:"))
     assert all(f"T{k}" in more for k in range(3))  # the smallest three, named
     assert len([f for f in a.findings if f.kind == "leak"]) == MAX_LEAK_LINES + 3
+
+
+def test_analysis_never_imports_plotly():
+    import subprocess
+    import sys
+
+    code = ("import sys, tokdiag.analysis as a; a.answer; a.growers; a.compare_table; "
+            "print(sorted(m for m in sys.modules if m.startswith(('plotly', 'tokdiag.charts'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
