@@ -107,10 +107,11 @@ def test_ledger_stack_adds_up_to_the_rss_line_and_shows_the_unexplained_band():
     steps = [0, 10, 20, 30, 40, 50]
     df = _ledger_df(steps)
     fig = charts.ledger(df)
-    names = [t.name for t in fig.data]
+    names = [t.legendgroup or t.name for t in fig.data]  # the full owner name (the legend shows it short)
     assert names[-1] == "RSS growth"
     for owner in df["owner"].unique():
         assert owner in names
+    assert {t.name for t in fig.data if t.legendgroup == "app.Agent"} == {"Agent (watch)"}
     # stacking order: caches at the bottom, unexplained on top of the owners
     assert names.index("cache:tiktoken") < names.index("app.Agent") < names.index(charts.UNEXPLAINED)
     bands = [t for t in fig.data if t.stackgroup]
@@ -130,16 +131,19 @@ def test_ledger_stack_adds_up_to_the_rss_line_and_shows_the_unexplained_band():
 
 
 def test_ledger_from_a_run_stacks_up_to_its_measured_rss(leaking_run):
-    fig = charts.ledger(leaking_run)
     rss = leaking_run.series("process", "process", "rss")
-    growth = (rss - rss.iloc[0]).to_numpy() / MiB
-    line = fig.data[-1]
-    assert line.name == "RSS growth"
-    np.testing.assert_allclose(np.asarray(line.y, dtype=float), growth)
-    # the bands (owners + unexplained) add up to the measured RSS line at every step
-    stacked = np.sum([np.asarray(t.y, dtype=float) for t in fig.data if t.stackgroup], axis=0)
-    np.testing.assert_allclose(stacked, growth, atol=1e-9)
-    names = {t.name for t in fig.data}
+    for since in ("warmup", "start"):
+        fig = charts.ledger(leaking_run, since=since)
+        base = td.analysis.ledger(leaking_run.timeline, since=since).attrs["baseline"][leaking_run.name]
+        growth = (rss[rss.index >= base] - rss.loc[base]).to_numpy() / MiB
+        line = fig.data[-1]
+        assert line.name == "RSS growth"
+        np.testing.assert_allclose(np.asarray(line.y, dtype=float), growth)
+        # the bands (owners + unexplained) add up to the measured RSS line at every step from the baseline
+        stacked = np.sum([np.asarray(t.y, dtype=float) for t in fig.data if t.stackgroup], axis=0)
+        np.testing.assert_allclose(stacked, growth, atol=1e-9)
+        assert f"step {base}" in fig.layout.yaxis.title.text
+    names = {t.legendgroup or t.name for t in fig.data}
     assert f"{__name__}.ChartLeak" in names and f"{__name__}:CACHE" in names and charts.UNEXPLAINED in names
     assert leaking_run.name in fig.layout.title.text
     assert charts.ledger(leaking_run, rss=False).data[-1].name != "RSS growth"
@@ -260,22 +264,27 @@ def test_verdict_table_puts_the_leak_first_in_red(leaking_run):
     table = fig.data[0]
     assert isinstance(table, go.Table)
     labels = [v.replace("<b>", "").replace("</b>", "") for v in table.cells.values[0]]
-    assert len(labels) == len(verdicts)
+    folded = td.analysis.fold_verdicts(verdicts)
+    assert len(labels) == (folded["role"] == "main").sum()  # one row per owner and measure
     ranks = [_LABEL_RANK[v] for v in labels]
     assert ranks == sorted(ranks)  # leak first, flat last
     subject = f"{__name__}.ChartLeak"
-    row = next(n for n, s in enumerate(table.cells.values[1]) if s.startswith("ChartLeak<br>") and "watch count" in s)
+    row = next(n for n, s in enumerate(table.cells.values[1])
+               if s.startswith("<b>ChartLeak</b><br>") and "watch count" in s)
     assert labels[row] == "leak"
     assert table.cells.fill.color[0][row] == charts.LABEL_COLORS["leak"]
-    assert table.cells.values[2][row] == "1 object/step"
+    assert table.cells.values[2][row].replace("<br>", " ") == "1 object/step"
     assert "10,000" in "".join(table.header.values)
     projected = verdicts[(verdicts.subject == subject) & (verdicts.metric == "count")]["projected"].iloc[0]
-    assert table.cells.values[4][row] == f"{projected:,.0f} objects"
-    assert any(t.endswith("B/step") for t in table.cells.values[2])  # bytes in B/KiB/MiB per step
+    assert table.cells.values[4][row].replace("<br>", " ") == f"{projected:,.0f} objects"
+    assert any(t.replace("<br>", " ").endswith("iB") for t in table.cells.values[4])  # bytes in KiB/MiB
+    # a settled series shows no rate (its plateau's slope says nothing)
+    assert all(rate == "" for rate, label in zip(table.cells.values[2], labels) if label not in ("leak", "inconclusive"))
     # top keeps the first rows and says how many were left out
     short = charts.verdict_table(verdicts, top=2)
     assert len(short.data[0].cells.values[0]) == 2
-    assert f"of {len(verdicts)}" in short.layout.title.text
+    assert f"of {len(labels)}" in short.layout.title.text
+    assert len(charts.verdict_table(verdicts, top=None, fold=False).data[0].cells.values[0]) == len(verdicts)
 
 
 def test_verdict_table_from_a_run_and_its_projection(leaking_run):
@@ -283,10 +292,11 @@ def test_verdict_table_from_a_run_and_its_projection(leaking_run):
     assert "5,000" in "".join(fig.data[0].header.values)
     subject = f"{__name__}.ChartLeak"
     table = fig.data[0]
-    row = next(n for n, s in enumerate(table.cells.values[1]) if s.startswith("ChartLeak<br>") and "watch count" in s)
+    row = next(n for n, s in enumerate(table.cells.values[1])
+               if s.startswith("<b>ChartLeak</b><br>") and "watch count" in s)
     expected = leaking_run.verdicts(project_to=5_000)
     projected = expected[(expected.subject == subject) & (expected.metric == "count")]["projected"].iloc[0]
-    assert table.cells.values[4][row] == format_value(projected, "objects")
+    assert table.cells.values[4][row].replace("<br>", " ") == format_value(projected, "objects")
 
 
 def test_verdict_table_rejects_bad_input_and_annotates_empty():

@@ -123,7 +123,7 @@ RESPONSES: dict[int, bytes] = {}
 
 
 def _owner_growth(run: td.Run) -> pd.Series:
-    led = run.ledger()
+    led = run.ledger(since="start")
     last = led[led["step"] == led["step"].max()]
     return last.set_index("owner")["bytes"]
 
@@ -140,7 +140,7 @@ def test_real_leak_through_a_watched_class_is_owned_by_the_class():
         run = _run(lambda i: SESSIONS.append(Session(i)), "class-leak")
     finally:
         SESSIONS.clear()
-    _check_sums(run.timeline, run.ledger())
+    _check_sums(run.timeline, run.ledger(since="start"))  # the whole run: what these owners grew by
     g = _owner_growth(run)
     name = f"{__name__}.Session"
     assert g[name] == pytest.approx(40 * 64 * KB, rel=0.05)
@@ -161,7 +161,7 @@ def test_real_leak_through_a_cache_is_owned_by_the_cache():
         run = _run(step, "cache-leak")
     finally:
         RESPONSES.clear()
-    _check_sums(run.timeline, run.ledger())
+    _check_sums(run.timeline, run.ledger(since="start"))  # the whole run: what these owners grew by
     g = _owner_growth(run)
     assert g["responses"] == pytest.approx(40 * 64 * KB, rel=0.05)
     assert abs(g[f"{__name__}.Session"]) < 4 * KB
@@ -223,3 +223,98 @@ def test_a_journal_without_the_new_probes_gets_the_same_owners_as_before():
     led = ledger(_synthetic())
     assert set(led["kind"]) == {"cache", "native", "watch", "census", "tokdiag", "unexplained"}
     assert set(led[led["kind"] == "native"]["owner"]) == {"enc (native estimate)"}
+
+
+# ----------------------------------------------------------------------------- the baseline: end of warm-up
+
+
+def _loaded_once(run: str = "r") -> pd.DataFrame:
+    """A 36 MiB vocabulary loaded at step 50, then a watched class leaking 20 KiB per step, RSS in pages."""
+    rng = np.random.default_rng(3)
+    rows: list[tuple] = []
+    for s in range(0, 301, 10):
+        loaded = s >= 50
+        rows.append((s, "process", "process", "rss",
+                     200 * MB + 40 * MB * loaded + 20 * KB * s + float(rng.integers(0, 8)) * 4096, "bytes"))
+        rows.append((s, "cache", "vocab", "bytes", 12 * MB * loaded, "bytes"))
+        rows.append((s, "cache", "vocab", "native_bytes", 24 * MB * loaded, "bytes"))
+        rows.append((s, "watch", "app.Job", "bytes", 20 * KB * s, "bytes"))
+    return _tl(rows, run)
+
+
+def _check_sums_from(tl: pd.DataFrame, led: pd.DataFrame) -> None:
+    """For every step from the baseline: the owners add up to rss(step) - rss(baseline), exactly."""
+    for run, sub in led.groupby("run"):
+        base = led.attrs["baseline"][run]
+        rss = tl[(tl["run"] == run) & (tl["probe"] == "process") & (tl["metric"] == "rss")].set_index("step")["value"]
+        sums = sub.groupby("step")["bytes"].sum()
+        assert sums.index.min() == base
+        np.testing.assert_allclose(sums.to_numpy(), (rss.loc[sums.index] - rss.loc[base]).to_numpy(), rtol=1e-12,
+                                   atol=1e-6)
+
+
+def test_the_ledger_starts_at_the_end_of_warm_up_so_a_vocabulary_loaded_once_does_not_bury_the_leak():
+    tl = _loaded_once()
+    led = ledger(tl)
+    assert led.attrs["baseline"] == {"r": 50} and led.attrs["since"] == "warmup"
+    assert led["step"].min() == 50  # no rows before the baseline
+    assert (led[led["step"] == 50]["bytes"] == 0).all()
+    _check_sums_from(tl, led)
+    last = led[led["step"] == 300].set_index("owner")["bytes"]
+    assert last["app.Job"] == 250 * 20 * KB  # the leak since step 50
+    assert last["vocab"] == 0 and last["vocab (native estimate)"] == 0  # loaded before the baseline
+    assert last.drop(UNEXPLAINED).idxmax() == "app.Job"
+    # from the first snapshot, the vocabulary is the largest owner, as before
+    whole = ledger(tl, since="start")
+    assert whole.attrs["baseline"] == {"r": 0}
+    _check_sums(tl, whole)
+    first = whole[whole["step"] == 300].set_index("owner")["bytes"]
+    assert first.drop(UNEXPLAINED).idxmax() == "vocab (native estimate)"
+
+
+def test_since_a_step_is_the_first_snapshot_at_or_after_it_and_bad_values_say_what_to_pass():
+    tl = _loaded_once()
+    assert ledger(tl, since=100).attrs["baseline"] == {"r": 100}
+    led = ledger(tl, since=75)
+    assert led.attrs["baseline"] == {"r": 80}
+    _check_sums_from(tl, led)
+    with pytest.raises(ConfigError, match="no snapshot at or after step 5000"):
+        ledger(tl, since=5000)
+    for bad in ("warm", -1, 2.5, True):
+        with pytest.raises(ConfigError, match="since="):
+            ledger(tl, since=bad)
+
+
+def test_startup_costs_are_what_the_ledger_leaves_out_and_add_up_to_rss_over_warm_up():
+    from tokdiag.analysis import startup_costs
+
+    tl = _loaded_once()
+    start = startup_costs(tl)
+    assert set(start["step"]) == {50}
+    rss = tl[(tl["probe"] == "process") & (tl["metric"] == "rss")].set_index("step")["value"]
+    assert start["bytes"].sum() == pytest.approx(rss[50] - rss[0], rel=1e-12)
+    owners = start.set_index("owner")["bytes"]
+    assert owners["vocab (native estimate)"] == 24 * MB and owners["vocab"] == 12 * MB
+    assert owners["app.Job"] == 50 * 20 * KB
+    # together the two halves are the ledger from the start
+    whole = ledger(tl, since="start")
+    at_end = whole[whole["step"] == 300].set_index("owner")["bytes"]
+    after = ledger(tl)[lambda d: d["step"] == 300].set_index("owner")["bytes"]
+    assert at_end["app.Job"] == owners["app.Job"] + after["app.Job"]
+
+
+def test_a_run_without_warm_up_keeps_its_first_snapshot_as_baseline():
+    tl = _synthetic()  # RSS grows along one line from the start
+    assert ledger(tl).attrs["baseline"] == {"r": 0}
+    from tokdiag.analysis import startup_costs
+
+    start = startup_costs(tl)
+    assert set(start["step"]) == {0} and (start["bytes"] == 0).all()
+
+
+def test_glibc_free_is_carried_across_the_baseline():
+    tl = _with_owners(glibc_missing_at=(20, 30, 50))
+    led = ledger(tl, since=20)  # glibc was last read at step 10
+    _check_sums_from(tl, led)
+    glibc = led[led["owner"] == "glibc free (kept by malloc)"].set_index("step")["bytes"]
+    assert glibc.to_dict() == {20: 0.0, 30: 0.0, 40: 600 * KB, 50: 600 * KB}

@@ -1,8 +1,8 @@
 """Group what a workload left alive under memray by the library frame that allocated it.
 
-Input: a :class:`~tokdiag.record.native_trace.NativeTrace`, the allocations
+Input: a :class:`~tokdiag.recording.native_trace.NativeTrace`, the allocations
 made during ``steps`` traced steps and still alive when the capture closed,
-each with its Python stack (see :mod:`tokdiag.record.native_trace`).
+each with its Python stack (see :mod:`tokdiag.recording.native_trace`).
 Output: one row per *site*, largest first.
 
 Sites and owners
@@ -33,7 +33,7 @@ outwards:
 Rows group stacks by (site, owner). ``bytes`` is what the allocations asked
 for; ``overhead_bytes`` what the allocator spends on them beyond that
 (estimated per record from its mean block size with the
-:class:`~tokdiag.record.native_trace.AllocatorModel` measured in the child:
+:class:`~tokdiag.recording.native_trace.AllocatorModel` measured in the child:
 ~16 B per glibc block, ~8 B per pymalloc block); ``bytes_per_step`` is
 ``(bytes + overhead_bytes) / steps``: what the site adds per step. ``steps``
 counts the traced steps whose own allocations at this site survived (of
@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 if TYPE_CHECKING:
-    from tokdiag.record.native_trace import AliveStack, AllocatorModel, NativeTrace
+    from tokdiag.recording.native_trace import AliveStack, AllocatorModel, NativeTrace
 
 __all__ = ["SITE_COLUMNS", "UNSEEN", "FrameClassifier", "by_site", "survivors_by_step", "unseen_bytes"]
 

@@ -26,7 +26,7 @@ from tokdiag.analysis.verdicts import verdicts
 from tokdiag.errors import ConfigError, TokdiagWarning
 from tokdiag.recording.timeline import check_timeline
 
-__all__ = ["CHANGES", "COMPARE_COLUMNS", "compare"]
+__all__ = ["CHANGES", "COMPARE_COLUMNS", "compare", "default_labels"]
 
 COMPARE_COLUMNS: tuple[str, ...] = (
     "probe", "subject", "metric", "unit", "verdict_a", "verdict_b",
@@ -65,6 +65,31 @@ def _as_timeline(x: Any, what: str) -> tuple[pd.DataFrame, str, str | None]:
     return tl, str(name), None if host is None else str(host)
 
 
+def _stem(x: Any) -> str | None:
+    """The file stem of the journal a run came from (a path given, or ``run.journal``); None if unknown."""
+    if isinstance(x, (str, os.PathLike)):
+        return Path(x).stem
+    journal = getattr(x, "journal", None) if not isinstance(x, pd.DataFrame) else None
+    return Path(journal).stem if isinstance(journal, (str, os.PathLike)) else None
+
+
+def default_labels(a: tuple[str, str | None], b: tuple[str, str | None]) -> tuple[str, str]:
+    """Labels that tell two runs apart: their names, else their journals' file stems, else ``"A"`` and ``"B"``.
+
+    ``a`` and ``b`` are ``(run name, journal stem or None)``. Two runs of one
+    target are both named after it (``handle``), and ``"handle vs handle"``
+    says nothing.
+
+    >>> default_labels(("handle", "before"), ("handle", "after")), default_labels(("x", None), ("x", None))
+    (('before', 'after'), ('A', 'B'))
+    """
+    if a[0] != b[0]:
+        return a[0], b[0]
+    if a[1] and b[1] and a[1] != b[1]:
+        return a[1], b[1]
+    return "A", "B"
+
+
 def _span(tl: pd.DataFrame) -> float:
     steps = pd.to_numeric(tl["step"], errors="coerce").dropna()
     return float(steps.max() - steps.min()) if len(steps) else 0.0
@@ -93,8 +118,9 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None, project_to
 
     ``a`` is the baseline (e.g. the code as shipped), ``b`` the variant (e.g.
     with the fix). Each is a :class:`tokdiag.Run`, a timeline, or a journal
-    path. ``labels`` name them (default: the run names) and are kept in
-    ``df.attrs["labels"]``. ``project_to`` is passed to the verdicts.
+    path. ``labels`` name them (default: the run names; for two runs of the
+    same name, their journals' file stems, else ``"A"`` and ``"B"``: see
+    :func:`default_labels`) and are kept in ``df.attrs["labels"]``. ``project_to`` is passed to the verdicts.
     Runs whose journal headers name different hosts (e.g. two runs of a
     batch on a Dask cluster) raise a :class:`tokdiag.errors.TokdiagWarning`:
     memory figures from different machines are not comparable as such.
@@ -140,7 +166,7 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None, project_to
                       "byte figures may differ for that alone (allocator, library builds, page size); compare runs "
                       "from one host, or weigh only object counts", TokdiagWarning, stacklevel=2)
     if labels is None:
-        labels = (name_a, name_b)
+        labels = default_labels((name_a, _stem(a)), (name_b, _stem(b)))
     elif (not isinstance(labels, (tuple, list)) or len(labels) != 2
           or not all(isinstance(x, str) for x in labels)):
         raise ConfigError(f"labels={labels!r}: pass two names, e.g. labels=('as shipped', 'with the fix')")

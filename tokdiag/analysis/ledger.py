@@ -1,9 +1,28 @@
-"""The memory ledger: RSS growth since the first snapshot, split between owners.
+"""The memory ledger: RSS growth since the end of warm-up, split between owners.
 
-For every snapshot step of a run, :func:`ledger` says how many bytes of the
-process' RSS growth (``rss(step) - rss(first snapshot)``) each owner
-accounts for. It is what a stacked chart draws, so it adds up: for every
-step, ``sum(bytes) == rss(step) - rss(first)`` (to floating-point rounding).
+For every snapshot step of a run from a baseline on, :func:`ledger` says how
+many bytes of the process' RSS growth (``rss(step) - rss(baseline)``) each
+owner accounts for. It is what a stacked chart draws, so it adds up: for
+every step, ``sum(bytes) == rss(step) - rss(baseline)`` (to floating-point
+rounding).
+
+The baseline
+------------
+By default (``since="warmup"``) the baseline is the end of the run's
+warm-up, so that what a service loads once (a 36 MiB tokenizer vocabulary,
+imports, first-call caches) does not bury what keeps growing. Warm-up is
+the one the RSS verdict found (:func:`tokdiag.analysis.classify` on
+``process/rss``: its ``warmup_steps``, where the final regime of the series
+starts, found by a two-phase regression that a one-off jump fits exactly);
+the baseline is the first snapshot at or after ``first step +
+warmup_steps``. A run whose RSS has no warm-up (one regime from the start)
+or too few snapshots to judge has its first snapshot as the baseline. A
+jump between the first two snapshots ends the warm-up one snapshot after it
+(a head of two snapshots fits a line exactly, so the split cannot tell the
+two apart): one snapshot interval of later growth is counted as start-up.
+``since="start"`` measures from the first snapshot, ``since=<step>`` from
+the first snapshot at or after that step. :func:`startup_costs` is the
+other half: what the owners cost from the first snapshot to the baseline.
 
 Owners and kinds
 ----------------
@@ -77,7 +96,7 @@ measure (deep size, native estimate) counts bytes that were never resident.
 A series missing at a snapshot (a cache that could not be resolved, a
 census type first written late because it was small before, a native type
 whose module was imported mid-run) counts as 0 bytes there, so its growth
-is measured from 0 at the first snapshot; ``allocator/glibc/free`` alone
+is measured from 0 at the baseline; ``allocator/glibc/free`` alone
 carries its last reading forward (it is skipped on purpose, see above).
 """
 
@@ -88,11 +107,17 @@ import math
 import numpy as np
 import pandas as pd
 
-from tokdiag.analysis.classification import PRACTICAL_MIN
+from tokdiag.analysis.classification import MIN_SNAPSHOTS, PRACTICAL_MIN, classify
 from tokdiag.errors import ConfigError
 from tokdiag.recording.timeline import check_timeline
 
-__all__ = ["ALLOCATOR_OWNERS", "FILE_OWNERS", "KINDS", "LEDGER_COLUMNS", "OTHER_OBJECTS", "UNEXPLAINED", "ledger"]
+__all__ = ["ALLOCATOR_OWNERS", "FILE_OWNERS", "KINDS", "LEDGER_COLUMNS", "OTHER_OBJECTS", "SINCE", "UNEXPLAINED",
+           "baseline_step", "ledger", "startup_costs"]
+
+Since = str | int
+
+SINCE: tuple[str, ...] = ("warmup", "start")
+"""The named baselines of :func:`ledger` (besides a step number)."""
 
 LEDGER_COLUMNS: tuple[str, ...] = ("run", "step", "owner", "kind", "bytes")
 """Columns of :func:`ledger`, in order."""
@@ -122,20 +147,67 @@ FILE_OWNERS: dict[str, str] = {
 """``allocator/pages/<metric>`` -> owner name (kind ``file``)."""
 
 
-def _growth(sub: pd.DataFrame, steps: np.ndarray, *, carry: bool = False) -> pd.DataFrame:
-    """Wide table step x subject of ``value - value at the first step``.
+def _growth(sub: pd.DataFrame, steps: np.ndarray, *, carry: bool = False, start: int = 0) -> pd.DataFrame:
+    """Wide table step x subject of ``value - value at the baseline``, for ``steps[start:]``.
 
     A missing value is 0, or with ``carry`` the subject's last value before
-    it (0 before its first).
+    it (0 before its first; carried across the baseline too).
     """
     if sub.empty:
-        return pd.DataFrame(index=steps)
+        return pd.DataFrame(index=steps[start:])
     wide = sub.pivot_table(index="step", columns="subject", values="value", aggfunc="last")
     wide = wide.reindex(steps)
     if carry:
         wide = wide.ffill()
-    wide = wide.fillna(0.0)
+    wide = wide.fillna(0.0).iloc[start:]
     return wide - wide.iloc[0]
+
+
+def _rss(tl: pd.DataFrame) -> pd.Series:
+    rss = tl[(tl["probe"] == "process") & (tl["subject"] == "process") & (tl["metric"] == "rss")]
+    return rss.groupby("step")["value"].last().dropna().sort_index()
+
+
+def _baseline_index(rss: pd.Series, since: Since, run: object) -> int:
+    """Index into ``rss`` (sorted by step) of the baseline snapshot; see the module docstring."""
+    steps = rss.index.to_numpy()
+    if since == "start":
+        return 0
+    if since == "warmup":
+        if steps.size < MIN_SNAPSHOTS:
+            return 0
+        warmup = classify(steps, rss.to_numpy(dtype=float), unit="bytes").warmup_steps
+        at = float(steps[0]) + warmup
+    else:
+        at = float(since)
+        if at > float(steps[-1]):
+            raise ConfigError(f"since={since!r}: run {run!r} has no snapshot at or after step {since} (its last is "
+                              f"step {int(steps[-1])}); pass an earlier step, 'warmup' or 'start'")
+    return int(np.searchsorted(steps, at, side="left"))
+
+
+def _check_since(since: object) -> Since:
+    if isinstance(since, str) and since in SINCE:
+        return since
+    if isinstance(since, (int, np.integer)) and not isinstance(since, bool) and since >= 0:
+        return int(since)
+    raise ConfigError(f"since={since!r}: pass 'warmup' (the end of the RSS warm-up, the default), 'start' (the "
+                      "first snapshot) or a step number >= 0")
+
+
+def baseline_step(timeline: pd.DataFrame, *, since: Since = "warmup") -> dict[object, int]:
+    """The baseline step of each run of ``timeline`` for ``since`` (see the module docstring).
+
+    Runs without a ``process/rss`` series are left out.
+    """
+    since = _check_since(since)
+    timeline = check_timeline(timeline)
+    out: dict[object, int] = {}
+    for run, tl in timeline.groupby("run", sort=False, dropna=False):
+        rss = _rss(tl)
+        if not rss.empty:
+            out[run] = int(rss.index[_baseline_index(rss, since, run)])
+    return out
 
 
 def _renamed(block: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
@@ -144,37 +216,42 @@ def _renamed(block: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
     return block[keep].rename(columns=names)
 
 
-def _run_ledger(tl: pd.DataFrame, run: object, min_bytes: float, max_census_owners: int) -> pd.DataFrame:
-    rss = tl[(tl["probe"] == "process") & (tl["subject"] == "process") & (tl["metric"] == "rss")]
-    rss = rss.groupby("step")["value"].last().dropna().sort_index()
+def _run_ledger(tl: pd.DataFrame, run: object, min_bytes: float, max_census_owners: int,
+                since: Since) -> tuple[pd.DataFrame, int]:
+    rss = _rss(tl)
     if rss.empty:
         raise ConfigError(
             f"run {run!r} has no process rss in its timeline, so there is no RSS growth to split; "
             "track it with the process probe (td.track / td.Tracker always add it) or pass a timeline "
             "with rows probe='process', subject='process', metric='rss'")
-    steps = rss.index.to_numpy()
-    total = rss.to_numpy(dtype=float) - float(rss.iloc[0])
-    tl = tl[tl["step"].isin(steps)]
+    b = _baseline_index(rss, since, run)
+    all_steps = rss.index.to_numpy()
+    steps = all_steps[b:]
+    total = rss.to_numpy(dtype=float)[b:] - float(rss.iloc[b])
+    tl = tl[tl["step"].isin(all_steps)]
 
     blocks: list[tuple[str, pd.DataFrame]] = []
 
     def pick(probe: str, metric: str) -> pd.DataFrame:
         return tl[(tl["probe"] == probe) & (tl["metric"] == metric)]
 
-    blocks.append(("cache", _growth(pick("cache", "bytes"), steps)))
-    native = _growth(pick("cache", "native_bytes"), steps)
+    def growth(sub: pd.DataFrame, *, carry: bool = False) -> pd.DataFrame:
+        return _growth(sub, all_steps, carry=carry, start=b)
+
+    blocks.append(("cache", growth(pick("cache", "bytes"))))
+    native = growth(pick("cache", "native_bytes"))
     native.columns = [f"{c}{NATIVE_SUFFIX}" for c in native.columns]
     blocks.append(("native", native))
-    typed = _growth(pick("native", "native_bytes"), steps)
+    typed = growth(pick("native", "native_bytes"))
     typed.columns = [f"{c}{TYPE_NATIVE_SUFFIX}" for c in typed.columns]
     blocks.append(("native", typed))
-    blocks.append(("watch", _growth(pick("watch", "bytes"), steps)))
+    blocks.append(("watch", growth(pick("watch", "bytes"))))
 
     census = pick("census", "unowned_bytes")
     have = set(census["subject"].unique())
     fallback = pick("census", "bytes")  # journals without unowned_bytes: shallow bytes as they are
     fallback = fallback[~fallback["subject"].isin(have)]
-    cg = _growth(pd.concat([census, fallback]) if len(fallback) else census, steps)
+    cg = growth(pd.concat([census, fallback]) if len(fallback) else census)
     if cg.shape[1]:
         size = cg.abs().max()
         big = size[size >= min_bytes].sort_values(ascending=False)
@@ -186,11 +263,11 @@ def _run_ledger(tl: pd.DataFrame, run: object, min_bytes: float, max_census_owne
         cg = lumped
     blocks.append(("census", cg))
     tok = pick("tracker", "self_bytes").assign(subject="tokdiag")
-    blocks.append(("tokdiag", _growth(tok, steps)))
+    blocks.append(("tokdiag", growth(tok)))
     free = pick("allocator", "free")
-    blocks.append(("allocator", _renamed(_growth(free, steps, carry=True), ALLOCATOR_OWNERS)))
+    blocks.append(("allocator", _renamed(growth(free, carry=True), ALLOCATOR_OWNERS)))
     pages = tl[(tl["probe"] == "allocator") & (tl["subject"] == "pages")]
-    blocks.append(("file", _renamed(_growth(pages.assign(subject=pages["metric"]), steps), FILE_OWNERS)))
+    blocks.append(("file", _renamed(growth(pages.assign(subject=pages["metric"])), FILE_OWNERS)))
 
     owners: list[str] = []
     kinds: list[str] = []
@@ -213,17 +290,20 @@ def _run_ledger(tl: pd.DataFrame, run: object, min_bytes: float, max_census_owne
         "owner": np.repeat(np.array(owners, dtype=object), steps.size),
         "kind": np.repeat(np.array(kinds, dtype=object), steps.size),
         "bytes": values.ravel(),
-    })
+    }), int(steps[0])
 
 
-def ledger(timeline: pd.DataFrame, *, min_bytes: float = PRACTICAL_MIN["bytes"],
+def ledger(timeline: pd.DataFrame, *, since: Since = "warmup", min_bytes: float = PRACTICAL_MIN["bytes"],
            max_census_owners: int = 10) -> pd.DataFrame:
-    """RSS growth since the first snapshot, split between owners; columns :data:`LEDGER_COLUMNS`.
+    """RSS growth since the baseline, split between owners; columns :data:`LEDGER_COLUMNS`.
 
-    One row per (run, snapshot step, owner), sorted by run, step and kind
-    (:data:`KINDS`); for every step the ``bytes`` add up to
-    ``rss(step) - rss(first snapshot)``. See the module docstring for the
-    owners and what "owned" means.
+    One row per (run, snapshot step from the baseline on, owner), sorted by
+    run, step and kind (:data:`KINDS`); for every step the ``bytes`` add up
+    to ``rss(step) - rss(baseline)``, and every owner is 0 at the baseline.
+    ``since``: ``"warmup"`` (the end of the RSS warm-up, the default),
+    ``"start"`` (the first snapshot) or a step number; the baseline step of
+    each run is in ``df.attrs["baseline"]`` (``{run: step}``). See the module
+    docstring for the baseline, the owners and what "owned" means.
 
     ``min_bytes``: a census type gets its own owner only when its unowned
     bytes moved by at least this much at some snapshot (default: the
@@ -241,12 +321,16 @@ def ledger(timeline: pd.DataFrame, *, min_bytes: float = PRACTICAL_MIN["bytes"],
     [{'owner': 'c', 'kind': 'cache', 'bytes': 8.0}, {'owner': 'unexplained (native or untracked)', 'kind': 'unexplained', 'bytes': 12.0}]
     """
     timeline = check_timeline(timeline)
+    since = _check_since(since)
     if isinstance(max_census_owners, bool) or not isinstance(max_census_owners, int) or max_census_owners < 0:
         raise ConfigError(f"max_census_owners={max_census_owners!r}: pass a number of types >= 0, e.g. 10")
     if not (isinstance(min_bytes, (int, float)) and min_bytes >= 0):
         raise ConfigError(f"min_bytes={min_bytes!r}: pass a number of bytes >= 0, e.g. 65536")
-    parts = [_run_ledger(tl, run, float(min_bytes), max_census_owners)
-             for run, tl in timeline.groupby("run", sort=False, dropna=False)]
+    parts: list[pd.DataFrame] = []
+    baseline: dict[object, int] = {}
+    for run, tl in timeline.groupby("run", sort=False, dropna=False):
+        part, baseline[run] = _run_ledger(tl, run, float(min_bytes), max_census_owners, since)
+        parts.append(part)
     if not parts:
         raise ConfigError(
             "the timeline is empty, so there is no RSS growth to split; pass the timeline of a tracked run "
@@ -257,4 +341,32 @@ def ledger(timeline: pd.DataFrame, *, min_bytes: float = PRACTICAL_MIN["bytes"],
     out = out.sort_values(["run", "step", "_k"], kind="stable").drop(columns="_k").reset_index(drop=True)
     out["owner"] = out["owner"].astype(str)
     out["kind"] = out["kind"].astype(str)
-    return out[list(LEDGER_COLUMNS)]
+    out = out[list(LEDGER_COLUMNS)]
+    out.attrs["baseline"] = baseline
+    out.attrs["since"] = since
+    return out
+
+
+def startup_costs(timeline: pd.DataFrame, *, min_bytes: float = PRACTICAL_MIN["bytes"],
+                  max_census_owners: int = 10) -> pd.DataFrame:
+    """What warm-up cost: each owner's growth from the first snapshot to the end of warm-up.
+
+    One row per (run, owner), columns ``run, owner, kind, bytes, step``
+    (``step`` is the end of warm-up, the baseline of :func:`ledger`'s default
+    ``since="warmup"``); the ``bytes`` of a run add up exactly to
+    ``rss(end of warm-up) - rss(first snapshot)``: the ledger from the start,
+    read at that step. A run without a warm-up has all zeros at its first step.
+
+    >>> loaded = lambda s: s >= 50  # a vocabulary loaded at step 50, then a slow leak
+    >>> rows = [("r", s, 0.0, "process", "process", "rss", 1e8 + 4e7 * loaded(s) + 1e5 * s, "bytes")
+    ...         for s in range(0, 200, 10)]
+    >>> rows += [("r", s, 0.0, "cache", "vocab", "bytes", 3e7 * loaded(s), "bytes") for s in range(0, 200, 10)]
+    >>> tl = pd.DataFrame(rows, columns=["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"])
+    >>> startup_costs(tl)[["owner", "bytes", "step"]].to_dict("records")
+    [{'owner': 'vocab', 'bytes': 30000000.0, 'step': 50}, {'owner': 'unexplained (native or untracked)', 'bytes': 15000000.0, 'step': 50}]
+    """
+    whole = ledger(timeline, since="start", min_bytes=min_bytes, max_census_owners=max_census_owners)
+    ends = baseline_step(timeline, since="warmup")
+    parts = [whole[(whole["run"] == run) & (whole["step"] == step)] for run, step in ends.items()]
+    out = pd.concat(parts, ignore_index=True) if parts else whole.iloc[:0]
+    return out[["run", "owner", "kind", "bytes", "step"]].reset_index(drop=True)

@@ -10,7 +10,9 @@ or with ``fig.to_html(include_plotlyjs=True)``; nothing here calls
 ==================  ==========================================================
 function            shows
 ==================  ==========================================================
-:func:`ledger`      who owns the RSS growth, stacked over steps, RSS on top
+:func:`ledger`      who owns the RSS growth after warm-up, stacked over steps, RSS on top
+:func:`startup`     what warm-up cost, per owner (the one-off costs the ledger leaves out)
+:func:`growers`     the owners that grew, one row each, largest per step first
 :func:`counts`      instances per watched class (or census type) over steps
 :func:`caches`      entries, and bytes (native estimate dashed), per cache
 :func:`rss`         RSS of one or several runs side by side
@@ -41,7 +43,8 @@ from __future__ import annotations
 from tokdiag.charts._style import KIND_ORDER, LABEL_COLORS, UNEXPLAINED
 from tokdiag.charts.chains import chain
 from tokdiag.charts.compare import compare
-from tokdiag.charts.ledger import ledger
+from tokdiag.charts.growers import growers
+from tokdiag.charts.ledger import ledger, startup
 from tokdiag.charts.series import caches, counts, rss
 from tokdiag.charts.verdict_table import verdict_table
 
@@ -53,7 +56,9 @@ __all__ = [
     "chain",
     "compare",
     "counts",
+    "growers",
     "ledger",
     "rss",
+    "startup",
     "verdict_table",
 ]

@@ -12,6 +12,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from tokdiag.analysis.format import short_name as _series_name  # noqa: F401  (the figure modules' name for it)
+from tokdiag.analysis.ledger import KINDS as LEDGER_KINDS
 from tokdiag.errors import ConfigError
 from tokdiag.recording.run import Run
 
@@ -37,8 +39,9 @@ _LABEL_TINTS: dict[str, str] = {
 }
 _LABEL_RANK = {"leak": 0, "inconclusive": 1, "step": 2, "bounded": 3, "flat": 4}
 
-KIND_ORDER: tuple[str, ...] = ("cache", "native", "watch", "census", "tokdiag", "unexplained")
-"""Ledger owner kinds, bottom of the stack first; ``unexplained`` is drawn last, hatched grey."""
+KIND_ORDER: tuple[str, ...] = LEDGER_KINDS
+"""Ledger owner kinds, bottom of the stack first (:data:`tokdiag.analysis.ledger.KINDS`); ``unexplained`` is
+drawn last, hatched grey."""
 
 UNEXPLAINED = "unexplained (native or untracked)"
 """The ledger's remainder owner (what no probe accounts for)."""
@@ -49,12 +52,90 @@ _KIND_PALETTES: dict[str, tuple[str, ...]] = {
     "watch": ("#1f77b4", "#6baed6", "#08519c", "#9ecae1", "#3182bd"),
     "census": ("#2ca02c", "#98df8a", "#006d2c", "#74c476", "#31a354"),
     "tokdiag": ("#bcbd22", "#dbdb8d"),
+    "allocator": ("#9467bd", "#c5b0d5", "#6a3d9a"),
+    "file": ("#e377c2", "#f7b6d2"),
     "other": ("#17becf", "#9edae5"),
 }
+"""Colours per ledger kind: each kind its own hue, so an owner's kind reads from its colour."""
 _UNEXPLAINED_COLOR = "#9e9e9e"
 _LINE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                 "#7f7f7f", "#bcbd22")
 _MAX_LINES = 12
+
+
+def _kind_colors(owners: Sequence[str], kinds: dict[str, str]) -> dict[str, str]:
+    """A colour per ledger owner: its kind's palette in turn (``other`` for a kind not known), grey for unexplained."""
+    used: dict[str, int] = {}
+    out: dict[str, str] = {}
+    for owner in owners:
+        kind = kinds.get(owner, "other")
+        if kind == "unexplained":
+            out[owner] = _UNEXPLAINED_COLOR
+            continue
+        palette = _KIND_PALETTES.get(kind, _KIND_PALETTES["other"])
+        out[owner] = palette[used.get(kind, 0) % len(palette)]
+        used[kind] = used.get(kind, 0) + 1
+    return out
+
+
+TABLE_WIDTH_PX = 764
+"""Width a table's text is wrapped for: an 800 px page less plotly's and the table's margins. On a wider page
+the same lines fit with room to spare, so a row is as tall at 1,400 px as at 800 and nothing is clipped."""
+
+_CHAR_PX = 6.3
+"""Widest average advance of an 11 px sans-serif character (bold names included), for wrapping."""
+_LINE_PX = 14.3
+_ROW_PAD_PX = 13.7
+_ROW_MIN_PX = 30.0
+"""A plotly table row of k lines at 11 px is ``13.7 + 14.3 k`` px tall, at least 30 (measured in Chromium)."""
+
+Segment = tuple[str, str]
+"""A run of cell text and its style: ``""`` plain, ``"b"`` bold, ``"grey"`` a subtitle in grey."""
+
+
+def _wrap_cell(segments: Sequence[Segment], chars: int, *, split_words: bool = True) -> tuple[str, int]:
+    """(cell HTML, line count): each segment wrapped to ``chars`` characters, escaped, styled line by line.
+
+    The lines are broken here, not by plotly, so the row height is known
+    (:func:`_table`) and a styled line (plotly does not wrap inside a
+    ``<span>``) never runs out of its column.
+    """
+    import textwrap
+
+    lines: list[str] = []
+    for text, style in segments:
+        for line in textwrap.wrap(str(text), max(chars, 4), break_long_words=split_words,
+                                  break_on_hyphens=False) or [""]:
+            esc = _esc(line)
+            lines.append(f"<b>{esc}</b>" if style == "b" else f'<span style="color:#555">{esc}</span>'
+                         if style == "grey" else esc)
+    return "<br>".join(lines), len(lines)
+
+
+def _table(header: Sequence[str], columns: Sequence[Sequence[Sequence[Segment]]], widths: Sequence[float]
+           ) -> tuple[list[str], list[list[str]], int]:
+    """(header cells, body cells, figure height) of a table whose text is wrapped for :data:`TABLE_WIDTH_PX`.
+
+    The height holds the title (80 px margin), the header and every row,
+    and nothing more: no scroll bar inside the figure, no blank space below.
+    """
+    share = [w / float(sum(widths)) for w in widths]
+    chars = [max(6, int(f * TABLE_WIDTH_PX / _CHAR_PX) - 2) for f in share]
+    # headers in 12 px, their words whole (a column is never narrower than its longest header word)
+    head, head_lines = zip(*(_wrap_cell([(h, "b")], int(c * 11 / 12), split_words=False)
+                             for h, c in zip(header, chars)))
+    body: list[list[str]] = []
+    lines: list[list[int]] = []
+    for col, c in zip(columns, chars):
+        cells = [_wrap_cell(segments, c) for segments in col]
+        body.append([html_ for html_, _ in cells])
+        lines.append([n for _, n in cells])
+    rows = max((len(col) for col in columns), default=0)
+    height = 88 + max(_ROW_MIN_PX, _ROW_PAD_PX + _LINE_PX * max(head_lines)) + 14
+    for i in range(rows):
+        k = max((col[i] for col in lines if i < len(col)), default=1)
+        height += max(_ROW_MIN_PX, _ROW_PAD_PX + _LINE_PX * k)
+    return list(head), body, int(height + 0.5)
 
 
 def _esc(value: Any) -> str:
@@ -110,22 +191,6 @@ def _match(subjects: Sequence[str] | str | None, present: Iterable[str], what: s
                               "or a glob)")
         chosen.extend(h for h in hits if h not in chosen)
     return chosen
-
-
-def _series_name(probe: str, subject: str) -> tuple[str, str]:
-    """(short name, where it lives) for a series label: ``RewardAgent``, ``myapp.agents``.
-
-    Classes and census types are shown by their bare name with the module
-    beside it (long qualified names are cut off in tables); caches and the
-    process keep their label.
-    """
-    if probe in ("watch", "census") and "." in subject:
-        module, name = subject.rsplit(".", 1)
-        return name, module
-    if probe == "cache" and ":" in subject:  # "module:attr" labels: the attribute, with its module beside it
-        module, name = subject.rsplit(":", 1)
-        return name, module
-    return subject, ""
 
 
 def _steps_note(run: Run) -> str:

@@ -8,11 +8,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tokdiag.analysis.format import format_rate, format_value
+from tokdiag.analysis.tables import change_short, side_labels
 from tokdiag.charts._style import KiB, MiB, _base_layout, _empty, _esc, _series_name
 from tokdiag.errors import ConfigError
 
 _COMPARE_NEEDS = ("probe", "subject", "metric", "unit", "per_step_a", "per_step_a_low", "per_step_a_high",
                   "per_step_b", "per_step_b_low", "per_step_b_high", "change", "real")
+
+
+_AXIS_WHAT = {"bytes": "memory growth", "objects": "instances", "entries": "cache entries", "blocks": "blocks"}
 
 
 def _scale(unit: str, values: np.ndarray) -> tuple[float, str]:
@@ -25,14 +29,21 @@ def _scale(unit: str, values: np.ndarray) -> tuple[float, str]:
     return 1.0, f"{unit}/step"
 
 
+def _axis_title(unit: str, axis_unit: str) -> str:
+    """``memory growth (KiB/step)``, ``instances (objects/step)``: what grows, then its unit once."""
+    return f"{_AXIS_WHAT.get(unit, unit)} ({axis_unit})"
+
+
 def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
     """A/B: growth per step of each series in run A and run B, side by side with their 99% intervals.
 
     One panel per unit (bytes in KiB/step or MiB/step, objects/step,
     entries/step); bars are grouped per series, the category label says
     what changed (``fixed``, ``new leak``, ``less growth``, ``more growth``,
-    ``unchanged``, as decided by :func:`tokdiag.analysis.compare`). Run
-    labels come from ``compare_df.attrs["labels"]``. ``top``: per panel,
+    ``unchanged``, as decided by :func:`tokdiag.analysis.compare`; a fix and
+    a new leak with the two verdicts: ``fixed (leak → flat)``). Run labels
+    come from ``compare_df.attrs["labels"]`` (two equal labels get ``(A)``
+    and ``(B)``). ``top``: per panel,
     the series with the largest growth in either run (None: all).
     """
     if not isinstance(compare_df, pd.DataFrame):
@@ -40,10 +51,10 @@ def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
     missing = [c for c in _COMPARE_NEEDS if c not in compare_df.columns]
     if missing:
         raise ConfigError(f"compare: the DataFrame lacks column(s) {missing}; pass tokdiag.compare(run_a, run_b)")
-    label_a, label_b = (list(compare_df.attrs.get("labels") or ("A", "B")) + ["A", "B"])[:2]
+    label_a, label_b = side_labels(compare_df)
     la, lb = _esc(label_a), _esc(label_b)
     title = (f"Growth per step: {la} vs {lb}<br><sup>shorter bars in {lb} mean the change helped; "
-             "whiskers are 99% intervals; faded: no real difference (intervals overlap or below the practical minimum)</sup>")
+             "whiskers are 99% intervals;<br>faded: no real difference (intervals overlap or below the practical minimum)</sup>")
     if compare_df.empty:
         return _empty(title, "no series in common to compare")
     units = sorted(compare_df["unit"].astype(str).unique(), key=lambda u: (u != "bytes", u))
@@ -63,11 +74,14 @@ def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
     for r, (unit, part) in enumerate(zip(units, parts), start=1):
         allv = part[["per_step_a", "per_step_b", "per_step_a_high", "per_step_b_high"]].to_numpy(dtype=float)
         div, axis_unit = _scale(unit, allv)
-        short = [_series_name(str(p), str(s))[0] for p, s in zip(part["probe"], part["subject"])]
+        short = [("RSS" if m == "rss" else str(m)) if p == "process" else _series_name(str(p), str(s))[0]
+                 for p, s, m in zip(part["probe"], part["subject"], part["metric"])]
         if len(set(zip(short, part["probe"], part["metric"]))) < len(part):  # same class name in two modules
             short = [str(s) for s in part["subject"]]
-        cats = [f"{_esc(s)} · {_esc(p)} {_esc(m)}<br><i>{_esc(c)}</i>"
-                for s, p, m, c in zip(short, part["probe"], part["metric"], part["change"])]
+        cats = [f"{_esc(s)} · {_esc(p)} {_esc(m)}<br><i>{_esc(change_short(c, va, vb))}</i>"
+                for s, p, m, c, va, vb in zip(short, part["probe"], part["metric"], part["change"],
+                                              part.get("verdict_a", [None] * len(part)),
+                                              part.get("verdict_b", [None] * len(part)))]
         # B first: in a horizontal group the first trace is drawn at the bottom, so A reads above B
         for side, label, color in (("b", lb, "#1f77b4"), ("a", la, "#9e9e9e")):
             v = part[f"per_step_{side}"].to_numpy(dtype=float)
@@ -85,8 +99,7 @@ def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
                 hovertemplate="%{customdata[0]}: %{customdata[1]}<br>%{customdata[2]} "
                               "(99%: %{customdata[3]} to %{customdata[4]})<br>change: %{customdata[5]}<extra></extra>",
             ), row=r, col=1)
-        fig.update_xaxes(title_text=f"{unit}: growth per step ({axis_unit})", zeroline=True, zerolinecolor="#888",
-                         row=r, col=1)
+        fig.update_xaxes(title_text=_axis_title(unit, axis_unit), zeroline=True, zerolinecolor="#888", row=r, col=1)
     _base_layout(fig, title, height=plot_px + 150)
-    fig.update_layout(barmode="group", legend_title_text="run", legend_traceorder="reversed", margin={"l": 260})
+    fig.update_layout(barmode="group", legend_title_text="run", legend_traceorder="reversed", margin={"l": 260, "t": 100})
     return fig

@@ -26,6 +26,13 @@ from tokdiag.recording.run import Run
 from tokdiag.recording.timeline import wide
 
 
+def _whole_ticks(peak: float) -> dict[str, Any]:
+    """Axis settings that label a count in whole numbers only (no "0.2 entries")."""
+    if not peak > 0 or peak <= 5:
+        return {"dtick": 1, "tick0": 0, "tickformat": ",d", "range": [0, max(float(peak), 1.0) * 1.1]}
+    return {"tickformat": ",d"}
+
+
 def counts(run: Run, *, probe: str = "watch", subjects: list[str] | None = None) -> go.Figure:
     """Instances per class over steps: one line per watched class (``probe="census"``: per type).
 
@@ -66,12 +73,13 @@ def counts(run: Run, *, probe: str = "watch", subjects: list[str] | None = None)
         ))
     _base_layout(fig, title, height=420)
     fig.update_xaxes(title_text=STEP_AXIS)
-    fig.update_yaxes(title_text="instances alive (objects)", rangemode="tozero")
+    peak = float(np.nanmax([np.nanmax(np.asarray(t.y, dtype=float)) for t in fig.data])) if fig.data else 0.0
+    fig.update_yaxes(title_text="instances alive (objects)", rangemode="tozero", **_whole_ticks(peak))
     return fig
 
 
 def caches(run: Run, *, subjects: list[str] | None = None) -> go.Figure:
-    """Per cache over steps: entries (top panel) and deep bytes (bottom; native estimate dashed).
+    """Per cache over steps: entries (top panel, whole numbers) and deep bytes (bottom; native estimate dashed).
 
     A cache whose entries climb without a plateau is unbounded; bytes far
     above entries x payload size, or a native line far above the Python
@@ -125,7 +133,9 @@ def caches(run: Run, *, subjects: list[str] | None = None) -> go.Figure:
                 row=2, col=1)
     _base_layout(fig, title, height=620)
     fig.update_xaxes(title_text=STEP_AXIS, row=2, col=1)
-    fig.update_yaxes(title_text="entries", rangemode="tozero", row=1, col=1)
+    shown = entries.reindex(columns=[c for c in chosen if c in entries.columns]).to_numpy(dtype=float)
+    most = float(np.nanmax(shown)) if shown.size and np.isfinite(shown).any() else 0.0
+    fig.update_yaxes(title_text="entries", rangemode="tozero", row=1, col=1, **_whole_ticks(most))
     fig.update_yaxes(title_text=f"memory ({mem_unit})", rangemode="tozero", row=2, col=1)
     return fig
 

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from tokdiag.analysis.format import format_rate, format_value
+from tokdiag.analysis.fold import fold_verdicts
+from tokdiag.analysis.format import (
+    format_interval,
+    format_rate,
+    format_value,
+    measure_words,
+)
+from tokdiag.analysis.verdicts import VERDICT_COLUMNS
 from tokdiag.charts._style import (
     _LABEL_RANK,
     _LABEL_TINTS,
     LABEL_COLORS,
+    Segment,
     _base_layout,
     _empty,
-    _esc,
     _series_name,
+    _table,
 )
 from tokdiag.errors import ConfigError
 from tokdiag.recording.run import Run
@@ -25,14 +31,30 @@ _VERDICT_NEEDS = ("probe", "subject", "metric", "unit", "verdict", "per_step", "
                   "projected", "reason")
 
 
-def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, top: int | None = 30) -> go.Figure:
+def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, top: int | None = 30,
+                  fold: bool = True) -> go.Figure:
     """The verdicts as a table coloured by label, most alarming first.
 
-    Columns: verdict, series (probe, subject, metric), growth per step in
-    human units (``KiB/step``, ``entries/step``), its 99% interval, the
-    value projected at ``project_to`` steps, and the reason. Rows are
-    ordered leak, inconclusive, step, bounded, flat; within a label by
-    growth per step. ``top`` keeps the first rows (None: all).
+    Columns: verdict, series (its short name in bold, and below it in grey
+    the module and what was measured, with what was folded into it), growth
+    per step in human units (``KiB/step``, ``entries/step``), its 99%
+    interval (left blank when it says nothing: an exact count, ``0 B to 0
+    B``), the value projected at ``project_to`` steps, and the reason; with
+    several runs a ``run`` column first. The text is wrapped here so the
+    figure is exactly as tall as its rows at any page width from 800 px. Rows are ordered leak, inconclusive, step, bounded,
+    flat; within a label the series of named owners (watched classes, caches,
+    RSS) before census types, bytes before counts, then by growth per step and
+    by growth. ``top`` keeps the first rows (None: all). A settled series
+    (step, bounded, flat) shows no growth per step or interval: its growth
+    is in the reason and its level in the projection.
+
+    ``fold`` (default): one row per owner and measure
+    (:func:`tokdiag.analysis.fold_verdicts`): the collector's generation
+    counters and tokdiag's own buffers are left out, a census count of a
+    watched class and a census type's ``unowned_bytes`` are folded into the
+    row they repeat, and a leaking ``gc_objects`` into the class that makes
+    it grow (each said under the row's name). ``fold=False`` shows every
+    series as judged.
 
     ``verdicts_df`` is the DataFrame of :func:`tokdiag.analysis.verdicts`
     (its ``projected`` column must have been computed with the same
@@ -62,11 +84,18 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
              "grey = flat, purple = not enough evidence yet</sup>")
     if df.empty:
         return _empty(title, "no series judged in this run (no snapshots with measurements)")
+    if fold and all(c in df.columns for c in VERDICT_COLUMNS):
+        folded = fold_verdicts(df)
+        df = folded[folded["role"] == "main"]
+    else:
+        df = df.assign(folded="")
     rows = df.assign(
         _rank=df["verdict"].map(_LABEL_RANK).fillna(len(_LABEL_RANK)),
+        _census=(df["probe"] == "census").astype(int),  # named owners (watch, caches, RSS) before census types
         _bytes=(df["unit"] != "bytes").astype(int),
         _size=-df["per_step"].abs().fillna(0.0),
-    ).sort_values(["_rank", "_bytes", "_size", "subject"], kind="stable")
+        _growth=-df["growth"].abs().fillna(0.0),
+    ).sort_values(["_rank", "_census", "_bytes", "_size", "_growth", "subject"], kind="stable")
     total = len(rows)
     if top is not None:
         rows = rows.head(int(top))
@@ -74,36 +103,45 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
         title = title.replace("<br>", f" (top {len(rows)} of {total} series)<br>", 1)
     many_runs = "run" in rows.columns and rows["run"].nunique() > 1
     labels = rows["verdict"].astype(str).tolist()
-    series_col = []
+    series_col: list[list[Segment]] = []
     for r in rows.itertuples():
         name, where = _series_name(str(r.probe), str(r.subject))
-        detail = " · ".join(_esc(x) for x in (where, f"{r.probe} {r.metric}") if x)
-        series_col.append((f"<i>{_esc(r.run)}</i><br>" if many_runs else "") + f"{_esc(name)}<br><sup>{detail}</sup>")
-    per_step = [format_rate(v, u) for v, u in zip(rows["per_step"], rows["unit"])]
-    interval = [f"{format_value(lo, u)} to {format_value(hi, u)}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
-                for lo, hi, u in zip(rows["per_step_low"].astype(float), rows["per_step_high"].astype(float),
-                                     rows["unit"])]
-    projected = [format_value(v, u) for v, u in zip(rows["projected"], rows["unit"])]
-    reasons = [_esc(r) for r in rows["reason"]]
+        if str(r.probe) == "process":
+            name, where = ("RSS" if r.metric == "rss" else measure_words("process", str(r.metric))), ""
+        cell: list[Segment] = [(name, "b"), (" · ".join(x for x in (where, f"{r.probe} {r.metric}") if x), "grey")]
+        if getattr(r, "folded", ""):
+            cell.append((f"also: {r.folded}", "grey"))
+        series_col.append(cell)
+    growing = [v in ("leak", "inconclusive") for v in labels]  # a settled series' rate is its plateau's: 0
+    per_step = [[(format_rate(v, u) if g else "", "")] for v, u, g in zip(rows["per_step"], rows["unit"], growing)]
+    interval = [[(format_interval(lo, hi, u, per_step=True) if g else "", "")]
+                for lo, hi, u, g in zip(rows["per_step_low"].astype(float), rows["per_step_high"].astype(float),
+                                        rows["unit"], growing)]
+    projected = [[(format_value(v, u), "")] for v, u in zip(rows["projected"], rows["unit"])]
+    reasons = [[(str(r), "")] for r in rows["reason"]]
     strong = [LABEL_COLORS.get(v, "#cccccc") for v in labels]
     tint = [_LABEL_TINTS.get(v, "#ffffff") for v in labels]
     header = ["verdict", "series", "growth per step", "99% interval per step", f"projected at {project_to:,} steps",
               "reason"]
+    columns: list[list[list[Segment]]] = [[[(v, "b")] for v in labels], series_col, per_step, interval, projected,
+                                          reasons]
+    widths = [84, 230, 120, 140, 110, 310]
+    fills = [strong, tint, tint, tint, tint, tint]
+    fonts = [["white"] * len(labels)] + [["#222222"] * len(labels)] * 5
+    if many_runs:
+        header.insert(0, "run")
+        columns.insert(0, [[(str(x), "")] for x in rows["run"]])
+        widths.insert(0, 90)
+        fills.insert(0, tint)
+        fonts.insert(0, ["#222222"] * len(labels))
+    head, values, height = _table(header, columns, widths)
     fig = go.Figure(go.Table(
-        columnwidth=[88, 240, 90, 150, 110, 370],
-        header={"values": [f"<b>{h}</b>" for h in header], "fill_color": "#404040",
-                "font": {"color": "white", "size": 12}, "align": "left"},
-        cells={"values": [[f"<b>{_esc(v)}</b>" for v in labels], series_col, per_step, interval, projected, reasons],
-               "fill_color": [strong, tint, tint, tint, tint, tint],
-               "font": {"color": [["white"] * len(labels)] + [["#222222"] * len(labels)] * 5, "size": 11},
+        columnwidth=widths,
+        header={"values": head, "fill_color": "#404040", "font": {"color": "white", "size": 12}, "align": "left"},
+        cells={"values": values, "fill_color": fills, "font": {"color": fonts, "size": 11},
                "align": "left", "height": 30},
     ))
-    # Tall enough for every row, so nothing hides behind the table's own scroll bar: a row is as
-    # tall as its longest wrapped cell (the reason, ~45 characters a line in a notebook-width page).
-    series_lines = 3 if many_runs else 2
-    row_px = [14 * max(series_lines, math.ceil(len(str(r)) / 45)) + 16 for r in rows["reason"]]
-    _base_layout(fig, title, height=min(130 + sum(row_px), 4000))
+    # Tall enough for every row (nothing behind the table's own scroll bar), no taller (no blank below).
+    _base_layout(fig, title, height=min(height, 6000))
     fig.update_layout(margin={"l": 10, "r": 10, "t": 80, "b": 10})
     return fig
-
-

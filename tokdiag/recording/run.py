@@ -82,11 +82,12 @@ class Run:
 
         return verdicts(self.timeline, project_to=project_to)
 
-    def ledger(self) -> pd.DataFrame:
-        """RSS growth since the first snapshot split into owners; see :func:`tokdiag.analysis.ledger`."""
+    def ledger(self, *, since: str | int = "warmup") -> pd.DataFrame:
+        """RSS growth split into owners, from the end of warm-up by default (``since="start"``: from the first
+        snapshot; or a step); see :func:`tokdiag.analysis.ledger`."""
         from tokdiag.analysis import ledger
 
-        return ledger(self.timeline)
+        return ledger(self.timeline, since=since)
 
     def time_to_limit(self, limit: int | str | None = None, *, per: str | None = None) -> Any:
         """When RSS reaches ``limit`` (default: the cgroup limit in the header); see :func:`tokdiag.analysis.limit.time_to_limit`."""

@@ -92,9 +92,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from tokdiag.report.kernel import ExecutionFailure, check_parameters, execute
-from tokdiag.errors import ConfigError, did_you_mean
 from tokdiag.charts import LABEL_COLORS
+from tokdiag.errors import ConfigError, did_you_mean
+from tokdiag.report.kernel import ExecutionFailure, check_parameters, execute
 from tokdiag.report.summary import Summary, headlines_from_journals, read_summary
 
 OUTPUT_DIR_PARAMETER = "output_dir"
@@ -748,7 +748,13 @@ def write_index(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *
     :func:`tokdiag.report.export.scrub_notebook`), and the page loads nothing and
     runs no script (its Content-Security-Policy forbids both).
     """
-    from tokdiag.report.export import GENERATOR, _replacements, _scrub_value, csp_meta, refuse_foreign
+    from tokdiag.report.export import (
+        GENERATOR,
+        _replacements,
+        _scrub_value,
+        csp_meta,
+        refuse_foreign,
+    )
 
     base = Path(out_dir).resolve()
     refuse_foreign([base / "index.html", base / "index.json"], fix="choose another output folder")

@@ -108,9 +108,21 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
-from tokdiag.report.kernel import ExecutionFailure
-from tokdiag.report.batch import RUN_MARKER, Plan, RunResult, RunSpec, _Progress, _entries_below, _prepare_folder, _run_writes, _seal_folder, run_one, write_index
 from tokdiag.errors import ConfigError, did_you_mean
+from tokdiag.report.batch import (
+    RUN_MARKER,
+    Plan,
+    RunResult,
+    RunSpec,
+    _entries_below,
+    _prepare_folder,
+    _Progress,
+    _run_writes,
+    _seal_folder,
+    run_one,
+    write_index,
+)
+from tokdiag.report.kernel import ExecutionFailure
 from tokdiag.report.summary import Summary
 
 __all__ = ["MAX_RUN_BYTES", "WORKER_WAIT_S", "ClusterTarget", "check_workers", "parse_cluster", "run_on_cluster"]

@@ -14,16 +14,21 @@ headlines computed from its journals (:func:`headlines_from_journals`).
 
 What the headlines promise
 --------------------------
-A run never says "no leak" while one of its series is a leak, and never
-hides what it warned about:
+The headlines are derived from the runs' findings
+(:func:`tokdiag.analysis.findings.findings`), the same findings the answer
+at the top of a report says in words (:func:`tokdiag.analysis.answer`): one
+headline per judged series behind a finding, so the two cannot disagree. A
+run never says "no leak" while one of its series is a leak, and never hides
+what it warned about:
 
 1. **Every leak** of every run is a headline, whatever its probe (process,
-   watch, cache, census, allocation sites, tokdiag's own), most severe first:
-   RSS, then byte series by growth per step, then the other units by growth
-   per step. Left out: :data:`tokdiag.analysis.verdicts.NOISE_METRICS`
-   (the collector's generation counters, never a headline), and a census
-   type's ``unowned_bytes`` when its ``bytes`` got the same verdict (the
-   same growth twice; left out of step 3 too).
+   watch, cache, census, native, allocator, allocation sites), most severe
+   first: RSS, then byte series by growth per step, then the other units by
+   growth per step. Left out: :data:`tokdiag.analysis.verdicts.NOISE_METRICS`
+   (the collector's generation counters, never a headline), tokdiag's own
+   buffers (the ``tracker`` probe: its cost is said apart, not as a finding)
+   and a census type's ``unowned_bytes`` when its ``bytes`` got the same
+   verdict (the same growth twice; left out of step 3 too).
 2. **Every warning** of a run (a watched name that matched no class, ...)
    follows, as a headline with the verdict ``"warning"``: subject what
    warned (``watch``), detail the message. A run that did not complete
@@ -32,16 +37,19 @@ hides what it warned about:
    that every reader of ``summary.json`` (the batch index, its JSON) shows
    them beside the verdicts without knowing about them.
 3. Then, per run, the series named in ``always`` (RSS by default) whatever
-   their verdict, and at most ``limit`` more series that grew and settled
-   (``step``, ``bounded``) in the ``watch``, ``cache`` and ``census`` probes,
-   largest first.
+   their verdict, and the series of at most ``limit`` more owners that grew
+   and settled (``step``, ``bounded``): watched classes, caches and
+   containers, largest first (a census type alone is start-up, not a
+   headline).
 
 With several runs each subject is prefixed with its run's name. The file is
-plain JSON::
+plain JSON; ``answer`` is there when the notebook passed one
+(:meth:`tokdiag.analysis.answer.Answer.as_dict`: its text and every finding)::
 
     {"tokdiag_summary": 1, "title": "...",
      "headlines": [{"subject": "...", "verdict": "leak", "detail": "..."},
-                   {"subject": "watch", "verdict": "warning", "detail": "no class matches 'Jobb'; ..."}]}
+                   {"subject": "watch", "verdict": "warning", "detail": "no class matches 'Jobb'; ..."}],
+     "answer": {"text": "Leak: Job +10.5 KiB ...", "runs": [...], "all_clear": false, "findings": [...]}}
 
 It is written atomically (temp file, then rename), so a run killed while
 writing leaves the previous summary or none, never half a file.
@@ -50,6 +58,7 @@ writing leaves the previous summary or none, never half a file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -60,6 +69,7 @@ from typing import TYPE_CHECKING, Any
 from tokdiag.errors import ConfigError
 
 if TYPE_CHECKING:
+    from tokdiag.analysis.findings import Series
     from tokdiag.recording.run import Run
 
 SUMMARY_FILE = "summary.json"
@@ -93,6 +103,8 @@ class Summary:
     headlines: tuple[Headline, ...]
     title: str = ""
     source: str = SUMMARY_FILE
+    answer: str = ""
+    """The answer's text when the notebook wrote one (``""`` otherwise)."""
 
     @property
     def warnings(self) -> tuple[Headline, ...]:
@@ -133,13 +145,15 @@ def _rows(headlines: object) -> Iterable[object]:
     return headlines
 
 
-def write_summary(output_dir: str | os.PathLike[str], headlines: object, *, title: str = "") -> Path:
+def write_summary(output_dir: str | os.PathLike[str], headlines: object, *, title: str = "",
+                  answer: Any = None) -> Path:
     """Write ``summary.json`` into ``output_dir`` and return its path.
 
     ``headlines``: an iterable of :class:`Headline`, ``(subject, verdict[,
     detail])`` tuples or mappings with ``subject`` and ``verdict`` (or
     ``label``) keys; a ``{subject: verdict}`` dict; or a DataFrame with those
-    columns (e.g. a verdict table).
+    columns (e.g. a verdict table). ``answer``: the runs'
+    :class:`~tokdiag.analysis.answer.Answer`, written under ``"answer"``.
 
     >>> import tempfile
     >>> path = write_summary(tempfile.mkdtemp(), [("RewardAgent", "leak", "+2 KiB/step")])
@@ -149,8 +163,13 @@ def write_summary(output_dir: str | os.PathLike[str], headlines: object, *, titl
     items = tuple(_headline(item, i) for i, item in enumerate(_rows(headlines)))
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    payload = {"tokdiag_summary": FORMAT_VERSION, "title": str(title),
-               "headlines": [asdict(h) for h in items]}
+    payload: dict[str, Any] = {"tokdiag_summary": FORMAT_VERSION, "title": str(title),
+                               "headlines": [asdict(h) for h in items]}
+    if answer is not None:
+        as_dict = getattr(answer, "as_dict", None)
+        if not callable(as_dict):
+            raise ConfigError(f"answer={answer!r}: pass the Answer of tokdiag.analysis.answer(runs), or None")
+        payload["answer"] = as_dict()
     target = folder / SUMMARY_FILE
     fd, tmp = tempfile.mkstemp(prefix=".summary-", suffix=".json", dir=folder)
     try:
@@ -178,36 +197,36 @@ def read_summary(run_dir: str | os.PathLike[str]) -> Summary | None:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
         items = tuple(_headline(item, i) for i, item in enumerate(payload.get("headlines", [])))
+        said = payload.get("answer") or {}
+        text = str(said.get("text", "")) if isinstance(said, Mapping) else ""
     except (OSError, ValueError, AttributeError, TypeError):
         return None
-    return Summary(headlines=items, title=str(payload.get("title", "")))
+    return Summary(headlines=items, title=str(payload.get("title", "")), answer=text)
 
 
-_SETTLED = {"step": 0, "bounded": 1}
 _PROBE_ORDER = {"watch": 0, "cache": 1, "census": 2, "disk": 3}
 
 
 def _amount(value: float, unit: str) -> str:
     """``+20 KiB``, ``-3 objects``: a signed figure in the series' unit."""
-    if value != value:  # NaN
+    if math.isnan(value):
         return "?"
     sign = "+" if value >= 0 else "-"
     size = abs(value)
     if unit == "bytes":
-        for div, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-            if size >= div:
-                return f"{sign}{size / div:.3g} {suffix}"
-        return f"{sign}{size:.3g} B"
+        from tokdiag.analysis.format import format_value
+
+        return sign + format_value(size, unit)
     return f"{sign}{size:.3g} {unit}"
 
 
-def _is_rss(row: Mapping[str, Any]) -> bool:
-    return (row["probe"], row["metric"]) == ("process", "rss")
+def _is_rss(s: Series) -> bool:
+    return (s.probe, s.metric) == ("process", "rss")
 
 
-def _with_limit(headline: Headline, row: Mapping[str, Any], run: Any) -> Headline:
+def _with_limit(headline: Headline, s: Series, run: Any) -> Headline:
     """A leaking RSS headline says when it reaches the memory limit the journal recorded ("4 GiB limit in ~3 h")."""
-    if (row["probe"], row["metric"]) != ("process", "rss"):
+    if not _is_rss(s):
         return headline
     from tokdiag.analysis import time_to_limit
 
@@ -217,42 +236,35 @@ def _with_limit(headline: Headline, row: Mapping[str, Any], run: Any) -> Headlin
     return Headline(headline.subject, headline.verdict, f"{headline.detail}; {when.headline}")
 
 
-def _headline_of(row: Mapping[str, Any], prefix: str) -> Headline:
-    subject = "RSS" if _is_rss(row) else f"{row['subject']} {row['metric']}"
-    verdict, unit = str(row["verdict"]), str(row["unit"])
-    if verdict == "leak":
-        detail = f"{_amount(float(row['per_step']), unit)}/step"
-    elif verdict in ("step", "bounded"):
-        detail = f"{_amount(float(row['growth']), unit)} then level"
+def _headline_of(s: Series, prefix: str) -> Headline:
+    subject = "RSS" if _is_rss(s) else f"{s.subject} {s.metric}"
+    if s.verdict == "leak":
+        detail = f"{_amount(s.per_step, s.unit)}/step"
+    elif s.verdict in ("step", "bounded"):
+        detail = f"{_amount(s.growth, s.unit)} then level"
     else:
-        detail = f"{_amount(float(row['growth']), unit)} overall" if verdict == "flat" else ""
-    return Headline(prefix + subject, verdict, detail)
+        detail = f"{_amount(s.growth, s.unit)} overall" if s.verdict == "flat" else ""
+    return Headline(prefix + subject, s.verdict, detail)
 
 
-def _leak_severity(row: Mapping[str, Any]) -> tuple[int, float, int]:
+def _leak_severity(s: Series) -> tuple[int, float, int]:
     """Sort key of a leak: RSS first, then bytes per step, then other units per step; watch before census."""
-    rate = float(row["per_step"]) if row["per_step"] == row["per_step"] else 0.0
-    kind = 0 if _is_rss(row) else 1 if row["unit"] == "bytes" else 2
-    return kind, -rate, _PROBE_ORDER.get(str(row["probe"]), len(_PROBE_ORDER))
-
-
-def _warning_headline(message: str, prefix: str) -> Headline:
-    """``"watch: no class matches ..."`` -> subject ``watch``, detail the rest; other messages under ``run``."""
-    head, sep, rest = message.partition(": ")
-    if sep and head.isidentifier():
-        return Headline(prefix + head, WARNING, rest)
-    return Headline(prefix + "run", WARNING, message)
+    rate = 0.0 if math.isnan(s.per_step) else s.per_step
+    kind = 0 if _is_rss(s) else 1 if s.unit == "bytes" else 2
+    return kind, -rate, _PROBE_ORDER.get(s.probe, len(_PROBE_ORDER))
 
 
 def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str, str]] = (("process", "rss"),),
                         limit: int = 5) -> tuple[Headline, ...]:
     """The headlines of one or more runs, in the order the module docstring gives.
 
-    ``always``: ``(probe, metric)`` pairs shown for every run whatever their
-    verdict (RSS by default; e.g. add ``("watch", "count")`` to show that a
-    fix left the watched classes flat). ``limit``: at most this many further
-    series that grew and settled (``step``, ``bounded``) per run. Leaks and
-    warnings are never limited.
+    Derived from the runs' findings (:func:`tokdiag.analysis.findings.findings`,
+    the same findings :func:`tokdiag.analysis.answer` says in words): one
+    headline per judged series of a finding. ``always``: ``(probe, metric)``
+    pairs shown for every run whatever their verdict (RSS by default; e.g.
+    add ``("watch", "count")`` to show that a fix left the watched classes
+    flat). ``limit``: at most this many further owners that grew and settled
+    (``step``, ``bounded``) per run. Leaks and warnings are never limited.
 
     >>> import pandas as pd
     >>> from tokdiag.recording.run import Run
@@ -266,8 +278,7 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
     warning watch no class matches 'Jobb'; did you mean Job?
     flat RSS +0 B overall
     """
-    from tokdiag.analysis import verdicts
-    from tokdiag.analysis.verdicts import NOISE_METRICS
+    from tokdiag.analysis.findings import findings
     from tokdiag.recording.run import Run
 
     runs = [runs] if isinstance(runs, Run) else list(runs)
@@ -279,23 +290,18 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
     rest: list[Headline] = []
     for run in runs:
         prefix = f"{run.name}: " if len(runs) > 1 else ""
-        table = verdicts(run.timeline)
-        rows = table.to_dict(orient="records")
-        census_bytes = {(r["subject"], r["verdict"]) for r in rows if (r["probe"], r["metric"]) == ("census", "bytes")}
-        rows = [r for r in rows if (r["probe"], r["metric"]) not in NOISE_METRICS and not (
-            (r["probe"], r["metric"]) == ("census", "unowned_bytes") and (r["subject"], r["verdict"]) in census_bytes)]
-        leaks += [(_leak_severity(r), _with_limit(_headline_of(r, prefix), r, run)) for r in rows
-                  if r["verdict"] == "leak"]
-        for message in dict.fromkeys(run.warnings):
-            warned.append(_warning_headline(message, prefix))
-        if run.status != "completed":
-            warned.append(Headline(prefix + "run", run.status, run.message))
-        named = [r for pair in shown for r in rows if (r["probe"], r["metric"]) == pair and r["verdict"] != "leak"]
-        settled = sorted((r for r in rows if r["verdict"] in _SETTLED and r["probe"] in _PROBE_ORDER),
-                         key=lambda r: (_SETTLED[r["verdict"]], _PROBE_ORDER[r["probe"]],
-                                        -abs(float(r["growth"]) if r["growth"] == r["growth"] else 0.0)))
-        rest += [_headline_of(r, prefix) for r in named]
-        rest += [_headline_of(r, prefix) for r in settled if (r["probe"], r["metric"]) not in shown][:limit]
+        found = findings(run, always=shown, limit=limit)
+        judged = [s for f in found for s in f.series if s.role != "duplicate"]
+        leaks += [(_leak_severity(s), _with_limit(_headline_of(s, prefix), s, run)) for s in judged if s.verdict == "leak"]
+        for f in found:
+            if f.kind == "warning":
+                warned.append(Headline(prefix + f.owner, WARNING, f.detail))
+            elif f.kind == "status":
+                warned.append(Headline(prefix + "run", f.verdict, f.detail))
+        rest += [_headline_of(s, prefix) for pair in shown for s in judged
+                 if (s.probe, s.metric) == pair and s.verdict != "leak"]
+        rest += [_headline_of(s, prefix) for f in found if f.kind == "settled" for s in f.series
+                 if s.role == "main" and s.verdict in ("step", "bounded") and (s.probe, s.metric) not in shown]
     series: list[Headline] = []
     for headline in [*(h for _, h in sorted(leaks, key=lambda item: item[0])), *rest]:
         if all(h.subject != headline.subject for h in series):

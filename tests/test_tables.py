@@ -1,0 +1,96 @@
+"""Tables for people: compare and verdicts with units and words; runs of one target told apart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tokdiag as td
+from tokdiag.analysis import (
+    compare,
+    compare_notes,
+    compare_table,
+    verdicts,
+    verdicts_table,
+)
+from tokdiag.errors import ConfigError
+from tokdiag.records import COLUMNS
+
+STEPS = np.arange(0, 201, 10)
+KB = 1024
+
+
+def _tl(series: dict[tuple[str, str, str, str], np.ndarray], run: str) -> pd.DataFrame:
+    rows = [(run, int(s), float(s), p, subj, m, float(v), u)
+            for (p, subj, m, u), values in series.items() for s, v in zip(STEPS, values)]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _fixed_pair(run_a: str = "handle", run_b: str = "handle") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A leaking agent count fixed in b; RSS the same in both (the agents are too small to move it)."""
+    rng = np.random.default_rng(11)
+    rss = 1e8 + rng.integers(0, 4, STEPS.shape) * 4096.0
+    a = _tl({("watch", "app.Agent", "count", "objects"): STEPS * 1.0,
+             ("watch", "app.Agent", "bytes", "bytes"): STEPS * 100.0,
+             ("process", "process", "rss", "bytes"): rss,
+             ("census", "builtins.dict", "count", "objects"): np.full(STEPS.shape, 500.0)}, run_a)
+    b = _tl({("watch", "app.Agent", "count", "objects"): np.full(STEPS.shape, 1.0),
+             ("watch", "app.Agent", "bytes", "bytes"): np.full(STEPS.shape, 100.0),
+             ("process", "process", "rss", "bytes"): rss[::-1].copy(),
+             ("census", "builtins.dict", "count", "objects"): np.full(STEPS.shape, 500.0)}, run_b)
+    return a, b
+
+
+def test_runs_of_one_target_get_labels_that_tell_them_apart(tmp_path):
+    a, b = _fixed_pair()
+    assert compare(a, b).attrs["labels"] == ("A", "B")  # "handle vs handle" says nothing
+    assert compare(*_fixed_pair("before", "after")).attrs["labels"] == ("before", "after")
+    pa, pb = tmp_path / "shipped.jsonl", tmp_path / "patched.jsonl"
+    for path in (pa, pb):
+        td.track(lambda i: None, steps=8, every=2, census=False, progress=False, journal=path, name="handle")
+    assert compare(pa, pb).attrs["labels"] == ("shipped", "patched")  # then the journals' file stems
+    assert compare(td.load(pa), td.load(pb)).attrs["labels"] == ("shipped", "patched")
+    assert compare(pa, pb, labels=("x", "y")).attrs["labels"] == ("x", "y")
+
+
+def test_compare_table_has_units_words_and_no_pandas_internals():
+    a, b = _fixed_pair("before", "after")
+    table = compare_table(compare(a, b))
+    assert list(table.columns) == ["measure", "before", "after", "difference per step", "change"]
+    assert table.index.name == "series"
+    assert not any(c in table.columns for c in ("verdict_a", "per_step_b", "real", "difference_low"))
+    count = table[table["measure"] == "watch instances"].iloc[0]
+    assert table.index[0] == "Agent" and count.name == "Agent"  # fixes first
+    assert count["before"] == "leak, +1 object/step" and count["after"] == "flat"
+    assert count["difference per step"] == "-1 object/step"  # exact: no "-1 object to -1 object" interval
+    assert count["change"] == "fixed: leak in before, flat in after"
+    rss = table.loc["RSS"]
+    assert rss["measure"] == "process RSS" and rss["change"] == "unchanged"
+    assert "B/step" in rss["difference per step"]  # bytes in B/KiB/MiB, never a raw 42807.0
+    with pytest.raises(ConfigError, match="lacks column"):
+        compare_table(pd.DataFrame({"probe": ["x"]}))
+
+
+def test_compare_notes_say_what_fixed_refers_to_when_rss_did_not_change():
+    notes = compare_notes(compare(*_fixed_pair("before", "after")))
+    assert notes[0] == "Fixed in after: Agent (watch instances), leak, +1 object/step in before, flat in after."
+    assert any(n.startswith("RSS: unchanged (before: ") for n in notes)
+    assert notes[-1].startswith('"Fixed" refers to the series named above, not to RSS')
+    same = compare(*[_fixed_pair("one", "two")[0].assign(run=r) for r in ("one", "two")])
+    assert compare_notes(same)[0].startswith("Nothing changed between one and two")
+
+
+def test_verdicts_table_is_folded_with_units_and_no_noise():
+    tl = _tl({("watch", "app.Job", "count", "objects"): STEPS * 1.0,
+              ("census", "app.Job", "count", "objects"): STEPS * 1.0,
+              ("process", "process", "gc_gen1", "objects"): (STEPS % 30).astype(float),
+              ("tracker", "tokdiag", "self_bytes", "bytes"): 2e5 + STEPS * 10.0,
+              ("process", "process", "rss", "bytes"): np.full(STEPS.shape, 1e8)}, "r")
+    table = verdicts_table(verdicts(tl))
+    assert table.index.tolist() == ["Job", "RSS"]  # no gc_gen1, no tokdiag buffers, Job once
+    job = table.loc["Job"]
+    assert job["verdict"] == "leak" and job["growth per step"] == "+1 object/step"
+    assert job["also measured"] == "census instances: leak, +1 object/step"
+    assert table.loc["RSS", "growth per step"] == "" and table.loc["RSS", "projected at 10,000 steps"] == "95.4 MiB"
+    assert "run" not in table.columns

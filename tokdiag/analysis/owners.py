@@ -1,0 +1,112 @@
+"""Owners for people: what an owner is called, what holds it, where it was allocated, which runs to read.
+
+Shared by the findings (:mod:`tokdiag.analysis.findings`) and the top
+growers (:mod:`tokdiag.analysis.growers`), so both name an owner, its chain
+and its sites the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from types import SimpleNamespace
+from typing import Any
+
+from tokdiag.analysis.format import short_name
+from tokdiag.errors import ConfigError
+
+__all__ = ["chain_text", "display_name", "module_sites", "runs_of"]
+
+
+def display_name(owner: str, kind: str, clashes: AbstractSet[str] = frozenset()) -> str:
+    """The name a sentence gives an owner: a class by its bare name unless two owners share it."""
+    if kind == "class":
+        name = short_name("census", owner)[0]
+        return owner if name in clashes else name
+    if kind == "cache":
+        return short_name("cache", owner)[0]
+    return owner
+
+
+def chain_text(retention: Mapping[str, Any], owner: str) -> str:
+    """The recorded why-alive chain of ``owner``, root to holder (the target left out): ``module app -> _DONE[0]``.
+
+    A chain rooted in a module, class or frame is preferred over one from an
+    unreferenced gc object. ``""`` when none was recorded.
+    """
+    from tokdiag.analysis.retention import Chain
+
+    key = owner if owner in retention else None
+    if key is None:
+        bare = [k for k in retention if k.rsplit(".", 1)[-1] == owner.rsplit(".", 1)[-1]]
+        key = bare[0] if len(bare) == 1 else None
+    if key is None or not retention[key]:
+        return ""
+    chains = []
+    for c in retention[key]:
+        try:
+            chains.append(Chain.from_dict(dict(c)))
+        except (ConfigError, TypeError, ValueError):  # a damaged journal line: no chain rather than no answer
+            continue
+    if not chains:
+        return ""
+    best = next((c for c in chains if c.root_kind != "gc"), chains[0])
+    return best.text.rsplit(" -> ", 1)[0] if best.edges else best.root
+
+
+def _module_files(owner: str, kind: str) -> tuple[str, ...]:
+    module = owner.rsplit(".", 1)[0] if kind == "class" and "." in owner else (
+        owner.split(":", 1)[0] if kind == "cache" and ":" in owner else "")
+    if not module:
+        return ()
+    path = module.replace(".", "/")
+    return (f"{path}.py", f"{path}/__init__.py")
+
+
+def module_sites(owner: str, kind: str, site_rows: list[Mapping[str, Any]]) -> tuple[str, ...]:
+    """Growing allocation sites (``file:line``) in the module that defines ``owner``: at most three, largest first.
+
+    ``site_rows``: folded verdict rows of the ``alloc`` probe's bytes that
+    grow. tracemalloc knows lines, not classes: a site is given to a class
+    or cache when its file is the module that defines it
+    (``myapp/jobs.py`` for ``myapp.jobs.Job``, ``myapp/jobs/__init__.py``
+    for a package), the place its instances are most often made.
+    """
+    files = _module_files(owner, kind)
+    if not files:
+        return ()
+    hits = [r for r in site_rows if str(r["subject"]).rsplit(":", 1)[0].replace("\\", "/").endswith(files)]
+    hits.sort(key=lambda r: -float(r["per_step"]))
+    return tuple(str(r["subject"]) for r in hits[:3])
+
+
+def runs_of(run_or_runs: Any) -> list[Any]:
+    """The runs to read from what a caller passed: a Run, a journal path, a list of them, or ``{label: run}``.
+
+    A run is anything with ``name``, ``timeline``, ``status`` and
+    ``warnings`` (a :class:`tokdiag.Run`); a dict's labels become the runs'
+    names. A bare timeline is refused: it has no status or warnings, so
+    nothing read from it could say whether the run completed.
+    """
+    def one(x: Any, what: str) -> Any:
+        if isinstance(x, (str, os.PathLike)):
+            from tokdiag.recording.run import load
+
+            return load(x)
+        if all(hasattr(x, a) for a in ("name", "timeline", "status", "warnings")):
+            return x
+        raise ConfigError(f"{what} is a {type(x).__name__}; pass a tokdiag Run (td.track(...), td.load('run.jsonl')), "
+                          "a journal path, or a list of them (a bare timeline has no status or warnings, so it cannot "
+                          "be answered for)")
+
+    if isinstance(run_or_runs, Mapping):
+        return [SimpleNamespace(name=str(label), timeline=r.timeline, status=r.status, message=getattr(r, "message", ""),
+                                warnings=list(r.warnings), retention=dict(getattr(r, "retention", {}) or {}))
+                for label, r in ((k, one(v, f"runs[{k!r}]")) for k, v in run_or_runs.items())]
+    if isinstance(run_or_runs, (str, os.PathLike)) or hasattr(run_or_runs, "timeline") or hasattr(
+            run_or_runs, "columns"):  # a DataFrame is iterable (its column names): refuse it as one thing
+        return [one(run_or_runs, "run")]
+    if isinstance(run_or_runs, Iterable):
+        return [one(x, f"runs[{i}]") for i, x in enumerate(run_or_runs)]
+    return [one(run_or_runs, "run")]
