@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from tokdiag.errors import ConfigError
-from tokdiag.report.folders import RUN_MARKER, FolderPlan, inspect_folder, prepare_folder, seal_folder
+from tokdiag.report.folders import (
+    RUN_MARKER,
+    FolderPlan,
+    inspect_folder,
+    prepare_folder,
+    seal_folder,
+)
 
 
 def test_run_folder_rules_without_a_kernel(tmp_path: Path) -> None:

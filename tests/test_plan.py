@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from tokdiag.errors import ConfigError
-from tokdiag.report.plan import format_parameters, load_plan, parse_plan, run_folder_parameters
+from tokdiag.report.plan import (
+    format_parameters,
+    load_plan,
+    parse_plan,
+    run_folder_parameters,
+)
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 

@@ -87,7 +87,11 @@ from typing import Any
 from tokdiag.errors import ConfigError, did_you_mean
 from tokdiag.report.batch import Progress
 from tokdiag.report.cluster_batch import ClusterBatch
-from tokdiag.report.cluster_task import describe_environment, environment_differs, environment_probe
+from tokdiag.report.cluster_task import (
+    describe_environment,
+    environment_differs,
+    environment_probe,
+)
 from tokdiag.report.plan import Plan
 from tokdiag.report.results import RunResult
 

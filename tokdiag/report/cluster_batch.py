@@ -24,7 +24,12 @@ from typing import Any
 from tokdiag.errors import ConfigError
 from tokdiag.report.batch import Progress
 from tokdiag.report.cluster_task import Shipped, run_task
-from tokdiag.report.folders import entries_below, prepare_folder, run_writes, seal_folder
+from tokdiag.report.folders import (
+    entries_below,
+    prepare_folder,
+    run_writes,
+    seal_folder,
+)
 from tokdiag.report.index import write_index
 from tokdiag.report.kernel import ExecutionFailure
 from tokdiag.report.plan import Plan, RunSpec

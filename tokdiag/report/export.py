@@ -38,7 +38,12 @@ from typing import Any
 
 from tokdiag.errors import ConfigError, TokdiagError
 from tokdiag.report.folders import GENERATOR, refuse_foreign
-from tokdiag.report.pages import content_security_policy, environment, template_loader, template_source
+from tokdiag.report.pages import (
+    content_security_policy,
+    environment,
+    template_loader,
+    template_source,
+)
 from tokdiag.report.scrub import sanitize_html, scrub_notebook
 
 __all__ = ["PLOTLY_MIME", "RENDERER_NAME", "export_html", "plotly_renderer_setup"]
