@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from tokdiag.report.kernel import notebook_parameters
-from tokdiag.report.batch import BatchResult, load_plan, run_batch
+from tokdiag.report.batch import run_batch
+from tokdiag.report.plan import load_plan
+from tokdiag.report.results import BatchResult
 
 ROOT = Path(__file__).resolve().parents[1]
 

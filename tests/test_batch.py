@@ -13,15 +13,10 @@ from urllib.parse import unquote
 
 import pytest
 
-from tokdiag.report.batch import (
-    RUN_MARKER,
-    BatchResult,
-    load_plan,
-    parse_plan,
-    run_batch,
-    run_folder_parameters,
-)
 from tokdiag.errors import ConfigError
+from tokdiag.report.batch import run_batch
+from tokdiag.report.folders import RUN_MARKER
+from tokdiag.report.results import BatchResult
 from tokdiag.report.summary import Headline, headlines_from_journals, read_summary, write_summary
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -209,113 +204,6 @@ def test_a_batch_never_overwrites_an_index_page_it_did_not_write(tmp_path: Path)
     assert sorted(p.name for p in site.iterdir()) == ["index.html"]  # refused before any run started
 
 
-def test_write_index_replaces_its_own_pages_only(tmp_path: Path) -> None:
-    from tokdiag.report.batch import write_index
-
-    page = write_index([], tmp_path)
-    write_index([], tmp_path)  # its own: replaced
-    page.write_text("<p>mine now</p>")
-    with pytest.raises(ConfigError, match="did not write"):
-        write_index([], tmp_path)
-    assert page.read_text() == "<p>mine now</p>"
-    page.unlink()
-    (tmp_path / "index.json").write_text('{"mine": true}')
-    with pytest.raises(ConfigError, match=r"index.json' is a file tokdiag did not write"):
-        write_index([], tmp_path)
-    (tmp_path / "index.json").unlink()
-    write_index([], tmp_path)
-    assert json.loads((tmp_path / "index.json").read_text())["generator"] == "tokdiag"
-
-
-def test_run_folder_rules_without_a_kernel(tmp_path: Path) -> None:
-    from tokdiag.report.batch import _inspect_folder, _prepare_folder, _seal_folder
-
-    folder = tmp_path / "run"
-    plan = _prepare_folder(folder)
-    (folder / "sub").mkdir()
-    (folder / "sub" / "j.jsonl").write_text("x")
-    (folder / "nb.ipynb").write_text("{}")
-    _seal_folder(plan, set())
-    (folder / "yours.txt").write_text("y")
-    again = _inspect_folder(folder, writes=("nb.ipynb",))
-    assert again.remove == ("nb.ipynb", "sub/j.jsonl") and again.keep == frozenset({"yours.txt"})
-    _prepare_folder(folder, ("nb.ipynb",))
-    assert sorted(p.name for p in folder.iterdir()) == [RUN_MARKER, "yours.txt"]  # its folder 'sub' went too
-    with pytest.raises(ConfigError, match="never finished"):  # marked in progress: tokdiag was stopped
-        _inspect_folder(folder)
-    _seal_folder(_plan_keeping(folder, keep={"yours.txt"}), set())
-    with pytest.raises(ConfigError, match="yours.txt in .* was not written by tokdiag and the run would overwrite it"):
-        _inspect_folder(folder, writes=("yours.txt",))
-    (tmp_path / "file").write_text("")
-    with pytest.raises(ConfigError, match="is a file"):
-        _inspect_folder(tmp_path / "file")
-
-
-def _plan_keeping(folder: Path, keep: set[str]):
-    from tokdiag.report.batch import _FolderPlan
-
-    return _FolderPlan(folder, keep=frozenset(keep))
-
-
-# --------------------------------------------------------------------------- plans, no kernel
-
-
-def _plan(tmp_path: Path, text: str) -> Path:
-    _copy_fixtures(tmp_path)
-    path = tmp_path / "plan.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def test_grid_expands_into_one_run_per_combination(tmp_path: Path) -> None:
-    plan = load_plan(_plan(tmp_path, """\
-jobs: 3
-runs:
-  - notebook: simple_plot.ipynb
-    parameters: {title: x}
-    grid: {points: [2, 3]}
-"""))
-    assert plan.jobs == 3
-    assert [r.folder_name for r in plan.runs] == ["01-simple_plot-points=2", "02-simple_plot-points=3"]
-    assert [dict(r.parameters) for r in plan.runs] == [{"title": "x", "points": 2}, {"title": "x", "points": 3}]
-    assert plan.runs[0].kernel_parameters() == {"title": "x", "points": 2, "output_dir": "."}
-
-
-def test_run_folder_parameters_follow_what_the_notebook_declares() -> None:
-    assert run_folder_parameters({"steps": 1, "output_dir": ".", "journal": "x.jsonl"}) == {
-        "output_dir": ".", "journal": "journal.jsonl"}
-    assert run_folder_parameters({"out_dir": "."}) == {"out_dir": "."}
-    assert run_folder_parameters({"steps": 1}) == {} and run_folder_parameters(None) == {}
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ("runs:\n  - notebook: simple_plot.ipynb\n    paramters: {points: 2}\n",
-     r"runs\[0\]: unknown key 'paramters'; did you mean 'parameters'\?"),
-    ("title: x\nrun: []\n", r"unknown key 'run' at the top level; did you mean 'runs'\?"),
-    ("jobs: two\nruns:\n  - notebook: simple_plot.ipynb\n", r"jobs must be a whole number >= 1, got 'two'"),
-    ("runs: {notebook: simple_plot.ipynb}\n", r"'runs' must be a non-empty list"),
-    ("runs:\n  - notebook: simple_plot.ipynb\n    parameters: [1]\n", r"'parameters' must be a mapping"),
-    ("runs:\n  - notebook: simple_plot.ipynb\n    grid: {points: 3}\n", r"grid.points must be a non-empty list"),
-    ("runs:\n  - notebook: missing.ipynb\n", r"runs\[0\]: notebook 'missing.ipynb' not found"),
-    ("runs:\n  - notebook: simple_plot.ipynb\n    parameters: {pionts: 2}\n",
-     r"has no parameter 'pionts'; did you mean 'points'\? its documented parameters are: title .*points"),
-    ("runs:\n  - notebook: simple_plot.ipynb\n    parameters: {output_dir: /tmp}\n",
-     r"parameter 'output_dir' is set by tokdiag"),
-    ("runs:\n  - notebook: no_parameters.ipynb\n    parameters: {x: 1}\n", r"has no cell tagged 'parameters'"),
-    ("runs:\n  - notebook: simple_plot.ipynb\n   parameters: {}\n", r"not valid YAML at line 3"),
-])
-def test_bad_plans_raise_config_errors_naming_the_problem(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        load_plan(_plan(tmp_path, text))
-
-
-def test_a_missing_plan_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"plan file .*nope\.yaml.* does not exist"):
-        load_plan(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match="a plan is a mapping"):
-        parse_plan(["runs"])
-
-
 # --------------------------------------------------------------------------- summaries, no kernel
 
 
@@ -363,22 +251,3 @@ def test_headlines_from_a_journal_put_rss_first_then_what_grows(tmp_path: Path) 
     assert [h.subject for h in two] == ["service: RSS", "service: app.RewardAgent count",
                                         "service: tiktoken.registry:ENCODINGS entries", "fixed: RSS"]
     assert two[-1].verdict == "flat"
-
-
-def test_index_folds_long_headline_lists_and_many_journals(tmp_path: Path) -> None:
-    from tokdiag.report.batch import RunResult, RunSpec, write_index
-    from tokdiag.report.summary import Summary
-
-    journals = []
-    for name in ("a.jsonl", "b.jsonl", "c.jsonl"):
-        journals.append(tmp_path / "01-x" / name)
-        journals[-1].parent.mkdir(exist_ok=True)
-        journals[-1].write_text("")
-    headlines = tuple(Headline(f"s{i}", "leak", "x" * 200 if i == 0 else "") for i in range(6))
-    spec = RunSpec(index=1, notebook=tmp_path / "x.ipynb", label="x.ipynb", parameters={}, folder_name="01-x")
-    result = RunResult(spec=spec, folder=tmp_path / "01-x", duration_s=1.0, journals=tuple(journals),
-                       summary=Summary(headlines=headlines))
-    page = write_index([result], tmp_path).read_text(encoding="utf-8")
-    assert "<summary>2 more</summary>" in page and "<summary>3 journals</summary>" in page
-    assert "x" * 89 + "…" in page and f'title="{"x" * 200}"' in page
-    assert all(f'href="01-x/{j.name}"' in page for j in journals)

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tokdiag.report.batch import BatchResult, run_batch
+from tokdiag.report.batch import run_batch
+from tokdiag.report.results import BatchResult
 
 pytestmark = pytest.mark.slow
 

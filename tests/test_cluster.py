@@ -26,9 +26,11 @@ from pathlib import Path
 import pytest
 
 import tokdiag
-from tokdiag.report.batch import BatchResult, load_plan, run_batch
 from tokdiag.errors import ConfigError
+from tokdiag.report.batch import run_batch
 from tokdiag.report.cluster import parse_cluster, run_on_cluster
+from tokdiag.report.plan import load_plan
+from tokdiag.report.results import BatchResult
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 SOURCE_ROOT = Path(tokdiag.__file__).resolve().parents[1]  # the tokdiag the workers must import too
@@ -485,35 +487,9 @@ def test_nothing_listens_there_is_a_config_error(tmp_path: Path, monkeypatch: py
         run_batch(plan, tmp_path / "out", cluster=f"tcp://127.0.0.1:{port}", progress=None)
 
 
-def test_the_index_says_where_each_run_ran_when_the_batch_ran_on_a_cluster(tmp_path: Path) -> None:
-    from tokdiag.report.kernel import ExecutionFailure
-    from tokdiag.report.batch import RunResult, RunSpec, write_index
-
-    def spec(i: int) -> RunSpec:
-        return RunSpec(index=i, notebook=tmp_path / "x.ipynb", label="x.ipynb", parameters={}, folder_name=f"0{i}-x")
-
-    local = [RunResult(spec=spec(1), folder=tmp_path / "01-x", duration_s=1.0)]
-    page = write_index(local, tmp_path / "local").read_text(encoding="utf-8")
-    assert "ran on" not in page
-    record = json.loads((tmp_path / "local" / "index.json").read_text())["runs"][0]
-    assert (record["host"], record["worker"], record["attempts"]) == (socket.gethostname(), "", 1)
-
-    cancelled = ExecutionFailure(ename="Cancelled", evalue="interrupted")
-    remote = [RunResult(spec=spec(1), folder=tmp_path / "01-x", duration_s=1.0, host="gpu<1>",
-                        worker="tcp://10.0.0.7:4000", attempts=2),
-              RunResult(spec=spec(2), folder=tmp_path / "02-x", duration_s=0.0, host="", failure=cancelled)]
-    page = write_index(remote, tmp_path / "remote").read_text(encoding="utf-8")
-    assert "<th>ran on</th>" in page and page.count('<td class="host">') == 2
-    assert "gpu&lt;1&gt;<div class=\"muted\">tcp://10.0.0.7:4000</div><div class=\"muted\">2 attempts</div>" in page
-    assert '<td class="host"><span class="muted">unknown</span></td>' in page
-    records = json.loads((tmp_path / "remote" / "index.json").read_text())["runs"]
-    assert [(r["host"], r["worker"], r["attempts"]) for r in records] == [
-        ("gpu<1>", "tcp://10.0.0.7:4000", 2), ("", "", 1)]
-
-
 def test_a_retry_waiting_for_workers_that_left_goes_to_any_worker(tmp_path: Path) -> None:
-    from tokdiag.report.batch import _Progress
-    from tokdiag.report.cluster import _ClusterBatch
+    from tokdiag.report.batch import Progress
+    from tokdiag.report.cluster_batch import ClusterBatch
 
     class Future:
         def __init__(self, key: str) -> None:
@@ -544,8 +520,8 @@ def test_a_retry_waiting_for_workers_that_left_goes_to_any_worker(tmp_path: Path
 
     plan = load_plan(_plan(tmp_path / "plan", "runs:\n  - notebook: no_parameters.ipynb\n"))
     client, progress = Client(), io.StringIO()
-    batch = _ClusterBatch(client, None, plan, tmp_path / "out", retries=1,  # type: ignore[arg-type]
-                          report=_Progress(progress, 1), expected={}, max_run_bytes=1)
+    batch = ClusterBatch(client, None, plan, tmp_path / "out", retries=1,  # type: ignore[arg-type]
+                         report=Progress(progress, 1), expected={}, max_run_bytes=1)
     batch.pending = Pending()
     batch.submit(plan.runs[0], 2, ("tcp://a:1",))  # attempt 1 failed on a
     assert client.submitted == [(client.submitted[0][0], ["tcp://b:1"])]  # only b may take it

@@ -15,7 +15,8 @@ import pytest
 import tokdiag as td
 
 from tokdiag.report.kernel import notebook_parameters
-from tokdiag.report.batch import parse_plan, run_batch
+from tokdiag.report.batch import run_batch
+from tokdiag.report.plan import parse_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

@@ -165,7 +165,8 @@ def _shown(path: Path) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from tokdiag.report.kernel import check_parameters, notebook_parameters
-    from tokdiag.report.batch import RUN_FOLDER_PARAMETERS, RunSpec, run_folder_parameters, run_one
+    from tokdiag.report.batch import run_one
+    from tokdiag.report.plan import RUN_FOLDER_PARAMETERS, RunSpec, run_folder_parameters
 
     notebook = Path(args.notebook)
     documented = notebook_parameters(notebook)  # raises ConfigError for a missing or unreadable notebook
@@ -194,7 +195,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from tokdiag.report.batch import load_plan, run_batch
+    from tokdiag.report.batch import run_batch
+    from tokdiag.report.plan import load_plan
 
     plan = load_plan(args.plan)
     result = run_batch(plan, args.output, jobs=args.jobs, progress=None if args.quiet else sys.stderr,
@@ -204,7 +206,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from tokdiag.report.export import report_from_journals
+    from tokdiag.report.journal_report import report_from_journals
 
     page = report_from_journals(args.journals, args.output)
     print(_shown(page))

@@ -45,8 +45,7 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from tokdiag.errors import TokdiagError
-
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
+from tokdiag.report.export import PLOTLY_MIME
 
 RUN_VARIABLE = "_tokdiag_run"
 """Name of the notebook variable the magic stores its :class:`tokdiag.Run` in."""

@@ -1,69 +1,63 @@
-"""Self-contained, offline HTML from executed notebooks, and reports from journals alone.
+"""Self-contained, offline HTML from executed notebooks.
 
 What an export promises (tests check each):
 
 * **Charts draw offline.** Figures are stored in the notebook as plotly's JSON
-  mime type (``application/vnd.plotly.v1+json``, what JupyterLab renders
-  natively; see :func:`plotly_renderer_setup`). nbconvert cannot render that
-  mime type (plotly >= 6 figures come out blank), so :func:`export_html`
-  turns each one into a ``<div>`` holding the figure as inert JSON, and the
-  page carries *one* inline copy of plotly.js plus a short script that draws
-  every such div. No CDN, no require.js, no MathJax, no widget manager.
+  mime type (:data:`PLOTLY_MIME`, what JupyterLab renders natively; see
+  :func:`plotly_renderer_setup`). nbconvert cannot render that mime type
+  (plotly >= 6 figures come out blank), so :func:`export_html` turns each one
+  into a ``<div>`` holding the figure as inert JSON, and the page carries
+  *one* inline copy of plotly.js plus a short script that draws every such
+  div. No CDN, no require.js, no MathJax, no widget manager.
 * **Nothing on the page can load or run anything else.** A
   Content-Security-Policy ``<meta>`` allows exactly the two inline scripts
-  tokdiag wrote (by SHA-256 hash) and no network fetch at all. HTML outputs
-  are also sanitized with bleach (tables and text survive; ``<script>``,
-  ``onerror=`` and the like are escaped so they show as text), and
-  JavaScript and widget outputs are dropped.
-* **No absolute paths of the machine.** Paths under the report's folder, the
-  current folder and the tokdiag checkout become relative; the Python prefix,
-  the home folder and the temp folder become ``$PYTHON``, ``~`` and
-  ``$TMPDIR`` (see :func:`scrub_notebook`), in cell sources, outputs and
-  metadata (papermill records input/output paths).
+  tokdiag wrote (by SHA-256 hash) and no network fetch at all
+  (:func:`tokdiag.report.pages.content_security_policy`). HTML outputs are
+  sanitized (:func:`tokdiag.report.scrub.sanitize_html`: tables and text
+  survive; ``<script>``, ``onerror=`` and the like are escaped so they show
+  as text), and JavaScript and widget outputs are dropped.
+* **No absolute paths of the machine** (:func:`tokdiag.report.scrub.scrub_notebook`):
+  paths under the page's folder, the current folder and the tokdiag checkout
+  become relative; the Python prefix, the home folder and the temp folder
+  become ``$PYTHON``, ``~`` and ``$TMPDIR``.
 
-This module sits at the top of the stack: it may import any part of tokdiag,
-and nothing in tokdiag imports it except the command line.
+The page is nbconvert's ``lab`` template extended by
+``templates/report_page.html.j2`` (see :mod:`tokdiag.report.pages`).
 """
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
-import html
 import json
 import os
 import re
-import sys
-import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from tokdiag.errors import ConfigError, TokdiagError
+from tokdiag.report.folders import GENERATOR, refuse_foreign
+from tokdiag.report.pages import (
+    content_security_policy,
+    environment,
+    template_loader,
+    template_source,
+)
+from tokdiag.report.scrub import sanitize_html, scrub_notebook
+
+__all__ = ["PLOTLY_MIME", "RENDERER_NAME", "export_html", "plotly_renderer_setup"]
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
-"""The mime type plotly figures are stored under in a notebook."""
-
-GENERATOR = "tokdiag"
-"""How tokdiag marks the files it writes: ``<meta name="generator">`` in pages, ``"generator"`` in
-``index.json`` (``"tokdiag_summary"`` in ``summary.json``), ``metadata.tokdiag.generator`` in the journal
-report's executed notebook. A file without the mark is never overwritten (:func:`refuse_foreign`)."""
-
-_PAGE_MARK = f'<meta name="generator" content="{GENERATOR}">'
-_PAGE_MARK_FOUND = re.compile(  # in either attribute order (nbconvert's post-processing sorts them)
-    rf"""<meta\b(?=[^>]*\bname=["']generator["'])(?=[^>]*\bcontent=["']{GENERATOR}["'])[^>]*>""", re.I)
-
+"""The mime type plotly figures are stored under in a notebook (and that :mod:`tokdiag.magic` displays)."""
 
 RENDERER_NAME = "tokdiag"
 """The plotly renderer :func:`plotly_renderer_setup` registers and makes the default."""
 
-_WIDGET_MIMES = ("application/vnd.jupyter.widget-view+json", "application/vnd.jupyter.widget-state+json")
 _SAFE_MIMES = ("text/plain", "text/latex", "image/png", "image/jpeg", "image/svg+xml", "application/json")
 _SANITIZED_MIMES = ("text/html", "text/markdown")
-_BINARY_MIMES = ("image/png", "image/jpeg", "image/gif")
 _PLOTLY_BUNDLE_MARKERS = ("* plotly.js v", "window.PlotlyConfig")
+
 
 # ---------------------------------------------------------------------------
 # kernel side: how notebooks display figures
@@ -106,130 +100,7 @@ def _figure_caption(spec: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------
-# scrubbing absolute paths
-
-
-def _path_variants(path: str | os.PathLike[str]) -> list[str]:
-    text = os.fspath(path).rstrip("/")
-    variants = {text, os.path.realpath(text).rstrip("/")} if text else set()
-    return [v for v in variants if len(v) > 1]
-
-
-_Rule = tuple[str, re.Pattern[str], str]
-
-
-def _replacements(base_dir: Path | None, extra: Iterable[tuple[str | os.PathLike[str], str]]) -> list[_Rule]:
-    """(prefix, pattern, replacement) rules, longest prefix first; "" means "make relative"."""
-    from tokdiag.report.kernel import _source_root
-
-    pairs: list[tuple[str, str]] = []
-    for path, token in extra:
-        pairs += [(v, token) for v in _path_variants(path)]
-    if base_dir is not None:
-        pairs += [(v, "") for v in _path_variants(base_dir)]
-    pairs += [(v, "") for v in _path_variants(os.getcwd())]
-    root = _source_root()
-    if root is not None:
-        pairs += [(v, "") for v in _path_variants(root)]
-    for prefix in {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}:
-        pairs += [(v, "$PYTHON") for v in _path_variants(prefix)]
-    pairs += [(v, "$TMPDIR") for v in _path_variants(tempfile.gettempdir())]
-    pairs += [(v, "~") for v in _path_variants(Path.home())]
-    seen: dict[str, str] = {}
-    for prefix, token in pairs:  # the first claim of a prefix wins
-        seen.setdefault(prefix, token)
-    rules: list[_Rule] = []
-    for prefix in sorted(seen, key=len, reverse=True):
-        token = seen[prefix]
-        esc = re.escape(prefix)
-        if token:
-            rules.append((prefix, re.compile(esc + r"(?![\w.-])"), token))
-        else:  # relative: "<prefix>/x" -> "x", "<prefix>" alone -> "."
-            rules.append((prefix, re.compile(esc + r"/"), ""))
-            rules.append((prefix, re.compile(esc + r"(?![\w.-])"), "."))
-    return rules
-
-
-def _scrub_value(value: Any, rules: list[_Rule], key: str = "") -> Any:
-    if isinstance(value, str):
-        if key in _BINARY_MIMES:
-            return value
-        for prefix, pattern, token in rules:
-            if prefix in value:
-                value = pattern.sub(token, value)
-        return value
-    if isinstance(value, list):
-        return [_scrub_value(v, rules, key) for v in value]
-    if isinstance(value, dict):
-        return type(value)((k, _scrub_value(v, rules, k)) for k, v in value.items())
-    return value
-
-
-def scrub_notebook(nb: Any, *, base_dir: str | os.PathLike[str] | None = None,
-                   extra_paths: Iterable[tuple[str | os.PathLike[str], str]] = ()) -> Any:
-    """A copy of ``nb`` fit to share: no absolute paths of this machine, no widget state.
-
-    Paths under ``base_dir`` (the folder the shared file will sit in), the
-    current folder and the tokdiag source checkout become relative; the Python
-    prefix, the temp folder and the home folder become ``$PYTHON``,
-    ``$TMPDIR`` and ``~``. ``extra_paths`` adds ``(path, replacement)`` pairs.
-    Applies to cell sources, every output and all metadata. Widget state
-    (which would make nbconvert load a widget manager from a CDN) is removed;
-    widget outputs keep their text fallback.
-    """
-    import nbformat
-
-    rules = _replacements(Path(base_dir).resolve() if base_dir is not None else None, extra_paths)
-    out = nbformat.from_dict(_scrub_value(copy.deepcopy(dict(nb)), rules))
-    out.metadata.pop("widgets", None)
-    for cell in out.cells:
-        for output in cell.get("outputs", []):
-            data = output.get("data")
-            if data:
-                for mime in _WIDGET_MIMES:
-                    data.pop(mime, None)
-    return out
-
-
-# ---------------------------------------------------------------------------
-# sanitizing and converting outputs
-
-
-_ALLOWED_TAGS = frozenset({
-    "a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "del", "div", "dl", "dt",
-    "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "kbd", "li", "ol", "p", "pre", "q", "s", "samp",
-    "small", "span", "strong", "style", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr",
-    "u", "ul", "var",
-})
-_ALLOWED_ATTRIBUTES = {
-    "*": ["class", "id", "title", "style", "align", "valign", "lang", "dir"],
-    "a": ["href", "title", "name"],
-    "table": ["class", "id", "style", "border", "cellpadding", "cellspacing", "summary"],
-    "td": ["class", "id", "style", "colspan", "rowspan", "align", "valign", "title"],
-    "th": ["class", "id", "style", "colspan", "rowspan", "align", "valign", "title", "scope"],
-    "col": ["span", "style", "class"],
-    "colgroup": ["span", "style", "class"],
-    "style": ["type", "scoped"],
-}
-
-
-def sanitize_html(fragment: str) -> str:
-    """``fragment`` with every tag or attribute that could run code or load something escaped.
-
-    Tables, text formatting, classes and inline styles survive (pandas
-    DataFrames and Stylers render as tables); ``<script>``, ``<img
-    onerror=...>``, iframes, forms and ``javascript:`` links are escaped and
-    show as text.
-
-    >>> sanitize_html('<b>ok</b><script>alert(1)</script>')
-    '<b>ok</b>&lt;script&gt;alert(1)&lt;/script&gt;'
-    """
-    import bleach
-    from bleach.css_sanitizer import ALLOWED_CSS_PROPERTIES, CSSSanitizer
-
-    return str(bleach.clean(fragment, tags=_ALLOWED_TAGS, attributes=_ALLOWED_ATTRIBUTES,
-                            protocols={"http", "https", "mailto"}, strip=False, strip_comments=True,
-                            css_sanitizer=CSSSanitizer(allowed_css_properties=ALLOWED_CSS_PROPERTIES)))
+# converting outputs
 
 
 def _json_for_script(value: Any) -> str:
@@ -241,12 +112,10 @@ def _json_for_script(value: Any) -> str:
 
 def _figure_html(spec: Mapping[str, Any], index: int) -> str:
     layout = spec.get("layout") or {}
-    height = layout.get("height") if isinstance(layout.get("height"), (int, float)) else 450
-    caption = html.escape(_figure_caption(spec))
-    return (f'<div class="tokdiag-figure" id="tokdiag-figure-{index}">'
-            f'<script type="application/json" class="tokdiag-figure-spec">{_json_for_script(dict(spec))}</script>'
-            f'<div class="tokdiag-plot plotly-graph-div" style="width:100%;height:{int(height)}px" '
-            f'role="img" aria-label="{caption}"></div></div>')
+    height = layout.get("height")
+    return environment().get_template("tokdiag/figure.html.j2").render(
+        index=index, spec_json=_json_for_script(dict(spec)), caption=_figure_caption(spec),
+        height=int(height) if isinstance(height, (int, float)) else 450)
 
 
 _UNEXPORTABLE_PLOT = ('<p class="tokdiag-note">This plotly figure was displayed with a renderer that needs '
@@ -336,114 +205,11 @@ def _prepare_outputs(nb: Any) -> int:
 # the page
 
 
-_BOOTSTRAP_JS = """(function () {
-  "use strict";
-  function draw() {
-    var figures = document.querySelectorAll("div.tokdiag-figure");
-    for (var i = 0; i < figures.length; i++) {
-      var figure = figures[i];
-      var target = figure.querySelector("div.tokdiag-plot");
-      try {
-        var spec = JSON.parse(figure.querySelector("script.tokdiag-figure-spec").textContent);
-        var config = Object.assign({responsive: true, displaylogo: false}, spec.config || {});
-        window.Plotly.newPlot(target, spec.data || [], spec.layout || {}, config);
-      } catch (err) {
-        target.textContent = "This chart could not be drawn: " + err;
-        console.error("tokdiag: chart " + i + " could not be drawn", err);
-      }
-    }
-  }
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", draw);
-  } else {
-    draw();
-  }
-})();"""
-
-_EXTRA_CSS = """
-.tokdiag-header { padding: 12px 16px 4px; border-bottom: 1px solid #e3e6eb; margin-bottom: 8px; }
-.tokdiag-header h1 { font: 600 20px/1.3 system-ui, sans-serif; margin: 0; color: #1d2430; }
-.tokdiag-sub { font: 13px system-ui, sans-serif; color: #5b6474; margin: 2px 0 6px; }
-.tokdiag-figure { width: 100%; margin: 0.5em 0; }
-.tokdiag-note { color: #8a5300; background: #fff4e0; padding: 0.5em 0.8em; border-radius: 4px; }
-"""
-
-_TEMPLATE = r"""{%- extends 'index.html.j2' -%}
-{%- block html_head -%}
-{{ resources.tokdiag.csp_meta }}
-{{ super() }}
-<style type="text/css">{{ resources.tokdiag.css }}</style>
-{%- endblock html_head -%}
-{%- block body_header -%}
-{{ super() }}
-<header class="tokdiag-header"><h1>{{ resources.metadata.name | e }}</h1>
-<div class="tokdiag-sub">{{ resources.tokdiag.subtitle | e }}</div></header>
-{%- endblock body_header -%}
-{%- block html_head_js -%}{%- endblock html_head_js -%}
-{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{%- block footer_js -%}
-{%- for script in resources.tokdiag.scripts %}
-<script>{{ script }}</script>
-{%- endfor %}
-{%- endblock footer_js -%}
-"""
-
-
 @lru_cache(maxsize=1)
 def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs
 
     return str(get_plotlyjs())
-
-
-def _script_hash(script: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii") + "'"
-
-
-def content_security_policy(scripts: Iterable[str] = ()) -> str:
-    """The CSP of every tokdiag page: only the given inline scripts run, nothing is fetched."""
-    sources = " ".join(_script_hash(s) for s in scripts) or "'none'"
-    return ("default-src 'none'; "
-            f"script-src {sources}; "
-            "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; "
-            "base-uri 'none'; form-action 'none'")
-
-
-def csp_meta(scripts: Iterable[str] = ()) -> str:
-    """``<meta http-equiv="Content-Security-Policy" ...>`` for :func:`content_security_policy`, and tokdiag's mark."""
-    return (f'<meta http-equiv="Content-Security-Policy" content="{html.escape(content_security_policy(scripts))}">'
-            f"\n{_PAGE_MARK}")
-
-
-def written_by_tokdiag(path: str | os.PathLike[str]) -> bool:
-    """Whether the file at ``path`` carries tokdiag's mark (see :data:`GENERATOR`): a page, index or notebook it wrote."""
-    p = Path(path)
-    try:
-        if p.suffix in (".html", ".htm"):
-            with open(p, encoding="utf-8", errors="replace") as fh:
-                return _PAGE_MARK_FOUND.search(fh.read(65536)) is not None
-        if p.suffix in (".json", ".ipynb"):
-            data = json.loads(p.read_text(encoding="utf-8"))
-            if not isinstance(data, dict):
-                return False
-            if p.suffix == ".json":  # index.json, or a summary.json (tokdiag.report.summary marks it its own way)
-                return data.get("generator") == GENERATOR or "tokdiag_summary" in data
-            meta = data.get("metadata", {}).get("tokdiag", {})
-            return isinstance(meta, dict) and meta.get("generator") == GENERATOR
-    except (OSError, ValueError, AttributeError):
-        return False
-    return False
-
-
-def refuse_foreign(paths: Iterable[str | os.PathLike[str]], *, fix: str) -> None:
-    """Raise :class:`ConfigError` if any of ``paths`` exists and tokdiag did not write it (so it is not overwritten)."""
-    for path in paths:
-        p = Path(path)
-        if p.exists() and (p.is_dir() or not written_by_tokdiag(p)):
-            what = "a folder" if p.is_dir() else "a file tokdiag did not write"
-            raise ConfigError(f"{str(p)!r} is {what}; tokdiag will not overwrite it: move it, or {fix}")
 
 
 def _load_notebook(source: Any) -> tuple[Any, str]:
@@ -474,7 +240,6 @@ def export_html(notebook: Any, out_html: str | os.PathLike[str], *, title: str |
     file name; both it and ``subtitle`` (e.g. the parameters) head the page,
     escaped. Returns the path written.
     """
-    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     nb, name = _load_notebook(notebook)
@@ -485,11 +250,11 @@ def export_html(notebook: Any, out_html: str | os.PathLike[str], *, title: str |
     figures = _prepare_outputs(nb)
     page_title = title or str(nb.metadata.get("title") or name)
     nb.metadata.pop("title", None)
-    scripts = [_plotly_js(), _BOOTSTRAP_JS] if figures else []
-    exporter = HTMLExporter(template_name="lab", template_file="tokdiag_report.html.j2",
-                            extra_loaders=[DictLoader({"tokdiag_report.html.j2": _TEMPLATE})])
+    scripts = [_plotly_js(), template_source("draw_figures.js")] if figures else []
+    exporter = HTMLExporter(template_name="lab", template_file="tokdiag/report_page.html.j2",
+                            extra_loaders=[template_loader()])
     resources = {"metadata": {"name": page_title},
-                 "tokdiag": {"csp_meta": csp_meta(scripts), "css": _EXTRA_CSS, "scripts": scripts,
+                 "tokdiag": {"policy": content_security_policy(scripts), "generator": GENERATOR, "scripts": scripts,
                              "subtitle": subtitle or "tokdiag report · opens offline"}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     _check_page(body, figures)
@@ -510,62 +275,3 @@ def _check_page(page: str, figures: int) -> None:
     if copies != (1 if figures else 0):
         raise TokdiagError(f"internal error: the exported page carries plotly.js {copies} times "
                            f"for {figures} figures; please report this with the notebook")
-
-
-# ---------------------------------------------------------------------------
-# reports from journals alone
-
-JOURNAL_REPORT_NOTEBOOK = Path(__file__).parent / "notebooks" / "journal_report.ipynb"
-"""The bundled notebook ``tokdiag report`` runs; its parameters are ``journals`` and ``output_dir``."""
-
-
-def report_from_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> Path:
-    """Build an HTML report from journal files alone (e.g. written by a service); return the HTML path.
-
-    Runs the bundled :data:`JOURNAL_REPORT_NOTEBOOK` with papermill in a new
-    kernel (cwd ``out_dir``, journals passed as paths relative to it), writes
-    ``journal_report.ipynb``, ``journal_report.html`` and ``summary.json``
-    into ``out_dir``. Raises :class:`ConfigError` for a missing journal, or
-    when one of those three exists and tokdiag did not write it (nothing is
-    overwritten), and
-    :class:`TokdiagError` (naming the cell and exception; the HTML is still
-    written) when the notebook fails.
-    """
-    from tokdiag.report.kernel import check_parameters, execute
-
-    journals = [Path(p) for p in paths]
-    if not journals:
-        raise ConfigError("no journal given; pass one or more journal files (.jsonl) written by tokdiag")
-    from tokdiag.errors import JournalError
-    from tokdiag.recording.journal import read_journal
-
-    for journal in journals:
-        if not journal.is_file():
-            raise ConfigError(f"journal {str(journal)!r} does not exist; give the path of a .jsonl journal "
-                              "written by td.track(..., journal=...) or a tokdiag recorder")
-        try:  # read here, before a kernel starts, so the error names the path as the user gave it
-            read_journal(journal)
-        except JournalError as exc:
-            raise ConfigError(f"{str(journal)!r} is not a tokdiag journal ({exc}); give a .jsonl file written by "
-                              "td.track(..., journal=...)") from None
-    folder = Path(out_dir).resolve()
-    executed = folder / "journal_report.ipynb"
-    page = folder / "journal_report.html"
-    from tokdiag.report.summary import SUMMARY_FILE
-
-    refuse_foreign([executed, page, folder / SUMMARY_FILE], fix="choose another output folder (-o)")
-    folder.mkdir(parents=True, exist_ok=True)
-    parameters = {"journals": [os.path.relpath(j.resolve(), folder) for j in journals], "output_dir": "."}
-    check_parameters(JOURNAL_REPORT_NOTEBOOK, parameters)
-    result = execute(JOURNAL_REPORT_NOTEBOOK, executed, parameters, cwd=folder)
-    if executed.is_file():
-        import nbformat
-
-        scrubbed = scrub_notebook(nbformat.read(executed, as_version=4), base_dir=folder)
-        scrubbed.metadata["tokdiag"] = {"generator": GENERATOR}
-        nbformat.write(scrubbed, executed)
-        export_html(executed, page, title="tokdiag report: " + ", ".join(j.name for j in journals))
-    if result.failure is not None:
-        raise TokdiagError(f"the journal report failed at {result.failure.describe()}; "
-                           f"see {page if page.is_file() else executed} for the traceback")
-    return page

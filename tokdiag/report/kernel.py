@@ -31,7 +31,7 @@ KERNEL_NAME = "python3"
 """The kernel name written into executed notebooks (the spec itself is always this Python)."""
 
 
-def _source_root() -> Path | None:
+def source_root() -> Path | None:
     """The folder holding the ``tokdiag`` package when it is a source checkout, else None."""
     root = Path(__file__).resolve().parents[2]
     if root.name in {"site-packages", "dist-packages"}:
@@ -66,7 +66,7 @@ def _kernel_manager_class() -> type:
                 env: dict[str, str] = {"PYDEVD_DISABLE_FILE_VALIDATION": "1"}
                 # The kernel starts in the run's folder; the user's own modules (``-p target
                 # mypkg.jobs:handle``) live where tokdiag was started: keep that folder importable.
-                root = _source_root()
+                root = source_root()
                 parts = [str(root)] if root is not None else []
                 parts += [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
                 env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
