@@ -20,7 +20,7 @@ from tokdiag.probes.census import census
 from tokdiag.recording.run import Run, load
 from tokdiag.probes.sizing import Seen, deep_size
 from tokdiag.recording.recorder import record
-from tokdiag.recording.tracker import Tracker, track
+from tokdiag.recording.tracker import Tracker, atrack, track
 
 __all__ = [
     "ConfigError",
@@ -33,6 +33,7 @@ __all__ = [
     "Tracker",
     "VocabularyNotFound",
     "__version__",
+    "atrack",
     "cache",
     "census",
     "compare",
