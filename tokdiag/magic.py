@@ -135,7 +135,8 @@ class TokdiagMagics(Magics):
         if not cell.strip():
             raise UsageError("%%tokdiag needs a cell body: the code of one step, e.g. handle_request(i)")
 
-        from tokdiag.recording.tracker import StepLoop, Tracker
+        from tokdiag.recording.steps import StepLoop
+        from tokdiag.recording.tracker import Tracker
 
         shell = self.shell
         assert shell is not None
