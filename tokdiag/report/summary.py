@@ -205,13 +205,22 @@ def _is_rss(row: Mapping[str, Any]) -> bool:
     return (row["probe"], row["metric"]) == ("process", "rss")
 
 
-def _with_limit(headline: Headline, row: Mapping[str, Any], run: Any) -> Headline:
-    """A leaking RSS headline says when it reaches the memory limit the journal recorded ("4 GiB limit in ~3 h")."""
+def _with_limit(headline: Headline, row: Mapping[str, Any], run: Any, memory_limit: Any = None) -> Headline:
+    """A leaking RSS headline says when it reaches the memory limit ("4 GiB limit in ~3 h").
+
+    The limit is ``memory_limit`` if given, else the one the journal recorded. A run whose timeline holds
+    several runs (a service's processes and their total) is judged on the row's own run.
+    """
     if (row["probe"], row["metric"]) != ("process", "rss"):
         return headline
+    import dataclasses
+
     from tokdiag.analysis import time_to_limit
 
-    when = time_to_limit(run)
+    tl = run.timeline
+    if tl["run"].nunique() > 1:
+        run = dataclasses.replace(run, timeline=tl[tl["run"] == row["run"]])
+    when = time_to_limit(run, memory_limit)
     if when is None or when.status not in ("limit", "over"):
         return headline
     return Headline(headline.subject, headline.verdict, f"{headline.detail}; {when.headline}")
@@ -245,14 +254,16 @@ def _warning_headline(message: str, prefix: str) -> Headline:
 
 
 def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str, str]] = (("process", "rss"),),
-                        limit: int = 5) -> tuple[Headline, ...]:
+                        limit: int = 5, memory_limit: int | float | str | None = None) -> tuple[Headline, ...]:
     """The headlines of one or more runs, in the order the module docstring gives.
 
     ``always``: ``(probe, metric)`` pairs shown for every run whatever their
     verdict (RSS by default; e.g. add ``("watch", "count")`` to show that a
     fix left the watched classes flat). ``limit``: at most this many further
     series that grew and settled (``step``, ``bounded``) per run. Leaks and
-    warnings are never limited.
+    warnings are never limited. ``memory_limit``: the limit a leaking RSS
+    headline counts down to (``"4GiB"``); default: the one each journal
+    recorded (see :func:`tokdiag.analysis.time_to_limit`).
 
     >>> import pandas as pd
     >>> from tokdiag.recording.run import Run
@@ -284,7 +295,7 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
         census_bytes = {(r["subject"], r["verdict"]) for r in rows if (r["probe"], r["metric"]) == ("census", "bytes")}
         rows = [r for r in rows if (r["probe"], r["metric"]) not in NOISE_METRICS and not (
             (r["probe"], r["metric"]) == ("census", "unowned_bytes") and (r["subject"], r["verdict"]) in census_bytes)]
-        leaks += [(_leak_severity(r), _with_limit(_headline_of(r, prefix), r, run)) for r in rows
+        leaks += [(_leak_severity(r), _with_limit(_headline_of(r, prefix), r, run, memory_limit)) for r in rows
                   if r["verdict"] == "leak"]
         for message in dict.fromkeys(run.warnings):
             warned.append(_warning_headline(message, prefix))
