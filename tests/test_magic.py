@@ -157,6 +157,17 @@ def test_a_cell_that_awaits_is_awaited_step_by_step_on_the_shells_event_loop(she
     shell.user_ns["KEPT"] = []
 
 
+def test_an_awaited_cell_that_raises_keeps_the_run_and_shows_the_error(shell):
+    shell.run_cell("import asyncio", store_history=False)
+    shell.user_ns.pop(RUN_VARIABLE, None)
+    with capture_output():
+        result = shell.run_cell("%%tokdiag --steps 10 --every 1 --no-progress\nawait asyncio.sleep(0)\nx = 1 / (3 - i)")
+    assert type(result.error_in_exec) is ZeroDivisionError
+    run = shell.user_ns[RUN_VARIABLE]
+    assert run.status == "error" and run.steps == [0, 1, 2, 3]
+    run.journal.unlink()
+
+
 def test_an_awaiting_body_with_no_loop_running_gets_one_loop_for_the_cell(shell):
     shell.run_cell("import asyncio\nLOOPS = set()\nKEPT = []", store_history=False)
     with capture_output():

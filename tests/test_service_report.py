@@ -17,9 +17,18 @@ import tokdiag as td
 from tokdiag.cli import main
 from tokdiag.errors import ConfigError
 from tokdiag.recording.journal import JournalWriter, make_header
-from tokdiag.recording.service import journal_for, load_service, one_service, service_parts
+from tokdiag.recording.service import (
+    journal_for,
+    load_service,
+    one_service,
+    service_parts,
+)
 from tokdiag.records import Record
-from tokdiag.report.service import SERVICE_REPORT_NOTEBOOK, overview, time_to_limit_table
+from tokdiag.report.service import (
+    SERVICE_REPORT_NOTEBOOK,
+    overview,
+    time_to_limit_table,
+)
 from tokdiag.report.summary import headlines_from_runs
 
 MiB = 1 << 20

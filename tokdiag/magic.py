@@ -277,10 +277,11 @@ class AwaitTokdiagCells:
             return lines
         call = tree.body[0].value
         if not (type(call) is ast.Call and type(call.func) is ast.Attribute and call.func.attr == "run_cell_magic"
-                and len(call.args) == 3 and all(type(a) is ast.Constant and type(a.value) is str for a in call.args)
-                and call.args[0].value == "tokdiag"):
+                and len(call.args) == 3):
             return lines
-        body = call.args[2].value  # type: ignore[attr-defined]
+        name, _, body = (a.value if type(a) is ast.Constant else None for a in call.args)
+        if name != "tokdiag" or type(body) is not str:
+            return lines
         try:
             source = self.shell.input_transformer_manager.transform_cell(body)
             flags = compile(source, "<tokdiag cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT).co_flags

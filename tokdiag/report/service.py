@@ -68,7 +68,7 @@ def time_to_limit_table(parts: Mapping[str, Any], limit: int | float | str | Non
     """
     from tokdiag.analysis import time_to_limit
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label, run in parts.items():
         when = time_to_limit(run, limit)
         if when is None:
