@@ -206,20 +206,12 @@ def _is_rss(row: Mapping[str, Any]) -> bool:
 
 
 def _with_limit(headline: Headline, row: Mapping[str, Any], run: Any, memory_limit: Any = None) -> Headline:
-    """A leaking RSS headline says when it reaches the memory limit ("4 GiB limit in ~3 h").
-
-    The limit is ``memory_limit`` if given, else the one the journal recorded. A run whose timeline holds
-    several runs (a service's processes and their total) is judged on the row's own run.
-    """
+    """A leaking RSS headline says when it reaches ``memory_limit``, else the limit the journal recorded ("4 GiB
+    limit in ~3 h")."""
     if (row["probe"], row["metric"]) != ("process", "rss"):
         return headline
-    import dataclasses
-
     from tokdiag.analysis import time_to_limit
 
-    tl = run.timeline
-    if tl["run"].nunique() > 1:
-        run = dataclasses.replace(run, timeline=tl[tl["run"] == row["run"]])
     when = time_to_limit(run, memory_limit)
     if when is None or when.status not in ("limit", "over"):
         return headline
@@ -253,6 +245,26 @@ def _warning_headline(message: str, prefix: str) -> Headline:
     return Headline(prefix + "run", WARNING, message)
 
 
+def _each_run(runs: list[Run]) -> list[Run]:
+    """``runs`` with a Run whose timeline holds several runs (``td.load_service``: each process and the total)
+    replaced by one Run each, so that each gets its own headlines (and its own time to the limit)."""
+    import dataclasses
+
+    out: list[Run] = []
+    for run in runs:
+        labels = list(dict.fromkeys(run.timeline["run"]))
+        if len(labels) < 2:
+            out.append(run)
+        elif run.header.get("processes"):
+            from tokdiag.recording.service import service_parts
+
+            out += service_parts(run).values()
+        else:
+            out += [dataclasses.replace(run, name=str(label), timeline=run.timeline[run.timeline["run"] == label])
+                    for label in labels]
+    return out
+
+
 def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str, str]] = (("process", "rss"),),
                         limit: int = 5, memory_limit: int | float | str | None = None) -> tuple[Headline, ...]:
     """The headlines of one or more runs, in the order the module docstring gives.
@@ -263,7 +275,9 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
     series that grew and settled (``step``, ``bounded``) per run. Leaks and
     warnings are never limited. ``memory_limit``: the limit a leaking RSS
     headline counts down to (``"4GiB"``); default: the one each journal
-    recorded (see :func:`tokdiag.analysis.time_to_limit`).
+    recorded (see :func:`tokdiag.analysis.time_to_limit`). A Run holding
+    several runs (``td.load_service``) counts as its runs, each process
+    and the total.
 
     >>> import pandas as pd
     >>> from tokdiag.recording.run import Run
@@ -281,7 +295,7 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
     from tokdiag.analysis.verdicts import NOISE_METRICS
     from tokdiag.recording.run import Run
 
-    runs = [runs] if isinstance(runs, Run) else list(runs)
+    runs = _each_run([runs] if isinstance(runs, Run) else list(runs))
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ConfigError(f"limit={limit!r}: pass how many settled series to show per run, e.g. limit=5 (0 for none)")
     shown = [(str(probe), str(metric)) for probe, metric in always]
