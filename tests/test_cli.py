@@ -166,3 +166,27 @@ def test_running_again_into_the_same_folder_keeps_the_users_files(
     assert main(["run", "broken.ipynb", "-o", "elsewhere"]) == 2
     assert "was not written by tokdiag" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["thesis.tex"]
+
+
+def test_pyzmq_s_shutdown_race_is_one_line_on_stderr_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    # papermill stops the kernel after a failed cell while a reply may be in flight; pyzmq then logs the closed
+    # channel's error with a traceback under "tornado.general". A run's stderr keeps the line, not the traceback.
+    import logging
+
+    from tokdiag.report import kernel
+
+    kernel._quiet_papermill()
+    log = logging.getLogger("tornado.general")
+    handler = logging.StreamHandler()
+    log.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError("Stream is closed")
+        except RuntimeError:
+            log.error("Uncaught exception in ZMQStream callback", exc_info=True)
+        log.error("some other failure %s", "kept", exc_info=(ValueError, ValueError("v"), None))
+    finally:
+        log.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "Uncaught exception in ZMQStream callback while the kernel stopped: RuntimeError: Stream is closed" in err
+    assert err.count("Traceback") == 0 and "some other failure kept" in err and "ValueError: v" in err

@@ -133,3 +133,69 @@ def test_help_lists_every_option_and_a_typo_shows_the_usage(shell):
         shell.run_cell_magic("tokdiag", "--stpes 10", "pass")
     with pytest.raises(UsageError, match=r"(?s)required: --steps.*usage: %%tokdiag.*--help lists every option"):
         shell.run_cell_magic("tokdiag", "--every 2", "pass")
+
+
+# -- await in the cell (issue 13 item 4) ------------------------------------------------------------------
+
+AWAITING = "await asyncio.sleep(0)\nLOOPS.add(id(asyncio.get_running_loop()))\nKEPT.append(MagicLeak())\n"
+
+
+def test_a_cell_that_awaits_is_awaited_step_by_step_on_the_shells_event_loop(shell):
+    from IPython.core.async_helpers import get_asyncio_loop
+
+    shell.run_cell("import asyncio\nLOOPS = set()\nKEPT = []", store_history=False)
+    assert shell.autoawait
+    with capture_output() as cap:
+        result = shell.run_cell(f"%%tokdiag --steps 24 --every 3 --watch MagicLeak --no-progress\n{AWAITING}")
+    assert result.success, result.error_in_exec or result.error_before_exec
+    assert len(shell.user_ns["KEPT"]) == 24
+    assert shell.user_ns["LOOPS"] == {id(get_asyncio_loop())}  # IPython's own loop, running while the cell ran
+    run = shell.user_ns[RUN_VARIABLE]
+    v = run.verdicts()
+    assert v[(v.subject == "__main__.MagicLeak") & (v.metric == "count")].verdict.tolist() == ["leak"]
+    assert len(_figures(cap)) == 2 and "i" not in shell.user_ns
+    shell.user_ns["KEPT"] = []
+
+
+def test_an_awaited_cell_that_raises_keeps_the_run_and_shows_the_error(shell):
+    shell.run_cell("import asyncio", store_history=False)
+    shell.user_ns.pop(RUN_VARIABLE, None)
+    with capture_output():
+        result = shell.run_cell("%%tokdiag --steps 10 --every 1 --no-progress\nawait asyncio.sleep(0)\nx = 1 / (3 - i)")
+    assert type(result.error_in_exec) is ZeroDivisionError
+    run = shell.user_ns[RUN_VARIABLE]
+    assert run.status == "error" and run.steps == [0, 1, 2, 3]
+    run.journal.unlink()
+
+
+def test_an_awaiting_body_with_no_loop_running_gets_one_loop_for_the_cell(shell):
+    shell.run_cell("import asyncio\nLOOPS = set()\nKEPT = []", store_history=False)
+    with capture_output():
+        shell.run_cell_magic("tokdiag", "--steps 6 --every 2 --no-progress", AWAITING)
+    assert len(shell.user_ns["KEPT"]) == 6 and len(shell.user_ns["LOOPS"]) == 1
+    assert shell.user_ns[RUN_VARIABLE].steps == [0, 2, 4, 6]
+    shell.user_ns["KEPT"] = []
+
+
+def test_with_autoawait_off_in_a_running_loop_the_magic_says_how_to_await(shell):
+    import asyncio
+
+    async def inside_a_kernel() -> None:
+        shell.run_cell_magic("tokdiag", "--steps 3 --no-progress", "await asyncio.sleep(0)")
+
+    shell.autoawait = False
+    try:
+        assert not shell.transform_cell(f"%%tokdiag --steps 3\n{AWAITING}").startswith("await")
+        with pytest.raises(UsageError, match=r"autoawait.*%autoawait asyncio.*td\.atrack"):
+            asyncio.run(inside_a_kernel())
+    finally:
+        shell.autoawait = True
+
+
+def test_only_tokdiag_cells_that_await_are_awaited(shell):
+    assert shell.transform_cell("%%tokdiag --steps 3\nawait f(i)\n").startswith("await get_ipython().run_cell_magic(")
+    for cell in ("%%tokdiag --steps 3\nf(i)\n", "%%timeit\nawait f()\n", "x = 'run_cell_magic'\n",
+                 "%%tokdiag --steps 3\nasync def g():\n    await f()\n"):
+        assert not shell.transform_cell(cell).startswith("await"), cell
+    shell.run_line_magic("reload_ext", "tokdiag")  # loading again does not stack a second transformer
+    assert sum(type(t).__name__ == "AwaitTokdiagCells" for t in shell.input_transformers_post) == 1

@@ -218,8 +218,9 @@ def test_attach_to_a_parent_records_each_python_child_and_the_total(tmp_path):
     try:
         pids = [int(p) for p in parent.stdout.readline().split()]
         assert len(pids) == 3
+        (tmp_path / "store").mkdir()
         proc = _attach(str(parent.pid), "--for", "20s", "--every", "2s", "--watch", "Job,NoSuchClass",
-                       "-o", "svc.jsonl", cwd=tmp_path)
+                       "--disk", "store", "--limit", "2GiB", "-o", "svc.jsonl", cwd=tmp_path)
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
         # what the recorders warned about in the services is shown here, once per process
@@ -232,6 +233,11 @@ def test_attach_to_a_parent_records_each_python_child_and_the_total(tmp_path):
     assert journals == sorted(f"svc.pid{pid:07d}.jsonl" for pid in pids)
     svc = td.load_service(tmp_path / "svc.jsonl")
     assert sorted(p["pid"] for p in svc.header["processes"]) == sorted(pids)
+    for p in svc.header["processes"]:  # --disk (from attach's folder) and --limit reach every recorder
+        params = p["header"]["params"]
+        assert (params["service"], params["limit"], params["disk"]) == ("svc", 2 << 30, [str(tmp_path / "store")])
+    disk = svc.timeline[(svc.timeline.probe == "disk") & (svc.timeline.metric == "files")]
+    assert set(disk.run) == {p["run"] for p in svc.header["processes"]} | {"svc (total)"}
     v = svc.verdicts()
     jobs = v[(v.probe == "watch") & v.subject.str.endswith(".Job") & (v.metric == "count")]
     by_run = dict(zip(jobs.run, jobs.verdict))

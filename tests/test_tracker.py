@@ -391,38 +391,7 @@ def test_a_snapshot_asked_for_twice_at_one_step_is_taken_once(tmp_path: Path):
     assert len(tr.run.timeline) == len(tr.run.timeline.drop_duplicates(["step", "probe", "subject", "metric"]))
 
 
-# -- async steps are refused until tokdiag awaits them ------------------------------------------------
-
-def test_an_async_step_is_refused_with_how_to_wrap_it():
-    ran: list[int] = []
-
-    async def step(i: int) -> None:
-        ran.append(i)
-
-    with pytest.raises(td.ConfigError, match=r"is an async function.*body would never run.*not supported yet.*"
-                                             r"asyncio\.run\(step\(i\)\)"):
-        td.track(step, steps=3, progress=False, census=False)
-    with pytest.raises(td.ConfigError, match="async function"):
-        td.track(functools.partial(step), steps=3, progress=False, census=False)
-
-    class Handler:
-        async def __call__(self, i: int) -> None:
-            ran.append(i)
-
-    with pytest.raises(td.ConfigError, match="async function"):
-        td.track(Handler(), steps=3, progress=False, census=False)
-    assert ran == []
-
-
-def test_a_step_that_returns_a_coroutine_is_refused_and_the_coroutine_closed(recwarn, tmp_path: Path):
-    async def work(i: int) -> None:
-        pass
-
-    with pytest.raises(td.ConfigError, match=r"returned coroutine, an awaitable: the work it stands for never ran"):
-        td.track(lambda i: work(i), steps=3, progress=False, census=False, journal=tmp_path / "coro.jsonl")
-    gc.collect()
-    assert not [w for w in recwarn if "never awaited" in str(w.message)]
-
+# -- steps that are not plain functions (async steps: tests/test_async.py) ------------------------------
 
 def test_a_generator_step_is_refused():
     def step(i: int):

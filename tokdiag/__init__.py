@@ -20,7 +20,8 @@ from tokdiag.probes.census import census
 from tokdiag.recording.run import Run, load
 from tokdiag.probes.sizing import Seen, deep_size
 from tokdiag.recording.recorder import record
-from tokdiag.recording.tracker import Tracker, track
+from tokdiag.recording.steps import atrack, track
+from tokdiag.recording.tracker import Tracker
 
 __all__ = [
     "ConfigError",
@@ -34,6 +35,7 @@ __all__ = [
     "VocabularyNotFound",
     "__version__",
     "alive_by_site",
+    "atrack",
     "cache",
     "census",
     "compare",

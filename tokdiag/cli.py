@@ -26,6 +26,7 @@ examples:
   tokdiag batch plans/default.yaml --jobs 2 -o reports      # then open reports/index.html
   tokdiag batch plans/default.yaml --cluster tcp://HOST:8786 --retries 1   # on a Dask cluster
   tokdiag report runs/service.jsonl -o reports/service      # HTML from journals alone
+  tokdiag report runs/svc.jsonl --limit 4GiB -o reports/svc   # a service's svc.pid*.jsonl as one service
 
 a plan (YAML) for `tokdiag batch`:
   title: nightly memory check
@@ -117,12 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "on another worker (default: 0)")
 
     report = sub.add_parser("report", help="an HTML report from journal files alone (e.g. from a service)",
-                            description="Load JOURNAL files written by tokdiag and write an HTML report.",
-                            epilog="example:\n  tokdiag report runs/service.jsonl -o reports/service",
+                            description="Load JOURNAL files written by tokdiag and write an HTML report. The "
+                                        "journals of one service's worker processes (named STEM.pidNNNNNNN.jsonl "
+                                        "by tokdiag attach, or by td.record in each worker) are reported as one "
+                                        "service: each process and their total (service.html).",
+                            epilog="examples:\n  tokdiag report runs/service.jsonl -o reports/service\n"
+                                   "  tokdiag report runs/svc.jsonl --limit 4GiB -o reports/svc   "
+                                   "# the -o of tokdiag attach: its svc.pid*.jsonl",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    report.add_argument("journals", nargs="+", metavar="JOURNAL", help="journal files (.jsonl)")
+    report.add_argument("journals", nargs="+", metavar="JOURNAL",
+                        help="journal files (.jsonl); for a service also the -o path given to tokdiag attach")
     report.add_argument("-o", "--output", metavar="DIR", default="reports/journal_report",
                         help="folder for the report (default: reports/journal_report)")
+    report.add_argument("--service", action="store_true",
+                        help="report the journals as one service's processes (found by their names otherwise)")
+    report.add_argument("--limit", metavar="SIZE",
+                        help="the memory limit for the time to the limit, e.g. 4GiB (default: the one recorded)")
 
     attach = sub.add_parser("attach", help="record a running Python service (no code change) into a journal",
                             description="Start a recorder inside running Python process(es) PID (CPython 3.11-3.13, "
@@ -145,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop recording (never the service) when its RSS passes N MiB")
     attach.add_argument("--max-mb", type=float, default=64.0, metavar="N",
                         help="cap of each journal: recording stops there (default 64)")
+    attach.add_argument("--disk", action="append", default=[], metavar="PATH",
+                        help="a directory the service writes: follow its bytes and files (repeatable)")
+    attach.add_argument("--limit", metavar="SIZE",
+                        help="the memory limit the service is killed at (4GiB, 512MiB), for the time to the limit "
+                             "(default: its cgroup's memory.max, recorded anyway)")
     attach.add_argument("--no-census", action="store_true", help="skip the per-type census (a shorter pause)")
     attach.add_argument("--no-children", action="store_true", help="attach to the given PIDs only")
     attach.add_argument("--start-timeout", type=float, default=10.0, metavar="SECONDS",
@@ -206,9 +222,14 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from tokdiag.recording.service import one_service
     from tokdiag.report.journal_report import report_from_journals
+    from tokdiag.report.service import report_from_service
 
-    page = report_from_journals(args.journals, args.output)
+    if args.service or one_service(args.journals):
+        page = report_from_service(args.journals, args.output, limit=args.limit)
+    else:
+        page = report_from_journals(args.journals, args.output, limit=args.limit)
     print(_shown(page))
     return 0
 

@@ -29,6 +29,20 @@ Options
 ``--name NAME``         the run's name
 ``--no-progress``       no progress bar
 
+``await`` in the body makes each step a coroutine, run to completion
+before the next snapshot::
+
+    %%tokdiag --steps 200 --watch RewardAgent
+    await agent.run_task(i)
+
+In a Jupyter kernel (its event loop is already running) the cell is run
+through IPython's autoawait: ``%load_ext tokdiag`` registers an input
+transformer that turns such a cell into ``await`` of the magic, which
+then awaits each step on the kernel's loop (tasks the steps start keep
+running between cells, as in any cell). Where no loop is running (a
+terminal IPython with ``%autoawait off``, a script), the steps run on one
+event loop made for the cell, as in :func:`tokdiag.track`.
+
 Figures are displayed as plotly's JSON mime type (what JupyterLab draws
 natively and :mod:`tokdiag.report.export` turns into offline HTML), whatever
 plotly renderer is configured, so the magic never opens a browser.
@@ -36,8 +50,11 @@ plotly renderer is configured, so the magic never opens a browser.
 
 from __future__ import annotations
 
+import ast
 import difflib
+import inspect
 import json
+from collections.abc import Coroutine
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -85,11 +102,13 @@ class TokdiagMagics(Magics):
     @argument("--name", default="cell", help="name of the run (default: cell)")
     @argument("--no-progress", action="store_true", help="do not show the progress bar")
     @cell_magic
-    def tokdiag(self, line: str, cell: str) -> None:
+    def tokdiag(self, line: str, cell: str) -> Coroutine[Any, Any, None] | None:
         """Run the cell body ``--steps`` times under tokdiag (``i`` = step index); store ``_tokdiag_run``.
 
         Displays the verdict table and the memory ledger afterwards. See
-        :mod:`tokdiag.magic` for every option.
+        :mod:`tokdiag.magic` for every option. A body with ``await`` in a
+        thread whose event loop is running returns the coroutine of the run,
+        which the cell awaits (see the module docstring).
         """
         parser = self.tokdiag.parser
         words = line.split()
@@ -115,7 +134,18 @@ class TokdiagMagics(Magics):
         if not cell.strip():
             raise UsageError("%%tokdiag needs a cell body: the code of one step, e.g. handle_request(i)")
 
+        from tokdiag.recording.steps import StepLoop
         from tokdiag.recording.tracker import Tracker
+
+        shell = self.shell
+        assert shell is not None
+        code = _compile_body(shell, cell)
+        awaits = bool(code.co_flags & inspect.CO_COROUTINE)
+        in_loop = awaits and _loop_running()
+        if in_loop and not _autoawaits(shell):
+            raise UsageError("%%tokdiag: the cell body awaits, and this thread's event loop is already running, so "
+                             "the steps can only be awaited on it through IPython's autoawait, which is off: turn it "
+                             "on with %autoawait asyncio (or await td.atrack(step, steps=N) in the cell)")
 
         watch, caches = _split(args.watch), _split(args.cache)
         try:
@@ -125,32 +155,46 @@ class TokdiagMagics(Magics):
         except TokdiagError as exc:
             raise UsageError(f"%%tokdiag {line}: {exc}") from None
 
-        shell = self.shell
-        assert shell is not None
-        source = shell.transform_cell(cell)
-        try:
-            filename = shell.compile.cache(source)
-        except Exception:  # pragma: no cover - older IPython without the cache API
-            filename = "<tokdiag cell>"
-        code = compile(source, filename, "exec")
         ns = shell.user_ns
-        missing = object()
-        saved_i = ns.get(STEP_VARIABLE, missing)
+        if in_loop:
+            return self._run_awaited(tracker, code, ns, args.steps)
+        loop = StepLoop("the %%tokdiag cell body")
+        saved_i = ns.get(STEP_VARIABLE, _MISSING)
         try:
             with tracker:
                 for i in tracker.steps(args.steps):
                     ns[STEP_VARIABLE] = i
-                    exec(code, ns)
+                    result = eval(code, ns)  # the body's module code; a coroutine when it awaits
+                    if awaits:
+                        loop.run(result)
         finally:
-            if saved_i is missing:
-                ns.pop(STEP_VARIABLE, None)
-            else:
-                ns[STEP_VARIABLE] = saved_i
-            if tracker.run is not None:
-                ns[RUN_VARIABLE] = tracker.run
-        run = tracker.run
-        assert run is not None
-        self._show(run)
+            loop.close()
+            self._restore(ns, saved_i, tracker)
+        assert tracker.run is not None
+        self._show(tracker.run)
+        return None
+
+    async def _run_awaited(self, tracker: Any, code: Any, ns: dict[str, Any], steps: int) -> None:
+        """The run of a body that awaits, each step awaited on the running loop (the cell awaits this)."""
+        saved_i = ns.get(STEP_VARIABLE, _MISSING)
+        try:
+            with tracker:
+                for i in tracker.steps(steps):
+                    ns[STEP_VARIABLE] = i
+                    await eval(code, ns)
+        finally:
+            self._restore(ns, saved_i, tracker)
+        assert tracker.run is not None
+        self._show(tracker.run)
+
+    @staticmethod
+    def _restore(ns: dict[str, Any], saved_i: Any, tracker: Any) -> None:
+        if saved_i is _MISSING:
+            ns.pop(STEP_VARIABLE, None)
+        else:
+            ns[STEP_VARIABLE] = saved_i
+        if tracker.run is not None:
+            ns[RUN_VARIABLE] = tracker.run
 
     @staticmethod
     def _every(value: str) -> int | str:
@@ -177,9 +221,82 @@ class TokdiagMagics(Magics):
         _display_figure(charts.ledger(run))
 
 
+_MISSING = object()
+
+
+def _compile_body(shell: Any, cell: str) -> Any:
+    """The cell body as module code; ``await`` at its top level makes it a coroutine's code (CO_COROUTINE)."""
+    source = shell.transform_cell(cell)
+    try:
+        filename = shell.compile.cache(source)
+    except Exception:  # pragma: no cover - older IPython without the cache API
+        filename = "<tokdiag cell>"
+    return compile(source, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+def _loop_running() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _autoawaits(shell: Any) -> bool:
+    """Whether IPython runs a cell with top-level ``await`` on an asyncio loop (what ipykernel needs to await it)."""
+    from IPython.core.interactiveshell import _asyncio_runner
+
+    return bool(shell.autoawait) and shell.loop_runner is _asyncio_runner
+
+
+class AwaitTokdiagCells:
+    """IPython input transformer: ``%%tokdiag`` whose body awaits becomes ``await`` of the magic.
+
+    IPython runs a cell on its event loop (autoawait) only when the cell's
+    code has a top-level ``await``; a cell magic's call never has one, the
+    ``await`` is inside its body string. This adds it in front of the call,
+    so the kernel awaits the run the magic returns. Any other cell, and any
+    cell when autoawait is off, is left as it is.
+    """
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+
+    def __call__(self, lines: list[str]) -> list[str]:
+        text = "".join(lines)
+        if "run_cell_magic" not in text or not _autoawaits(self.shell):
+            return lines
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            return lines
+        if len(tree.body) != 1 or type(tree.body[0]) is not ast.Expr:
+            return lines
+        call = tree.body[0].value
+        if not (type(call) is ast.Call and type(call.func) is ast.Attribute and call.func.attr == "run_cell_magic"
+                and len(call.args) == 3):
+            return lines
+        name, _, body = (a.value if type(a) is ast.Constant else None for a in call.args)
+        if name != "tokdiag" or type(body) is not str:
+            return lines
+        try:
+            source = self.shell.input_transformer_manager.transform_cell(body)
+            flags = compile(source, "<tokdiag cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT).co_flags
+        except (SyntaxError, ValueError):
+            return lines  # the magic reports it
+        if not flags & inspect.CO_COROUTINE:
+            return lines
+        return ["await " + text.lstrip()]
+
+
 def load_ipython_extension(ipython: Any) -> None:
-    """Register ``%%tokdiag`` (called by ``%load_ext tokdiag``)."""
+    """Register ``%%tokdiag`` and its autoawait transformer (called by ``%load_ext tokdiag``)."""
     ipython.register_magics(TokdiagMagics)
+    transforms = ipython.input_transformers_post
+    transforms[:] = [t for t in transforms if type(t).__name__ != AwaitTokdiagCells.__name__]  # a reload replaces it
+    transforms.append(AwaitTokdiagCells(ipython))
 
 
-__all__ = ["RUN_VARIABLE", "STEP_VARIABLE", "TokdiagMagics", "load_ipython_extension"]
+__all__ = ["RUN_VARIABLE", "STEP_VARIABLE", "AwaitTokdiagCells", "TokdiagMagics", "load_ipython_extension"]

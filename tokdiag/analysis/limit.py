@@ -166,8 +166,12 @@ def _plural(word: str) -> str:
     return word if word.endswith("s") else word + "s"
 
 
+_CLOCK_STEPS = ("second", "minute", "hour")
+"""Steps that are time already (a recorder's ``per="second"``): their pace goes without saying."""
+
+
 def _pace(per: str, steps_per_hour: float | None) -> str:
-    if steps_per_hour is None:
+    if steps_per_hour is None or per in _CLOCK_STEPS:
         return ""
     if steps_per_hour >= 1:
         return f" and ~{_number(steps_per_hour)} {_plural(per)} per hour"
@@ -175,9 +179,12 @@ def _pace(per: str, steps_per_hour: float | None) -> str:
 
 
 def _limit_of(header: dict[str, Any], limit_bytes: Any) -> tuple[str, int | None, str]:
-    """``(status, bytes, source)`` of the limit to use: given, recorded, none set, or unknown."""
+    """``(status, bytes, source)`` of the limit to use: given, given when recording, the cgroup's, or unknown."""
     if limit_bytes is not None:
         return "limit", parse_size(limit_bytes), "given"
+    recorded = (header.get("params") or {}).get("limit")
+    if recorded is not None:  # td.record(limit=...), tokdiag attach --limit
+        return "limit", parse_size(recorded), "given when recording"
     rec = header.get("memory_limit")
     if isinstance(rec, dict) and "bytes" in rec:
         b = rec.get("bytes")
@@ -195,7 +202,9 @@ def time_to_limit(run_or_timeline: Any, limit_bytes: int | float | str | None = 
     ``run_or_timeline``: a :class:`tokdiag.Run` (its header may carry the
     cgroup limit the process ran under) or a timeline DataFrame of one run.
     ``limit_bytes``: bytes or a size string (``"4GiB"``, see
-    :func:`parse_size`); default: the limit recorded in the run's header.
+    :func:`parse_size`); default: the limit given when recording
+    (``params["limit"]`` in the header: ``td.record(limit=...)``,
+    ``tokdiag attach --limit``), else the cgroup limit recorded there.
     ``per``: what a step is, for the text (``"request"``, ``"task"``);
     default: the run's ``params["step_unit"]``, else ``"step"``.
     """

@@ -1,7 +1,9 @@
 """Recording: the step loop and everything that writes or reads a journal.
 
-- :mod:`~tokdiag.recording.tracker`: :class:`Tracker` and :func:`track`, the step
+- :mod:`~tokdiag.recording.tracker`: :class:`Tracker`, the step
   loop (schedule, gc, progress, budget, journal);
+- :mod:`~tokdiag.recording.steps`: :func:`track` and :func:`atrack`, a step function
+  (plain or ``async def``) called under a Tracker;
 - :mod:`~tokdiag.recording.isolated`: :func:`track_isolated`, the same in a fresh process;
 - :mod:`~tokdiag.recording.journal`: the crash-safe JSON-lines journal;
 - :mod:`~tokdiag.recording.timeline`: the tidy DataFrame every analysis reads;

@@ -70,8 +70,8 @@ from tokdiag.errors import AttachError, ConfigError, TokdiagError
 
 __all__ = ["Attached", "attach", "parse_duration", "serve_attached"]
 
-PROTOCOL = 1
-"""Version of the attacher <-> target messages; both sides must agree."""
+PROTOCOL = 2
+"""Version of the attacher <-> target messages; both sides must agree (2: ``disk``, ``limit``, ``service``)."""
 
 _IGNORED_CHILDREN = ("multiprocessing.resource_tracker", "multiprocessing.semaphore_tracker",
                      "multiprocessing.forkserver")
@@ -235,7 +235,8 @@ def serve_attached(sock: socket.socket) -> None:
         rec = Recorder(cfg["journal"], every_s=cfg["every_s"], for_s=cfg["for_s"], watch=cfg["watch"],
                        caches=cfg["caches"], census=cfg["census"], budget_mb=cfg["budget_mb"], max_mb=cfg["max_mb"],
                        overhead=cfg["overhead"], overwrite=cfg["overwrite"], name=cfg["name"], epoch=cfg["epoch"],
-                       params={"attached_by": cfg["attacher"]})
+                       disk=cfg["disk"] or None, limit=cfg["limit"],
+                       params={"attached_by": cfg["attacher"], "service": cfg["service"]})
         rec.listener = chan.send
         rec.run(chan.wait_stop)
     except BaseException as exc:
@@ -365,9 +366,14 @@ def _import_error(a: Attached, m: dict[str, Any]) -> str:
 def attach(pids: Sequence[int], journal: str | os.PathLike[str], *, for_s: float | None = 600.0,
            every_s: float = 30.0, watch: Sequence[str] = (), caches: Sequence[str] = (), census: bool = True,
            budget_mb: float | None = None, max_mb: float = 64.0, overhead: float = 0.05, overwrite: bool = False,
-           children: bool = True, start_timeout: float = 10.0, out: TextIO | None = sys.stderr) -> list[Attached]:
+           children: bool = True, start_timeout: float = 10.0, disk: Sequence[str] = (),
+           limit: int | float | str | None = None, out: TextIO | None = sys.stderr) -> list[Attached]:
     """Record ``pids`` (and their Python children) into journals until ``for_s`` passes or Ctrl-C; see the module.
 
+    ``disk``: directories the service writes, whose bytes and files each
+    recorder follows (relative paths are taken from this command's folder).
+    ``limit``: the memory limit the service is killed at (``"4GiB"``),
+    recorded for the time to the limit; default: the cgroup's.
     Returns one :class:`Attached` per process. Raises :class:`AttachError`
     when nothing could be started; a process that fails while others record
     has its ``error`` set. ``for_s=None`` records until Ctrl-C.
@@ -377,8 +383,13 @@ def attach(pids: Sequence[int], journal: str | os.PathLike[str], *, for_s: float
     if for_s is not None and for_s < every_s:
         raise ConfigError(f"--for {for_s:g}s is shorter than --every {every_s:g}s: record for at least one interval "
                           "(and for 4 or more to get verdicts)")
+    from tokdiag.analysis.limit import parse_size
     from tokdiag.recording._inject import queue_code
+    from tokdiag.recording.recorder import service_name
     from tokdiag.recording.service import journal_for
+
+    limit_bytes = None if limit is None else parse_size(limit)
+    disk_paths = [os.path.abspath(os.path.expanduser(d)) for d in disk]  # the service's folder is not ours
 
     targets = find_targets(list(pids), children=children)
     for t in targets:
@@ -412,7 +423,8 @@ def attach(pids: Sequence[int], journal: str | os.PathLike[str], *, for_s: float
             raise AttachError("; ".join(a.error or "" for a in runs))
         config = {"protocol": PROTOCOL, "every_s": float(every_s), "for_s": for_s, "watch": list(watch),
                   "caches": list(caches), "census": census, "budget_mb": budget_mb, "max_mb": max_mb,
-                  "overhead": overhead, "overwrite": overwrite, "epoch": epoch, "attacher": os.getpid()}
+                  "overhead": overhead, "overwrite": overwrite, "epoch": epoch, "attacher": os.getpid(),
+                  "disk": disk_paths, "limit": limit_bytes, "service": service_name(journal)}
         _connect(server, runs, by_pid, config, start_timeout)
         interrupted = _follow(runs, epoch, for_s, every_s, out)
     finally:
@@ -546,7 +558,8 @@ def attach_command(args: Any) -> int:
     try:
         runs = attach(pids, output, for_s=for_s or None, every_s=every_s, watch=watch, caches=args.cache,
                       census=not args.no_census, budget_mb=args.budget_mb, max_mb=args.max_mb,
-                      overwrite=args.overwrite, children=not args.no_children, start_timeout=args.start_timeout)
+                      overwrite=args.overwrite, children=not args.no_children, start_timeout=args.start_timeout,
+                      disk=args.disk, limit=args.limit)
     except KeyboardInterrupt:
         return 130
     finally:
@@ -567,7 +580,8 @@ def attach_command(args: Any) -> int:
     if len(done) == 1:
         print(f"tokdiag attach: read it with td.load({str(done[0].journal)!r})", file=sys.stderr)
     elif done:
-        print(f"tokdiag attach: read them with td.load_service({output!r})", file=sys.stderr)
+        print(f"tokdiag attach: read them with td.load_service({output!r}), or: tokdiag report {output}",
+              file=sys.stderr)
     if any(a.status == "interrupted" for a in runs):
         return 130
     return 1 if failed else 0

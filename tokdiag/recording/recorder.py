@@ -52,10 +52,18 @@ recorder holds its options and counters only (the tracker's probes let go
 of every object they measured); tokdiag's own retained bytes are journaled
 as ``tracker/tokdiag/self_bytes``.
 
+**Disk and limit.** ``disk=["./memory"]`` follows the bytes and files
+under directories the service writes (:class:`tokdiag.probes.DiskProbe`);
+``limit="4GiB"`` records the memory limit the service is killed at, for
+the time to the limit (:func:`tokdiag.analysis.time_to_limit`) when the
+cgroup's (recorded in every journal's header) is not the one that counts.
+
 Several worker processes: put ``{pid}`` in the journal name
 (``"service-{pid}.jsonl"``) and start the recorder in each worker (after
 the fork: a thread does not survive one); :func:`tokdiag.load_service`
-reads the journals as one service.
+reads the journals as one service, and ``tokdiag report`` reports on them
+as one. Each journal's header names its service (``params["service"]``:
+the journal's name without ``{pid}``, e.g. ``"service"``).
 """
 
 from __future__ import annotations
@@ -74,7 +82,7 @@ from tokdiag.probes.base import SnapshotContext
 from tokdiag.records import CALLS, Record
 from tokdiag.recording.tracker import Tracker
 
-__all__ = ["Recorder", "record"]
+__all__ = ["Recorder", "record", "service_name"]
 
 _MiB = 1024 * 1024
 PER = ("second", "request")
@@ -136,6 +144,8 @@ class Recorder:
         name: str | None = None,
         epoch: float | None = None,
         params: dict[str, Any] | None = None,
+        disk: Any = None,
+        limit: int | float | str | None = None,
     ) -> None:
         if per not in PER:
             raise ConfigError(f"per={per!r}: a step is a 'second' (default) or a 'request' (counted by the "
@@ -158,6 +168,11 @@ class Recorder:
             raise ConfigError(f"overhead={overhead!r}: the largest share of time a snapshot may pause the service, "
                               "between 0 and 1, e.g. 0.05")
         self.overhead = float(overhead)
+        self.limit_bytes = None
+        if limit is not None:
+            from tokdiag.analysis.limit import parse_size
+
+            self.limit_bytes = parse_size(limit)
         self.per = per
         self.every_requests = every_requests
         path = Path(str(journal).replace("{pid}", str(os.getpid())))
@@ -167,10 +182,10 @@ class Recorder:
         self._tracker = Tracker(
             watch=watch, caches=caches, census=census, alloc_sites=alloc_sites, uss=uss, journal=self.journal,
             overwrite=overwrite, collect=collect, progress=False, name=name, why_alive=why_alive,
-            probes=[_RequestsProbe(self)] if per == "request" else [],
+            probes=[_RequestsProbe(self)] if per == "request" else [], disk=disk,
             params={"every": f"{self.every_s:g}s", "every_requests": every_requests, "per": per, "step_unit": per,
                     "for_s": self.for_s, "max_mb": max_mb, "overhead": overhead, "pid": os.getpid(),
-                    **(params or {})})
+                    "service": service_name(journal), "limit": self.limit_bytes, **(params or {})})
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._requests = 0
@@ -381,11 +396,21 @@ class Recorder:
                 pass
 
 
+def service_name(journal: str | os.PathLike[str]) -> str:
+    """The service a journal (or a ``{pid}`` template of one) belongs to: its name without the pid.
+
+    >>> service_name("runs/service-{pid}.jsonl"), service_name("svc.{pid}.jsonl"), service_name("{pid}.jsonl")
+    ('service', 'svc', 'service')
+    """
+    return Path(journal).stem.replace("{pid}", "").strip("-_. ") or "service"
+
+
 def record(journal: str | os.PathLike[str], *, every_s: float = 60.0, every_requests: int | None = None,
            per: str = "second", for_s: float | None = None, watch: Sequence[str] = (), caches: Sequence[Any] = (),
            census: bool = True, alloc_sites: int = 0, uss: bool = False, collect: bool = True,
            why_alive: bool = True, budget_mb: float | None = None, max_mb: float = 64.0, overhead: float = 0.05,
-           overwrite: bool = False, name: str | None = None) -> Recorder:
+           overwrite: bool = False, name: str | None = None, disk: Any = None,
+           limit: int | float | str | None = None) -> Recorder:
     """Start recording this process into ``journal`` on a background thread; returns the :class:`Recorder`.
 
     ``every_s``: seconds between snapshots. ``per``: what a step is,
@@ -398,7 +423,10 @@ def record(journal: str | os.PathLike[str], *, every_s: float = 60.0, every_requ
     ``budget_mb``: stop recording (not the service) when RSS passes it.
     ``max_mb``: the journal's cap. ``overhead``: the largest share of the
     time one snapshot may pause the service before the next is put off.
-    ``{pid}`` in ``journal`` is replaced by the process id.
+    ``{pid}`` in ``journal`` is replaced by the process id. ``disk``:
+    directories the service writes, to follow (:class:`tokdiag.probes.DiskProbe`).
+    ``limit``: the memory limit the service is killed at (``"4GiB"``), for
+    the time to the limit; default: the cgroup's, recorded anyway.
 
     >>> import tokdiag as td, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "service.jsonl")
@@ -410,6 +438,6 @@ def record(journal: str | os.PathLike[str], *, every_s: float = 60.0, every_requ
     rec = Recorder(journal, every_s=every_s, every_requests=every_requests, per=per, for_s=for_s, watch=watch,
                    caches=caches, census=census, alloc_sites=alloc_sites, uss=uss, collect=collect,
                    why_alive=why_alive, budget_mb=budget_mb, max_mb=max_mb, overhead=overhead, overwrite=overwrite,
-                   name=name)
+                   name=name, disk=disk, limit=limit)
     return rec.start()
 

@@ -34,28 +34,24 @@ to the parent); a child that returns into ``td.track``'s loop instead of
 ending with ``os._exit()`` gets a :class:`~tokdiag.errors.TokdiagError`
 at the end saying so.
 
-``async def`` steps are not run yet: ``td.track`` refuses them (and a step
-that returns an awaitable) with a :class:`~tokdiag.errors.ConfigError`
-saying how to wrap one meanwhile, since calling one only makes a coroutine
-and the run would come out ``flat`` without its body ever running.
+``td.track`` and ``td.atrack`` (a step function called under a
+Tracker, ``async def`` steps included) are in :mod:`tokdiag.recording.steps`.
 """
 
 from __future__ import annotations
 
-import collections.abc
 import gc
-import inspect
 import json
 import math
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokdiag.errors import ConfigError, TokdiagError, TokdiagWarning
+from tokdiag.errors import ConfigError, TokdiagWarning
 from tokdiag.recording.journal import JournalWriter, make_header, read_journal
 from tokdiag.probes import (
     AllocationProbe,
@@ -63,6 +59,7 @@ from tokdiag.probes import (
     CacheProbe,
     CacheSpec,
     CensusProbe,
+    DiskProbe,
     NativeProbe,
     Probe,
     ProcessProbe,
@@ -135,6 +132,11 @@ class Tracker:
         ``gc.collect()`` before each snapshot.
     why_alive:
         At the end, record reference chains for watched classes that grew.
+    disk:
+        Directories (or files) whose bytes and files to follow, as
+        :class:`tokdiag.probes.DiskProbe` takes them: a path, a list, or a
+        ``{label: path}`` mapping (a store that is never pruned is a leak
+        of its own, on disk).
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class Tracker:
         min_snapshots: int = 20,
         params: dict[str, Any] | None = None,
         probes: Sequence[Probe] = (),
+        disk: Any = None,
     ) -> None:
         self.every = _check_every(every)
         if budget_mb is not None and (isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float))
@@ -199,9 +202,13 @@ class Tracker:
                                               NativeProbe() if census else None, self._census_probe,
                                               self._alloc_probe) if p is not None]
         self._probes.extend(probes)
+        disk_probe = None if disk is None else DiskProbe(disk)
+        if disk_probe is not None:
+            self._probes.append(disk_probe)
         self._params = {
             "watch": list(watch), "caches": [s.label for s in specs], "every": self.every,
             "census": census, "alloc_sites": alloc_sites, "budget_mb": budget_mb, "collect": collect,
+            **({"disk": sorted(disk_probe.paths)} if disk_probe is not None else {}),
             **_check_params(params),
         }
         self.run: Run | None = None
@@ -484,82 +491,3 @@ def _non_finite(value: Any, where: str) -> tuple[str, Any]:
         if found[0]:
             return found
     return "", None
-
-
-_ASYNC_HINT = ("async steps are not supported yet (a later tokdiag will await them); meanwhile run each step to "
-               "completion inside it, e.g. td.track(lambda i: asyncio.run(step(i)), steps=N), or with one event "
-               "loop for the whole run: loop = asyncio.new_event_loop(); "
-               "td.track(lambda i: loop.run_until_complete(step(i)), steps=N)")
-
-
-def _is_async(step: Any) -> bool:
-    if inspect.iscoroutinefunction(step) or inspect.isasyncgenfunction(step):
-        return True
-    call = None if inspect.isfunction(step) else inspect.getattr_static(type(step), "__call__", None)  # async __call__
-    return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
-
-
-def _refuse_awaitable(step: Any, result: Any) -> None:
-    """Raise when a step returned an awaitable: its work was not done (nothing awaited it)."""
-    if issubclass(type(result), collections.abc.Awaitable):
-        if inspect.iscoroutine(result):
-            result.close()  # no "never awaited" warning on top of the error
-        raise ConfigError(
-            f"step={getattr(step, '__qualname__', step)!r} returned {type(result).__name__}, an awaitable: the work "
-            f"it stands for never ran, so nothing would be measured; {_ASYNC_HINT}")
-
-
-def _check_step_callable(step: Any) -> Callable[[int], Any]:
-    if not callable(step):
-        raise ConfigError(
-            f"step={step!r} is not callable; pass a function taking the step index, e.g. "
-            "td.track(lambda i: handle_request(i), steps=500)")
-    if _is_async(step):
-        raise ConfigError(
-            f"step={getattr(step, '__qualname__', step)!r} is an async function: calling it only creates a "
-            f"coroutine, its body would never run and the run would look flat; {_ASYNC_HINT}")
-    if inspect.isgeneratorfunction(step):
-        raise ConfigError(
-            f"step={getattr(step, '__qualname__', step)!r} is a generator function: calling it runs none of its "
-            "body; make it a plain function, or consume it in the step: td.track(lambda i: list(step(i)), steps=N)")
-    try:
-        sig = inspect.signature(step)
-    except (TypeError, ValueError):
-        return step
-    try:
-        sig.bind(0)
-    except TypeError:
-        raise ConfigError(
-            f"step={getattr(step, '__qualname__', step)!r}{sig} cannot be called with the step index; "
-            "it must accept one positional argument, e.g. def step(i): ...") from None
-    return step
-
-
-def track(step: Callable[[int], Any], steps: int, **options: Any) -> Run:
-    """Run ``step(i)`` for ``i`` in ``range(steps)`` under a :class:`Tracker` and return the :class:`Run`.
-
-    Options are the :class:`Tracker` parameters. If ``step`` raises, the
-    journal records the error and the exception propagates with a note
-    naming the journal that holds the run so far (kept even when it is the
-    default temporary one). ``step`` must be a plain function: an ``async
-    def`` step, or one that returns an awaitable, is a :class:`ConfigError`.
-
-    >>> import tokdiag as td
-    >>> run = td.track(lambda i: None, steps=3, census=False, progress=False)
-    >>> run.status, run.steps
-    ('completed', [0, 1, 2, 3])
-    """
-    step = _check_step_callable(step)
-    steps = _check_steps(steps)
-    tracker = Tracker(**options)
-    with tracker:
-        for i in tracker.steps(steps):
-            result = step(i)
-            if result is not None:
-                _refuse_awaitable(step, result)
-    if tracker.run is None:  # a fork() made during a step came back into this loop
-        raise TokdiagError(
-            f"td.track: process {os.getpid()} is a fork() made during a step of the run tracked by process "
-            f"{tracker._pid}; the run and its journal belong to that process, so this one recorded nothing. "
-            "End a forked child with os._exit(0) when its work is done")
-    return tracker.run

@@ -97,11 +97,32 @@ class _PapermillNoise(logging.Filter):
         return not str(record.msg).startswith(self.NOISE)
 
 
+class _ShutdownRace(logging.Filter):
+    """Shortens pyzmq's "Uncaught exception in ZMQStream callback" to one line.
+
+    When a cell fails, papermill stops the kernel while a reply may still be
+    in flight; pyzmq then logs the closed channel's error with a full
+    traceback (seen about once in a few hundred failed runs under load). The
+    run's own failure line already says what went wrong, so the record keeps
+    its message and the exception's one-line summary, not the traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and str(record.msg).startswith("Uncaught exception in ZMQStream callback"):
+            exc = record.exc_info[1]
+            record.msg = f"{record.msg} while the kernel stopped: {type(exc).__name__}: {exc}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def _quiet_papermill() -> None:
-    for name in ("papermill", "papermill.translators"):  # filters do not apply to records of child loggers
+    for name, noise in (("papermill", _PapermillNoise), ("papermill.translators", _PapermillNoise),
+                        ("tornado.general", _ShutdownRace)):  # filters do not apply to records of child loggers
         log = logging.getLogger(name)
-        if not any(isinstance(f, _PapermillNoise) for f in log.filters):
-            log.addFilter(_PapermillNoise())
+        if not any(isinstance(f, noise) for f in log.filters):
+            log.addFilter(noise())
 
 
 @dataclass(frozen=True, slots=True)

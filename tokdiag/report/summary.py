@@ -224,13 +224,14 @@ def _is_rss(s: Series) -> bool:
     return (s.probe, s.metric) == ("process", "rss")
 
 
-def _with_limit(headline: Headline, s: Series, run: Any) -> Headline:
-    """A leaking RSS headline says when it reaches the memory limit the journal recorded ("4 GiB limit in ~3 h")."""
+def _with_limit(headline: Headline, s: Series, run: Any, memory_limit: Any = None) -> Headline:
+    """A leaking RSS headline says when it reaches ``memory_limit``, else the limit the journal recorded ("4 GiB
+    limit in ~3 h")."""
     if not _is_rss(s):
         return headline
     from tokdiag.analysis import time_to_limit
 
-    when = time_to_limit(run)
+    when = time_to_limit(run, memory_limit)
     if when is None or when.status not in ("limit", "over"):
         return headline
     return Headline(headline.subject, headline.verdict, f"{headline.detail}; {when.headline}")
@@ -254,8 +255,28 @@ def _leak_severity(s: Series) -> tuple[int, float, int]:
     return kind, -rate, _PROBE_ORDER.get(s.probe, len(_PROBE_ORDER))
 
 
+def _each_run(runs: list[Run]) -> list[Run]:
+    """``runs`` with a Run whose timeline holds several runs (``td.load_service``: each process and the total)
+    replaced by one Run each, so that each gets its own headlines (and its own time to the limit)."""
+    import dataclasses
+
+    out: list[Run] = []
+    for run in runs:
+        labels = list(dict.fromkeys(run.timeline["run"]))
+        if len(labels) < 2:
+            out.append(run)
+        elif run.header.get("processes"):
+            from tokdiag.recording.service import service_parts
+
+            out += service_parts(run).values()
+        else:
+            out += [dataclasses.replace(run, name=str(label), timeline=run.timeline[run.timeline["run"] == label])
+                    for label in labels]
+    return out
+
+
 def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str, str]] = (("process", "rss"),),
-                        limit: int = 5) -> tuple[Headline, ...]:
+                        limit: int = 5, memory_limit: int | float | str | None = None) -> tuple[Headline, ...]:
     """The headlines of one or more runs, in the order the module docstring gives.
 
     Derived from the runs' findings (:func:`tokdiag.analysis.findings.findings`,
@@ -265,6 +286,10 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
     add ``("watch", "count")`` to show that a fix left the watched classes
     flat). ``limit``: at most this many further owners that grew and settled
     (``step``, ``bounded``) per run. Leaks and warnings are never limited.
+    ``memory_limit``: the limit a leaking RSS headline counts down to
+    (``"4GiB"``); default: the one each journal recorded (see
+    :func:`tokdiag.analysis.time_to_limit`). A Run holding several runs
+    (``td.load_service``) counts as its runs, each process and the total.
 
     >>> import pandas as pd
     >>> from tokdiag.recording.run import Run
@@ -281,7 +306,7 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
     from tokdiag.analysis.findings import findings
     from tokdiag.recording.run import Run
 
-    runs = [runs] if isinstance(runs, Run) else list(runs)
+    runs = _each_run([runs] if isinstance(runs, Run) else list(runs))
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ConfigError(f"limit={limit!r}: pass how many settled series to show per run, e.g. limit=5 (0 for none)")
     shown = [(str(probe), str(metric)) for probe, metric in always]
@@ -292,7 +317,7 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
         prefix = f"{run.name}: " if len(runs) > 1 else ""
         found = findings(run, always=shown, limit=limit)
         judged = [s for f in found for s in f.series if s.role != "duplicate"]
-        leaks += [(_leak_severity(s), _with_limit(_headline_of(s, prefix), s, run)) for s in judged if s.verdict == "leak"]
+        leaks += [(_leak_severity(s), _with_limit(_headline_of(s, prefix), s, run, memory_limit)) for s in judged if s.verdict == "leak"]
         for f in found:
             if f.kind == "warning":
                 warned.append(Headline(prefix + f.owner, WARNING, f.detail))
