@@ -22,7 +22,8 @@ Metrics per cache (see :mod:`tokdiag.records`):
 - ``fingerprint``: a hash of the payloads' contents (for dicts: their items;
   for tiktoken Encodings: their ranks and special tokens). It changes when a
   cached value is mutated after caching, e.g. AWorld's ``extra_vocab_file``
-  path writing into a shared ranks dict.
+  path writing into a shared ranks dict. It does not depend on the order of
+  the payloads.
 - ``native_bytes``: for tiktoken ``Encoding`` payloads, the estimated bytes
   of their Rust core, which Python-level tools cannot see
   (:func:`estimate_tiktoken_native`).
@@ -40,10 +41,15 @@ are not read at all (reading them may reorder or expire entries), so they
 get no payload metrics, like ``lru_cache``. Payloads are hashed only when
 they are trees of exact builtin atoms (``str``, ``bytes``, ``int``,
 ``float``, ``bool``, ``None`` in exact tuples, lists, sets, frozensets and
-dicts, checked by identity of their types); any other payload's fingerprint
-is its type and deep size (one walk per cache: its payloads share a seen
+dicts, checked by identity of their types); any other payload adds to its
+type's count and deep size (one walk per cache: its payloads share a seen
 set). Attributes are read from the instance dict or slots
 (:func:`tokdiag._clevel.instance_attr`), never through ``getattr``.
+
+A cache's payloads are read a slice at a time (:func:`_payload_slices`) and
+never listed whole, and its deep size is walked in bounded batches
+(:func:`tokdiag.probes.sizing.deep_sizes`), so the probe's own memory stays
+small on a cache of millions of entries (issue 9, E15).
 """
 
 from __future__ import annotations
@@ -51,13 +57,18 @@ from __future__ import annotations
 import collections
 import functools
 import gc
+import sys
 import types
 import weakref
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
+from itertools import compress, islice, repeat
+from operator import is_
 from typing import Any
 
-from tokdiag._clevel import bare_name, instance_attr, is_one_of, is_subtype, module_name, type_name
+import numpy as np
+
+from tokdiag._clevel import bare_name, distinct_types, instance_attr, is_one_of, is_subtype, module_name, type_name
 from tokdiag._native import speedups
 from tokdiag.errors import ConfigError
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
@@ -66,35 +77,17 @@ from tokdiag.records import BYTES, CALLS, ENTRIES, HASH, OBJECTS, Record
 from tokdiag.probes.sizing import Seen, deep_sizes, unsized_message
 from tokdiag.recording.targets import ATTRIBUTE, resolve
 
-def _is_encoding(obj: object) -> bool:
-    t = type(obj)
+def _is_encoding_type(t: type) -> bool:
     return bare_name(t) == "Encoding" and module_name(t).startswith("tiktoken")
+
+
+def _is_encoding(obj: object) -> bool:
+    return _is_encoding_type(type(obj))
 
 
 _ATTR_DICT_MAX = 256
 """A dict among an object's referents is searched for Encodings only up to this many entries:
 attribute dicts are small; a large dict is data (a vocabulary), not where a tokenizer keeps its Encoding."""
-
-
-def _encodings_in(obj: object) -> list[Any]:
-    """tiktoken Encodings that are ``obj`` or one of its attributes (a tokenizer wrapping one).
-
-    Attributes are ``obj``'s referents (``gc.get_referents``: inline
-    values, slots) and the values of a small dict among them (a
-    materialised ``__dict__``): nothing of ``obj``'s class runs. Builtin
-    containers are not searched (their items are payloads of their own).
-    """
-    if _is_encoding(obj):
-        return [obj]
-    if _builtin_base(type(obj)) is not None:
-        return []
-    found: list[Any] = []
-    for r in gc.get_referents(obj):
-        if _is_encoding(r):
-            found.append(r)
-        elif type(r) is dict and len(r) <= _ATTR_DICT_MAX:
-            found.extend(v for v in gc.get_referents(r) if _is_encoding(v))
-    return found
 
 
 def _encoding_tables(enc: Any) -> tuple[dict[Any, Any], dict[Any, Any]]:
@@ -305,18 +298,112 @@ def _text_of(exc: BaseException) -> str:
         return "?"
 
 
-def _builtin_entries(obj: Any, base: type) -> list[Any]:
-    """The values (payloads) of a builtin container or subclass, read by ``base``'s own C methods.
+_PAYLOAD_SLICE = 8192
+"""Payloads read per slice: a cache's values are never listed whole."""
 
-    One C loop, which no other thread interrupts; tried again if the
-    container changed size while its iterator was being made.
+
+def _payload_slices(obj: Any, base: type) -> Iterator[list[Any]]:
+    """The values (payloads) of a builtin container or subclass, in slices of :data:`_PAYLOAD_SLICE`.
+
+    Read by ``base``'s own C iterator, whatever a subclass overrides. When
+    another thread changes the container's size between two slices the
+    iterator raises; the read starts over (the caller skips what it had
+    already taken, by identity), and after three tries the values are
+    copied in one C call, which no thread interrupts.
     """
     for _ in range(3):
         try:
-            return list(dict.values(obj)) if base is dict else list(base.__iter__(obj))
+            it = iter(dict.values(obj)) if base is dict else base.__iter__(obj)
+            while part := list(islice(it, _PAYLOAD_SLICE)):
+                yield part
+            return
         except RuntimeError:  # "changed size during iteration": another thread
             continue
-    return []
+    for _ in range(3):
+        try:
+            values = list(dict.values(obj)) if base is dict else list(base.__iter__(obj))
+        except RuntimeError:
+            continue
+        for lo in range(0, len(values), _PAYLOAD_SLICE):
+            yield values[lo:lo + _PAYLOAD_SLICE]
+        return
+
+
+_MIX = 0x9E3779B97F4A7C15
+_NOTHING: frozenset[type] = frozenset()
+
+
+class _Fingerprint:
+    """An order-free hash of a cache's distinct payloads, fed a slice at a time.
+
+    Trees of builtin atoms add their content hash; tiktoken Encodings the
+    hash of their ranks and special tokens; every other payload adds to
+    its type's count and deep size (sized in bulk with one seen set of
+    their own, so what they share is walked once). A payload mutated in
+    place changes its hash or its type's size, so the fingerprint changes.
+    """
+
+    def __init__(self) -> None:
+        self.acc = 0
+        self.seen = Seen()
+        self.by_type: dict[str, list[int]] = {}  # type name -> [count, deep bytes]
+
+    def add(self, payloads: list[Any]) -> None:
+        hashes = (list(map(speedups.atom_hash, payloads, repeat(_ATOM_DEPTH))) if speedups is not None
+                  else list(map(_py_atom_hash, payloads)))
+        atoms = [h for h in hashes if h is not None]
+        if atoms:
+            mixed = np.fromiter(atoms, dtype=np.uint64, count=len(atoms)) * np.uint64(_MIX)
+            self.acc = (self.acc + int(mixed.sum(dtype=np.uint64))) & _MASK
+        rest = list(compress(payloads, map(is_, hashes, repeat(None))))
+        del hashes, atoms
+        for t in distinct_types(rest):
+            group = list(compress(rest, map(is_, map(type, rest), repeat(t))))
+            if _is_encoding_type(t):
+                for enc in group:
+                    self.acc = (self.acc + (_content_hash(enc, self.seen) & _MASK) * _MIX) & _MASK
+            else:
+                entry = self.by_type.setdefault(type_name(t), [0, 0])
+                entry[0] += len(group)
+                entry[1] += deep_sizes(group, self.seen, {})
+            del group
+
+    def value(self) -> int:
+        acc = self.acc
+        for name, (n, size) in self.by_type.items():
+            acc = (acc + (hash((name, n, size)) & _MASK) * _MIX) & _MASK
+        return hash(acc) & 0x1FFFFFFFFFFFFF
+
+
+def _encodings_among(payloads: list[Any]) -> list[Any]:
+    """tiktoken Encodings that are among ``payloads`` or attributes of them (a tokenizer wrapping one).
+
+    Attributes are the payloads' referents (``gc.get_referents``: inline
+    values, slots) and the values of small dicts among them (materialised
+    instance dicts): nothing of their classes runs. Builtin containers are
+    not searched (their items are payloads of their own). One
+    ``gc.get_referents`` for all the payloads that may hold one, one more
+    for the small dicts; nothing at all while tiktoken is not imported.
+    """
+    if not any(m == "tiktoken" or m.startswith("tiktoken.") for m in list(sys.modules)):
+        return []  # no Encoding can exist
+    found: list[Any] = []
+    holders: list[Any] = []
+    for t in distinct_types(payloads):
+        if _is_encoding_type(t):
+            found.extend(p for p in payloads if type(p) is t)
+        elif _builtin_base(t) is None:
+            holders.extend(p for p in payloads if type(p) is t)
+    if not holders:
+        return found
+    refs = gc.get_referents(*holders)
+    del holders
+    found.extend(r for r in refs if _is_encoding_type(type(r)))
+    small = [r for r in refs if type(r) is dict and len(r) <= _ATTR_DICT_MAX]
+    del refs
+    if small:
+        found.extend(v for v in gc.get_referents(*small) if _is_encoding_type(type(v)))
+    return found
 
 
 class CacheProbe:
@@ -358,8 +445,8 @@ class CacheProbe:
         if obj is None:
             return [Record("cache", label, "entries", 0.0, ENTRIES)]
         recs: list[Record] = []
-        values: list[Any] | None  # the payloads; None when they are not read
         kind = _cache_kind(obj)
+        base: type | None = None  # a builtin container's class: its payloads are read
         if kind == "lru":
             info = _LRU.cache_info(obj)  # the C method, whatever the object says
             recs += [Record("cache", label, "entries", float(info.currsize), ENTRIES),
@@ -367,38 +454,44 @@ class CacheProbe:
                      Record("cache", label, "misses", float(info.misses), CALLS)]
             if info.maxsize is not None:
                 recs.append(Record("cache", label, "maxsize", float(info.maxsize), ENTRIES))
-            values = None
         elif kind == "builtin":
-            values = _builtin_entries(obj, _builtin_base(type(obj)))  # type: ignore[arg-type]
-            recs.append(Record("cache", label, "entries", float(len(values)), ENTRIES))
+            base = _builtin_base(type(obj))
+            recs.append(Record("cache", label, "entries", float(base.__len__(obj)), ENTRIES))  # type: ignore[union-attr]
         elif kind == "abc":
             recs.append(Record("cache", label, "entries", float(len(obj)), ENTRIES))  # named as a cache: its len()
-            values = None  # not iterated: reading through __getitem__ may reorder or expire entries
+            # payloads not read: reading through __getitem__ may reorder or expire entries
         else:  # one object returned by a getter (a tokenizer): one entry
-            values = [obj]
             recs.append(Record("cache", label, "entries", 1.0, ENTRIES))
         unsized: dict[str, int] = {}
         recs.append(Record("cache", label, "bytes", float(deep_sizes([obj], ctx.seen, unsized)), BYTES))
         for name, n in unsized.items():
             self.warned.warn(f"unsized {name}", f"cache {label!r}: " + unsized_message({name: n}))
-        if values is not None:
-            distinct = list({id(v): v for v in values}.values())
-            recs.append(Record("cache", label, "distinct_payloads", float(len(distinct)), OBJECTS))
-            if spec.fingerprint:
-                fp_seen = Seen()
-                fp = hash(tuple(sorted(_content_hash(v, fp_seen) for v in distinct))) & 0x1FFFFFFFFFFFFF
-                del fp_seen
-                recs.append(Record("cache", label, "fingerprint", float(fp), HASH))
-            if spec.native:
-                encodings = [e for v in distinct for e in _encodings_in(v)]
-                if encodings:
-                    native = 0
-                    for enc in encodings:  # one Encoding in two caches is counted once
-                        if id(enc) not in ctx.native_seen:
-                            ctx.native_seen.add(id(enc))
-                            native += tiktoken_native_of(enc)
-                    recs.append(Record("cache", label, "native_bytes", float(native), BYTES))
-                    del encodings
-            del distinct
-        del values
+        if kind == "builtin" or kind is None:
+            recs.extend(self._payloads(spec, obj, base, ctx))
+        return recs
+
+    def _payloads(self, spec: CacheSpec, obj: Any, base: type | None, ctx: SnapshotContext) -> list[Record]:
+        """``distinct_payloads``, ``fingerprint`` and ``native_bytes``, reading the payloads a slice at a time."""
+        label = spec.label
+        distinct = Seen()
+        fingerprint = _Fingerprint() if spec.fingerprint else None
+        native: int | None = None
+        for part in (_payload_slices(obj, base) if base is not None else iter([[obj]])):
+            new = distinct.ids.take_new(part, _NOTHING)  # each payload once, by identity (classes left out...)
+            distinct.ids.add_all(part)  # ... but counted
+            del part
+            if fingerprint is not None and new:
+                fingerprint.add(new)
+            if spec.native and new:
+                for enc in _encodings_among(new):  # one Encoding in two caches is counted once
+                    native = native or 0
+                    if id(enc) not in ctx.native_seen:
+                        ctx.native_seen.add(id(enc))
+                        native += tiktoken_native_of(enc)
+            del new
+        recs = [Record("cache", label, "distinct_payloads", float(len(distinct)), OBJECTS)]
+        if fingerprint is not None:
+            recs.append(Record("cache", label, "fingerprint", float(fingerprint.value()), HASH))
+        if native is not None:
+            recs.append(Record("cache", label, "native_bytes", float(native), BYTES))
         return recs

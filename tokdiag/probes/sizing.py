@@ -65,7 +65,8 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-from itertools import islice
+from itertools import compress, islice, repeat
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -466,29 +467,47 @@ def _managed_dict_extra(objs: list[Any], kinds: Iterable[type]) -> int:
     of every instance has the same size: it is measured once per class on
     one sample instance (which therefore gets a real ``__dict__``, ~64 bytes,
     made by CPython's C getset, never by the class's own code) and reused.
+    An instance whose dict is materialised already has ``[dict, class]`` as
+    referents; the walk counts that dict, so it adds nothing here.
     """
-    managed = {id(t) for t in kinds if flags(t) & _Py_TPFLAGS_MANAGED_DICT}
-    if not managed:
-        return 0
     extra = 0
-    for o in objs:
-        t = type(o)
-        if id(t) not in managed:
-            continue
-        refs = gc.get_referents(o)
-        if len(refs) == 2 and type(refs[0]) is dict and refs[1] is t:
-            # dict already materialised (or the one attribute is a dict: then
-            # the estimate is skipped for this instance); the walk counts it
-            continue
-        known = _managed_dict_size.get(id(t))
-        if known is not None and known[0]() is t:
-            extra += known[1]
-            continue
-        size, materialised = _materialised_dict_size(o, t, len(refs))
-        _remember_dict_size(t, size)
-        if not materialised:  # a materialised sample's dict is a referent now: the walk counts it
-            extra += size
+    for t in kinds:
+        if flags(t) & _Py_TPFLAGS_MANAGED_DICT:
+            group = list(compress(objs, map(is_, map(type, objs), repeat(t))))
+            extra += _managed_extra_of(t, group)
+            del group
     return extra
+
+
+def _managed_extra_of(t: type, group: list[Any]) -> int:
+    """:func:`_managed_dict_extra` for ``group``, instances of ``t``: one ``gc.get_referents`` for all.
+
+    A heap type's instance lists its class last among its referents, so the
+    class's positions in the joint list split it per instance (checked:
+    an attribute whose value is the class itself would add a split; then
+    each instance is looked at alone).
+    """
+    refs = gc.get_referents(*group)
+    ends = np.flatnonzero(np.fromiter(map(is_, refs, repeat(t)), dtype=bool, count=len(refs)))
+    if len(ends) != len(group):
+        del refs, ends
+        return sum(_managed_extra_of(t, [o]) for o in group) if len(group) > 1 else 0
+    lengths = np.diff(ends, prepend=-1)  # referents per instance, the class included
+    materialised = np.zeros(len(group), dtype=bool)
+    for i in np.flatnonzero(lengths == 2).tolist():  # [dict, class]: materialised (or one attribute, a dict)
+        materialised[i] = type(refs[int(ends[i]) - 1]) is dict
+    del refs
+    todo = np.flatnonzero(~materialised)
+    if not todo.size:
+        return 0
+    known = _managed_dict_size.get(id(t))
+    if known is not None and known[0]() is t:
+        return int(todo.size) * known[1]
+    first = int(todo[0])
+    size, made = _materialised_dict_size(group[first], t, int(lengths[first]))
+    _remember_dict_size(t, size)
+    # a sample materialised now has its dict as a referent: the walk counts it
+    return (int(todo.size) - (1 if made else 0)) * size
 
 
 # --------------------------------------------------------------------------- vocabularies
