@@ -20,14 +20,22 @@ the GC header bytes ``sys.getsizeof`` adds. For every class that does not
 override ``__sizeof__`` in Python this is exactly ``sys.getsizeof``; for one
 that does, it is what the C struct occupies, a deliberate departure.
 
-It walks the graph breadth-first in batches: one ``gc.get_referents(*batch)``
-call per level, identities de-duplicated in one C call per level
-(:class:`Seen`; ``tokdiag._speedups.IdSet`` when the extension is built)
-and sizes summed by type in one C call per level
+It walks the graph in batches of :data:`_BATCH` objects: one
+``gc.get_referents(*batch)`` call per batch, identities de-duplicated in
+one C call per batch (:class:`Seen`; ``tokdiag._speedups.IdSet`` when the
+extension is built) and sizes summed by type in one C call per batch
 (``tokdiag._speedups.count``, or the numpy loops of :func:`_rows_numpy`). A
-150k-entry ``dict[bytes, int]`` (a BPE vocabulary) is therefore two levels
-of C loops instead of 300k Python iterations; see ``bench/sizing.py`` for
-the measured ratio against pympler.
+150k-entry ``dict[bytes, int]`` (a BPE vocabulary) is therefore a few C
+loops instead of 300k Python iterations; see ``bench/sizing.py`` for the
+measured ratio against pympler.
+
+Its own memory is bounded whatever the graph (issue 9, E15; measured by
+``bench/footprint.py``): batches are taken depth first from a stack of
+pending referent lists, so a wide level is never listed whole; a container
+of :data:`_WIDE` items or more is read in slices of its referents
+(``tokdiag._speedups.referents``); and the C ``IdSet`` is a bitmap of the
+address space (1/64 of the memory the counted objects span), not a table
+of ids.
 
 Objects the garbage collector does not track (``str``, ``bytes``, ``int``,
 dicts holding only atoms) are invisible to ``gc.get_objects()`` but are
@@ -401,10 +409,11 @@ class Seen:
 
     Holds identities only, never the objects, so it keeps nothing alive.
     Valid while the objects it saw are alive: use one ``Seen`` within one
-    snapshot. With the C extension an identity costs 8 bytes in a table
-    the OS gets back when the ``Seen`` is dropped (no int objects, nothing
-    left behind in the allocator of the measured process); without it, an
-    ``int`` in a Python set.
+    snapshot. With the C extension an identity is one bit of a bitmap of
+    the address space (1 KiB per 64 KiB region holding a counted object;
+    ``ids.nbytes`` says how much), which the OS gets back when the ``Seen``
+    is dropped (no int objects, nothing left behind in the allocator of the
+    measured process); without it, an ``int`` in a Python set (~60 bytes).
     """
 
     __slots__ = ("ids",)
@@ -488,14 +497,17 @@ def _managed_extra_of(t: type, group: list[Any]) -> int:
     each instance is looked at alone).
     """
     refs = gc.get_referents(*group)
-    ends = np.flatnonzero(np.fromiter(map(is_, refs, repeat(t)), dtype=bool, count=len(refs)))
-    if len(ends) != len(group):
-        del refs, ends
-        return sum(_managed_extra_of(t, [o]) for o in group) if len(group) > 1 else 0
+    if len(group) == 1:
+        ends = np.array([len(refs) - 1])
+    else:
+        ends = np.flatnonzero(np.fromiter(map(is_, refs, repeat(t)), dtype=bool, count=len(refs)))
+        if len(ends) != len(group):
+            del refs, ends
+            return sum(_managed_extra_of(t, [o]) for o in group)
     lengths = np.diff(ends, prepend=-1)  # referents per instance, the class included
     materialised = np.zeros(len(group), dtype=bool)
     for i in np.flatnonzero(lengths == 2).tolist():  # [dict, class]: materialised (or one attribute, a dict)
-        materialised[i] = type(refs[int(ends[i]) - 1]) is dict
+        materialised[i] = type(refs[int(ends[i]) - 1]) is dict and refs[int(ends[i])] is t
     del refs
     todo = np.flatnonzero(~materialised)
     if not todo.size:

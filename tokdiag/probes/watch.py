@@ -15,6 +15,11 @@ garbage collector tracks. Instances of a class without GC support (numpy's
 all, and a :class:`~tokdiag.errors.TokdiagWarning` says so once, rather than
 a count of 0 that reads as "none alive".
 
+Instances are never listed together: one byte per heap object says which
+watched class it belongs to, and instances are sized a few thousand at a
+time, so the probe's own memory stays small with millions of instances
+(issue 9, E15).
+
 Reachable bytes are partitioned: the snapshot's shared ``Seen`` already
 holds what the caches own, and classes are sized in pattern order, so an
 agent referenced by a message is counted once, under whichever was listed
