@@ -182,6 +182,19 @@ def test_a_snapshot_near_the_budget_skips_the_expensive_probes_and_says_so():
     assert run.series("census", "builtins.list", "count").iloc[0] >= len(keep)
 
 
+def test_a_service_recorder_near_its_budget_skips_the_expensive_probes_too(tmp_path):
+    keep = [[i] for i in range(20_000)]
+    budget_mb = (current_rss() + 2 * _MiB) / _MiB
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with td.record(tmp_path / "service.jsonl", every_s=3600, watch=["builtins.list"], budget_mb=budget_mb):
+            pass
+    run = td.load(tmp_path / "service.jsonl")
+    assert any(w.startswith("budget: the snapshot") and "watch skipped" in w for w in run.warnings)
+    assert run.timeline.query("probe == 'watch'").empty
+    assert run.series("census", "builtins.list", "count").iloc[0] >= len(keep)
+
+
 @pytest.mark.slow
 def test_budget_holds_within_ten_percent_including_tokdiags_own_use():
     """A workload growing towards ``budget_mb`` with ~700k watched instances: its peak RSS (all of the run, why_alive

@@ -17,6 +17,9 @@ allocates much between checkpoints; ``bench/footprint.py`` compares it with
 the kernel's high-water mark (``VmHWM``, reset before each snapshot there;
 tokdiag itself never resets it: the process's own peak belongs to its user).
 
+Memory other threads allocate during the snapshot counts too (a service's
+requests while its recorder snapshots), as it does for the OOM killer.
+
 On Linux a reading is one ``pread`` of ``/proc/self/statm`` (a few
 microseconds); elsewhere psutil's RSS.
 """
