@@ -15,10 +15,12 @@ import textwrap
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import tokdiag as td
 from tokdiag._native import speedups
+from tokdiag.analysis.verdicts import verdicts
 from tokdiag.probes import sizing
 from tokdiag.probes.footprint import PeakMeter, checkpoint, current_rss
 
@@ -215,3 +217,10 @@ def test_budget_holds_within_ten_percent_including_tokdiags_own_use():
     assert got["n"] >= 400_000  # it did grow most of the way
     counts = got["counts"]
     assert counts == sorted(counts) and counts[-1] % 10_000 == 0  # counts stay exact
+
+
+def test_the_snapshots_own_peak_is_recorded_but_never_judged():
+    rows = [("a", s, 0.0, "tracker", "tokdiag", "snapshot_peak_bytes", 1e6 * (1 + s), "bytes") for s in range(0, 50, 5)]
+    rows += [("a", s, 0.0, "tracker", "tokdiag", "self_bytes", 1e3, "bytes") for s in range(0, 50, 5)]
+    tl = pd.DataFrame(rows, columns=["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"])
+    assert verdicts(tl)["metric"].tolist() == ["self_bytes"]  # a growing cost of measuring is not a leak
