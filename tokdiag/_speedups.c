@@ -4,7 +4,10 @@
  * tokdiag runs pure Python/numpy code with the same results
  * (tokdiag/probes/census.py, tokdiag/sizing.py).
  *
- * IdSet: the identities a snapshot has counted (see below).
+ * IdSet: the identities a snapshot has counted, a bitmap of the address space (see below).
+ *
+ * referents(obj, start, count) -> list: a slice of gc.get_referents(obj), without listing
+ * the rest (see below).
  *
  * count(heap, owned, align[, limit]) -> [(type, count, bytes, owned_bytes, unsized), ...]
  *
@@ -63,29 +66,55 @@
 /* ------------------------------------------------------------------ IdSet
  *
  * A set of object addresses: what ``id()`` returns, without making an int
- * object per id. One snapshot of a process holding a cl100k_base Encoding
- * adds ~200k ids; as a Python set of ints that is an 8 MiB table plus
- * 6 MiB of int objects, freed after the snapshot but kept by the C
- * allocator (measured: +14.6 MiB RSS that stays), which showed up in the
- * RSS of the very process being measured. Here an id costs 8 bytes in an
- * open-addressing table at most half full, and a table of 256 KiB or more
- * is mapped from the OS directly, so freeing it gives the pages back and
- * leaves the allocator's state as the workload left it.
+ * object per id. It is a bitmap: one bit per 8 bytes of address space (an
+ * object's address is a multiple of 8 and two live objects are at least 16
+ * bytes apart, so no two share a bit), kept only for the 64 KiB regions of
+ * the address space where some object was added: a 1 KiB chunk per region,
+ * found through a small open-addressing directory. An id therefore costs at
+ * most 1/64 of the memory the objects themselves span, whatever their number:
+ * about 6 MiB for the ~5M objects a 400 MiB heap holds, where a hash table of
+ * 8-byte ids at most half full took 64-128 MiB, and twice that while it grew
+ * (issue 9, E15: a snapshot's own peak). A Python set of ints (the fallback)
+ * costs ~60 bytes per id and leaves the freed ints in the allocator of the
+ * very process being measured (+14.6 MiB RSS that stayed, measured on a
+ * cl100k_base Encoding's ~200k ids).
+ *
+ * Chunks are carved from slabs; a slab or directory of 256 KiB or more is
+ * mapped from the OS directly, so freeing the set gives the pages back and
+ * leaves the allocator's state as the workload left it. A small set (a few
+ * regions) lives in one 4 KiB block.
  *
  * Holds no reference to any object: valid while the objects it saw are
  * alive (one snapshot).
  */
 
+#define IDSET_MAP_MIN ((size_t)1 << 18) /* bytes from which a table is mapped, not malloc'ed */
+#define REGION_SHIFT 16                     /* 64 KiB of address space per chunk */
+#define CHUNK_WORDS (((size_t)1 << (REGION_SHIFT - 3)) / 64) /* one bit per 8 bytes: 128 words, 1 KiB */
+#define FIRST_SLAB_CHUNKS 4                 /* the first slab: 4 KiB, malloc'ed */
+#define SLAB_CHUNKS 256                     /* later slabs: 256 KiB, mapped */
+
+typedef struct {
+    uint64_t *words;
+    size_t capacity; /* in uint64 words */
+    int mapped;
+} Block;
+
 typedef struct {
     PyObject_HEAD
-    uint64_t *slots; /* 0 = empty; addresses are never 0 */
-    size_t capacity; /* a power of two */
-    int shift;       /* 64 - log2(capacity) */
-    Py_ssize_t used;
-    int mapped;      /* slots come from mmap */
+    uint64_t *dkeys;    /* directory: region + 1, 0 = empty */
+    uint64_t **dchunks; /* directory: the region's chunk */
+    size_t dcap;        /* a power of two */
+    int dshift;         /* 64 - log2(dcap) */
+    int dkeys_mapped, dchunks_mapped;
+    size_t dused;
+    Block *slabs;       /* chunk memory */
+    size_t nslabs, slabs_cap;
+    size_t slab_free;   /* chunks left in the last slab */
+    uint64_t last_region; /* the region looked up last (+1; 0 = none) and its chunk */
+    uint64_t *last_chunk;
+    Py_ssize_t used;    /* ids in the set */
 } IdSetObject;
-
-#define IDSET_MAP_MIN ((size_t)1 << 18) /* bytes from which a table is mapped, not malloc'ed */
 
 static uint64_t *
 slots_alloc(size_t capacity, int *mapped)
@@ -110,7 +139,7 @@ slots_alloc(size_t capacity, int *mapped)
 }
 
 static void
-slots_free(uint64_t *slots, size_t capacity, int mapped)
+slots_free(void *slots, size_t capacity, int mapped)
 {
     if (slots == NULL)
         return;
@@ -126,76 +155,177 @@ slots_free(uint64_t *slots, size_t capacity, int mapped)
 }
 
 static inline size_t
-idset_index(const IdSetObject *s, uint64_t key)
+dir_index(const IdSetObject *s, uint64_t k)
 {
-    return (size_t)((key * 0x9E3779B97F4A7C15ULL) >> s->shift);
+    return (size_t)((k * 0x9E3779B97F4A7C15ULL) >> s->dshift);
 }
 
 static int
-idset_has(const IdSetObject *s, uint64_t key)
+dir_resize(IdSetObject *s, size_t capacity)
 {
-    size_t mask = s->capacity - 1;
-    for (size_t i = idset_index(s, key);; i = (i + 1) & mask) {
-        uint64_t v = s->slots[i];
-        if (v == key)
-            return 1;
-        if (v == 0)
-            return 0;
-    }
-}
-
-static int
-idset_resize(IdSetObject *s, size_t capacity)
-{
-    int mapped;
-    uint64_t *slots = slots_alloc(capacity, &mapped);
-    if (slots == NULL)
+    int kmapped, cmapped;
+    uint64_t *keys = slots_alloc(capacity, &kmapped);
+    if (keys == NULL)
         return -1;
-    uint64_t *old = s->slots;
-    size_t old_capacity = s->capacity;
-    int old_mapped = s->mapped;
+    uint64_t **chunks = (uint64_t **)slots_alloc(capacity, &cmapped);
+    if (chunks == NULL) {
+        slots_free(keys, capacity, kmapped);
+        return -1;
+    }
     int shift = 64;
     for (size_t c = capacity; c > 1; c >>= 1)
         shift--;
-    s->slots = slots;
-    s->capacity = capacity;
-    s->shift = shift;
-    s->mapped = mapped;
+    uint64_t *old_keys = s->dkeys;
+    uint64_t **old_chunks = s->dchunks;
+    size_t old_cap = s->dcap;
+    int old_kmapped = s->dkeys_mapped, old_cmapped = s->dchunks_mapped;
+    s->dkeys = keys;
+    s->dchunks = chunks;
+    s->dcap = capacity;
+    s->dshift = shift;
+    s->dkeys_mapped = kmapped;
+    s->dchunks_mapped = cmapped;
     size_t mask = capacity - 1;
-    for (size_t j = 0; j < old_capacity; j++) {
-        uint64_t v = old[j];
-        if (v == 0)
+    for (size_t j = 0; j < old_cap; j++) {
+        uint64_t k = old_keys[j];
+        if (k == 0)
             continue;
-        size_t i = idset_index(s, v);
-        while (slots[i] != 0)
+        size_t i = dir_index(s, k);
+        while (keys[i] != 0)
             i = (i + 1) & mask;
-        slots[i] = v;
+        keys[i] = k;
+        chunks[i] = old_chunks[j];
     }
-    slots_free(old, old_capacity, old_mapped);
+    slots_free(old_keys, old_cap, old_kmapped);
+    slots_free(old_chunks, old_cap, old_cmapped);
     return 0;
+}
+
+/* A fresh zeroed chunk from the slabs, NULL (with MemoryError) when out of memory. */
+static uint64_t *
+chunk_new(IdSetObject *s)
+{
+    if (s->slab_free == 0) {
+        if (s->nslabs == s->slabs_cap) {
+            size_t cap = s->slabs_cap ? 2 * s->slabs_cap : 8;
+            Block *grown = PyMem_Realloc(s->slabs, cap * sizeof(Block));
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                return NULL;
+            }
+            s->slabs = grown;
+            s->slabs_cap = cap;
+        }
+        size_t chunks = s->nslabs ? SLAB_CHUNKS : FIRST_SLAB_CHUNKS;
+        Block *b = &s->slabs[s->nslabs];
+        b->capacity = chunks * CHUNK_WORDS;
+        b->words = slots_alloc(b->capacity, &b->mapped);
+        if (b->words == NULL)
+            return NULL;
+        s->nslabs++;
+        s->slab_free = chunks;
+    }
+    Block *b = &s->slabs[s->nslabs - 1];
+    return b->words + b->capacity - CHUNK_WORDS * s->slab_free--;
+}
+
+/* The chunk of ``region``; with ``create``, made when missing (NULL only on error); without,
+ * NULL when the region has no id. */
+static uint64_t *
+chunk_of(IdSetObject *s, uint64_t region, int create)
+{
+    uint64_t k = region + 1;
+    if (k == s->last_region)
+        return s->last_chunk;
+    size_t mask = s->dcap - 1;
+    size_t i = dir_index(s, k);
+    for (;; i = (i + 1) & mask) {
+        uint64_t v = s->dkeys[i];
+        if (v == k) {
+            s->last_region = k;
+            s->last_chunk = s->dchunks[i];
+            return s->last_chunk;
+        }
+        if (v == 0)
+            break;
+    }
+    if (!create)
+        return NULL;
+    if ((s->dused + 1) * 2 > s->dcap) {
+        if (dir_resize(s, s->dcap * 2) < 0)
+            return NULL;
+        mask = s->dcap - 1;
+        for (i = dir_index(s, k); s->dkeys[i] != 0; i = (i + 1) & mask)
+            ;
+    }
+    uint64_t *chunk = chunk_new(s);
+    if (chunk == NULL)
+        return NULL;
+    s->dkeys[i] = k;
+    s->dchunks[i] = chunk;
+    s->dused++;
+    s->last_region = k;
+    s->last_chunk = chunk;
+    return chunk;
+}
+
+static inline int
+ctz64(uint64_t x) /* trailing zero bits of a nonzero word */
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(x);
+#else
+    int n = 0;
+    for (; !(x & 1); x >>= 1)
+        n++;
+    return n;
+#endif
+}
+
+#define BIT_OF(key) (((key) >> 3) & (CHUNK_WORDS * 64 - 1))
+
+static int
+idset_has(IdSetObject *s, uint64_t key)
+{
+    uint64_t *chunk = chunk_of(s, key >> REGION_SHIFT, 0);
+    if (chunk == NULL)
+        return 0;
+    size_t bit = BIT_OF(key);
+    return (chunk[bit >> 6] >> (bit & 63)) & 1;
 }
 
 /* 1 when added, 0 when already there, -1 on error. */
 static int
 idset_add(IdSetObject *s, uint64_t key)
 {
-    if ((size_t)(s->used + 1) * 2 > s->capacity && idset_resize(s, s->capacity * 2) < 0)
+    uint64_t *chunk = chunk_of(s, key >> REGION_SHIFT, 1);
+    if (chunk == NULL)
         return -1;
-    size_t mask = s->capacity - 1;
-    size_t i = idset_index(s, key);
-    for (;; i = (i + 1) & mask) {
-        uint64_t v = s->slots[i];
-        if (v == key)
-            return 0;
-        if (v == 0)
-            break;
-    }
-    s->slots[i] = key;
+    size_t bit = BIT_OF(key);
+    uint64_t m = (uint64_t)1 << (bit & 63);
+    if (chunk[bit >> 6] & m)
+        return 0;
+    chunk[bit >> 6] |= m;
     s->used++;
     return 1;
 }
 
 #define ADDR(o) ((uint64_t)(uintptr_t)(o))
+
+static void
+idset_clear_memory(IdSetObject *s)
+{
+    for (size_t j = 0; j < s->nslabs; j++)
+        slots_free(s->slabs[j].words, s->slabs[j].capacity, s->slabs[j].mapped);
+    PyMem_Free(s->slabs);
+    s->slabs = NULL;
+    s->nslabs = s->slabs_cap = s->slab_free = 0;
+    slots_free(s->dkeys, s->dcap, s->dkeys_mapped);
+    slots_free(s->dchunks, s->dcap, s->dchunks_mapped);
+    s->dkeys = NULL;
+    s->dchunks = NULL;
+    s->dcap = 0;
+}
 
 static PyObject *
 idset_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -207,10 +337,16 @@ idset_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     IdSetObject *s = (IdSetObject *)type->tp_alloc(type, 0);
     if (s == NULL)
         return NULL;
-    s->capacity = 0;
+    s->dkeys = NULL;
+    s->dchunks = NULL;
+    s->dcap = 0;
+    s->dused = 0;
+    s->slabs = NULL;
+    s->nslabs = s->slabs_cap = s->slab_free = 0;
+    s->last_region = 0;
+    s->last_chunk = NULL;
     s->used = 0;
-    s->slots = NULL;
-    if (idset_resize(s, 64) < 0) {
+    if (dir_resize(s, 16) < 0) {
         Py_DECREF(s);
         return NULL;
     }
@@ -220,7 +356,7 @@ idset_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static void
 idset_dealloc(IdSetObject *s)
 {
-    slots_free(s->slots, s->capacity, s->mapped);
+    idset_clear_memory(s);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -236,19 +372,44 @@ idset_contains(IdSetObject *s, PyObject *o)
     return idset_has(s, ADDR(o));
 }
 
-/* take_new(objs, skip) -> list: the objects of the sequence ``objs`` not in
- * the set yet (each once, in order), which are added; objects whose exact
- * type is in the frozenset ``skip``, or that are classes, are neither
- * returned nor added. Types are compared by identity: no Python code (a
- * metaclass's __hash__ or __eq__) runs inside the loop. */
+/* Whether a new object goes to ``wide`` (take_new): an exact dict, list, tuple, set or
+ * frozenset with at least ``wide_min`` items. Sizes read from the struct: no code runs. */
+static inline int
+is_wide(PyObject *o, Py_ssize_t wide_min)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    Py_ssize_t n;
+    if (tp == &PyDict_Type)
+        n = PyDict_GET_SIZE(o);
+    else if (tp == &PyList_Type || tp == &PyTuple_Type)
+        n = Py_SIZE(o);
+    else if (tp == &PySet_Type || tp == &PyFrozenSet_Type)
+        n = PySet_GET_SIZE(o);
+    else
+        return 0;
+    return n >= wide_min;
+}
+
+/* take_new(objs, skip[, wide, wide_min]) -> list: the objects of ``objs`` not in the set
+ * yet (each once, in order), which are added; objects whose exact type is in the frozenset
+ * ``skip``, or that are classes, are neither returned nor added. With a list ``wide``, new
+ * exact dicts, lists, tuples, sets and frozensets of at least ``wide_min`` items are added to
+ * the set and appended to ``wide`` instead of the result (the caller reads their items in
+ * slices). Types are compared by identity: no Python code (a metaclass's __hash__ or __eq__)
+ * runs inside the loop. */
 #define SKIP_MAX 64
 
 static PyObject *
 idset_take_new(IdSetObject *s, PyObject *args)
 {
-    PyObject *objs, *skip;
-    if (!PyArg_ParseTuple(args, "OO!:take_new", &objs, &PyFrozenSet_Type, &skip))
+    PyObject *objs, *skip, *wide = Py_None;
+    Py_ssize_t wide_min = PY_SSIZE_T_MAX;
+    if (!PyArg_ParseTuple(args, "OO!|On:take_new", &objs, &PyFrozenSet_Type, &skip, &wide, &wide_min))
         return NULL;
+    if (wide != Py_None && !PyList_CheckExact(wide)) {
+        PyErr_SetString(PyExc_TypeError, "take_new: wide must be a list or None");
+        return NULL;
+    }
     PyObject *skipped[SKIP_MAX];
     Py_ssize_t nskip = 0;
     if (PySet_GET_SIZE(skip) > SKIP_MAX) {
@@ -287,13 +448,14 @@ idset_take_new(IdSetObject *s, PyObject *args)
                 last_skip = skipped[k] == (PyObject *)tp;
         }
         int added = last_skip ? 0 : idset_add(s, ADDR(o));
-        if (added < 0 || (added && PyList_Append(out, o) < 0)) {
-            Py_DECREF(o);
+        if (added > 0)
+            added = PyList_Append(wide != Py_None && is_wide(o, wide_min) ? wide : out, o) < 0 ? -1 : 1;
+        Py_DECREF(o);
+        if (added < 0) {
             Py_DECREF(seq);
             Py_DECREF(out);
             return NULL;
         }
-        Py_DECREF(o);
     }
     Py_DECREF(seq);
     return out;
@@ -346,23 +508,52 @@ idset_ids(IdSetObject *s, PyObject *Py_UNUSED(ignored))
     if (out == NULL)
         return NULL;
     uint64_t *dst = (uint64_t *)PyBytes_AS_STRING(out);
-    for (size_t j = 0; j < s->capacity; j++)
-        if (s->slots[j] != 0)
-            *dst++ = s->slots[j];
+    for (size_t j = 0; j < s->dcap; j++) {
+        if (s->dkeys[j] == 0)
+            continue;
+        uint64_t base = (s->dkeys[j] - 1) << REGION_SHIFT;
+        const uint64_t *chunk = s->dchunks[j];
+        for (size_t w = 0; w < CHUNK_WORDS; w++)
+            for (uint64_t bits = chunk[w]; bits; bits &= bits - 1)
+                *dst++ = base | ((uint64_t)(w * 64 + (size_t)ctz64(bits)) << 3);
+    }
     return out;
+}
+
+/* Bytes the set holds: directory and chunks, mapped or not. */
+static size_t
+idset_bytes(const IdSetObject *s)
+{
+    size_t bytes = 2 * s->dcap * sizeof(uint64_t) + s->slabs_cap * sizeof(Block);
+    for (size_t j = 0; j < s->nslabs; j++)
+        bytes += s->slabs[j].capacity * sizeof(uint64_t);
+    return bytes;
 }
 
 static PyObject *
 idset_sizeof(IdSetObject *s, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromSize_t(sizeof(IdSetObject) + (s->mapped ? 0 : s->capacity * sizeof(uint64_t)));
+    size_t heap = s->slabs_cap * sizeof(Block);
+    if (!s->dkeys_mapped)
+        heap += 2 * s->dcap * sizeof(uint64_t);
+    for (size_t j = 0; j < s->nslabs; j++)
+        if (!s->slabs[j].mapped)
+            heap += s->slabs[j].capacity * sizeof(uint64_t);
+    return PyLong_FromSize_t(sizeof(IdSetObject) + heap);
+}
+
+static PyObject *
+idset_nbytes(IdSetObject *s, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSize_t(idset_bytes(s));
 }
 
 static PyMethodDef idset_methods[] = {
     {"take_new", (PyCFunction)idset_take_new, METH_VARARGS,
-     "take_new(objs, skip) -> list: the objects of ``objs`` not in the set yet (each once, in\n"
-     "order); they are added. Objects whose exact type is in the frozenset ``skip``, and\n"
-     "classes, are neither returned nor added."},
+     "take_new(objs, skip[, wide, wide_min]) -> list: the objects of ``objs`` not in the set yet\n"
+     "(each once, in order); they are added. Objects whose exact type is in the frozenset ``skip``,\n"
+     "and classes, are neither returned nor added. With a list ``wide``, new exact dicts, lists,\n"
+     "tuples, sets and frozensets of at least ``wide_min`` items go to ``wide`` instead."},
     {"contains_any", (PyCFunction)idset_contains_any, METH_O,
      "contains_any(iterable) -> bool: whether any of the objects is in the set."},
     {"add_all", (PyCFunction)idset_add_all, METH_O, "add_all(iterable): add every object."},
@@ -370,6 +561,11 @@ static PyMethodDef idset_methods[] = {
     {"__sizeof__", (PyCFunction)idset_sizeof, METH_NOARGS,
      "Size in the Python heap: a mapped table is outside it (it goes back to the OS when freed)."},
     {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef idset_getset[] = {
+    {"nbytes", (getter)idset_nbytes, NULL, "Bytes of memory the set holds (bitmap chunks and directory).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PySequenceMethods idset_as_sequence = {
@@ -384,11 +580,68 @@ static PyTypeObject IdSetType = {
     .tp_dealloc = (destructor)idset_dealloc,
     .tp_as_sequence = &idset_as_sequence,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "IdSet(): object identities, 8 bytes each, no int objects; `obj in s` tests identity.",
+    .tp_doc = "IdSet(): object identities, a bitmap of the address space (1 bit per 8 bytes, in 1 KiB\n"
+              "chunks per 64 KiB region used); `obj in s` tests identity.",
     .tp_methods = idset_methods,
+    .tp_getset = idset_getset,
     .tp_new = idset_new,
 };
 
+
+/* ------------------------------------------------------------------ referents in slices
+ *
+ * referents(obj, start, count) -> list: what gc.get_referents(obj) lists, from position
+ * ``start``, at most ``count`` of them. The type's own tp_traverse is run, as
+ * gc.get_referents runs it, with a visitor that skips the first ``start`` referents and stops
+ * the traversal after ``count``: a dict of millions of entries is read in bounded slices
+ * instead of one list of all of them. Each call traverses from the start again (the skipped
+ * part costs a pointer comparison per referent). An object without GC support has none.
+ */
+
+typedef struct {
+    PyObject *out;
+    Py_ssize_t skip, left;
+} SliceArg;
+
+static int
+slice_visit(PyObject *o, void *arg)
+{
+    SliceArg *a = (SliceArg *)arg;
+    if (a->skip > 0) {
+        a->skip--;
+        return 0;
+    }
+    if (a->left <= 0)
+        return 1; /* stop: the slice is full */
+    if (PyList_Append(a->out, o) < 0)
+        return -1;
+    a->left--;
+    return 0;
+}
+
+static PyObject *
+referents_slice(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *obj;
+    Py_ssize_t start, count;
+    if (!PyArg_ParseTuple(args, "Onn:referents", &obj, &start, &count))
+        return NULL;
+    if (start < 0 || count < 0) {
+        PyErr_Format(PyExc_ValueError, "referents: start=%zd, count=%zd: pass numbers >= 0", start, count);
+        return NULL;
+    }
+    SliceArg a = {PyList_New(0), start, count};
+    if (a.out == NULL)
+        return NULL;
+    traverseproc traverse = Py_TYPE(obj)->tp_traverse;
+    if (PyObject_IS_GC(obj) && traverse != NULL && count > 0) {
+        if (traverse(obj, slice_visit, &a) < 0 || PyErr_Occurred()) {
+            Py_DECREF(a.out);
+            return NULL;
+        }
+    }
+    return a.out;
+}
 
 /* ------------------------------------------------------------------ C-level sizes */
 
@@ -917,6 +1170,9 @@ static PyMethodDef census_methods[] = {
      "sight, told apart by address (a metaclass's __hash__ or __eq__ never runs)."},
     {"size", census_size, METH_VARARGS,
      "size(obj, limit=2**48) -> int: the C-level size of ``obj`` (not rounded), -1 when it cannot be read."},
+    {"referents", referents_slice, METH_VARARGS,
+     "referents(obj, start, count) -> list: gc.get_referents(obj)[start:start + count], read by the\n"
+     "type's tp_traverse without listing the rest (a huge container in bounded slices)."},
     {"atom_hash", atom_hash_py, METH_VARARGS,
      "atom_hash(obj, depth=6) -> int | None: a hash of a tree of exact builtin atoms in exact tuples,\n"
      "lists, sets, frozensets and dicts; None for anything else (no __hash__ of a program's runs)."},

@@ -44,7 +44,10 @@ disk       directory label or path           bytes [bytes] (sum of file sizes), 
                                              :mod:`tokdiag.probes.disk`
 tracker    ``"tokdiag"``                     snapshot_s [seconds], snapshot_cpu_s [seconds]
                                              (CPU time of the snapshotting thread: in a
-                                             service, the time it held the GIL), self_bytes
+                                             service, the time it held the GIL),
+                                             snapshot_peak_bytes [bytes] (the most the
+                                             snapshot raised the RSS above its start:
+                                             :mod:`tokdiag.probes.footprint`), self_bytes
                                              [bytes] (tokdiag's own retained memory),
                                              alloc_overhead_s, allocator_s,
                                              mallinfo_s (0 when skipped), native_s

@@ -63,8 +63,10 @@ def verdicts(timeline: pd.DataFrame, *, project_to: int = 10_000, probes: Iterab
     already shows up in its ``entries``.
 
     Series never judged: unit ``hash`` (payload fingerprints are identifiers,
-    not quantities), unit ``flag`` (states, e.g. a capped disk walk) and
-    timings (unit ``seconds``: the tracker's snapshots, a disk walk).
+    not quantities), unit ``flag`` (states, e.g. a capped disk walk),
+    timings (unit ``seconds``: the tracker's snapshots, a disk walk), and
+    ``tracker/tokdiag/snapshot_peak_bytes`` (what a snapshot itself added
+    for a moment: a cost, like its time, not memory the run holds).
 
     >>> import pandas as pd
     >>> rows = [("a", s, 0.0, "watch", "app.Agent", "count", float(s), "objects") for s in range(0, 50, 5)]
@@ -77,6 +79,7 @@ def verdicts(timeline: pd.DataFrame, *, project_to: int = 10_000, probes: Iterab
         raise ConfigError(f"project_to={project_to!r}: pass a positive number of steps, e.g. project_to=10_000")
     tl = timeline
     skip = tl["unit"].isin(_SKIP_UNITS) | (tl["unit"] == "seconds")
+    skip |= (tl["probe"] == "tracker") & (tl["metric"] == "snapshot_peak_bytes")
     if not counters:
         skip |= tl["unit"] == "calls"
     if probes is not None:

@@ -6,7 +6,8 @@ a list of :class:`~tokdiag.records.Record` (the :class:`Probe` protocol).
 once for every probe that needs it, and one shared :class:`~tokdiag.probes.sizing.Seen`
 so that bytes are split between owners (caches first, then watched classes)
 without double counting. The tracker drops the context when the snapshot
-returns, so no probe keeps anything it measured alive.
+returns, so no probe keeps anything it measured alive, and measures how far
+the snapshot raised the process's RSS (:mod:`~tokdiag.probes.footprint`).
 """
 
 from __future__ import annotations

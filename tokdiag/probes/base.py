@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tokdiag.errors import TokdiagWarning
 from tokdiag.records import Record
+from tokdiag.probes.footprint import checkpoint
 from tokdiag.probes.sizing import Seen
 
 
@@ -31,6 +32,7 @@ class SnapshotContext:
     def heap(self) -> list[Any]:
         if self._heap is None:
             self._heap = gc.get_objects()
+            checkpoint()  # 8 bytes per object: part of the snapshot's own peak
         return self._heap
 
     def own_containers(self) -> tuple[object, ...]:

@@ -22,7 +22,8 @@ Metrics per cache (see :mod:`tokdiag.records`):
 - ``fingerprint``: a hash of the payloads' contents (for dicts: their items;
   for tiktoken Encodings: their ranks and special tokens). It changes when a
   cached value is mutated after caching, e.g. AWorld's ``extra_vocab_file``
-  path writing into a shared ranks dict.
+  path writing into a shared ranks dict. It does not depend on the order of
+  the payloads.
 - ``native_bytes``: for tiktoken ``Encoding`` payloads, the estimated bytes
   of their Rust core, which Python-level tools cannot see
   (:func:`estimate_tiktoken_native`).
@@ -40,17 +41,20 @@ are not read at all (reading them may reorder or expire entries), so they
 get no payload metrics, like ``lru_cache``. Payloads are hashed only when
 they are trees of exact builtin atoms (``str``, ``bytes``, ``int``,
 ``float``, ``bool``, ``None`` in exact tuples, lists, sets, frozensets and
-dicts, checked by identity of their types); any other payload's fingerprint
-is its type and deep size (one walk per cache: its payloads share a seen
+dicts, checked by identity of their types); any other payload adds to its
+type's count and deep size (one walk per cache: its payloads share a seen
 set). Attributes are read from the instance dict or slots
 (:func:`tokdiag._clevel.instance_attr`), never through ``getattr``.
+
+A cache's payloads are read a slice at a time (:func:`payload_slices`) and
+never listed whole, and its deep size is walked in bounded batches
+(:func:`tokdiag.probes.sizing.deep_sizes`), so the probe's own memory stays
+small on a cache of millions of entries (issue 9, E15).
 """
 
 from __future__ import annotations
 
-import collections
 import functools
-import gc
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence, Set
@@ -58,115 +62,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokdiag._clevel import bare_name, instance_attr, is_one_of, is_subtype, module_name, type_name
-from tokdiag._native import speedups
 from tokdiag.errors import ConfigError
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.probes.native import estimate_tiktoken_native, tiktoken_native_of  # noqa: F401  (the model lives there)
+from tokdiag.probes.payloads import ATOM_TYPE_IDS, Fingerprint, builtin_base, encodings_among, payload_slices
 from tokdiag.records import BYTES, CALLS, ENTRIES, HASH, OBJECTS, Record
 from tokdiag.probes.sizing import Seen, deep_sizes, unsized_message
 from tokdiag.recording.targets import ATTRIBUTE, resolve
 
-def _is_encoding(obj: object) -> bool:
-    t = type(obj)
-    return bare_name(t) == "Encoding" and module_name(t).startswith("tiktoken")
-
-
-_ATTR_DICT_MAX = 256
-"""A dict among an object's referents is searched for Encodings only up to this many entries:
-attribute dicts are small; a large dict is data (a vocabulary), not where a tokenizer keeps its Encoding."""
-
-
-def _encodings_in(obj: object) -> list[Any]:
-    """tiktoken Encodings that are ``obj`` or one of its attributes (a tokenizer wrapping one).
-
-    Attributes are ``obj``'s referents (``gc.get_referents``: inline
-    values, slots) and the values of a small dict among them (a
-    materialised ``__dict__``): nothing of ``obj``'s class runs. Builtin
-    containers are not searched (their items are payloads of their own).
-    """
-    if _is_encoding(obj):
-        return [obj]
-    if _builtin_base(type(obj)) is not None:
-        return []
-    found: list[Any] = []
-    for r in gc.get_referents(obj):
-        if _is_encoding(r):
-            found.append(r)
-        elif type(r) is dict and len(r) <= _ATTR_DICT_MAX:
-            found.extend(v for v in gc.get_referents(r) if _is_encoding(v))
-    return found
-
-
-def _encoding_tables(enc: Any) -> tuple[dict[Any, Any], dict[Any, Any]]:
-    """An Encoding's ``_mergeable_ranks`` and ``_special_tokens`` as plain instance attributes (``{}`` when not dicts)."""
-    ranks = instance_attr(enc, "_mergeable_ranks")
-    special = instance_attr(enc, "_special_tokens")
-    return (ranks if type(ranks) is dict else {}), (special if type(special) is dict else {})
-
-
-_ATOM_IDS = frozenset(map(id, (str, bytes, int, float, bool, type(None))))
-_MASK = (1 << 64) - 1
-_ATOM_DEPTH = 6
-
-
-def _py_atom_hash(obj: object, depth: int = _ATOM_DEPTH) -> int | None:
-    """``tokdiag._speedups.atom_hash`` without the extension: a hash of a tree of exact builtin
-    atoms, None for anything else. Each element's type is checked (by identity) on the very
-    object then hashed, so only CPython's own hash functions run."""
-    t = type(obj)
-    if id(t) in _ATOM_IDS:
-        return hash(obj)
-    if depth <= 0:
-        return None
-    if not is_one_of(t, (tuple, list, dict, set, frozenset)):
-        return None
-    acc = len(obj)  # type: ignore[arg-type]
-    if t is tuple or t is list:
-        for x in tuple(obj):  # type: ignore[arg-type]
-            h = _py_atom_hash(x, depth - 1)
-            if h is None:
-                return None
-            acc = ((acc ^ h) * 1000003) & _MASK
-        return acc
-    try:
-        if t is dict:
-            for k, v in list(dict.items(obj)):  # type: ignore[arg-type]
-                hk, hv = _py_atom_hash(k, depth - 1), _py_atom_hash(v, depth - 1)
-                if hk is None or hv is None:
-                    return None
-                acc = (acc + ((hk * 1000003) ^ hv)) & _MASK
-            return acc
-        for x in list(obj):  # type: ignore[call-overload]
-            h = _py_atom_hash(x, depth - 1)
-            if h is None:
-                return None
-            acc = (acc + h * 1000003) & _MASK
-        return acc
-    except RuntimeError:  # changed size while read (another thread)
-        return None
-
-
-def _atom_hash(obj: object) -> int | None:
-    if speedups is not None:
-        return speedups.atom_hash(obj, _ATOM_DEPTH)
-    return _py_atom_hash(obj)
-
-
-def _content_hash(obj: Any, seen: Seen) -> int:
-    """A hash of a payload's contents that changes when it is mutated, running none of its code.
-
-    Trees of exact builtin atoms are hashed (:func:`_atom_hash`); an
-    Encoding by its ranks and special tokens; anything else by its type
-    name and deep size, walked with ``seen`` (shared by the payloads of one
-    cache, so what they share is walked once: one walk of the cache at most).
-    """
-    if _is_encoding(obj):
-        ranks, special = _encoding_tables(obj)
-        return hash((_content_hash(ranks, seen), _content_hash(special, seen)))
-    h = _atom_hash(obj)
-    if h is not None:
-        return h
-    return hash((type_name(type(obj)), deep_sizes([obj], seen, {})))
+_NOT_SEQUENCES: tuple[type, ...] = (str, bytes, bytearray, memoryview, range)
+_NOTHING: frozenset[type] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -202,14 +107,6 @@ def resolve_target(target: str) -> Any:
 
 
 _LRU = functools._lru_cache_wrapper
-# Builtin containers, read with their own C methods whatever a subclass overrides.
-_BUILTINS: tuple[type, ...] = (dict, list, tuple, collections.deque, set, frozenset)
-_NOT_SEQUENCES: tuple[type, ...] = (str, bytes, bytearray, memoryview, range)
-
-
-def _builtin_base(t: type) -> type | None:
-    """The builtin container class ``t`` is (or derives from), by its MRO; None for any other class."""
-    return next((b for b in _BUILTINS if is_subtype(t, b)), None)
 
 
 def _cache_kind(obj: object) -> str | None:
@@ -218,7 +115,7 @@ def _cache_kind(obj: object) -> str | None:
     t = type(obj)
     if t is _LRU:
         return "lru"
-    if _builtin_base(t) is not None:
+    if builtin_base(t) is not None:
         return "builtin"
     if any(is_subtype(t, b) for b in _NOT_SEQUENCES):
         return None
@@ -234,7 +131,7 @@ def _describe(obj: object) -> str:
     """``"an int (9223372036854775807)"``, ``"a builtins.builtin_function_or_method"``: no repr of a program's object."""
     t = type(obj)
     shown = ""
-    if id(t) in _ATOM_IDS:
+    if id(t) in ATOM_TYPE_IDS:
         text = repr(obj)
         shown = f" ({text if len(text) <= 60 else text[:57] + '...'})"
     name = type_name(t) if module_name(t) != "builtins" else bare_name(t)
@@ -305,20 +202,6 @@ def _text_of(exc: BaseException) -> str:
         return "?"
 
 
-def _builtin_entries(obj: Any, base: type) -> list[Any]:
-    """The values (payloads) of a builtin container or subclass, read by ``base``'s own C methods.
-
-    One C loop, which no other thread interrupts; tried again if the
-    container changed size while its iterator was being made.
-    """
-    for _ in range(3):
-        try:
-            return list(dict.values(obj)) if base is dict else list(base.__iter__(obj))
-        except RuntimeError:  # "changed size during iteration": another thread
-            continue
-    return []
-
-
 class CacheProbe:
     """Measure each named cache; caches are sized first and claim their bytes first.
 
@@ -358,8 +241,8 @@ class CacheProbe:
         if obj is None:
             return [Record("cache", label, "entries", 0.0, ENTRIES)]
         recs: list[Record] = []
-        values: list[Any] | None  # the payloads; None when they are not read
         kind = _cache_kind(obj)
+        base: type | None = None  # a builtin container's class: its payloads are read
         if kind == "lru":
             info = _LRU.cache_info(obj)  # the C method, whatever the object says
             recs += [Record("cache", label, "entries", float(info.currsize), ENTRIES),
@@ -367,38 +250,44 @@ class CacheProbe:
                      Record("cache", label, "misses", float(info.misses), CALLS)]
             if info.maxsize is not None:
                 recs.append(Record("cache", label, "maxsize", float(info.maxsize), ENTRIES))
-            values = None
         elif kind == "builtin":
-            values = _builtin_entries(obj, _builtin_base(type(obj)))  # type: ignore[arg-type]
-            recs.append(Record("cache", label, "entries", float(len(values)), ENTRIES))
+            base = builtin_base(type(obj))
+            recs.append(Record("cache", label, "entries", float(base.__len__(obj)), ENTRIES))  # type: ignore[union-attr]
         elif kind == "abc":
             recs.append(Record("cache", label, "entries", float(len(obj)), ENTRIES))  # named as a cache: its len()
-            values = None  # not iterated: reading through __getitem__ may reorder or expire entries
+            # payloads not read: reading through __getitem__ may reorder or expire entries
         else:  # one object returned by a getter (a tokenizer): one entry
-            values = [obj]
             recs.append(Record("cache", label, "entries", 1.0, ENTRIES))
         unsized: dict[str, int] = {}
         recs.append(Record("cache", label, "bytes", float(deep_sizes([obj], ctx.seen, unsized)), BYTES))
         for name, n in unsized.items():
             self.warned.warn(f"unsized {name}", f"cache {label!r}: " + unsized_message({name: n}))
-        if values is not None:
-            distinct = list({id(v): v for v in values}.values())
-            recs.append(Record("cache", label, "distinct_payloads", float(len(distinct)), OBJECTS))
-            if spec.fingerprint:
-                fp_seen = Seen()
-                fp = hash(tuple(sorted(_content_hash(v, fp_seen) for v in distinct))) & 0x1FFFFFFFFFFFFF
-                del fp_seen
-                recs.append(Record("cache", label, "fingerprint", float(fp), HASH))
-            if spec.native:
-                encodings = [e for v in distinct for e in _encodings_in(v)]
-                if encodings:
-                    native = 0
-                    for enc in encodings:  # one Encoding in two caches is counted once
-                        if id(enc) not in ctx.native_seen:
-                            ctx.native_seen.add(id(enc))
-                            native += tiktoken_native_of(enc)
-                    recs.append(Record("cache", label, "native_bytes", float(native), BYTES))
-                    del encodings
-            del distinct
-        del values
+        if kind == "builtin" or kind is None:
+            recs.extend(self._payloads(spec, obj, base, ctx))
+        return recs
+
+    def _payloads(self, spec: CacheSpec, obj: Any, base: type | None, ctx: SnapshotContext) -> list[Record]:
+        """``distinct_payloads``, ``fingerprint`` and ``native_bytes``, reading the payloads a slice at a time."""
+        label = spec.label
+        distinct = Seen()
+        fingerprint = Fingerprint() if spec.fingerprint else None
+        native: int | None = None
+        for part in (payload_slices(obj, base) if base is not None else iter([[obj]])):
+            new = distinct.ids.take_new(part, _NOTHING)  # each payload once, by identity (classes left out...)
+            distinct.ids.add_all(part)  # ... but counted
+            del part
+            if fingerprint is not None and new:
+                fingerprint.add(new)
+            if spec.native and new:
+                for enc in encodings_among(new):  # one Encoding in two caches is counted once
+                    native = native or 0
+                    if id(enc) not in ctx.native_seen:
+                        ctx.native_seen.add(id(enc))
+                        native += tiktoken_native_of(enc)
+            del new
+        recs = [Record("cache", label, "distinct_payloads", float(len(distinct)), OBJECTS)]
+        if fingerprint is not None:
+            recs.append(Record("cache", label, "fingerprint", float(fingerprint.value()), HASH))
+        if native is not None:
+            recs.append(Record("cache", label, "native_bytes", float(native), BYTES))
         return recs

@@ -20,14 +20,22 @@ the GC header bytes ``sys.getsizeof`` adds. For every class that does not
 override ``__sizeof__`` in Python this is exactly ``sys.getsizeof``; for one
 that does, it is what the C struct occupies, a deliberate departure.
 
-It walks the graph breadth-first in batches: one ``gc.get_referents(*batch)``
-call per level, identities de-duplicated in one C call per level
-(:class:`Seen`; ``tokdiag._speedups.IdSet`` when the extension is built)
-and sizes summed by type in one C call per level
+It walks the graph in batches of :data:`_BATCH` objects: one
+``gc.get_referents(*batch)`` call per batch, identities de-duplicated in
+one C call per batch (:class:`Seen`; ``tokdiag._speedups.IdSet`` when the
+extension is built) and sizes summed by type in one C call per batch
 (``tokdiag._speedups.count``, or the numpy loops of :func:`_rows_numpy`). A
-150k-entry ``dict[bytes, int]`` (a BPE vocabulary) is therefore two levels
-of C loops instead of 300k Python iterations; see ``bench/sizing.py`` for
-the measured ratio against pympler.
+150k-entry ``dict[bytes, int]`` (a BPE vocabulary) is therefore a few C
+loops instead of 300k Python iterations; see ``bench/sizing.py`` for the
+measured ratio against pympler.
+
+Its own memory is bounded whatever the graph (issue 9, E15; measured by
+``bench/footprint.py``): batches are taken depth first from a stack of
+pending referent lists, so a wide level is never listed whole; a container
+of :data:`_WIDE` items or more is read in slices of its referents
+(``tokdiag._speedups.referents``); and the C ``IdSet`` is a bitmap of the
+address space (1/64 of the memory the counted objects span), not a table
+of ids.
 
 Objects the garbage collector does not track (``str``, ``bytes``, ``int``,
 dicts holding only atoms) are invisible to ``gc.get_objects()`` but are
@@ -65,7 +73,8 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-from itertools import islice
+from itertools import compress, islice, repeat
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -73,6 +82,7 @@ import numpy as np
 from tokdiag._clevel import basicsize, classes_hash_by_identity, distinct_types, flags, is_subtype, itemsize, lookup, mro, type_dict, type_name
 from tokdiag._native import speedups
 from tokdiag.errors import TokdiagWarning
+from tokdiag.probes.footprint import checkpoint
 
 __all__ = ["Seen", "deep_size", "deep_sizes", "shallow_size", "ALIGN", "MAX_OBJECT_BYTES"]
 
@@ -360,7 +370,8 @@ class _PyIdSet:
     def __contains__(self, obj: object) -> bool:
         return id(obj) in self.ints
 
-    def take_new(self, objs: Iterable[Any], skip: frozenset[type]) -> list[Any]:
+    def take_new(self, objs: Iterable[Any], skip: frozenset[type], wide: list[Any] | None = None,
+                 wide_min: int = sys.maxsize) -> list[Any]:
         objs = list(objs)
         batch = dict(zip(map(id, objs), objs))
         for k in batch.keys() & self.ints:
@@ -371,7 +382,14 @@ class _PyIdSet:
             for k in [k for k, o in batch.items() if id(type(o)) in skipped]:
                 del batch[k]
         self.ints.update(batch.keys())
-        return list(batch.values())
+        out = list(batch.values())
+        if wide is None:
+            return out
+        kinds = {id(k) for k in _WIDE_KINDS}
+        narrow = []
+        for o in out:
+            (wide if id(type(o)) in kinds and len(o) >= wide_min else narrow).append(o)
+        return narrow
 
     def contains_any(self, objs: Iterable[object]) -> bool:
         return not self.ints.isdisjoint(map(id, objs))
@@ -391,10 +409,11 @@ class Seen:
 
     Holds identities only, never the objects, so it keeps nothing alive.
     Valid while the objects it saw are alive: use one ``Seen`` within one
-    snapshot. With the C extension an identity costs 8 bytes in a table
-    the OS gets back when the ``Seen`` is dropped (no int objects, nothing
-    left behind in the allocator of the measured process); without it, an
-    ``int`` in a Python set.
+    snapshot. With the C extension an identity is one bit of a bitmap of
+    the address space (1 KiB per 64 KiB region holding a counted object;
+    ``ids.nbytes`` says how much), which the OS gets back when the ``Seen``
+    is dropped (no int objects, nothing left behind in the allocator of the
+    measured process); without it, an ``int`` in a Python set (~60 bytes).
     """
 
     __slots__ = ("ids",)
@@ -457,29 +476,50 @@ def _managed_dict_extra(objs: list[Any], kinds: Iterable[type]) -> int:
     of every instance has the same size: it is measured once per class on
     one sample instance (which therefore gets a real ``__dict__``, ~64 bytes,
     made by CPython's C getset, never by the class's own code) and reused.
+    An instance whose dict is materialised already has ``[dict, class]`` as
+    referents; the walk counts that dict, so it adds nothing here.
     """
-    managed = {id(t) for t in kinds if flags(t) & _Py_TPFLAGS_MANAGED_DICT}
-    if not managed:
-        return 0
     extra = 0
-    for o in objs:
-        t = type(o)
-        if id(t) not in managed:
-            continue
-        refs = gc.get_referents(o)
-        if len(refs) == 2 and type(refs[0]) is dict and refs[1] is t:
-            # dict already materialised (or the one attribute is a dict: then
-            # the estimate is skipped for this instance); the walk counts it
-            continue
-        known = _managed_dict_size.get(id(t))
-        if known is not None and known[0]() is t:
-            extra += known[1]
-            continue
-        size, materialised = _materialised_dict_size(o, t, len(refs))
-        _remember_dict_size(t, size)
-        if not materialised:  # a materialised sample's dict is a referent now: the walk counts it
-            extra += size
+    for t in kinds:
+        if flags(t) & _Py_TPFLAGS_MANAGED_DICT:
+            group = list(compress(objs, map(is_, map(type, objs), repeat(t))))
+            extra += _managed_extra_of(t, group)
+            del group
     return extra
+
+
+def _managed_extra_of(t: type, group: list[Any]) -> int:
+    """:func:`_managed_dict_extra` for ``group``, instances of ``t``: one ``gc.get_referents`` for all.
+
+    A heap type's instance lists its class last among its referents, so the
+    class's positions in the joint list split it per instance (checked:
+    an attribute whose value is the class itself would add a split; then
+    each instance is looked at alone).
+    """
+    refs = gc.get_referents(*group)
+    if len(group) == 1:
+        ends = np.array([len(refs) - 1])
+    else:
+        ends = np.flatnonzero(np.fromiter(map(is_, refs, repeat(t)), dtype=bool, count=len(refs)))
+        if len(ends) != len(group):
+            del refs, ends
+            return sum(_managed_extra_of(t, [o]) for o in group)
+    lengths = np.diff(ends, prepend=-1)  # referents per instance, the class included
+    materialised = np.zeros(len(group), dtype=bool)
+    for i in np.flatnonzero(lengths == 2).tolist():  # [dict, class]: materialised (or one attribute, a dict)
+        materialised[i] = type(refs[int(ends[i]) - 1]) is dict and refs[int(ends[i])] is t
+    del refs
+    todo = np.flatnonzero(~materialised)
+    if not todo.size:
+        return 0
+    known = _managed_dict_size.get(id(t))
+    if known is not None and known[0]() is t:
+        return int(todo.size) * known[1]
+    first = int(todo[0])
+    size, made = _materialised_dict_size(group[first], t, int(lengths[first]))
+    _remember_dict_size(t, size)
+    # a sample materialised now has its dict as a referent: the walk counts it
+    return (int(todo.size) - (1 if made else 0)) * size
 
 
 # --------------------------------------------------------------------------- vocabularies
@@ -616,6 +656,71 @@ def deep_size(obj: object, seen: Seen | None = None) -> int:
     return deep_sizes([obj], seen)
 
 
+_BATCH = 4096
+"""Objects taken per step of the walk: what one step allocates (the new objects, their
+referents) stays in the hundreds of KiB whatever the size of the graph."""
+
+_WIDE = 64
+"""Exact dicts, lists, tuples, sets and frozensets with at least this many items are not
+listed with the rest of their batch: their items are read in slices of at most :data:`_SLICE`
+(a batch's referents then number at most ``_BATCH * _WIDE``)."""
+
+_SLICE = 65536
+"""Referents per slice of a wide container (``tokdiag._speedups.referents``)."""
+
+_WIDE_KINDS = (dict, list, tuple, set, frozenset)
+
+
+class _Slices:
+    """A container too big to list at once: its referents in slices of ``step``."""
+
+    __slots__ = ("obj", "start", "step")
+
+    def __init__(self, obj: Any, n_refs: int) -> None:
+        self.obj = obj
+        self.start = 0
+        self.step = max(_SLICE, n_refs // 16 + 1)  # at most ~16 slices: each one traverses from the start
+
+
+def _next_batch(pending: list[Any]) -> list[Any] | None:
+    """The next batch of at most :data:`_BATCH` objects from the top of the walk's stack (None when done).
+
+    The stack holds lists of referents and :class:`_Slices`; an exhausted entry is popped before
+    its batch is returned, so a chain a million objects long keeps the stack one entry deep.
+    """
+    while pending:
+        top = pending[-1]
+        if type(top) is _Slices:
+            refs = speedups.referents(top.obj, top.start, top.step)  # type: ignore[union-attr]
+            top.start += len(refs)
+            if len(refs) < top.step:
+                pending.pop()
+            if not refs:
+                continue
+            if len(refs) <= _BATCH:
+                return refs
+            pending.append(refs)
+            continue
+        if len(top) <= _BATCH:
+            pending.pop()
+            if top:
+                return top
+            continue
+        batch = top[-_BATCH:]
+        del top[-_BATCH:]
+        return batch
+    return None
+
+
+def _wide_size(o: Any, missed: dict[str, int]) -> int:
+    size = _size(o)
+    if size < 0:
+        name = type_name(type(o))
+        missed[name] = missed.get(name, 0) + 1
+        return 0
+    return (size + ALIGN - 1) & ~(ALIGN - 1)
+
+
 def deep_sizes(objs: Iterable[object], seen: Seen | None = None, unsized: dict[str, int] | None = None) -> int:
     """Bytes reachable from any of ``objs``, each object counted once.
 
@@ -624,38 +729,64 @@ def deep_sizes(objs: Iterable[object], seen: Seen | None = None, unsized: dict[s
     followed. ``unsized``, when given, is updated with ``{type name: number
     of such objects}`` for the caller to report; without it, a
     :class:`~tokdiag.errors.TokdiagWarning` names them.
+
+    The walk's own memory is bounded (issue 9, E15): it takes
+    :data:`_BATCH` objects at a time from a stack of pending referent lists
+    (depth first, so a wide level is never listed whole), and a container of
+    :data:`_WIDE` items or more is read in slices (its ``tp_traverse`` run
+    by ``tokdiag._speedups.referents``; without the extension,
+    ``gc.get_referents`` lists it whole). A container that another thread
+    changes between two of its slices may have entries missed or read
+    twice at that snapshot (twice is harmless: identities are counted once).
     """
     ids = (seen if seen is not None else Seen()).ids
     missed: dict[str, int] = {} if unsized is None else unsized
-    frontier = list(objs)
+    pending: list[Any] = [list(objs)]
     total = 0
-    while frontier:
-        objs_level = ids.take_new(frontier, _SKIP_TYPES)  # not counted before, each once; no classes etc.
-        frontier = []
-        if not objs_level:
-            break
-        rows = _rows(objs_level)
-        kinds = [r[0] for r in rows]
-        for t, _n, b, _o, bad in rows:
-            total += b
-            if bad:
-                name = type_name(t)
-                missed[name] = missed.get(name, 0) + bad
-        del rows
-        total += _managed_dict_extra(objs_level, kinds)
-        if any(t is dict for t in kinds):  # vocabularies anywhere in the graph: entries sized in bulk, not walked
-            follow = []
-            for o in objs_level:
-                entries = _vocab_entries_size(o, ids) if type(o) is dict and len(o) >= _VOCAB_MIN else None
-                if entries is None:
-                    follow.append(o)
-                else:
-                    total += entries
-            objs_level = follow
-        del kinds
-        if objs_level:
-            frontier = gc.get_referents(*objs_level)
-        del objs_level
+    slicing = speedups is not None
+    while (batch := _next_batch(pending)) is not None:
+        wide: list[Any] = []
+        new = ids.take_new(batch, _SKIP_TYPES, wide, _WIDE)  # not counted before, each once; no classes etc.
+        del batch
+        if new:
+            rows = _rows(new)
+            kinds = [r[0] for r in rows]
+            for t, _n, b, _o, bad in rows:
+                total += b
+                if bad:
+                    name = type_name(t)
+                    missed[name] = missed.get(name, 0) + bad
+            del rows
+            total += _managed_dict_extra(new, kinds)
+            del kinds
+        group: list[Any] = []  # wide containers small enough to list together
+        n_group = 0
+        for o in wide:
+            total += _wide_size(o, missed)
+            n = len(o)  # an exact builtin container: its own C length
+            if type(o) is dict:
+                if n >= _VOCAB_MIN:
+                    entries = _vocab_entries_size(o, ids)  # vocabularies: entries sized in bulk, not walked
+                    if entries is not None:
+                        total += entries
+                        continue
+                n *= 2
+            if slicing and n >= _SLICE:
+                pending.append(_Slices(o, n))
+                continue
+            group.append(o)
+            n_group += n
+            if n_group >= _SLICE:
+                pending.append(gc.get_referents(*group))
+                group, n_group = [], 0
+        del wide
+        if group:
+            pending.append(gc.get_referents(*group))
+        del group
+        if new:
+            pending.append(gc.get_referents(*new))
+        checkpoint()  # this step's temporaries are alive: the peak a snapshot's meter records
+        del new
     if unsized is None and missed:
         warnings.warn(unsized_message(missed), TokdiagWarning, stacklevel=2)
     return total

@@ -15,6 +15,11 @@ garbage collector tracks. Instances of a class without GC support (numpy's
 all, and a :class:`~tokdiag.errors.TokdiagWarning` says so once, rather than
 a count of 0 that reads as "none alive".
 
+Instances are never listed together: one byte per heap object says which
+watched class it belongs to, and instances are sized a few thousand at a
+time, so the probe's own memory stays small with millions of instances
+(issue 9, E15).
+
 Reachable bytes are partitioned: the snapshot's shared ``Seen`` already
 holds what the caches own, and classes are sized in pattern order, so an
 agent referenced by a message is counted once, under whichever was listed
@@ -27,12 +32,17 @@ import difflib
 import fnmatch
 import warnings
 import weakref
-from itertools import compress
+from collections.abc import Iterator
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Sequence
+
+import numpy as np
 
 from tokdiag._clevel import HAVE_GC, bare_name, classes_hash_by_identity, distinct_types, flags, is_subtype, type_name
 from tokdiag.errors import ConfigError, TokdiagWarning
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
+from tokdiag.probes.footprint import checkpoint
 from tokdiag.records import BYTES, OBJECTS, Record
 from tokdiag.probes.sizing import deep_sizes, unsized_message
 
@@ -78,6 +88,47 @@ def untracked_message(name: str) -> str:
     return (f"watch: {name} instances are not tracked by the garbage collector (the class has no GC "
             "support), so gc.get_objects() never lists them and they cannot be counted; no series is "
             "recorded for it. Watch the class that holds them, or name their container as a cache")
+
+
+_BATCH = 4096
+"""Instances sized per call of :func:`deep_sizes`."""
+
+_SCAN = 1 << 20
+"""Heap positions scanned per slice of the code array (8 MiB of positions at most)."""
+
+
+def _class_codes(heap: list[Any], classes: list[type]) -> np.ndarray:
+    """One small int per object of ``heap``: ``1 + i`` for an instance of ``classes[i]``, 0 otherwise.
+
+    Classes are looked up by identity (by ``id`` when some metaclass alive
+    defines its own ``__hash__``/``__eq__``, which must not run); one C
+    loop, one byte per object while there are fewer than 255 classes.
+    """
+    dtype = np.uint8 if len(classes) < 255 else np.int32
+    if not classes:
+        return np.zeros(0, dtype=dtype)
+    by_id = not classes_hash_by_identity()
+    table: dict[Any, int] = {(id(t) if by_id else t): k + 1 for k, t in enumerate(classes)}
+    kinds = map(id, map(type, heap)) if by_id else map(type, heap)
+    codes = np.fromiter(map(table.get, kinds, repeat(0)), dtype=dtype, count=len(heap))
+    checkpoint()
+    return codes
+
+
+def _batches(heap: list[Any], codes: np.ndarray, wanted: list[int]) -> Iterator[list[Any]]:
+    """The heap objects whose code is in ``wanted``, in heap order, at most :data:`_BATCH` per list."""
+    if not wanted or not codes.size:
+        return
+    for lo in range(0, len(codes), _SCAN):
+        part = codes[lo:lo + _SCAN]
+        hit = part == wanted[0]
+        for c in wanted[1:]:
+            hit |= part == c
+        at = np.flatnonzero(hit)
+        del hit
+        for b in range(0, len(at), _BATCH):
+            pos = (at[b:b + _BATCH] + lo).tolist()
+            yield [heap[pos[0]]] if len(pos) == 1 else list(itemgetter(*pos)(heap))
 
 
 class WatchProbe:
@@ -133,34 +184,49 @@ class WatchProbe:
         if not self._primed:
             self._prime()
         heap = ctx.heap
-        by_id = not classes_hash_by_identity()  # a metaclass's own __hash__/__eq__ must not run
-        watched = {id(t) if by_id else t for t in distinct_types(heap) if self._pattern_for(t) is not None}
+        classes = [t for t in distinct_types(heap) if self._pattern_for(t) is not None]
         # Count every class a pattern has matched so far, even at zero instances (not the untracked ones).
-        by_class: dict[str, list[Any]] = {name: [] for names in self.matched.values() for name in names
-                                          if name not in self._untracked}
-        if watched:
-            kinds = map(id, map(type, heap)) if by_id else map(type, heap)
-            for obj in compress(heap, map(watched.__contains__, kinds)):
-                by_class.setdefault(type_name(type(obj)), []).append(obj)
-        recs: list[Record] = []
+        names = {name for names in self.matched.values() for name in names if name not in self._untracked}
+        names.update(type_name(t) for t in classes)
         order = {p: i for i, p in enumerate(self.patterns)}
 
         def rank(name: str) -> int:
             return min((order[p] for p, names in self.matched.items() if name in names), default=len(order))
 
+        codes = _class_codes(heap, classes)  # per heap object: 1 + index of its class in `classes`, or 0
+        by_name: dict[str, list[int]] = {}
+        for k, t in enumerate(classes):
+            by_name.setdefault(type_name(t), []).append(k + 1)  # two classes of one name: one series
+        del classes
+        recs: list[Record] = []
         unsized: dict[str, int] = {}
         try:
-            for name in sorted(by_class, key=lambda n: (rank(n), n)):
-                instances = by_class[name]
-                recs.append(Record("watch", name, "count", float(len(instances)), OBJECTS))
+            for name in sorted(names, key=lambda n: (rank(n), n)):
+                count, size = self._measure(heap, codes, by_name.get(name, []), ctx, unsized)
+                recs.append(Record("watch", name, "count", float(count), OBJECTS))
                 if self.sizes:
-                    recs.append(Record("watch", name, "bytes", float(deep_sizes(instances, ctx.seen, unsized)), BYTES))
+                    recs.append(Record("watch", name, "bytes", float(size), BYTES))
         finally:
-            by_class.clear()
-            del watched
+            del codes
         for name, n in unsized.items():
             self.warned.warn(f"unsized {name}", "watch: " + unsized_message({name: n}))
         return recs
+
+    def _measure(self, heap: list[Any], codes: np.ndarray, wanted: list[int], ctx: SnapshotContext,
+                 unsized: dict[str, int]) -> tuple[int, int]:
+        """Count and reachable bytes of the heap objects whose code is in ``wanted``, in batches.
+
+        The instances are never listed together: positions are found in
+        slices of the code array and sized :data:`_BATCH` at a time, so the
+        probe's own memory is one byte per heap object plus one batch.
+        """
+        count = size = 0
+        for batch in _batches(heap, codes, wanted):
+            count += len(batch)
+            if self.sizes:
+                size += deep_sizes(batch, ctx.seen, unsized)
+            del batch
+        return count, size
 
     def unmatched(self) -> dict[str, list[str]]:
         """Patterns that matched no class so far, each with close matches among loaded classes."""

@@ -182,6 +182,8 @@ class Recorder:
         self._tracker = Tracker(
             watch=watch, caches=caches, census=census, alloc_sites=alloc_sites, uss=uss, journal=self.journal,
             overwrite=overwrite, collect=collect, progress=False, name=name, why_alive=why_alive,
+            # a snapshot that would itself take the service past the budget measures less (see Tracker)
+            budget_mb=None if self.budget_bytes is None else self.budget_bytes / _MiB,
             probes=[_RequestsProbe(self)] if per == "request" else [], disk=disk,
             params={"every": f"{self.every_s:g}s", "every_requests": every_requests, "per": per, "step_unit": per,
                     "for_s": self.for_s, "max_mb": max_mb, "overhead": overhead, "pid": os.getpid(),
@@ -420,7 +422,9 @@ def record(journal: str | os.PathLike[str], *, every_s: float = 60.0, every_requ
     requests. ``for_s``: stop by itself after that many seconds.
     ``watch``, ``caches``, ``census``, ``alloc_sites``, ``uss``,
     ``collect``, ``why_alive``: as :class:`tokdiag.Tracker`.
-    ``budget_mb``: stop recording (not the service) when RSS passes it.
+    ``budget_mb``: stop recording (not the service) when RSS passes it;
+    a snapshot whose own peak would take the service past it measures only
+    the process and the census (as :class:`tokdiag.Tracker` does).
     ``max_mb``: the journal's cap. ``overhead``: the largest share of the
     time one snapshot may pause the service before the next is put off.
     ``{pid}`` in ``journal`` is replaced by the process id. ``disk``:

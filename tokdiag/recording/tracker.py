@@ -14,7 +14,10 @@ before the first step, then every ``every`` steps, and always after the
 last. ``every="auto"`` (the default) keeps the snapshots' own cost under
 ``overhead`` (5%) of the run's time, but takes at least ``min_snapshots``
 over a run of known length so verdicts have enough points; the cost of
-every snapshot is recorded (``tracker/tokdiag/snapshot_s``).
+every snapshot is recorded (``tracker/tokdiag/snapshot_s``), and so is
+the most it raised the process's RSS above where the snapshot started
+(``tracker/tokdiag/snapshot_peak_bytes``, read at checkpoints of the walks:
+:mod:`tokdiag.probes.footprint`).
 
 Before each snapshot the tracker runs ``gc.collect()`` (``collect=False``
 to measure garbage too). Between snapshots it holds nothing the workload
@@ -67,11 +70,21 @@ from tokdiag.probes import (
     WatchProbe,
     cache,
 )
+from tokdiag.probes.footprint import PeakMeter
 from tokdiag.records import BYTES, SECONDS, Record
 from tokdiag.recording.run import Run
 from tokdiag.probes.sizing import deep_sizes
 
 _MiB = 1024 * 1024
+
+PRIOR_PEAK = 0.10
+"""What a snapshot is expected to add to the RSS, as a share of it, before one was measured
+(``bench/footprint.py`` measures 5-8% on heaps of 1.5M-5M objects)."""
+
+RETENTION_BYTES_PER_OBJECT = 160
+"""What ``why_alive`` adds to the RSS per gc-tracked object while it indexes the heap's references
+(145-160 bytes measured on heaps of 1.5M-2M objects): with ``budget_mb``, the end of a run skips it,
+with a warning, when that would pass the budget."""
 
 
 def _check_steps(steps: Any) -> int:
@@ -127,7 +140,14 @@ class Tracker:
         writing is refused.
     budget_mb:
         Stop the workload cleanly when RSS passes this many MiB; the journal
-        records why.
+        records why. tokdiag's own memory counts against it: a snapshot that
+        would take the process past the budget (its RSS plus the peak the
+        last full snapshot added, scaled to the RSS now; 10% of RSS before
+        any was measured) measures only the process and the census, and
+        a warning (``budget: ...``, in the journal and once as a
+        :class:`TokdiagWarning`) names the probes it skipped; ``why_alive``
+        at the end is skipped the same way when its index of the heap
+        (:data:`RETENTION_BYTES_PER_OBJECT`) would pass the budget.
     collect:
         ``gc.collect()`` before each snapshot.
     why_alive:
@@ -218,6 +238,9 @@ class Tracker:
         self._started = False
         self._pid = os.getpid()
         self._last_step: int | None = None
+        self._peak: tuple[int, int] | None = None  # (own peak, RSS at its start) of the last full snapshot
+        self._gc_objects = 0  # gc-tracked objects at the last snapshot
+        self._light_warned = False
 
     # -- lifecycle -----------------------------------------------------------
     def __enter__(self) -> Tracker:
@@ -296,7 +319,7 @@ class Tracker:
             if self.budget_bytes is not None:
                 rss = rss_now()
                 if rss > self.budget_bytes:
-                    self._snapshot(self._done)
+                    self._snapshot(self._done)  # a light one: a full one would add its own peak past the budget
                     self._event("budget", f"RSS {rss / _MiB:.0f} MiB passed budget_mb={self.budget_bytes / _MiB:.0f} "
                                           f"after {self._done} steps; the workload was stopped")
                     self._finish("budget", f"stopped after {self._done} of {n} steps: RSS {rss / _MiB:.0f} MiB "
@@ -329,17 +352,22 @@ class Tracker:
         cpu = time.thread_time()
         if self.collect:
             gc.collect()
+        probes = self._probes_within_budget(step)
         ctx = SnapshotContext()
         records: list[Record] = []
         try:
-            for probe in self._probes:
-                records.extend(probe.collect(ctx))
+            with PeakMeter() as meter:
+                for probe in probes:
+                    records.extend(probe.collect(ctx))
         finally:
             ctx.release()
             del ctx
+        if probes is self._probes:  # a full snapshot: the estimate for the next one
+            self._peak = (meter.peak, meter.start)
         cost = time.perf_counter() - t
         records.append(Record("tracker", "tokdiag", "snapshot_s", cost, SECONDS))
         records.append(Record("tracker", "tokdiag", "snapshot_cpu_s", time.thread_time() - cpu, SECONDS))
+        records.append(Record("tracker", "tokdiag", "snapshot_peak_bytes", float(meter.peak), BYTES))
         records.append(Record("tracker", "tokdiag", "self_bytes", float(self._self_bytes()), BYTES))
         assert self._writer is not None
         self._writer.snapshot(step, time.perf_counter() - self._t0, records)
@@ -347,6 +375,8 @@ class Tracker:
         self._last_step = step
         self._snapshots += 1
         for r in records:
+            if r.probe == "process" and r.metric == "gc_objects":
+                self._gc_objects = int(r.value)
             if r.probe == "watch" and r.metric == "count":
                 self._first_counts.setdefault(r.subject, r.value)
                 self._last_counts[r.subject] = r.value
@@ -367,6 +397,42 @@ class Tracker:
             for message in messages[done:]:
                 self._writer.write({"kind": "warning", "message": str(message)})
             self._warnings_written[id(probe)] = len(messages)
+
+    def _reserve(self, rss: int) -> int:
+        """Bytes a full snapshot is expected to add to the RSS now (``rss``): its own peak.
+
+        The peak the last full snapshot measured, scaled by how much the RSS
+        grew since (the walks' memory follows the heap's size); before any
+        snapshot, :data:`PRIOR_PEAK` of the RSS.
+        """
+        if self._peak is None:
+            return int(PRIOR_PEAK * rss)
+        peak, at = self._peak
+        return int(peak * max(1.0, rss / at)) if at > 0 else peak
+
+    def _probes_within_budget(self, step: int) -> list[Any]:
+        """The probes of the snapshot at ``step``: all of them, or the light ones when a full
+        snapshot's own peak would take the process past ``budget_mb`` (a warning event says so)."""
+        if self.budget_bytes is None:
+            return self._probes
+        rss = self._process.rss()
+        reserve = self._reserve(rss)
+        if rss + reserve <= self.budget_bytes:
+            return self._probes
+        heavy = [p for p in (self._cache_probe, self._watch_probe, self._alloc_probe) if p is not None]
+        if not heavy:
+            return self._probes
+        skipped = ", ".join(p.name for p in heavy)
+        msg = (f"budget: the snapshot at step {step} measured only the process and the census ({skipped} skipped): "
+               f"RSS {rss / _MiB:.0f} MiB plus the {reserve / _MiB:.0f} MiB a full snapshot adds (its own peak, "
+               f"tracker/tokdiag/snapshot_peak_bytes) would pass budget_mb={self.budget_bytes / _MiB:.0f}")
+        if not self._forked():
+            assert self._writer is not None
+            self._writer.write({"kind": "warning", "message": msg})
+            if not self._light_warned:
+                self._light_warned = True
+                warnings.warn(msg, TokdiagWarning, stacklevel=4)
+        return [p for p in self._probes if not any(p is h for h in heavy)]
 
     def _schedule(self, step: int, cost: float) -> None:
         if self.every != "auto":
@@ -445,6 +511,17 @@ class Tracker:
         grown = [s for s, last in self._last_counts.items() if last > self._first_counts.get(s, 0) and last > 0]
         if not grown:
             return
+        if self.budget_bytes is not None:  # why_alive indexes every reference of the heap at once
+            rss = self._process.rss()
+            need = RETENTION_BYTES_PER_OBJECT * self._gc_objects
+            if rss + need > self.budget_bytes:
+                msg = (f"budget: why_alive was not run for {', '.join(grown)}: its index of the heap's references "
+                       f"(~{need / _MiB:.0f} MiB for {self._gc_objects:,} objects) on top of RSS {rss / _MiB:.0f} MiB "
+                       f"would pass budget_mb={self.budget_bytes / _MiB:.0f}; call td.why_alive(name) yourself "
+                       "where the process has room")
+                warnings.warn(msg, TokdiagWarning, stacklevel=5)
+                writer.write({"kind": "warning", "message": msg})
+                return
         try:
             from tokdiag.analysis.retention import why_alive
         except ImportError:  # pragma: no cover - retention is part of the package
