@@ -263,6 +263,7 @@ class Tracker:
         self._snapshots = 0
         self._first_counts: dict[str, float] = {}
         self._last_counts: dict[str, float] = {}
+        self._baseline_mark: list[Any] | None = None  # tracked after the first snapshot: why_alive's newer_than
         self._bar = _progress_bar(total, self.name, self.progress)
 
     # -- the loop ------------------------------------------------------------
@@ -332,6 +333,8 @@ class Tracker:
         self._writer.snapshot(step, time.perf_counter() - self._t0, records)
         self._last_step = step
         self._snapshots += 1
+        if self._snapshots == 1:
+            self._baseline_mark = []  # what the collector tracks after this appeared during the run
         for r in records:
             if r.probe == "watch" and r.metric == "count":
                 self._first_counts.setdefault(r.subject, r.value)
@@ -424,7 +427,7 @@ class Tracker:
             return
         for subject in grown:
             try:
-                chains = why_alive(subject, max_chains=3)
+                chains = why_alive(subject, max_chains=3, newer_than=self._baseline_mark)
             except Exception as exc:  # evidence gathering must not lose the run
                 writer.write({"kind": "warning", "message": f"why_alive({subject!r}) failed: {exc!r}"})
                 continue
