@@ -210,6 +210,24 @@ def test_a_module_registered_per_request_is_a_chain_from_sys_modules(engine):
             sys.modules.pop(name, None)
 
 
+def _importers(names: list[str]) -> None:
+    registry = {f"k{i}": Handler() for i in range(3)}
+    for name in names:  # one registry, bound in several modules (``from app.base import REGISTRY``)
+        m = types.ModuleType(name)
+        m.REGISTRY = registry  # type: ignore[attr-defined]
+        sys.modules[name] = m
+
+
+def test_an_object_several_modules_import_is_held_from_one_of_them(engine):
+    names = [f"tokdiag_test_importer_{i}" for i in range(3)]
+    _importers(names)
+    try:
+        assert [c.text for c in why_alive(Handler)] == [f"module {names[0]} -> REGISTRY[*] (x3) -> Handler"]
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+
+
 # --------------------------------------------------------------------------- asyncio tasks kept in a set
 
 

@@ -374,6 +374,8 @@ typedef struct {
     PyObject **obj;          /* reached objects (their references are the table's) */
     uint8_t *kind;
     int32_t *added;          /* pass that reached it (0: a seed) */
+    uint64_t *stamp;         /* the last traversal that counted it as a hit (hits are told once per holder) */
+    uint64_t traversal;
     Py_ssize_t n, cap, max_nodes;
     int32_t *edges;          /* pairs (holder, held) */
     Py_ssize_t n_edges, cap_edges;
@@ -402,12 +404,16 @@ reach(WalkObject *w, Slot *s)
         int32_t *a = PyMem_RawRealloc(w->added, (size_t)cap * sizeof(int32_t));
         if (a == NULL) { PyErr_NoMemory(); return -2; }
         w->added = a;
+        uint64_t *st = PyMem_RawRealloc(w->stamp, (size_t)cap * sizeof(uint64_t));
+        if (st == NULL) { PyErr_NoMemory(); return -2; }
+        w->stamp = st;
         w->cap = cap;
     }
     int32_t node = (int32_t)w->n++;
     w->obj[node] = s->key;
     w->kind[node] = s->kind;
     w->added[node] = w->pass;
+    w->stamp[node] = 0;
     s->node = node;
     return node;
 }
@@ -542,9 +548,10 @@ visit_hit(PyObject *c, void *arg)
     }
     if (s->node < 0 || s->kind != K_PLAIN)
         return 0;
-    for (Py_ssize_t k = 0; k < v->hits.n; k++)
-        if (v->hits.v[k] == s->node)
-            return 0;
+    WalkObject *w = v->w;
+    if (w->stamp[s->node] == w->traversal)  /* a list holding it twice: one hit */
+        return 0;
+    w->stamp[s->node] = w->traversal;
     return buf_push(&v->hits, s->node);
 }
 
@@ -589,6 +596,7 @@ walk_one(WalkObject *w, PyObject *o, Visit *v)
     }
     /* every object on the collector's lists (or from gc.get_objects()) has a tp_traverse */
     v->self = o;
+    w->traversal++;
     v->own = instance_dict(o);
     if (v->own != NULL && find(&w->t, v->own) != NULL)
         v->own = NULL;  /* known: an ordinary hit, or a root */
@@ -778,7 +786,7 @@ static PyObject *
 walk_sizeof(WalkObject *w, PyObject *Py_UNUSED(ignored))
 {
     Py_ssize_t bytes = (Py_ssize_t)sizeof(WalkObject) + (w->t.mask + 1) * (Py_ssize_t)sizeof(Slot)
-        + w->cap * (Py_ssize_t)(sizeof(PyObject *) + 1 + sizeof(int32_t))
+        + w->cap * (Py_ssize_t)(sizeof(PyObject *) + 1 + sizeof(int32_t) + sizeof(uint64_t))
         + w->cap_edges * 2 * (Py_ssize_t)sizeof(int32_t);
     return PyLong_FromSsize_t(bytes);
 }
@@ -809,6 +817,7 @@ walk_dealloc(WalkObject *w)
     PyMem_RawFree(w->obj);
     PyMem_RawFree(w->kind);
     PyMem_RawFree(w->added);
+    PyMem_RawFree(w->stamp);
     PyMem_RawFree(w->edges);
     Py_TYPE(w)->tp_free((PyObject *)w);
 }

@@ -16,7 +16,6 @@ import gc
 import inspect
 import json
 import types
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -114,24 +113,36 @@ def _slot_of(p: Any, c: Any) -> str | None:
     return None
 
 
+def _index(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted ids, position of each)``: the first position of an id by binary search."""
+    order = np.argsort(ids, kind="stable")
+    return ids[order], order
+
+
+def _find(index: tuple[np.ndarray, np.ndarray], oid: int) -> int:
+    ids, order = index
+    k = int(np.searchsorted(ids, oid))
+    return int(order[k]) if k < ids.size and ids[k] == oid else -1
+
+
 class Labeller:
     """Labels the references of chains; keeps an id index of each long container it read until dropped."""
 
     def __init__(self, touched: list[dict[str, Any]]) -> None:
         self.touched = touched
-        self._seq: dict[int, np.ndarray] = {}
-        self._dict: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._seq: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (sorted ids of the items, their indexes)
+        self._dict: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]] = {}
+        self._done: dict[tuple[int, int, str | None], tuple[Edge | None, int, str | None]] = {}
 
     def _position(self, p: Any, c: Any, seq: type) -> int:
         """Index of ``c`` in the list or tuple ``p`` by identity, -1 when absent."""
         n = seq.__len__(p)
         if n <= _SCAN:
             return next((j for j, v in enumerate(seq.__iter__(p)) if v is c), -1)
-        ids = self._seq.get(id(p))
-        if ids is None or ids.size != n:
-            ids = self._seq[id(p)] = np.fromiter(map(id, seq.__iter__(p)), dtype=np.int64, count=n)
-        hit = np.flatnonzero(ids == id(c))
-        return int(hit[0]) if hit.size else -1
+        cached = self._seq.get(id(p))
+        if cached is None or cached[0].size != n:
+            cached = self._seq[id(p)] = _index(np.fromiter(map(id, seq.__iter__(p)), dtype=np.int64, count=n))
+        return _find(cached, id(c))
 
     def _key_of(self, p: dict[Any, Any], c: Any) -> tuple[bool, Any]:
         """``(True, key)`` when ``c`` is a value of the dict ``p``; ``(False, c)`` when it is a key; ``(False, None)`` else."""
@@ -143,19 +154,28 @@ class Labeller:
             return False, next((k for k in dict.__iter__(p) if k is c), None)
         cached = self._dict.get(id(p))
         if cached is None or cached[0].size != n:
-            cached = self._dict[id(p)] = (np.fromiter(map(id, dict.values(p)), dtype=np.int64, count=n),
-                                          np.fromiter(map(id, dict.__iter__(p)), dtype=np.int64, count=n))
-        hit = np.flatnonzero(cached[0] == id(c))
-        if hit.size:
-            return True, next(islice(dict.__iter__(p), int(hit[0]), None))
-        return False, (c if np.any(cached[1] == id(c)) else None)
+            keys = list(dict.__iter__(p))
+            cached = self._dict[id(p)] = (*_index(np.fromiter(map(id, dict.values(p)), dtype=np.int64, count=n)),
+                                          np.sort(np.fromiter(map(id, keys), dtype=np.int64, count=n)), keys)
+        j = _find(cached[:2], id(c))
+        if j >= 0:
+            return True, cached[3][j]
+        k = np.searchsorted(cached[2], id(c))
+        return False, (c if k < n and cached[2][k] == id(c) else None)
 
     def edges(self, nodes: list[Any], owner: str | None = None) -> tuple[Edge, ...]:
         """Label the references along ``nodes`` (root first); ``owner`` names the root when it is a namespace dict."""
         out: list[Edge] = []
         i = 0
         while i < len(nodes) - 1:
-            edge, hops, owner = self._label(nodes, i, owner)
+            if type(nodes[i]) is types.FunctionType:  # a closure's label looks two objects ahead
+                edge, hops, owner = self._label(nodes, i, owner)
+            else:  # the same reference on many chains (a registry's namespace entry) is labelled once
+                key = (id(nodes[i]), id(nodes[i + 1]), owner)
+                done = self._done.get(key)
+                if done is None:
+                    done = self._done[key] = self._label(nodes, i, owner)
+                edge, hops, owner = done
             if edge is not None:
                 out.append(edge)
             i += hops

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gc
+import types
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tokdiag._clevel import distinct_types
+from tokdiag._clevel import distinct_types, is_subtype, module_name
 from tokdiag.analysis.retention import walk as heapwalk
 from tokdiag.analysis.retention.labels import Labeller, release_snapshots
 from tokdiag.analysis.retention.records import ANY, Chain, Edge
@@ -125,7 +126,7 @@ def _bfs(ptr: np.ndarray, adj: np.ndarray, sources: np.ndarray, n: int) -> np.nd
     """Breadth-first from ``sources``: per node, the node it was reached from (-1 a source, -2 unreached)."""
     via = np.full(n, -2, dtype=np.int64)
     via[sources] = -1
-    frontier = np.unique(sources)
+    frontier = np.flatnonzero(via == -1)
     while frontier.size:
         starts, lens = ptr[frontier], ptr[frontier + 1] - ptr[frontier]
         total = int(lens.sum())
@@ -134,9 +135,12 @@ def _bfs(ptr: np.ndarray, adj: np.ndarray, sources: np.ndarray, n: int) -> np.nd
         offsets = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(total)
         nb, src = adj[offsets], np.repeat(frontier, lens)
         new = via[nb] == -2
-        nb, first = np.unique(nb[new], return_index=True)
-        via[nb] = src[new][first]
-        frontier = nb
+        nb, src = nb[new], src[new]
+        order = np.argsort(nb, kind="stable")  # each node once, from the first node that reached it
+        nb, src = nb[order], src[order]
+        first = np.r_[True, nb[1:] != nb[:-1]] if nb.size else np.zeros(0, dtype=bool)
+        via[nb[first]] = src[first]
+        frontier = nb[first]
     return via
 
 
@@ -160,7 +164,10 @@ class _Graph:
         for k in np.flatnonzero(is_class).tolist():
             self.excluded[k] = is_tokdiag_type(nodes[k])
         e = np.frombuffer(walk.edges(), dtype=np.int32).reshape(-1, 2).astype(np.int64)
-        e = np.unique(e[~(self.excluded[e[:, 0]] | self.excluded[e[:, 1]])], axis=0)  # a dict looked through may repeat one
+        e = e[~(self.excluded[e[:, 0]] | self.excluded[e[:, 1]])]
+        key = np.sort(e[:, 0] * n + e[:, 1])  # a reference may be recorded twice (a dict looked through)
+        key = key[np.r_[True, key[1:] != key[:-1]]] if key.size else key
+        e = np.stack([key // max(n, 1), key % max(n, 1)], axis=1)
         self.down = _csr(e[:, 0], e[:, 1], n)  # holder -> held
         self.up = _csr(e[:, 1], e[:, 0], n)    # held -> holders
         self.samples = np.arange(n_samples)
@@ -168,13 +175,19 @@ class _Graph:
         framed = np.fromiter(map(frames.refs.__contains__, ids.tolist()), dtype=bool, count=n)
         rooted = (self.kinds == heapwalk.ROOT) | is_class | framed
         self.roots = np.flatnonzero(rooted & ~self.excluded)
-        self.extra_roots: dict[int, Root] = {}
+        self.extra_roots: dict[int, Root] = {}  # only ever added to
+        self._via: np.ndarray | None = None
+        self._via_roots = 0
 
     def sources(self) -> np.ndarray:
-        return np.union1d(self.roots, np.fromiter(self.extra_roots, dtype=np.int64, count=len(self.extra_roots)))
+        extra = np.fromiter(self.extra_roots, dtype=np.int64, count=len(self.extra_roots))
+        return np.sort(np.concatenate([self.roots, extra]))
 
     def from_roots(self) -> np.ndarray:
-        return _bfs(*self.down, self.sources(), self.n)
+        """Per node, the node it is reached from on a shortest way from a root (-1 a root, -2 none)."""
+        if self._via is None or self._via_roots != len(self.extra_roots):
+            self._via, self._via_roots = _bfs(*self.down, self.sources(), self.n), len(self.extra_roots)
+        return self._via
 
     def unrooted(self) -> list[int]:
         via = self.from_roots()
@@ -202,15 +215,15 @@ def _search(spec: _Spec, touched: list[dict[str, Any]]) -> list[Chain] | None:
     try:
         walk = heapwalk.Walk(samples, modules.roots, blocked, MAX_NODES)
         blocked.clear()
-        newest_first, added = True, 0
+        newest_first = True
         for _ in range(MAX_PASSES):
             added = walk.run(newest_first)
             nodes = walk.nodes()
-            if added == 0 or walk.truncated or not _Graph(walk, nodes, len(samples), frames).unrooted():
+            graph = _Graph(walk, nodes, len(samples), frames)
+            unrooted = graph.unrooted()
+            if added == 0 or walk.truncated or not unrooted:
                 break
             newest_first = not newest_first
-        graph = _Graph(walk, nodes, len(samples), frames)
-        unrooted = graph.unrooted()
         garbage: set[int] = set()
         if unrooted and added == 0 and not walk.truncated:
             garbage = _explain_outside(graph, unrooted, spec, walk, nodes)
@@ -281,8 +294,12 @@ def _chains(graph: _Graph, nodes: list[Any], garbage: set[int], modules: ModuleR
     labeller = Labeller(touched)
     groups: dict[tuple[Any, ...], list[Any]] = {}  # shape -> [[(root, edges)], samples, first seen]
     seen: set[tuple[Any, ...]] = set()
+    roots: dict[int, list[Root]] = {}
     for path, sample in _candidates(graph, garbage, spec):
-        for root in _root_of(graph, path[0], nodes, modules, frames, spec.max_chains):
+        path = _canonical_root(graph, path, nodes, modules)
+        if path[0] not in roots:
+            roots[path[0]] = _root_of(graph, path[0], nodes, modules, frames, spec.max_chains)
+        for root in roots[path[0]]:
             if (root.label, *path) in seen:
                 continue
             seen.add((root.label, *path))
@@ -298,6 +315,32 @@ def _chains(graph: _Graph, nodes: list[Any], garbage: set[int], modules: ModuleR
             g[1].add(sample)
     ranked = sorted(groups.values(), key=lambda g: (-len(g[1]), len(g[0][0][1]), g[2]))
     return [_merge(members, len(samples), spec.target_type) for members, samples, _ in ranked[:spec.max_chains]]
+
+
+def _canonical_root(graph: _Graph, path: list[int], nodes: list[Any], modules: ModuleRoots) -> list[int]:
+    """One root for an object several loaded modules hold (``from app.base import AgentFactory`` everywhere).
+
+    Among the module namespaces (and ``sys.modules``) that hold the first
+    object of ``path``: ``sys.modules`` for a module, else the module that
+    defines the object's class, else the first by name. Chains through
+    several importers of one object are then one chain, not a merge over
+    modules (which says: several modules, each holding its own).
+    """
+    if len(path) < 2 or graph.kinds[path[0]] != heapwalk.ROOT:
+        return path
+    ptr, adj = graph.up
+    holders = [int(k) for k in adj[ptr[path[1]]:ptr[path[1] + 1]].tolist() if graph.kinds[k] == heapwalk.ROOT]
+    if len(holders) < 2:
+        return path
+    first = nodes[path[1]]
+    if is_subtype(type(first), types.ModuleType):
+        best = next((k for k in holders if nodes[k] is modules.modules), None)
+    else:
+        defining = module_name(type(first))
+        best = next((k for k in holders if modules.by_dict.get(id(nodes[k])) == defining), None)
+    if best is None:
+        best = min(holders, key=lambda k: modules.by_dict.get(id(nodes[k]), ""))
+    return [best, *path[1:]]
 
 
 def _merge(members: list[tuple[Root, tuple[Edge, ...]]], count: int, target_type: str) -> Chain:

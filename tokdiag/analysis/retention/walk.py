@@ -199,6 +199,7 @@ class PyWalk:
                 self._edges += (holder, sd[0])
             return
         hits: list[int] = []
+        seen: set[int] = set()
         looks: list[tuple[Any, list[int]]] = []  # dicts looked through, with what they hold
         heap_owner = flags(type(o)) & _HEAPTYPE
         kids = gc.get_referents(o)
@@ -215,7 +216,8 @@ class PyWalk:
                     if inner:
                         looks.append((c, inner))
                 continue
-            if s[0] >= 0 and s[1] == PLAIN and s[0] not in hits:
+            if s[0] >= 0 and s[1] == PLAIN and s[0] not in seen:
+                seen.add(s[0])
                 hits.append(s[0])
         del kids, c
         if not hits and not looks:
