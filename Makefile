@@ -8,7 +8,7 @@ JOBS   ?= 2
 
 .PHONY: setup report test bench browser clean
 
-$(STAMP): pyproject.toml tokdiag/_speedups.c
+$(STAMP): pyproject.toml tokdiag/_speedups.c tokdiag/_heapwalk.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[aworld,dev,service,cluster,native]'

@@ -347,7 +347,7 @@ def test_chain_from_a_real_run(tmp_path):
         chains = why_alive(Retained)
         assert chains
         fig = charts.chain(chains)
-        assert fig.data[0].text[-1].endswith("Retained")
+        assert fig.data[0].text[-1].endswith("Retained (x3)")  # the three instances, held the same way
         assert "<b>.items</b>" in [a.text for a in fig.layout.annotations]
     finally:
         del sys.modules[__name__].CHAIN_ROOT

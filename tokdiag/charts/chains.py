@@ -14,7 +14,7 @@ from tokdiag.errors import ConfigError
 
 def _as_chain(c: Any) -> Any:
     """A :class:`tokdiag.analysis.retention.Chain` from a Chain or its dict (``Chain.as_dict()``)."""
-    from tokdiag.analysis.retention import Chain
+    from tokdiag.analysis.retention.records import Chain
 
     if isinstance(c, Chain):
         return c
@@ -38,13 +38,19 @@ def _chain_path(c: Any) -> tuple[list[str], list[str]]:
     Edge ``k`` leaves an object of type ``edges[k].source_type`` (the root
     for ``k = 0``), so node ``k`` is that type and the last node the target.
     """
+    from tokdiag.analysis.retention.records import CONTAINER_ROOTS
+
     c = _as_chain(c)
     root = str(c.root)
-    first = _esc(root if root.startswith(str(c.root_kind)) else f"{c.root_kind} {root}".strip())
+    # "module app", "class app.Bus", "frame serve (...)" say their kind; "sys.modules" and the roots
+    # held outside Python's heap ("held outside ...", "unreachable: ...") are written as they are
+    named = root.startswith(str(c.root_kind)) or root in CONTAINER_ROOTS or c.root_kind in ("c", "gc")
+    first = _esc(root if named else f"{c.root_kind} {root}".strip())
     edges = list(c.edges)
     if edges and edges[0].source_type and edges[0].source_type not in (*_ROOT_TYPES, str(c.root_kind)):
         first += f"<br>({_esc(edges[0].source_type)})"  # the root object's own type
-    nodes = [first] + [_esc(e.source_type or "?") for e in edges[1:]] + [_esc(c.target_type)]
+    target = c.target_type if c.count == 1 else f"{c.target_type} (x{c.count})"  # instances held this way
+    nodes = [first] + [_esc(e.source_type or "?") for e in edges[1:]] + [_esc(target)]
     labels = [e.text if len(e.text) <= _CHAIN_LABEL_MAX else e.text[: _CHAIN_LABEL_MAX - 1] + "…" for e in edges]
     return nodes, labels or [""]  # no edges: the root holds the target directly
 

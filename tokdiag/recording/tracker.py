@@ -299,6 +299,7 @@ class Tracker:
         self._warnings_written: dict[int, int] = {}  # probe id -> how many of its warnings the journal has
         self._first_counts: dict[str, float] = {}
         self._last_counts: dict[str, float] = {}
+        self._baseline_mark: list[Any] | None = None  # tracked after the first snapshot: why_alive's newer_than
         self._bar = _progress_bar(total, self.name, self.progress)
 
     # -- the loop ------------------------------------------------------------
@@ -374,6 +375,8 @@ class Tracker:
         self._journal_probe_warnings()
         self._last_step = step
         self._snapshots += 1
+        if self._snapshots == 1:
+            self._baseline_mark = []  # what the collector tracks after this appeared during the run
         for r in records:
             if r.probe == "process" and r.metric == "gc_objects":
                 self._gc_objects = int(r.value)
@@ -528,7 +531,7 @@ class Tracker:
             return
         for subject in grown:
             try:
-                chains = why_alive(subject, max_chains=3)
+                chains = why_alive(subject, max_chains=3, newer_than=self._baseline_mark)
             except Exception as exc:  # evidence gathering must not lose the run
                 writer.write({"kind": "warning", "message": f"why_alive({subject!r}) failed: {exc!r}"})
                 continue
