@@ -57,6 +57,7 @@ from typing import Any
 
 from tokdiag.errors import ConfigError, TokdiagError, TokdiagWarning
 from tokdiag.recording.journal import JournalWriter, make_header, read_journal
+from tokdiag.recording.progress import ProgressBar, progress_bar
 from tokdiag.probes import (
     AllocationProbe,
     AllocatorProbe,
@@ -89,16 +90,6 @@ def _check_every(every: Any) -> int | str:
     if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
         raise ConfigError(f"every={every!r}: must be a positive integer (snapshot every k steps) or 'auto'")
     return every
-
-
-def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tqdm.auto warns when ipywidgets is missing, then falls back to text
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, unit="step", mininterval=0.5, leave=True)
 
 
 class Tracker:
@@ -135,6 +126,10 @@ class Tracker:
         ``gc.collect()`` before each snapshot.
     why_alive:
         At the end, record reference chains for watched classes that grew.
+    progress:
+        Show a progress line (:func:`tokdiag.recording.progress.progress_bar`:
+        in a notebook an output updated in place, removed when the run
+        completes; in a terminal tqdm on stderr).
     """
 
     def __init__(
@@ -206,7 +201,7 @@ class Tracker:
         }
         self.run: Run | None = None
         self._writer: JournalWriter | None = None
-        self._bar: Any = None
+        self._bar: ProgressBar | None = None
         self._ended = False
         self._started = False
         self._pid = os.getpid()
@@ -269,7 +264,7 @@ class Tracker:
         self._warnings_written: dict[int, int] = {}  # probe id -> how many of its warnings the journal has
         self._first_counts: dict[str, float] = {}
         self._last_counts: dict[str, float] = {}
-        self._bar = _progress_bar(total, self.name, self.progress)
+        self._bar = progress_bar(total, self.name, enabled=self.progress)
 
     # -- the loop ------------------------------------------------------------
     def steps(self, n: int) -> Iterator[int]:
@@ -344,7 +339,7 @@ class Tracker:
                 self._first_counts.setdefault(r.subject, r.value)
                 self._last_counts[r.subject] = r.value
             elif r.probe == "process" and r.metric == "rss" and self._bar is not None:
-                self._bar.set_postfix_str(f"rss={r.value / _MiB:.0f} MiB, snapshots={self._snapshots}", refresh=False)
+                self._bar.set_note(f"RSS {r.value / _MiB:.0f} MiB · {self._snapshots} snapshots")
         del records
         self._schedule(step, cost)
 
@@ -423,8 +418,8 @@ class Tracker:
             writer.close()
             if self._alloc_probe is not None:
                 self._alloc_probe.stop()
-            if self._bar is not None:
-                self._bar.close()
+            if self._bar is not None:  # a completed run's bar goes in a notebook; one that stopped shows where
+                self._bar.close(keep=reason != "completed")
             self._bar = None
         assert self._journal_path is not None
         if not load:
