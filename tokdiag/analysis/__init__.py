@@ -11,7 +11,7 @@
   the rest unexplained; :func:`startup_costs`: what warm-up cost;
 - :func:`compare`: two runs side by side, and whether a difference is real;
 - :func:`verdicts_table`, :func:`growers_table`, :func:`compare_table`,
-  :func:`compare_notes`, :func:`runs_table`: the same for a page, with units
+  :func:`compare_notes`, :func:`compare_headlines`, :func:`runs_table`: the same for a page, with units
   and words (:data:`SEVERITY` orders verdicts, most alarming first);
 - :func:`mutations`: cached values changed in place (fingerprint changed,
   entry count did not).
@@ -40,7 +40,7 @@ from tokdiag.analysis.growers import GROWER_COLUMNS, growers, growers_table
 from tokdiag.analysis.ledger import LEDGER_COLUMNS, UNEXPLAINED, ledger, startup_costs
 from tokdiag.analysis.limit import TimeToLimit, time_to_limit
 from tokdiag.analysis.mutations import mutations
-from tokdiag.analysis.tables import compare_notes, compare_table, runs_table, verdicts_table
+from tokdiag.analysis.tables import compare_headlines, compare_notes, compare_table, runs_table, verdicts_table
 from tokdiag.analysis.verdicts import verdicts
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "answer",
     "classify",
     "compare",
+    "compare_headlines",
     "compare_notes",
     "compare_table",
     "findings",

@@ -143,6 +143,10 @@ class Answer:
     def _repr_markdown_(self) -> str:
         return self.markdown
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain-text form (a notebook's ``text/plain``, a terminal): the text, not the dataclass."""
+        printer.text(self.text)
+
 
 def answer(run_or_runs: Any, *, project_to: int = 10_000, limit: int = 5) -> Answer:
     """What the run(s) say, in words: leaks first (with what holds them), or what was measured and found flat.

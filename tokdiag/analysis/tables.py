@@ -11,7 +11,8 @@ These are the same tables for a page:
 - :func:`compare_table`: each run's verdict and growth per step, the
   difference, and the change in words that say what changed;
 - :func:`compare_notes`: sentences saying what ``fixed`` refers to, and
-  what RSS did beside it;
+  what RSS did beside it; :func:`compare_headlines`: the changes as
+  ``summary.json`` headlines;
 - :func:`runs_table`: one row per run: how it ended, how long it ran, RSS
   at its start and end.
 
@@ -39,7 +40,8 @@ from tokdiag.analysis.format import (
 )
 from tokdiag.errors import ConfigError
 
-__all__ = ["change_short", "compare_notes", "compare_table", "runs_table", "side_labels", "verdicts_table"]
+__all__ = ["change_short", "compare_headlines", "compare_notes", "compare_table", "runs_table", "side_labels",
+           "verdicts_table"]
 
 
 
@@ -207,6 +209,24 @@ def compare_notes(compare_df: pd.DataFrame) -> tuple[str, ...]:
         notes.insert(0, f"Nothing changed between {la} and {lb}: no compared series differs by more than its "
                         "uncertainty and the practical minimum.")
     return tuple(notes)
+
+
+def compare_headlines(compare_df: pd.DataFrame) -> tuple[tuple[str, str, str], ...]:
+    """The series that changed between two runs as headlines ``(subject, change, detail)``, for ``summary.json``.
+
+    One per series whose ``change`` is ``fixed``, ``new leak``, ``less
+    growth`` or ``more growth``, in that order: subject ``"B: series
+    measure"`` (B the second run's label), the change as the verdict, and
+    what each run did, with units (``"leak, +10.5 KiB/step → flat"``).
+    """
+    df = _check(compare_df)
+    _, lb = side_labels(df)
+    order = {"fixed": 0, "new leak": 1, "less growth": 2, "more growth": 3}
+    rows = df[df["change"].isin(list(order))]
+    rows = rows.assign(_o=rows["change"].map(order)).sort_values("_o", kind="stable")
+    return tuple((f"{lb}: {_series_label(r.probe, r.subject, r.metric)} {measure_words(r.probe, r.metric)}",
+                  str(r.change), f"{_side(r.verdict_a, r.per_step_a, r.unit)} → {_side(r.verdict_b, r.per_step_b, r.unit)}")
+                 for r in rows.itertuples())
 
 
 def runs_table(run_or_runs: Any) -> pd.DataFrame:
