@@ -53,7 +53,7 @@ def mutations(run: Any, cache: str) -> pd.DataFrame:
                           f"{known or 'none (was the cache measured? td.track(..., caches=[...]))'}")
     both = pd.DataFrame({"fingerprint": fingerprint, "entries": entries}).dropna()
     rows = []
-    for (_, before), (step, after) in zip(both.iloc[:-1].iterrows(), both.iloc[1:].iterrows()):
+    for (_, before), (step, after) in zip(both.iloc[:-1].iterrows(), both.iloc[1:].iterrows(), strict=True):
         if before["fingerprint"] != after["fingerprint"] and before["entries"] == after["entries"]:
             rows.append({"step": int(step), "entries": int(after["entries"]),
                          "fingerprint_before": int(before["fingerprint"]),

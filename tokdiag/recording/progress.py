@@ -34,7 +34,6 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 __all__ = ["REFRESH_S", "JournalFollower", "ProgressBar", "in_kernel", "progress_bar"]
 
@@ -233,5 +232,5 @@ class JournalFollower:
         for r in obj.get("records") or ():
             if type(r) is dict and r.get("probe") == "process" and r.get("metric") == "rss":
                 value = r.get("value")
-                if type(value) in (int, float):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):  # parsed JSON, not user objects
                     self.rss = float(value)
