@@ -183,7 +183,8 @@ def test_report_shows_what_the_tracker_warned_about(tmp_path: Path) -> None:
         td.track(lambda i: None, steps=4, watch=["RewardAgnet"], journal=tmp_path / "typo.jsonl", progress=False)
     assert main(["report", str(tmp_path / "typo.jsonl"), "-o", str(tmp_path / "out")]) == 0
     page = (tmp_path / "out" / "journal_report.html").read_text()
-    assert "warning in typo: watch: no class matches 'RewardAgnet'" in page
+    # in the answer, at the top of the page
+    assert "Warning: watch: no class matches 'RewardAgnet'" in page
 
 
 @pytest.mark.slow
