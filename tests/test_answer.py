@@ -271,3 +271,14 @@ def test_analysis_never_imports_plotly():
             "print(sorted(m for m in sys.modules if m.startswith(('plotly', 'tokdiag.charts'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_notebook_shows_the_answer_as_its_html_with_its_text_as_plain_text():
+    from IPython.core.formatters import DisplayFormatter
+
+    a = answer(_job_run())
+    data, _ = DisplayFormatter().format(a)
+    assert data["text/html"] == a.html  # preferred to the Markdown by JupyterLab and nbconvert
+    assert data["text/markdown"] == a.markdown
+    assert data["text/plain"] == a.text  # not the dataclass repr
+    assert "-&gt;" in a.html and "&amp;gt;" not in a.html  # a chain's arrow escaped once

@@ -122,7 +122,8 @@ def test_the_first_thing_an_executed_notebook_shows_is_its_answer_then_its_growe
     shown = [(c.metadata.get("tags", []), o) for c in nb.cells if c.cell_type == "code" for o in c.outputs
              if _shown(o)]
     first_tags, first = shown[0]
-    assert "answer" in first_tags and "text/markdown" in first["data"], f"{name}: {first_tags} shows first"
+    assert "answer" in first_tags and 'class="tokdiag-answer"' in first["data"].get("text/html", ""), \
+        f"{name}: {first_tags} shows first"
     second_tags = next(tags for tags, _ in shown if tags != first_tags)  # the answer cell may add its own findings
     assert "growers" in second_tags, f"{name}: {second_tags} second"
     assert not any(o["output_type"] == "stream" and o.get("name") == "stderr" for _, o in shown), \
@@ -192,7 +193,7 @@ def test_your_workload_by_name_with_a_typo_in_watch_is_no_false_all_clear(tmp_pa
         "    KEPT.append(Session(i))\n")
     monkeypatch.chdir(tmp_path)  # the user's module is imported from where tokdiag was started
     code = main(["run", "your_workload", "-p", "target", "myjobs_td:handle_one", "-p", "setup", "",
-                 "-p", "steps", "40", "-p", "watch", "Sesion", "-p", "caches", "[]", "-o", "out"])
+                 "-p", "steps", "80", "-p", "watch", "Sesion", "-p", "caches", "[]", "-o", "out"])
     assert code == 0  # the run completed: exit 0, and the last line says what it found
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("tokdiag run: leak found (Session")
