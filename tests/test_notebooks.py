@@ -197,7 +197,7 @@ def test_your_workload_by_name_with_a_typo_in_watch_is_no_false_all_clear(tmp_pa
     assert code == 0  # the run completed: exit 0, and the last line says what it found
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("tokdiag run: leak found (Session")
-    assert "warning: watch: no class matches 'Sesion'; did you mean Session?" in last
+    assert "warning: watch: no class matches 'Sesion'; did you mean Session" in last
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     heads = {h["subject"]: h["verdict"] for h in summary["headlines"]}
     assert heads["myjobs_td.Session count"] == "leak" and heads["watch"] == "warning"
