@@ -271,3 +271,27 @@ def test_analysis_never_imports_plotly():
             "print(sorted(m for m in sys.modules if m.startswith(('plotly', 'tokdiag.charts'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_notebook_shows_the_answer_as_its_html_with_its_text_as_plain_text():
+    from IPython.core.formatters import DisplayFormatter
+
+    a = answer(_job_run())
+    data, _ = DisplayFormatter().format(a)
+    assert data["text/html"] == a.html  # preferred to the Markdown by JupyterLab and nbconvert
+    assert data["text/markdown"] == a.markdown
+    assert data["text/plain"] == a.text  # not the dataclass repr
+    assert "-&gt;" in a.html and "&amp;gt;" not in a.html  # a chain's arrow escaped once
+
+
+def test_a_flat_run_too_short_to_judge_its_end_is_not_an_all_clear():
+    # 4 snapshots of an exactly flat RSS: each series may be 'flat', but the run's end cannot be shown flat (the
+    # verdicts judge the last half from 8 snapshots on), so the answer must not say "No leak"
+    short = _tl({("process", "process", "rss", "bytes"): lambda s: 80 * MB})
+    short = short[short.step <= 30]
+    a = answer(Run("svc", short))
+    assert a.findings[0].kind == "undecided" and not a.all_clear
+    assert a.findings[0].text.startswith("No leak shown in 30 steps (4 snapshots, 3 s), but this is not an all-clear: "
+                                         "4 snapshots cannot show that the end of the run is flat")
+    eight = _tl({("process", "process", "rss", "bytes"): lambda s: 80 * MB})
+    assert answer(Run("svc", eight[eight.step <= 70])).all_clear  # 8 snapshots: enough

@@ -32,16 +32,55 @@ def test_help_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "examples:" in out
-    for command in ("tokdiag run notebooks/", "tokdiag batch plans/default.yaml", "tokdiag report "):
+    for command in ("tokdiag notebooks", "tokdiag run your_workload -p target", "tokdiag batch plans/default.yaml",
+                    "tokdiag report "):
         assert command in out
     assert main(["batch", "--help"]) == 0
-    assert "runs:\n    - notebook:" in capsys.readouterr().out  # the plan format, by example
+    assert "runs:\n    - notebook: agent_objects" in capsys.readouterr().out  # the plan format, by example
 
 
 def test_a_missing_notebook_is_one_line_and_status_2(tmp_path: Path) -> None:
     done = _tokdiag("run", "nope.ipynb", cwd=tmp_path)
     assert done.returncode == 2
-    assert _one_line_error(done.stderr).startswith("tokdiag: error: notebook 'nope.ipynb' does not exist")
+    line = _one_line_error(done.stderr)
+    assert line.startswith("tokdiag: error: notebook 'nope.ipynb' not found (no file 'nope.ipynb'")
+    assert "`tokdiag notebooks` lists the shipped notebooks" in line
+
+
+def test_notebooks_are_run_by_name_from_any_folder_and_typos_get_the_closest_name(tmp_path: Path) -> None:
+    listed = _tokdiag("notebooks", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    mine = next(i for i, line in enumerate(lines) if line.startswith("your_workload "))
+    assert "Does your own step function leak" in lines[mine]  # what it answers
+    assert lines[mine + 1].split("parameters: ")[1].startswith('target="tokdiag_workloads.agents:AgentApp.run_task"')
+    assert ", name=" in lines[mine + 1] and "output_dir" not in lines[mine + 1]  # tokdiag sets output_dir
+    assert any(line.startswith("agent_objects ") and "[tokdiag_workloads]" in line for line in lines)
+    shown = _tokdiag("run", "agent_objects", "--list-parameters", cwd=tmp_path)
+    assert shown.returncode == 0 and shown.stdout.startswith("tasks (default 300): agent tasks per variant")
+    typo = _tokdiag("run", "agent_objets", cwd=tmp_path)
+    assert typo.returncode == 2
+    assert "did you mean 'agent_objects'?" in _one_line_error(typo.stderr)
+    (tmp_path / "run.jsonl").write_text("{}\n")
+    journal = _tokdiag("run", "run.jsonl", cwd=tmp_path)
+    assert journal.returncode == 2
+    assert "'run.jsonl' is a journal: make a report from it with `tokdiag report run.jsonl`" in \
+        _one_line_error(journal.stderr)
+
+
+@pytest.mark.slow
+def test_run_ends_with_the_answer_and_a_plain_last_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(NOTEBOOKS / "leak_and_typo.ipynb"), "-o", "out"]) == 0  # completed: exit 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("Leak: Job +1 object per step")  # the answer, as summary.json holds it
+    assert out[-1] == ("tokdiag run: leak found (Job); warning: watch: no class matches 'Jobb'; did you mean Job? "
+                       "(its count and bytes were not measured)")
+    assert main(["run", str(NOTEBOOKS / "leak_and_typo.ipynb"), "-o", "clean", "-p", "watch", '["Job"]',
+                 "-p", "steps", "1"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("tokdiag run: ") and "leak found (" not in last and "warning" not in last
 
 
 def test_an_unknown_parameter_names_it_and_the_documented_ones(capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,7 +183,8 @@ def test_report_shows_what_the_tracker_warned_about(tmp_path: Path) -> None:
         td.track(lambda i: None, steps=4, watch=["RewardAgnet"], journal=tmp_path / "typo.jsonl", progress=False)
     assert main(["report", str(tmp_path / "typo.jsonl"), "-o", str(tmp_path / "out")]) == 0
     page = (tmp_path / "out" / "journal_report.html").read_text()
-    assert "warning in typo: watch: no class matches 'RewardAgnet'" in page
+    # in the answer, at the top of the page
+    assert "Warning: watch: no class matches 'RewardAgnet'" in page
 
 
 @pytest.mark.slow

@@ -175,8 +175,9 @@ def test_report_from_journals_runs_the_bundled_notebook(tmp_path: Path) -> None:
     text = page.read_text(encoding="utf-8")
     assert page.name == "journal_report.html" and "service.jsonl" in text
     assert "rss" in text  # the verdict table was displayed
-    # verdict table, RSS, ledger; nothing was watched, so no counts, caches or chains
-    assert text.count('class="tokdiag-figure"') == 3
+    # growers, verdict table, RSS, ledger and start-up; nothing was watched, so no counts, caches or chains
+    assert text.count('class="tokdiag-figure"') == 5
+    assert "No leak shown in 3 steps" in text  # the answer, in words (3 steps are too few to be an all-clear)
     assert "no watched classes or caches" in text
     summary = json.loads((page.parent / "summary.json").read_text())
     assert summary["headlines"][0]["subject"] == "RSS"

@@ -284,13 +284,21 @@ def test_bad_input():
 def test_a_real_leak_reaches_the_limit_when_predicted():
     # the first 40 steps of a tracked leak predict when RSS passes a limit 100 leaked chunks above step 40's RSS;
     # the rest of the same run says when it really did
-    kept: list[bytes] = []
+    import mmap
+
+    kept: list[mmap.mmap] = []
     chunk = 256 * KiB
 
     def leak(i: int) -> None:
-        kept.append(b"x" * chunk)  # written, so resident
+        # fresh pages, written so resident: bytes objects could reuse what earlier tests of the process freed
+        # (glibc raises its mmap threshold after frees), and RSS would not move for the first steps
+        m = mmap.mmap(-1, chunk)
+        m.write(b"x" * chunk)
+        kept.append(m)
 
     run = td.track(leak, steps=160, every=2, census=False, progress=False)
+    for m in kept:
+        m.close()
     kept.clear()
     rss = run.series("process", "process", "rss")
     limit = int(rss.loc[40]) + 100 * chunk

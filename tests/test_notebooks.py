@@ -1,4 +1,4 @@
-"""The notebook suite: committed clean, and every notebook runs under papermill with small parameters.
+"""The notebook suite: shipped clean and thin, answer first, and every notebook runs under papermill with small parameters.
 
 The runs go through ``tokdiag batch`` (two kernels at a time), which is also what ``make report`` does.
 """
@@ -14,51 +14,81 @@ import pytest
 
 import tokdiag as td
 
-from tokdiag.report.kernel import notebook_parameters
 from tokdiag.report.batch import run_batch
-from tokdiag.report.plan import parse_plan
+from tokdiag.report.catalog import notebooks
+from tokdiag.report.kernel import notebook_parameters
+from tokdiag.report.plan import load_plan, parse_plan
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
+SHIPPED = {n.name: n.path for n in notebooks()}
 SUITE = ("tokenizer_caches", "agent_objects", "aworld_agents", "your_workload", "compare_runs")
+GENERIC = ("your_workload", "compare_runs", "journal_report")  # the tool's own; the rest are the workloads'
 
 SMALL = {
     "tokenizer_caches": {"steps": 8, "kept_steps": 4, "model_names": 5, "threads": 3},
     "agent_objects": {"tasks": 40},
     "aworld_agents": {"tasks": 2, "tokenizer_steps": 3, "model_names": 3},
-    "your_workload": {"steps": 40},
-    "compare_runs": {"tasks": 40},
+    "your_workload": {"steps": 40, "name": "demo run"},
+    "compare_runs": {"tasks": 40, "names": ["per task", "reused"]},
 }
+ORDER = ("parameters", "setup", "answer", "growers", "used", "summary")
+"""Tags every shipped notebook has, in this order: the answer comes first, summary.json is written last."""
 
 
-@pytest.mark.parametrize("name", SUITE)
-def test_committed_notebook_is_clean_with_one_documented_parameters_cell(name: str) -> None:
-    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+def test_the_notebooks_ship_in_the_packages_that_own_them() -> None:
+    assert set(SHIPPED) >= {*SUITE, *GENERIC}
+    for name in GENERIC:
+        assert SHIPPED[name].parent == ROOT / "tokdiag" / "report" / "notebooks"
+    for name in set(SUITE) - set(GENERIC):
+        assert SHIPPED[name].parent == ROOT / "tokdiag_workloads" / "notebooks"
+    assert not (ROOT / "notebooks").exists()
+
+
+@pytest.mark.parametrize("name", [*SUITE, "journal_report"])
+def test_shipped_notebook_is_clean_thin_and_answers_first(name: str) -> None:
+    nb = nbformat.read(SHIPPED[name], as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: outputs committed"
-    documented = notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
+    documented = notebook_parameters(SHIPPED[name])
     assert documented is not None and "output_dir" in documented
+    assert {"name", "names"} & set(documented), f"{name}: no run-name parameter"
     for line in tagged[0].source.splitlines():  # every default says what it is
         if "=" in line:
             assert "#" in line, f"{name}: parameter line without a comment: {line!r}"
-    assert set(SMALL[name]) <= set(documented)
+    assert set(SMALL.get(name, {})) <= set(documented)
+    # one setup call, no repeated setup logic
+    setup = [c for c in nb.cells if "setup" in c.metadata.get("tags", [])]
+    assert len(setup) == 1 and setup[0].source.count("nb.setup()") == 1
+    for cell in nb.cells:
+        assert "plotly_renderer_setup" not in cell.source and "set_option" not in cell.source, name
+    # the answer first: parameters, setup, the run(s), then the answer, the top growers, what the run used
+    tags = [t for c in nb.cells for t in c.metadata.get("tags", [])]
+    assert [t for t in tags if t in ORDER] == list(ORDER), f"{name}: {tags}"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    answer = next(i for i, c in enumerate(code) if "answer" in c.metadata.get("tags", []))
+    assert "td.analysis.answer(" in code[answer].source
+    assert all("print(" not in c.source for c in code[:answer]), f"{name}: prints above the answer"
+    assert "answer=a" in next(c for c in code if "summary" in c.metadata.get("tags", [])).source
+    assert (nb.metadata.get("tokdiag") or {}).get("answers"), f"{name}: no metadata.tokdiag.answers"
+    for cell in code:  # thin: a cell is a few calls, not a program
+        assert len(cell.source.splitlines()) <= 40, f"{name}: cell {cell.id} has {len(cell.source.splitlines())} lines"
 
 
-def test_the_default_plan_runs_every_notebook() -> None:
-    plan = (ROOT / "plans" / "default.yaml").read_text()
-    for name in SUITE:
-        assert f"notebooks/{name}.ipynb" in plan
+def test_the_default_plan_names_every_notebook_of_the_suite() -> None:
+    plan = load_plan(ROOT / "plans" / "default.yaml")
+    assert [r.notebook for r in plan.runs] == [SHIPPED[name] for name in SUITE]
+    assert all("/" not in r.label for r in plan.runs)  # by name, not by a path into a source tree
 
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("suite")
     plan = parse_plan({"title": "small suite", "timeout": 600,
-                       "runs": [{"notebook": f"{name}.ipynb", "parameters": SMALL[name]} for name in SUITE]},
-                      base_dir=NOTEBOOKS, source="small.yaml")
+                       "runs": [{"notebook": name, "parameters": SMALL[name]} for name in SUITE]},
+                      base_dir=tmp_path_factory.mktemp("plan"), source="small.yaml")
     return run_batch(plan, out, jobs=2, progress=None)
 
 
@@ -75,6 +105,42 @@ def test_notebook_runs_under_papermill_and_writes_report_journal_and_headlines(b
     page = result.html.read_text()
     assert "plotly-graph-div" in page
     assert str(Path.home()) not in page and str(ROOT) not in page
+
+
+def _shown(output: dict) -> str:
+    """What an output shows as text ("" for the emptied progress line of a run that completed)."""
+    if output["output_type"] == "stream":
+        return output.get("text", "")
+    data = output.get("data", {})
+    return "" if set(data) == {"text/plain"} and not data["text/plain"].strip() else str(data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SUITE)
+def test_the_first_thing_an_executed_notebook_shows_is_its_answer_then_its_growers(batch, name: str) -> None:
+    result = next(r for r in batch.runs if r.spec.notebook.stem == name)
+    nb = nbformat.read(result.notebook, as_version=4)
+    shown = [(c.metadata.get("tags", []), o) for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if _shown(o)]
+    first_tags, first = shown[0]
+    assert "answer" in first_tags and 'class="tokdiag-answer"' in first["data"].get("text/html", ""), \
+        f"{name}: {first_tags} shows first"
+    second_tags = next(tags for tags, _ in shown if tags != first_tags)  # the answer cell may add its own findings
+    assert "growers" in second_tags, f"{name}: {second_tags} second"
+    assert not any(o["output_type"] == "stream" and o.get("name") == "stderr" for _, o in shown), \
+        f"{name}: stderr output (a progress bar or a warning drawn as an error)"
+    said = json.loads((result.folder / "summary.json").read_text())["answer"]
+    assert said["text"] and said["text"].split("\n")[0] in first["data"]["text/plain"]
+
+
+@pytest.mark.slow
+def test_run_names_reach_the_runs_their_answer_and_summary(batch) -> None:
+    by_name = {r.spec.notebook.stem: r for r in batch.runs}
+    mine = json.loads((by_name["your_workload"].folder / "summary.json").read_text())
+    assert mine["answer"]["runs"] == ["demo run"]
+    assert td.load(by_name["your_workload"].folder / "your_workload.jsonl").name == "demo run"
+    compared = json.loads((by_name["compare_runs"].folder / "summary.json").read_text())
+    assert compared["answer"]["runs"] == ["per task", "reused"]
 
 
 @pytest.mark.slow
@@ -94,7 +160,7 @@ def test_the_suite_finds_what_the_workloads_are_built_to_show(batch) -> None:
     assert rss.iloc[-1] - rss.iloc[3] < 0.2 * (rss.iloc[3] - rss.iloc[0])  # and most of the growth is early
     assert tok["lazy cache without a lock"] == "race"
     assert tok["shared ranks dict"] == "mutated"
-    agents = heads["agent_objects"]
+    agents = heads["agent_objects"]  # the runs' names: the notebook's variants (its name parameter is a prefix)
     assert agents["as configured: tokdiag_workloads.agents.objects.RewardAgent count"] == "leak"
     assert agents["fixed: tokdiag_workloads.agents.objects.RewardAgent count"] != "leak"
     # two AWorld tasks are too few for a verdict; the journals say what each variant kept alive
@@ -115,7 +181,8 @@ def test_agent_report_shows_the_retention_chain(batch) -> None:
 
 
 @pytest.mark.slow
-def test_your_workload_imports_the_users_module_from_where_tokdiag_was_started(tmp_path, monkeypatch) -> None:
+def test_your_workload_by_name_with_a_typo_in_watch_is_no_false_all_clear(tmp_path, monkeypatch, capsys) -> None:
+    """Issue 12's case: a leaking app, a watched name that matches nothing; the census finds the leak."""
     from tokdiag.cli import main
 
     (tmp_path / "myjobs_td.py").write_text(
@@ -125,10 +192,16 @@ def test_your_workload_imports_the_users_module_from_where_tokdiag_was_started(t
         "        self.buf = bytearray(10_000)\n"
         "def handle_one(i):\n"
         "    KEPT.append(Session(i))\n")
-    monkeypatch.chdir(tmp_path)
-    code = main(["run", str(NOTEBOOKS / "your_workload.ipynb"), "-p", "target", "myjobs_td:handle_one",
-                 "-p", "setup", "", "-p", "steps", "40", "-p", "watch", '["myjobs_td.Session"]',
-                 "-p", "caches", "[]", "-o", "out"])
-    assert code == 0
-    heads = {h["subject"]: h["verdict"] for h in json.loads((tmp_path / "out" / "summary.json").read_text())["headlines"]}
-    assert heads["myjobs_td.Session count"] == "leak"
+    monkeypatch.chdir(tmp_path)  # the user's module is imported from where tokdiag was started
+    code = main(["run", "your_workload", "-p", "target", "myjobs_td:handle_one", "-p", "setup", "",
+                 "-p", "steps", "80", "-p", "watch", "Sesion", "-p", "caches", "[]", "-o", "out"])
+    assert code == 0  # the run completed: exit 0, and the last line says what it found
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("tokdiag run: leak found (Session")
+    assert "warning: watch: no class matches 'Sesion'; did you mean Session" in last
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    heads = {h["subject"]: h["verdict"] for h in summary["headlines"]}
+    assert heads["myjobs_td.Session count"] == "leak" and heads["watch"] == "warning"
+    assert summary["answer"]["text"].startswith("Leak: Session")
+    page = (tmp_path / "out" / "your_workload.html").read_text()
+    assert "no class matches &#x27;Sesion&#x27;" in page or "no class matches 'Sesion'" in page

@@ -79,7 +79,7 @@ def test_a_run_that_keeps_every_job_under_a_misspelt_watch_headlines_the_leak_an
         assert by_subject["b5app.jobs.Job count"].verdict == "leak"
         assert by_subject["b5app.jobs.Job count"].detail == "+1 objects/step"
         warning = by_subject["watch"]
-        assert warning.verdict == WARNING and "'Jobb'" in warning.detail and "did you mean Job?" in warning.detail
+        assert warning.verdict == WARNING and "'Jobb'" in warning.detail and "did you mean Job" in warning.detail
         assert "RSS" in by_subject  # the answer for the process is still there, whatever it is
         assert not any("gc_gen" in h.subject for h in heads)
         labels = [h.verdict for h in heads]
@@ -156,11 +156,11 @@ def test_tokdiag_run_of_your_workload_with_a_misspelt_watch_reports_the_leak_and
     _jobs_app(tmp_path, "myapp")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    code = main(["run", str(ROOT / "notebooks" / "your_workload.ipynb"), "-p", "target", "myapp.jobs:handle",
+    code = main(["run", "your_workload", "-p", "target", "myapp.jobs:handle",
                  "-p", "watch", "Jobb", "-p", "steps", "200", "-o", "out"])
     assert code == 0
     heads = json.loads((tmp_path / "out" / "summary.json").read_text())["headlines"]
     by_subject = {h["subject"]: h for h in heads}
     assert by_subject["myapp.jobs.Job count"]["verdict"] == "leak", heads
-    assert by_subject["watch"]["verdict"] == "warning" and "did you mean Job?" in by_subject["watch"]["detail"]
+    assert by_subject["watch"]["verdict"] == "warning" and "did you mean Job" in by_subject["watch"]["detail"]
     assert heads[0]["verdict"] == "leak" and not any("gc_gen" in h["subject"] for h in heads)

@@ -94,3 +94,47 @@ def test_verdicts_table_is_folded_with_units_and_no_noise():
     assert job["also measured"] == "census instances: leak, +1 object/step"
     assert table.loc["RSS", "growth per step"] == "" and table.loc["RSS", "projected at 10,000 steps"] == "95.4 MiB"
     assert "run" not in table.columns
+
+
+def test_runs_table_says_how_each_run_ended_and_what_its_rss_did_with_units(tmp_path) -> None:
+    grow = td.track(lambda i: _KEPT.append(bytearray(b"x" * (1024 * KB))), steps=20, every=5, census=False, progress=False,
+                    name="grows", journal=tmp_path / "grows.jsonl")
+    flat = td.track(lambda i: None, steps=10, every=5, census=False, progress=False, name="flat")
+    table = td.analysis.runs_table([str(tmp_path / "grows.jsonl"), flat])  # a journal path, or a Run
+    assert list(table.index) == ["grows", "flat"]
+    assert list(table.columns) == ["status", "steps", "snapshots", "seconds", "RSS at start", "RSS at end", "RSS growth"]
+    assert table.loc["grows", "steps"] == "0 to 20" and table.loc["grows", "snapshots"] == 5
+    assert table.loc["flat", "status"] == "completed"
+    growth = table.loc["grows", "RSS growth"]
+    assert growth.startswith("+") and growth.endswith("MiB")  # 20 x 1 MiB written and kept, shown in MiB
+    assert float(growth[1:].split()[0]) >= 10
+    _KEPT.clear()
+    labelled = td.analysis.runs_table({"before": grow})  # a dict's labels name the rows
+    assert list(labelled.index) == ["before"]
+
+
+_KEPT: list[bytearray] = []
+_SHARED: dict[str, list[int]] = {"ranks": [1, 2, 3]}
+
+
+def test_mutations_finds_a_cached_value_changed_in_place_and_not_a_cache_that_grows() -> None:
+    def step(i: int) -> None:
+        if i == 4:
+            _SHARED["ranks"].append(99)  # same entry count, different payload
+        if i == 6:
+            _SHARED[f"extra-{i}"] = [i]  # a new entry: growth, not a mutation
+
+    run = td.track(step, steps=8, every=1, census=False, progress=False, caches=[f"{__name__}:_SHARED"])
+    found = td.analysis.mutations(run, f"{__name__}:_SHARED")
+    assert found["step"].tolist() == [5]  # seen in the snapshot after step 4 (snapshots count steps done)
+    assert found["entries"].tolist() == [1]
+    with pytest.raises(ConfigError, match=r"no fingerprint of cache 'nope:_X'.*_SHARED"):
+        td.analysis.mutations(run, "nope:_X")
+
+
+def test_severity_orders_every_table_the_same_way() -> None:
+    from tokdiag.analysis import SEVERITY
+    from tokdiag.analysis.classification import LABELS
+
+    assert sorted(SEVERITY) == sorted(LABELS)
+    assert SEVERITY[0] == "leak" and SEVERITY[-1] == "flat"

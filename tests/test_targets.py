@@ -198,3 +198,13 @@ def test_a_cache_target_is_resolved_by_the_same_resolver_with_its_own_wording(pk
     with pytest.raises(TargetError, match=r"^cache .*: 'tiktoken.registry' has no attribute 'ENCODNGS' "
                                           r"\(did you mean 'ENCODINGS'\?\)"):
         td.cache("tiktoken.registry:ENCODNGS")
+
+
+def test_a_dotted_target_without_a_colon_gets_the_colon_suggested(pkg: str) -> None:
+    # the longest prefix that is a module takes the colon: a class's method stays dotted after it
+    with pytest.raises(TargetError, match=rf"is malformed: .*; did you mean '{pkg}\.jobs:Runner\.step'\?$"):
+        load(f"{pkg}.jobs.Runner.step")
+    with pytest.raises(TargetError, match=r"did you mean 'myapp_td_missing\.jobs:handle'\?$"):  # no such module
+        load("myapp_td_missing.jobs.handle")
+    with pytest.raises(TargetError, match=r"did you mean 'tiktoken\.registry:ENCODINGS'\?$"):
+        resolve("tiktoken.registry.ENCODINGS", "cache")

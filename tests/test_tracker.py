@@ -441,3 +441,23 @@ def test_the_allocator_and_native_owners_are_measured_by_default() -> None:
     probes = set(run.timeline["probe"].unique())
     assert {"allocator", "native"} <= probes
     assert "native" not in set(td.track(lambda i: None, steps=2, census=False, progress=False).timeline["probe"])
+
+
+def test_a_probe_passed_that_tokdiag_adds_by_default_replaces_it_and_is_not_measured_twice():
+    # passing NativeProbe() (as the AWorld owners test does) used to add a second one: each type's native bytes were
+    # journaled twice per snapshot, the second 0 (the first had claimed the objects), and the ledger read the 0
+    import ssl
+
+    from tokdiag.probes import AllocatorProbe, NativeProbe
+
+    kept = []
+    run = td.track(lambda i: kept.append(ssl.create_default_context()), steps=20, every=5, progress=False,
+                   probes=[AllocatorProbe(), NativeProbe()])
+    native = run.timeline[(run.timeline.probe == "native") & (run.timeline.metric == "native_bytes")]
+    per_step = native.groupby(["step", "subject"]).size()
+    assert (per_step == 1).all(), per_step[per_step > 1]
+    ssl_bytes = native[native.subject == "ssl.SSLContext"].set_index("step")["value"]
+    assert ssl_bytes.iloc[-1] > ssl_bytes.iloc[0] + 15 * 100_000  # 15 more contexts, each with a CA store
+    owners = run.ledger(since="start")
+    last = owners[owners.step == owners.step.max()].set_index("owner")["bytes"]
+    assert last["ssl.SSLContext (native)"] > 15 * 100_000

@@ -3,6 +3,10 @@
 Exit status: 0 when everything ran, 1 when a notebook failed (its error is
 printed and shown in the HTML), 2 for a usage or configuration error (one
 line on stderr naming the problem and the fix, no traceback), 130 on Ctrl-C.
+A run that completed exits 0 whatever it found: ``tokdiag run`` prints the
+run's answer (from its ``summary.json``) as its last lines, and the very last
+line says plainly ``leak found``, ``no leak found`` or that it is undecided,
+followed by every warning (``warning: watch: no class matches 'Jobb'...``).
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from tokdiag.errors import TokdiagError
 
 EPILOG = """\
 examples:
-  tokdiag run notebooks/agent_objects.ipynb -p tasks 300 -o reports/agents
-  tokdiag run notebooks/your_workload.ipynb -p target mypkg.service:handle -p steps 200
-  tokdiag run notebooks/tokenizer_caches.ipynb --list-parameters
+  tokdiag notebooks                                         # the notebooks that ship, what each answers
+  tokdiag run your_workload -p target mypkg.service:handle -p steps 200
+  tokdiag run agent_objects -p tasks 300 -o reports/agents
+  tokdiag run tokenizer_caches --list-parameters
+  tokdiag run ./my_notebook.ipynb -p steps 50               # any notebook with a `parameters` cell
   tokdiag batch plans/default.yaml --jobs 2 -o reports      # then open reports/index.html
   tokdiag batch plans/default.yaml --cluster tcp://HOST:8786 --retries 1   # on a Dask cluster
   tokdiag report runs/service.jsonl -o reports/service      # HTML from journals alone
@@ -32,7 +38,7 @@ a plan (YAML) for `tokdiag batch`:
   title: nightly memory check
   jobs: 2
   runs:
-    - notebook: notebooks/agent_objects.ipynb
+    - notebook: agent_objects       # a name from `tokdiag notebooks`, or an .ipynb path
       parameters: {tasks: 300}
       grid: {keep_agents: [true, false]}  # one run per value
 
@@ -86,10 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     run = sub.add_parser("run", help="run one notebook with parameters, write the executed notebook and HTML",
-                         description="Run NOTEBOOK in a new kernel (papermill) and export it as offline HTML.",
-                         epilog="example:\n  tokdiag run notebooks/agent_objects.ipynb -p tasks 300 -o reports/agents",
+                         description="Run NOTEBOOK in a new kernel (papermill), export it as offline HTML, and print "
+                                     "the run's answer; the last line says 'leak found', 'no leak found' or undecided, "
+                                     "and every warning.",
+                         epilog="examples:\n  tokdiag run your_workload -p target mypkg.jobs:handle\n"
+                                "  tokdiag run agent_objects -p tasks 300 -o reports/agents",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("notebook", metavar="NOTEBOOK", help="the .ipynb file to run")
+    run.add_argument("notebook", metavar="NOTEBOOK",
+                     help="a shipped notebook's name (see `tokdiag notebooks`) or the path of an .ipynb file")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="set a parameter; VALUE is read as JSON or a Python literal when it is one "
                           "(300, true, [\"A\", \"B\"]), else as text")
@@ -100,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="seconds allowed per cell (default: none)")
     run.add_argument("--list-parameters", action="store_true",
                      help="print the notebook's documented parameters and exit")
+
+    listing = sub.add_parser("notebooks", help="list the notebooks that ship with tokdiag: name, what each answers, "
+                                               "its parameters",
+                             description="List the notebooks `tokdiag run NAME` and plans find by name: tokdiag's own "
+                                         "and those other installed packages declare (entry point group "
+                                         "tokdiag.notebooks).")
+    listing.add_argument("--paths", action="store_true", help="also print where each notebook file is")
 
     batch = sub.add_parser("batch", help="run a plan of notebooks and parameter sets, several at once",
                            description="Run every notebook of PLAN (YAML) in its own kernel, JOBS at a time, "
@@ -183,9 +200,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tokdiag.report.kernel import check_parameters, notebook_parameters
     from tokdiag.report.batch import run_one
     from tokdiag.report.plan import RUN_FOLDER_PARAMETERS, RunSpec, run_folder_parameters
+    from tokdiag.report.catalog import resolve
 
-    notebook = Path(args.notebook)
-    documented = notebook_parameters(notebook)  # raises ConfigError for a missing or unreadable notebook
+    notebook = resolve(args.notebook, base_dirs=(".",))  # a path, or a shipped notebook's name
+    documented = notebook_parameters(notebook)  # raises ConfigError for an unreadable notebook
     if args.list_parameters:
         if documented is None:
             print(f"{notebook.name} has no cell tagged 'parameters'; it takes no parameters")
@@ -197,7 +215,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     parameters.update({name: value for name, value in args.parameter_raw})
     check_parameters(notebook, parameters, reserved=tuple(RUN_FOLDER_PARAMETERS))
     folder = Path(args.output) if args.output else Path("reports") / notebook.stem
-    spec = RunSpec(index=1, notebook=notebook.resolve(), label=str(notebook), parameters=parameters,
+    spec = RunSpec(index=1, notebook=notebook.resolve(), label=str(args.notebook), parameters=parameters,
                    folder_name=folder.name,
                    folder_parameters=run_folder_parameters(documented))
     print(f"tokdiag run: {notebook.name} -> {_shown(folder)}/", file=sys.stderr)
@@ -207,6 +225,58 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"tokdiag run: {notebook.name} failed at {result.failure.describe()}; see {shown}", file=sys.stderr)
         return 1
     print(f"tokdiag run: ok in {result.duration_s:.1f}s; open {shown}", file=sys.stderr)
+    for line in _answer_lines(result.folder):
+        print(line)
+    return 0
+
+
+def _answer_lines(folder: Path) -> list[str]:
+    """The answer the run left in ``folder/summary.json``, then one line: leak found or not, and every warning."""
+    from tokdiag.report.summary import SUMMARY_FILE, WARNING, read_summary
+
+    summary = read_summary(folder)
+    if summary is None:
+        return [f"tokdiag run: the notebook wrote no {SUMMARY_FILE}, so there is no answer to print; see its HTML"]
+    try:
+        answer = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8")).get("answer") or {}
+    except (OSError, ValueError, AttributeError):
+        answer = {}
+    findings = [f for f in answer.get("findings") or [] if isinstance(f, dict)] if isinstance(answer, dict) else []
+    if findings:
+        lines = summary.answer.splitlines()
+        leaks = ["RSS" if f.get("kind") == "process" else str(f.get("name") or f.get("owner")) for f in findings
+                 if f.get("kind") == "leak" or (f.get("kind") == "process" and f.get("verdict") == "leak")]
+        warned = [str(f.get("text", "")).removeprefix("Warning: ") for f in findings
+                  if f.get("kind") in ("warning", "status")]
+        if leaks:
+            head = f"leak found ({', '.join(dict.fromkeys(leaks))})"
+        elif answer.get("all_clear"):
+            head = "no leak found"
+        elif any(f.get("kind") == "undecided" for f in findings):
+            head = "no leak shown, but undecided (see the answer above: run longer)"
+        else:
+            head = "no leak found"
+    else:  # a notebook that wrote headlines and no answer
+        lines = [f"{h.subject}: {h.verdict}" + (f" ({h.detail})" if h.detail else "")
+                 for h in summary.headlines if h.verdict != WARNING]
+        leaks = [h.subject for h in summary.headlines if h.verdict == "leak"]
+        warned = [h.detail or h.subject for h in summary.warnings]
+        head = f"leak found ({', '.join(leaks)})" if leaks else "no leak in the headlines"
+    return [*lines, "tokdiag run: " + "; ".join([head, *(f"warning: {w.rstrip('.')}" for w in warned)])]
+
+
+def _cmd_notebooks(args: argparse.Namespace) -> int:
+    from tokdiag.report.catalog import describe, notebooks
+
+    found = notebooks()
+    width = max((len(n.name) for n in found), default=0) + 2
+    for info in found:
+        answers, parameters = describe(info)
+        print(f"{info.name:<{width}}{answers} [{info.source}]")
+        print(f"{'':<{width}}parameters: {', '.join(parameters) or '(none)'}")
+        if args.paths:
+            print(f"{'':<{width}}{info.path}")
+    print(f"\nrun one: tokdiag run NAME -p PARAMETER VALUE ...; its parameters' help: tokdiag run NAME --list-parameters")
     return 0
 
 
@@ -245,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
-        handler = {"run": _cmd_run, "batch": _cmd_batch, "report": _cmd_report, "attach": _cmd_attach}[args.command]
+        handler = {"run": _cmd_run, "notebooks": _cmd_notebooks, "batch": _cmd_batch, "report": _cmd_report,
+                   "attach": _cmd_attach}[args.command]
         return handler(args)
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)

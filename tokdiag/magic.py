@@ -7,7 +7,8 @@ Load it with ``%load_ext tokdiag``, then::
 
 The cell body is **one step** of the workload. It runs ``--steps`` times in
 the notebook's namespace, with ``i`` set to the step index, under a
-:class:`tokdiag.Tracker` (the tqdm progress bar shows RSS as it goes).
+:class:`tokdiag.Tracker` (its progress line shows RSS as it goes: in a notebook an
+output updated in place, in a terminal tqdm).
 ``i`` is the only name the magic sets, and when the cell ends it is put
 back as it was (removed if the notebook had none): a notebook's own ``i``
 survives, and a body may call the notebook's own function named ``step``

@@ -11,7 +11,10 @@
   the rest unexplained; :func:`startup_costs`: what warm-up cost;
 - :func:`compare`: two runs side by side, and whether a difference is real;
 - :func:`verdicts_table`, :func:`growers_table`, :func:`compare_table`,
-  :func:`compare_notes`: the same for a page, with units and words.
+  :func:`compare_notes`, :func:`compare_headlines`, :func:`runs_table`: the same for a page, with units
+  and words (:data:`SEVERITY` orders verdicts, most alarming first);
+- :func:`mutations`: cached values changed in place (fingerprint changed,
+  entry count did not).
 - :func:`time_to_limit`: when a leaking run reaches its memory limit;
 - :mod:`~tokdiag.analysis.attribution`: what a run under memray left alive,
   grouped by the library frame that allocated it and the user's line above it.
@@ -23,7 +26,7 @@ analysis reads timelines and returns DataFrames and plain records.
 from __future__ import annotations
 
 from tokdiag.analysis.answer import Answer, answer
-from tokdiag.analysis.classification import LABELS, PRACTICAL_MIN, Verdict, classify
+from tokdiag.analysis.classification import LABELS, PRACTICAL_MIN, SEVERITY, Verdict, classify
 from tokdiag.analysis.compare import CHANGES, COMPARE_COLUMNS, compare
 from tokdiag.analysis.findings import Finding, findings
 from tokdiag.analysis.fold import fold_verdicts
@@ -36,7 +39,8 @@ from tokdiag.analysis.format import (
 from tokdiag.analysis.growers import GROWER_COLUMNS, growers, growers_table
 from tokdiag.analysis.ledger import LEDGER_COLUMNS, UNEXPLAINED, ledger, startup_costs
 from tokdiag.analysis.limit import TimeToLimit, time_to_limit
-from tokdiag.analysis.tables import compare_notes, compare_table, verdicts_table
+from tokdiag.analysis.mutations import mutations
+from tokdiag.analysis.tables import compare_headlines, compare_notes, compare_table, runs_table, verdicts_table
 from tokdiag.analysis.verdicts import verdicts
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "LABELS",
     "LEDGER_COLUMNS",
     "PRACTICAL_MIN",
+    "SEVERITY",
     "TimeToLimit",
     "UNEXPLAINED",
     "Answer",
@@ -54,6 +59,7 @@ __all__ = [
     "answer",
     "classify",
     "compare",
+    "compare_headlines",
     "compare_notes",
     "compare_table",
     "findings",
@@ -65,6 +71,8 @@ __all__ = [
     "growers",
     "growers_table",
     "ledger",
+    "mutations",
+    "runs_table",
     "startup_costs",
     "time_to_limit",
     "verdicts",

@@ -22,7 +22,8 @@ RSS over the run (step 0 to 100): +1.17 MiB; mostly Job 1.03 MiB (88%); 12% of i
 (one finding a line), :attr:`Answer.markdown` (a list, names in backticks),
 :attr:`Answer.html` (a ``<div class="tokdiag-answer">``, names in
 ``<code>``, every workload string escaped), :meth:`Answer.as_dict` (for
-``summary.json``). In a notebook the answer displays as Markdown.
+``summary.json``). In a notebook the answer displays as its HTML (with the
+Markdown beside it in the output, and the text as ``text/plain``).
 """
 
 from __future__ import annotations
@@ -142,6 +143,15 @@ class Answer:
 
     def _repr_markdown_(self) -> str:
         return self.markdown
+
+    def _repr_html_(self) -> str:
+        """A notebook shows :attr:`html` (JupyterLab and nbconvert prefer it to the Markdown): the same lines,
+        each ``<li>`` classed with its verdict, every workload string escaped once."""
+        return self.html
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain-text form (a notebook's ``text/plain``, a terminal): the text, not the dataclass."""
+        printer.text(self.text)
 
 
 def answer(run_or_runs: Any, *, project_to: int = 10_000, limit: int = 5) -> Answer:

@@ -114,10 +114,18 @@ from tokdiag.analysis.stats import (
 )
 from tokdiag.errors import ConfigError
 
-__all__ = ["LABELS", "MIN_SNAPSHOTS", "PRACTICAL_MIN", "Verdict", "classify", "classify_arrays"]
+__all__ = ["LABELS", "MIN_SNAPSHOTS", "PRACTICAL_MIN", "SEVERITY", "SEVERITY_RANK", "Verdict", "classify",
+           "classify_arrays"]
 
 LABELS: tuple[str, ...] = ("leak", "bounded", "step", "flat", "inconclusive")
 """Every label :func:`classify` can return."""
+
+SEVERITY: tuple[str, ...] = ("leak", "inconclusive", "step", "bounded", "flat")
+"""The labels, most alarming first: the order of every table and list of verdicts (an undecided series
+comes before a settled one, because it may still be a leak)."""
+
+SEVERITY_RANK: dict[str, int] = {label: i for i, label in enumerate(SEVERITY)}
+"""A label's place in :data:`SEVERITY` (sort by ``SEVERITY_RANK.get(v, len(SEVERITY))``)."""
 
 MIN_SNAPSHOTS = 4
 """Fewer snapshots than this are ``inconclusive``.

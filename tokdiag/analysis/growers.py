@@ -44,7 +44,7 @@ from typing import Any
 
 import pandas as pd
 
-from tokdiag.analysis.classification import PRACTICAL_MIN
+from tokdiag.analysis.classification import PRACTICAL_MIN, SEVERITY_RANK
 from tokdiag.analysis.fold import fold_verdicts
 from tokdiag.analysis.format import (
     format_interval,
@@ -67,7 +67,6 @@ GROWER_COLUMNS: tuple[str, ...] = (
 """Columns of :func:`growers`, in order."""
 
 _KINDS = ("class", "cache", "container", "site", "allocator", "file")
-_RANK = {"leak": 0, "inconclusive": 1, "step": 2, "bounded": 3, "flat": 4}
 
 
 def _last(tl: pd.DataFrame, row: dict[str, Any] | None) -> float:
@@ -112,7 +111,7 @@ def _run_growers(run: Any, project_to: int) -> list[dict[str, Any]]:
         size, native = main.get("bytes"), main.get("native")
         count = next((main[m] for m in ("count", "entries", "blocks") if m in main), None)
         judged = [r for r in rows if r["role"] != "duplicate"]
-        verdict = min((str(r["verdict"]) for r in judged), key=lambda v: _RANK.get(v, len(_RANK)))
+        verdict = min((str(r["verdict"]) for r in judged), key=lambda v: SEVERITY_RANK.get(v, len(SEVERITY_RANK)))
         owned_sites = module_sites(owner, kind, sites) if kind != "site" else ()
         attached.update(owned_sites)
 

@@ -16,10 +16,16 @@ from typing import Any
 
 import pandas as pd
 
+from tokdiag.analysis.classification import MIN_SNAPSHOTS
 from tokdiag.analysis.findings import Finding, Series, code, sentence
 from tokdiag.analysis.fold import owner_of
 from tokdiag.analysis.format import format_signed, format_value, measure_words
 from tokdiag.analysis.owners import display_name
+
+CLEAR_SNAPSHOTS = 2 * MIN_SNAPSHOTS
+"""Fewest snapshots a run needs to be called leak-free: the verdicts judge the end of a run on its last
+half once it has ``2 * MIN_SNAPSHOTS`` (see :mod:`tokdiag.analysis.classification`); fewer, and a flat
+RSS over four snapshots is no evidence that a slow leak is absent."""
 
 __all__ = ["clear", "leak", "process_finding", "rate", "self_cost", "settled", "warning"]
 
@@ -183,9 +189,12 @@ def clear(run: Any, owners: dict[str, list[Series]], kinds: dict[str, str], n_wa
     if census:
         said.append(f"{len(census):,} census types, none leaking")
     what = ", ".join(said) if said else "nothing judged"
-    if run.status != "completed" or undecided:
+    too_few = len(steps) < CLEAR_SNAPSHOTS
+    if run.status != "completed" or undecided or too_few:
         why = (f"the run did not complete ({run.status})" if run.status != "completed" else
-               "undecided: " + ", ".join(undecided) + " (run longer: their reasons say how much)")
+               "undecided: " + ", ".join(undecided) + " (run longer: their reasons say how much)" if undecided else
+               f"{_plural(len(steps), 'snapshot')} cannot show that the end of the run is flat "
+               f"(an all-clear needs {CLEAR_SNAPSHOTS}; run more steps or snapshot more often)")
         pieces = sentence(f"No leak shown in {measured}, but this is not an all-clear: {why}. Measured: {what}.")
         kind_ = "undecided"
     else:

@@ -11,7 +11,10 @@ These are the same tables for a page:
 - :func:`compare_table`: each run's verdict and growth per step, the
   difference, and the change in words that say what changed;
 - :func:`compare_notes`: sentences saying what ``fixed`` refers to, and
-  what RSS did beside it.
+  what RSS did beside it; :func:`compare_headlines`: the changes as
+  ``summary.json`` headlines;
+- :func:`runs_table`: one row per run: how it ended, how long it ran, RSS
+  at its start and end.
 
 Figures are written with :mod:`tokdiag.analysis.format` (``+10.5 KiB/step``,
 ``+1 object/step``); an interval is printed only when it says something
@@ -25,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from tokdiag.analysis.classification import SEVERITY_RANK
 from tokdiag.analysis.compare import COMPARE_COLUMNS
 from tokdiag.analysis.fold import fold_verdicts
 from tokdiag.analysis.format import (
@@ -36,9 +40,9 @@ from tokdiag.analysis.format import (
 )
 from tokdiag.errors import ConfigError
 
-__all__ = ["change_short", "compare_notes", "compare_table", "side_labels", "verdicts_table"]
+__all__ = ["change_short", "compare_headlines", "compare_notes", "compare_table", "runs_table", "side_labels",
+           "verdicts_table"]
 
-_RANK = {"leak": 0, "inconclusive": 1, "step": 2, "bounded": 3, "flat": 4}
 
 
 def _series_label(probe: str, subject: str, metric: str) -> str:
@@ -75,7 +79,7 @@ def verdicts_table(verdicts_df: Any, *, project_to: int | None = None) -> pd.Dat
         verdicts_df = verdicts_df.verdicts(**({} if project_to is None else {"project_to": project_to}))
     folded = fold_verdicts(verdicts_df)
     rows = folded[folded["role"] == "main"].copy()
-    rows["_rank"] = rows["verdict"].map(_RANK).fillna(len(_RANK))
+    rows["_rank"] = rows["verdict"].map(SEVERITY_RANK).fillna(len(SEVERITY_RANK))
     rows["_size"] = -rows["per_step"].abs().fillna(0.0)
     rows = rows.sort_values(["_rank", "_size"], kind="stable")
     horizon = project_to or verdicts_df.attrs.get("project_to") or 10_000
@@ -205,3 +209,60 @@ def compare_notes(compare_df: pd.DataFrame) -> tuple[str, ...]:
         notes.insert(0, f"Nothing changed between {la} and {lb}: no compared series differs by more than its "
                         "uncertainty and the practical minimum.")
     return tuple(notes)
+
+
+def compare_headlines(compare_df: pd.DataFrame) -> tuple[tuple[str, str, str], ...]:
+    """The series that changed between two runs as headlines ``(subject, change, detail)``, for ``summary.json``.
+
+    One per series whose ``change`` is ``fixed``, ``new leak``, ``less
+    growth`` or ``more growth``, in that order: subject ``"B: series
+    measure"`` (B the second run's label), the change as the verdict, and
+    what each run did, with units (``"leak, +10.5 KiB/step → flat"``).
+    """
+    df = _check(compare_df)
+    _, lb = side_labels(df)
+    order = {"fixed": 0, "new leak": 1, "less growth": 2, "more growth": 3}
+    rows = df[df["change"].isin(list(order))]
+    rows = rows.assign(_o=rows["change"].map(order)).sort_values("_o", kind="stable")
+    return tuple((f"{lb}: {_series_label(r.probe, r.subject, r.metric)} {measure_words(r.probe, r.metric)}",
+                  str(r.change), f"{_side(r.verdict_a, r.per_step_a, r.unit)} → {_side(r.verdict_b, r.per_step_b, r.unit)}")
+                 for r in rows.itertuples())
+
+
+def runs_table(run_or_runs: Any) -> pd.DataFrame:
+    """One row per run, indexed by its name: how it ended and what its RSS did, with units.
+
+    Columns: ``status`` (``completed``, ``budget``, ``killed``, ...),
+    ``steps`` (the first and last snapshot's step), ``snapshots``,
+    ``seconds`` (elapsed at the last snapshot), ``RSS at start``, ``RSS at
+    end`` and ``RSS growth``. ``run_or_runs``: a Run, a journal path, a list
+    of them, or ``{label: run}`` (see :func:`tokdiag.analysis.owners.runs_of`).
+
+    >>> import pandas as pd
+    >>> from tokdiag.recording.run import Run
+    >>> cols = ["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"]
+    >>> rows = [("a", s, s / 10, "process", "process", "rss", 2**20 * (100 + s), "bytes") for s in (0, 10, 20)]
+    >>> runs_table(Run("a", pd.DataFrame(rows, columns=cols))).to_dict(orient="index")  # doctest: +NORMALIZE_WHITESPACE
+    {'a': {'status': 'completed', 'steps': '0 to 20', 'snapshots': 3, 'seconds': '2.0', 'RSS at start': '100 MiB',
+           'RSS at end': '120 MiB', 'RSS growth': '+20 MiB'}}
+    """
+    from tokdiag.analysis.owners import runs_of
+    from tokdiag.recording.timeline import series
+
+    rows = []
+    for run in runs_of(run_or_runs):
+        rss = series(run.timeline, "process", "process", "rss").dropna()
+        elapsed = run.timeline["elapsed_s"] if "elapsed_s" in run.timeline else pd.Series(dtype="float64")
+        steps = sorted(run.timeline["step"].unique().tolist()) if len(run.timeline) else []
+        rows.append({
+            "run": str(run.name), "status": str(run.status),
+            "steps": f"{int(steps[0]):,} to {int(steps[-1]):,}" if steps else "",
+            "snapshots": len(steps),
+            "seconds": f"{float(elapsed.max()):.1f}" if len(elapsed) else "",
+            "RSS at start": format_value(float(rss.iloc[0]), "bytes") if len(rss) else "",
+            "RSS at end": format_value(float(rss.iloc[-1]), "bytes") if len(rss) else "",
+            "RSS growth": format_signed(float(rss.iloc[-1] - rss.iloc[0]), "bytes") if len(rss) else "",
+        })
+    table = pd.DataFrame(rows, columns=["run", "status", "steps", "snapshots", "seconds", "RSS at start",
+                                        "RSS at end", "RSS growth"])
+    return table.set_index("run")

@@ -12,6 +12,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from tokdiag.analysis.classification import SEVERITY_RANK
 from tokdiag.analysis.format import short_name as _series_name  # noqa: F401  (the figure modules' name for it)
 from tokdiag.analysis.ledger import KINDS as LEDGER_KINDS
 from tokdiag.errors import ConfigError
@@ -37,7 +38,7 @@ _LABEL_TINTS: dict[str, str] = {
     "flat": "#f0f0f0",
     "inconclusive": "#ecdff2",
 }
-_LABEL_RANK = {"leak": 0, "inconclusive": 1, "step": 2, "bounded": 3, "flat": 4}
+_LABEL_RANK = SEVERITY_RANK
 
 KIND_ORDER: tuple[str, ...] = LEDGER_KINDS
 """Ledger owner kinds, bottom of the stack first (:data:`tokdiag.analysis.ledger.KINDS`); ``unexplained`` is

@@ -52,15 +52,18 @@ def aworld() -> list[CacheSpec]:
     """
     if importlib.util.find_spec("aworld") is None:
         return []
-    specs = [cache(target) for target in _AWORLD_TOKENIZERS]
+    specs = [_spec(target) for target in _AWORLD_TOKENIZERS]  # resolved now: a missing tokenizer raises
     for target in _PR765_CACHES:
         try:
-            obj = resolve_target(target)
-        except TargetError:
+            specs.append(_spec(target))
+        except TargetError:  # PR #765 is not applied
             continue
-        if _cache_kind(obj) is None:  # a module-level tokenizer: one object, measured through a getter
-            specs.append(cache(functools.partial(resolve_target, target), name=target))
-        else:
-            specs.append(cache(target))
-        del obj
     return specs
+
+
+def _spec(target: str) -> CacheSpec:
+    """A cache spec for ``target``: the cache itself, or one object (a tokenizer) measured through a getter."""
+    obj = resolve_target(target)
+    if _cache_kind(obj) is None:  # a module-level tokenizer: one object, labelled by its target
+        return cache(functools.partial(resolve_target, target), name=target)
+    return cache(target)

@@ -190,6 +190,7 @@ def track_isolated(
     journal: str | os.PathLike[str],
     report: Sequence[str] = (),
     timeout: float | None = None,
+    progress: bool = True,
     **options: Any,
 ) -> Run:
     """Run ``factory(**kwargs)`` as a tracked workload in a child process and return its Run.
@@ -199,11 +200,15 @@ def track_isolated(
     through JSON. The journal is replaced if it is one already (another
     file at that path is refused). ``timeout`` (seconds) kills the child when
     it runs too long; the run then has status ``"killed"``. How each other
-    ending is reported: see the module docstring.
+    ending is reported: see the module docstring. ``progress``: the parent
+    follows the journal the child writes and shows a progress line
+    (:func:`tokdiag.recording.progress.progress_bar`: in a notebook an output
+    updated in place, gone when the run completes), from the child's start
+    (``starting``) through each snapshot.
     """
     check_factory(factory)
-    if "progress" in options:
-        raise ConfigError("progress: the child process runs without a progress bar; remove the option")
+    if type(progress) is not bool:
+        raise ConfigError(f"progress={progress!r}: pass True (show a progress line) or False")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not 0 < timeout < float("inf")):
         raise ConfigError(f"timeout={timeout!r}: must be a positive number of seconds, or None for no limit")
@@ -227,7 +232,7 @@ def track_isolated(
         proc = subprocess.Popen([sys.executable, "-m", "tokdiag.recording.isolated"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            stderr = proc.communicate(payload, timeout=timeout)[1] or ""
+            stderr = _communicate(proc, payload, timeout, journal_path, progress, steps, options.get("name"))
             returncode: int | None = proc.returncode
         except subprocess.TimeoutExpired:
             proc.kill()
@@ -249,6 +254,49 @@ def track_isolated(
         return _outcome(factory, journal_path, proc.pid, status, returncode, stderr, timeout, interrupted)
     finally:
         restore_sigint()
+
+
+def _communicate(proc: subprocess.Popen[str], payload: str, timeout: float | None, journal: Path, progress: bool,
+                 steps: int, name: object) -> str:
+    """Send ``payload``, wait for the child (up to ``timeout``), drawing its progress; its stderr.
+
+    Raises :class:`subprocess.TimeoutExpired` as ``communicate`` does. With
+    ``progress`` the child's journal is read every
+    :data:`~tokdiag.recording.progress.REFRESH_S` seconds (only lines under
+    a header with the child's pid) and the bar follows its snapshots.
+    """
+    if not progress:
+        return proc.communicate(payload, timeout=timeout)[1] or ""
+    from tokdiag.recording.progress import REFRESH_S, JournalFollower, progress_bar
+
+    bar = progress_bar(steps, str(name or journal.stem), enabled=True)
+    assert bar is not None
+    follower = JournalFollower(journal, proc.pid)
+    bar.set_note("starting")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    sent: str | None = payload
+    completed = False
+    try:
+        while True:
+            wait = REFRESH_S if deadline is None else min(REFRESH_S, max(0.0, deadline - time.monotonic()))
+            try:
+                stderr = proc.communicate(sent, timeout=wait)[1] or ""
+                completed = True
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired(proc.args, timeout or 0.0) from None
+                stderr = ""
+            sent = None  # the input goes once; later calls only wait (output is kept between them)
+            if follower.poll() and follower.step is not None:
+                bar.set_steps(follower.step)
+                rss = f"RSS {follower.rss / 2**20:.0f} MiB · " if follower.rss is not None else ""
+                bar.set_note(f"{rss}{follower.snapshots} snapshots")
+            if completed:
+                return stderr
+    finally:
+        follower.poll()
+        done = completed and follower.step == steps
+        bar.close(keep=not done)
 
 
 def _ignore_sigint() -> Callable[[], object]:

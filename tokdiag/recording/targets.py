@@ -11,7 +11,8 @@ and :func:`load`, which turns a target into a step function for the tracker
 :func:`resolve` returns the object; :func:`resolve_callable` also checks that
 it can be called. Both raise :class:`~tokdiag.errors.TargetError` naming the
 role of the target (``"target"``, ``"setup"``, ``"factory"``, ``"cache"``),
-the bad value and the fix: a malformed target (no colon), a module that is
+the bad value and the fix: a malformed target (no colon: ``"myapp.jobs.handle"``
+gets "did you mean 'myapp.jobs:handle'?"), a module that is
 not found (with close names of its siblings), a module found but failing to
 import (with the import error), or an attribute that is not found (with the
 closest name).
@@ -94,6 +95,28 @@ def _import(module_name: str, target: str, role: str) -> ModuleType:
         ) from exc
 
 
+def _with_colon(dotted: str) -> str:
+    """``"myapp.jobs.handle"`` as a target: the longest prefix that is a module, a colon, the rest ("" if no dot).
+
+    Looks modules up with :func:`importlib.util.find_spec` (which imports the
+    parent packages, as resolving the target would); with no module found,
+    the last dot becomes the colon.
+    """
+    import importlib.util
+
+    parts = dotted.split(".")
+    if len(parts) < 2 or not all(p.isidentifier() for p in parts):
+        return ""
+    for k in range(len(parts) - 1, 0, -1):
+        try:
+            found = importlib.util.find_spec(".".join(parts[:k])) is not None
+        except Exception:  # a parent that is missing or fails to import: try a shorter prefix
+            found = False
+        if found:
+            return f"{'.'.join(parts[:k])}:{'.'.join(parts[k:])}"
+    return f"{'.'.join(parts[:-1])}:{parts[-1]}"
+
+
 def resolve(target: object, role: str = "target", *, expected: str = ATTRIBUTE) -> Any:
     """The object that ``"package.module:attr.sub"`` names, importing the module if needed.
 
@@ -106,7 +129,9 @@ def resolve(target: object, role: str = "target", *, expected: str = ATTRIBUTE) 
     module_name, colon, attr_path = target.partition(":")
     module_name, attr_path = module_name.strip(), attr_path.strip()
     if not colon or not module_name or not attr_path or ":" in attr_path:
-        raise TargetError(f"{role} {target!r} is malformed: expected {expected}")
+        hint = _with_colon(target.strip()) if not colon else ""
+        raise TargetError(f"{role} {target!r} is malformed: expected {expected}"
+                          + (f"; did you mean {hint!r}?" if hint else ""))
 
     obj: object = _import(module_name, target, role)
     owner = module_name

@@ -56,6 +56,7 @@ from typing import Any
 
 from tokdiag.errors import ConfigError, TokdiagWarning
 from tokdiag.recording.journal import JournalWriter, make_header, read_journal
+from tokdiag.recording.progress import ProgressBar, progress_bar
 from tokdiag.probes import (
     AllocationProbe,
     AllocatorProbe,
@@ -99,16 +100,6 @@ def _check_every(every: Any) -> int | str:
     if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
         raise ConfigError(f"every={every!r}: must be a positive integer (snapshot every k steps) or 'auto'")
     return every
-
-
-def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tqdm.auto warns when ipywidgets is missing, then falls back to text
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, unit="step", mininterval=0.5, leave=True)
 
 
 class Tracker:
@@ -157,6 +148,15 @@ class Tracker:
         :class:`tokdiag.probes.DiskProbe` takes them: a path, a list, or a
         ``{label: path}`` mapping (a store that is never pruned is a leak
         of its own, on disk).
+    probes:
+        More probes (:class:`tokdiag.probes.Probe`), run at each snapshot
+        after tokdiag's own. One of a kind tokdiag adds by default
+        (``AllocatorProbe()``, ``NativeProbe()`` with the census) takes that
+        one's place, so passing it with options never measures twice.
+    progress:
+        Show a progress line (:func:`tokdiag.recording.progress.progress_bar`:
+        in a notebook an output updated in place, removed when the run
+        completes; in a terminal tqdm on stderr).
     """
 
     def __init__(
@@ -221,7 +221,12 @@ class Tracker:
         self._probes: list[Any] = [p for p in (self._process, AllocatorProbe(), self._cache_probe, self._watch_probe,
                                               NativeProbe() if census else None, self._census_probe,
                                               self._alloc_probe) if p is not None]
-        self._probes.extend(probes)
+        for probe in probes:  # one of a kind tokdiag adds itself replaces it in place: never measured twice
+            same = [i for i, q in enumerate(self._probes) if type(q) is type(probe) and q is not self._process]
+            if same:
+                self._probes[same[0]] = probe
+            else:
+                self._probes.append(probe)
         disk_probe = None if disk is None else DiskProbe(disk)
         if disk_probe is not None:
             self._probes.append(disk_probe)
@@ -233,7 +238,7 @@ class Tracker:
         }
         self.run: Run | None = None
         self._writer: JournalWriter | None = None
-        self._bar: Any = None
+        self._bar: ProgressBar | None = None
         self._ended = False
         self._started = False
         self._pid = os.getpid()
@@ -300,7 +305,7 @@ class Tracker:
         self._first_counts: dict[str, float] = {}
         self._last_counts: dict[str, float] = {}
         self._baseline_mark: list[Any] | None = None  # tracked after the first snapshot: why_alive's newer_than
-        self._bar = _progress_bar(total, self.name, self.progress)
+        self._bar = progress_bar(total, self.name, enabled=self.progress)
 
     # -- the loop ------------------------------------------------------------
     def steps(self, n: int) -> Iterator[int]:
@@ -384,7 +389,7 @@ class Tracker:
                 self._first_counts.setdefault(r.subject, r.value)
                 self._last_counts[r.subject] = r.value
             elif r.probe == "process" and r.metric == "rss" and self._bar is not None:
-                self._bar.set_postfix_str(f"rss={r.value / _MiB:.0f} MiB, snapshots={self._snapshots}", refresh=False)
+                self._bar.set_note(f"RSS {r.value / _MiB:.0f} MiB · {self._snapshots} snapshots")
         del records
         self._schedule(step, cost)
 
@@ -499,8 +504,8 @@ class Tracker:
             writer.close()
             if self._alloc_probe is not None:
                 self._alloc_probe.stop()
-            if self._bar is not None:
-                self._bar.close()
+            if self._bar is not None:  # a completed run's bar goes in a notebook; one that stopped shows where
+                self._bar.close(keep=reason != "completed")
             self._bar = None
         assert self._journal_path is not None
         if not load:

@@ -6,14 +6,15 @@ A plan is a YAML file::
     jobs: 2                         # optional, runs at once (--jobs overrides)
     timeout: 600                    # optional, seconds allowed per cell
     runs:
-      - notebook: notebooks/agent_objects.ipynb
+      - notebook: agent_objects     # a shipped notebook's name, or an .ipynb path
         parameters: {tasks: 300}    # optional
         grid: {keep_agents: [true, false]}  # optional: one run per combination
         name: agents                # optional: folder name (default: notebook name)
 
-A relative ``notebook`` path is looked up in the plan file's folder, then in
-the current folder. Every parameter must be documented in the notebook's
-``parameters`` cell (as :func:`papermill.inspect_notebook` sees it); the whole
+``notebook`` is the name of a shipped notebook (``agent_objects``; see
+:mod:`tokdiag.report.catalog`, ``tokdiag notebooks``) or a path, looked up
+in the plan file's folder, then in the current folder. Every parameter must
+be documented in the notebook's ``parameters`` cell (as :func:`papermill.inspect_notebook` sees it); the whole
 plan is checked before anything runs, and a mistake raises
 :class:`~tokdiag.errors.ConfigError` naming the run, the key and the fix.
 Each run gets a folder ``NN-name[-key=value...]`` under the output folder
@@ -155,7 +156,7 @@ def parse_plan(data: object, *, base_dir: str | os.PathLike[str] = ".", source: 
     """Validate an already-loaded plan (e.g. a dict); relative notebooks resolve against ``base_dir``."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: a plan is a mapping with a 'runs' list, got {_kind(data)}; e.g.\n"
-                          "runs:\n  - notebook: notebooks/agent_objects.ipynb\n    parameters: {tasks: 300}")
+                          "runs:\n  - notebook: agent_objects\n    parameters: {tasks: 300}")
     for key in data:
         if key not in _PLAN_KEYS:
             raise ConfigError(f"{source}: unknown key {key!r} at the top level; "
@@ -172,7 +173,7 @@ def parse_plan(data: object, *, base_dir: str | os.PathLike[str] = ".", source: 
     runs = data.get("runs")
     if not isinstance(runs, list) or not runs:
         raise ConfigError(f"{source}: 'runs' must be a non-empty list of runs, got {_kind(runs)}; e.g.\n"
-                          "runs:\n  - notebook: notebooks/agent_objects.ipynb")
+                          "runs:\n  - notebook: agent_objects")
     specs: list[RunSpec] = []
     for i, run in enumerate(runs):
         specs.extend(_expand_run(run, where=f"{source}, runs[{i}]", base_dir=Path(base_dir),
@@ -190,7 +191,8 @@ def _expand_run(run: object, *, where: str, base_dir: Path, first_index: int) ->
                               f"allowed keys: {', '.join(_RUN_KEYS)}")
     label = run.get("notebook")
     if not isinstance(label, str) or not label:
-        raise ConfigError(f"{where}: 'notebook' must be the path of an .ipynb file, got {label!r}")
+        raise ConfigError(f"{where}: 'notebook' must be a shipped notebook's name or the path of an .ipynb file, "
+                          f"got {label!r}")
     notebook = _resolve_notebook(label, base_dir=base_dir, where=where)
     parameters = run.get("parameters") or {}
     if not isinstance(parameters, Mapping):
@@ -225,17 +227,10 @@ def _expand_run(run: object, *, where: str, base_dir: Path, first_index: int) ->
 
 
 def _resolve_notebook(label: str, *, base_dir: Path, where: str) -> Path:
-    given = Path(label).expanduser()
-    candidates = [given] if given.is_absolute() else [base_dir / given, Path.cwd() / given]
-    for candidate in candidates:
-        if candidate.is_file():
-            if candidate.suffix != ".ipynb":
-                raise ConfigError(f"{where}: notebook {label!r} is not an .ipynb file")
-            return candidate.resolve()
-    shown = [os.path.relpath(c) if not given.is_absolute() else str(c) for c in candidates]
-    tried = " or ".join(repr(t) for t in dict.fromkeys(shown))  # the plan's folder may be the current one
-    raise ConfigError(f"{where}: notebook {label!r} not found (looked for {tried}); "
-                      "give a path relative to the plan file or to the current folder")
+    """A path relative to the plan's folder or the current one, or the name of a shipped notebook."""
+    from tokdiag.report.catalog import resolve
+
+    return resolve(label, base_dirs=(base_dir, Path.cwd()), where=f"{where}: ")
 
 
 def _slug(text: str, limit: int = 80) -> str:
