@@ -31,7 +31,11 @@ the measured ratio against pympler.
 
 Objects the garbage collector does not track (``str``, ``bytes``, ``int``,
 dicts holding only atoms) are invisible to ``gc.get_objects()`` but are
-referents of what holds them, so the walk sees them.
+referents of what holds them, so the walk sees them. Each level's referents
+are ``gc.get_referents`` plus the keys of its dicts (:func:`referents`):
+CPython 3.11+ does not visit the keys of a dict whose keys are all ``str``
+(they cannot make a cycle), so ``gc.get_referents({"x" * 10_000: 1})`` is
+``[1]`` and a walk by referents alone would miss the 10 KB key.
 
 Owners without double counting: pass one :class:`Seen` to several calls and
 each byte goes to the first owner that reaches it::
@@ -65,7 +69,8 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-from itertools import islice
+import operator
+from itertools import chain, compress, islice, repeat
 from typing import Any
 
 import numpy as np
@@ -74,7 +79,7 @@ from tokdiag._clevel import basicsize, classes_hash_by_identity, distinct_types,
 from tokdiag._native import speedups
 from tokdiag.errors import TokdiagWarning
 
-__all__ = ["Seen", "deep_size", "deep_sizes", "shallow_size", "ALIGN", "MAX_OBJECT_BYTES"]
+__all__ = ["Seen", "deep_size", "deep_sizes", "referents", "shallow_size", "ALIGN", "MAX_OBJECT_BYTES"]
 
 ALIGN = 8
 """Sizes are rounded up to a multiple of this (pympler's default ``align``)."""
@@ -654,11 +659,34 @@ def deep_sizes(objs: Iterable[object], seen: Seen | None = None, unsized: dict[s
             objs_level = follow
         del kinds
         if objs_level:
-            frontier = gc.get_referents(*objs_level)
+            frontier = referents(objs_level)
         del objs_level
     if unsized is None and missed:
         warnings.warn(unsized_message(missed), TokdiagWarning, stacklevel=2)
     return total
+
+
+_DICT_KEYS = dict.keys  # the C method: a dict subclass's own keys() never runs
+
+
+def referents(objs: list[Any]) -> list[Any]:
+    """``gc.get_referents(*objs)`` plus the keys of the dicts (and dict subclasses) among ``objs``.
+
+    CPython 3.11+'s ``dict_traverse`` passes over the keys of a dict whose
+    keys are all ``str``; they are data all the same. A key may come twice
+    (a dict with other keys visits them): callers deduplicate by identity.
+    Only C loops: no method of the objects runs, and no other thread can
+    change a dict half-way.
+
+    >>> len(gc.get_referents({"x" * 10: 1})), len(referents([{"x" * 10: 1}]))
+    (1, 2)
+    """
+    out = gc.get_referents(*objs)
+    for t in distinct_types(objs):
+        if t is dict or is_subtype(t, dict):
+            dicts = compress(objs, map(operator.is_, map(type, objs), repeat(t)))
+            out.extend(chain.from_iterable(map(_DICT_KEYS, dicts)))
+    return out
 
 
 def unsized_message(unsized: dict[str, int]) -> str:
