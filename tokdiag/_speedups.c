@@ -69,7 +69,8 @@
  * allocator (measured: +14.6 MiB RSS that stays), which showed up in the
  * RSS of the very process being measured. Here an id costs 8 bytes in an
  * open-addressing table at most half full, and a table of 256 KiB or more
- * is mapped from the OS directly, so freeing it gives the pages back and
+ * is mapped from the OS directly (from 128 KiB, where glibc would map it and
+ * then raise its mmap threshold), so freeing it gives the pages back and
  * leaves the allocator's state as the workload left it.
  *
  * Holds no reference to any object: valid while the objects it saw are
@@ -85,7 +86,12 @@ typedef struct {
     int mapped;      /* slots come from mmap */
 } IdSetObject;
 
-#define IDSET_MAP_MIN ((size_t)1 << 18) /* bytes from which a table is mapped, not malloc'ed */
+static PyTypeObject IdSetType;
+
+/* Bytes from which a table is mapped, not malloc'ed: glibc mmaps a request of 128 KiB or more
+ * itself, and freeing such a chunk raises its mmap threshold for the rest of the process (the
+ * measured program's later allocations of that size would then stay in the heap). */
+#define IDSET_MAP_MIN ((size_t)1 << 17)
 
 static uint64_t *
 slots_alloc(size_t capacity, int *mapped)
@@ -215,6 +221,23 @@ idset_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     return (PyObject *)s;
+}
+
+/* A new empty IdSet (for C callers). */
+static IdSetObject *
+idset_make(void)
+{
+    IdSetObject *s = (IdSetObject *)IdSetType.tp_alloc(&IdSetType, 0);
+    if (s == NULL)
+        return NULL;
+    s->capacity = 0;
+    s->used = 0;
+    s->slots = NULL;
+    if (idset_resize(s, 64) < 0) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    return s;
 }
 
 static void
@@ -668,13 +691,157 @@ check_limit(long long limit)
     return 0;
 }
 
-static PyObject *
-census_count(PyObject *Py_UNUSED(module), PyObject *args)
+/* ------------------------------------------------------------------ the census walk
+ *
+ * One object counted: its type's entry, its C-level size rounded up, owned or not. */
+
+typedef struct {
+    Table t;
+    long long limit;
+    long long align;
+    const int64_t *ids;      /* owned ids, sorted (or NULL) */
+    Py_ssize_t n_ids;
+    IdSetObject *owned_set;  /* owned ids as an IdSet (or NULL) */
+    /* the untracked walk */
+    IdSetObject *seen;       /* untracked objects counted that more than one reference may reach */
+    uint64_t *stack;         /* untracked containers still to walk (addresses of strong references) */
+    size_t sp, scap;
+    int stack_mapped;        /* the stack is mapped (slots_alloc), like a large IdSet table */
+    int dedup_all;           /* walking a dict subclass: its keys may be visited twice, dedupe everything */
+    PyObject *const *skip;   /* objects whose referents are not walked (tokdiag's own id sets) */
+    Py_ssize_t n_skip;
+} Walk;
+
+/* 0, or -1 with an exception set. */
+static int
+tally(Walk *w, PyObject *o)
 {
-    PyObject *heap, *owned_arg;
+    Entry *e = table_entry(&w->t, Py_TYPE(o), w->limit);
+    if (e == NULL)
+        return -1;
+    long long size = entry_size(e, o, w->limit);
+    if (size == -2)
+        return -1;
+    /* e stays valid: entries move only when table_entry adds a type, never while sizing */
+    e->count++;
+    if (size < 0) {
+        e->unsized++;
+        return 0;
+    }
+    size = (size + w->align - 1) & ~(w->align - 1);
+    e->bytes = sat_add(e->bytes, size);
+    if ((w->n_ids && is_owned(w->ids, w->n_ids, (int64_t)(uintptr_t)o))
+        || (w->owned_set != NULL && w->owned_set->used && idset_has(w->owned_set, ADDR(o))))
+        e->owned_bytes = sat_add(e->owned_bytes, size);
+    return 0;
+}
+
+/* tp_traverse visitor of the untracked walk: a referent the gc does not track (a str, an int, a
+ * bytearray, a tuple or dict of atoms, ...) is counted the first time it is met; an untracked
+ * container is pushed to be walked in turn. Tracked referents are in the heap list already.
+ * Classes are program structure (a static type is not tracked): never counted.
+ *
+ * Only an object with more than one reference can be met twice, so only those go through the
+ * id set: the many strings and numbers held by one container alone cost no lookup. */
+static int
+visit_untracked(PyObject *o, void *arg)
+{
+    Walk *w = (Walk *)arg;
+    PyTypeObject *tp = Py_TYPE(o);
+    /* PyObject_IS_GC, inlined: one flag of the type, and a type object's own tp_is_gc */
+    int gc = PyType_IS_GC(tp) && (tp->tp_is_gc == NULL || tp->tp_is_gc(o));
+    if ((gc && PyObject_GC_IsTracked(o)) || PyType_FastSubclass(tp, Py_TPFLAGS_TYPE_SUBCLASS))
+        return 0;
+    if (w->dedup_all || Py_REFCNT(o) > 1) {
+        int added = idset_add(w->seen, ADDR(o));
+        if (added <= 0)
+            return added;
+    }
+    if (tally(w, o) < 0)
+        return -1;
+    if (!gc || tp->tp_traverse == NULL)
+        return 0;
+    if (w->sp == w->scap) {
+        size_t cap = w->scap ? w->scap * 2 : 256;
+        int mapped;
+        uint64_t *stack = slots_alloc(cap, &mapped);
+        if (stack == NULL)
+            return -1;
+        if (w->sp)
+            memcpy(stack, w->stack, w->sp * sizeof(uint64_t));
+        slots_free(w->stack, w->scap, w->stack_mapped);
+        w->stack = stack;
+        w->scap = cap;
+        w->stack_mapped = mapped;
+    }
+    Py_INCREF(o);
+    w->stack[w->sp++] = ADDR(o);
+    return 0;
+}
+
+/* Visit what ``o`` references. An exact dict is read entry by entry, keys included: CPython
+ * 3.11+'s dict_traverse passes over the keys of a dict whose keys are all str (they cannot make
+ * a cycle), and those strings are data too. A dict subclass is traversed (its slots, its own
+ * __dict__) and its keys visited on top, every visit then deduplicated. */
+static int
+walk_referents(Walk *w, PyObject *o)
+{
+    for (Py_ssize_t k = 0; k < w->n_skip; k++)
+        if (w->skip[k] == o)
+            return 0;
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(o, &pos, &key, &value)) /* borrowed: nothing runs that could change o */
+            if (visit_untracked(key, w) < 0 || visit_untracked(value, w) < 0)
+                return -1;
+        return 0;
+    }
+    traverseproc trav = tp->tp_traverse;
+    if (trav == NULL)
+        return 0;
+    if (!PyDict_Check(o))
+        return trav(o, visit_untracked, w);
+    int before = w->dedup_all;
+    w->dedup_all = 1;
+    int r = trav(o, visit_untracked, w);
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (r == 0 && PyDict_Next(o, &pos, &key, &value))
+        r = visit_untracked(key, w);
+    w->dedup_all = before;
+    return r;
+}
+
+/* The untracked objects reachable from ``o`` (a tracked object of the heap), depth first. */
+static int
+walk_untracked(Walk *w, PyObject *o)
+{
+    if (!PyObject_IS_GC(o))
+        return 0;
+    if (walk_referents(w, o) < 0)
+        return -1;
+    while (w->sp > 0) {
+        PyObject *c = (PyObject *)(uintptr_t)w->stack[--w->sp];
+        int r = walk_referents(w, c);
+        Py_DECREF(c);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+census_count(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"heap", "owned", "align", "limit", "untracked", "skip", NULL};
+    PyObject *heap, *owned_arg, *skip_arg = NULL;
     Py_ssize_t align;
     long long limit = DEFAULT_LIMIT;
-    if (!PyArg_ParseTuple(args, "O!On|L:count", &PyList_Type, &heap, &owned_arg, &align, &limit))
+    int untracked = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!On|LpO:count", kwlist, &PyList_Type, &heap, &owned_arg,
+                                     &align, &limit, &untracked, &skip_arg))
         return NULL;
     if (align <= 0 || align > 4096 || (align & (align - 1)) != 0) {
         PyErr_Format(PyExc_ValueError, "align=%zd: pass a power of two up to 4096, e.g. 8", align);
@@ -682,72 +849,65 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args)
     }
     if (check_limit(limit) < 0)
         return NULL;
+    PyObject *skip = NULL;
+    if (skip_arg != NULL && skip_arg != Py_None) {
+        skip = PySequence_Fast(skip_arg, "count: skip must be a sequence of objects (tokdiag's own containers)");
+        if (skip == NULL)
+            return NULL;
+    }
     Py_buffer owned = {0};
-    const int64_t *ids = NULL;
-    Py_ssize_t n_ids = 0;
-    IdSetObject *owned_set = NULL;
+    Walk w = {0};
+    w.limit = limit;
+    w.align = align;
     int have_buffer = 0;
+    PyObject *result = NULL;
+    if (skip != NULL) {
+        w.skip = PySequence_Fast_ITEMS(skip);
+        w.n_skip = PySequence_Fast_GET_SIZE(skip);
+    }
     if (Py_IS_TYPE(owned_arg, &IdSetType)) {
-        owned_set = (IdSetObject *)owned_arg;
+        w.owned_set = (IdSetObject *)owned_arg;
     }
     else if (owned_arg != Py_None) {
         if (PyObject_GetBuffer(owned_arg, &owned, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
-            return NULL;
+            goto done;
+        have_buffer = 1;
         const char *f = owned.format != NULL ? owned.format : "B";
         if (*f == '<' || *f == '=' || *f == '@')
             f++;
         int int64 = owned.itemsize == 8 && (strcmp(f, "q") == 0 || strcmp(f, "l") == 0);
-        n_ids = int64 ? owned.len / 8 : 0;
-        ids = (const int64_t *)owned.buf;
-        for (Py_ssize_t k = 1; int64 && k < n_ids; k++)
-            if (ids[k - 1] > ids[k])
+        w.n_ids = int64 ? owned.len / 8 : 0;
+        w.ids = (const int64_t *)owned.buf;
+        for (Py_ssize_t k = 1; int64 && k < w.n_ids; k++)
+            if (w.ids[k - 1] > w.ids[k])
                 int64 = 0;
         if (!int64) {
-            PyBuffer_Release(&owned);
             PyErr_SetString(PyExc_ValueError, "owned: pass an IdSet, or a sorted native int64 array of ids");
-            return NULL;
+            goto done;
         }
-        have_buffer = 1;
     }
-    Table t = {0};
-    PyObject *result = NULL;
-    if (table_init(&t, 16) < 0)
+    if (table_init(&w.t, 16) < 0)
+        goto done;
+    if (untracked && (w.seen = idset_make()) == NULL)
         goto done;
 
     /* The list is re-read at every step: a C __sizeof__ could in principle run code. */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(heap); i++) {
         PyObject *o = PyList_GET_ITEM(heap, i);
         Py_INCREF(o);
-        Entry *e = table_entry(&t, Py_TYPE(o), limit);
-        if (e == NULL) {
-            Py_DECREF(o);
-            goto done;
-        }
-        long long size = entry_size(e, o, limit);
-        if (size == -2) {
-            Py_DECREF(o);
-            goto done;
-        }
-        /* e stays valid: entries move only when table_entry adds a type, never while sizing */
-        e->count++;
-        if (size < 0) {
-            e->unsized++;
-        }
-        else {
-            size = (size + align - 1) & ~(long long)(align - 1);
-            e->bytes = sat_add(e->bytes, size);
-            if ((n_ids && is_owned(ids, n_ids, (int64_t)(uintptr_t)o))
-                || (owned_set != NULL && owned_set->used && idset_has(owned_set, ADDR(o))))
-                e->owned_bytes = sat_add(e->owned_bytes, size);
-        }
+        int r = tally(&w, o);
+        if (r == 0 && untracked)
+            r = walk_untracked(&w, o);
         Py_DECREF(o);
+        if (r < 0)
+            goto done;
     }
 
-    result = PyList_New(t.n);
+    result = PyList_New(w.t.n);
     if (result == NULL)
         goto done;
-    for (Py_ssize_t k = 0; k < t.n; k++) {
-        Entry *e = &t.entries[k];
+    for (Py_ssize_t k = 0; k < w.t.n; k++) {
+        Entry *e = &w.t.entries[k];
         PyObject *row = Py_BuildValue("(OnLLn)", (PyObject *)e->type, e->count, e->bytes, e->owned_bytes, e->unsized);
         if (row == NULL) {
             Py_CLEAR(result);
@@ -756,9 +916,14 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args)
         PyList_SET_ITEM(result, k, row);
     }
 done:
-    table_free(&t);
+    while (w.sp > 0)
+        Py_DECREF((PyObject *)(uintptr_t)w.stack[--w.sp]);
+    slots_free(w.stack, w.scap, w.stack_mapped);
+    Py_XDECREF(w.seen);
+    table_free(&w.t);
     if (have_buffer)
         PyBuffer_Release(&owned);
+    Py_XDECREF(skip);
     return result;
 }
 
@@ -906,12 +1071,15 @@ atom_hash_py(PyObject *Py_UNUSED(module), PyObject *args)
 }
 
 static PyMethodDef census_methods[] = {
-    {"count", census_count, METH_VARARGS,
-     "count(heap, owned, align, limit=2**48) -> [(type, count, bytes, owned_bytes, unsized), ...]\n\n"
+    {"count", (PyCFunction)(void (*)(void))census_count, METH_VARARGS | METH_KEYWORDS,
+     "count(heap, owned, align, limit=2**48, untracked=False, skip=()) -> [(type, count, bytes, owned_bytes, unsized), ...]\n\n"
      "One pass over the list ``heap``: per type, the number of objects and the sum of their\n"
      "C-level sizes (never a Python-level __sizeof__) rounded up to ``align``; ``owned_bytes``\n"
      "is the part of ``bytes`` in objects that are in ``owned`` (an IdSet, a buffer of sorted\n"
-     "int64 ids, or None); ``unsized`` objects (C __sizeof__ raised, or above ``limit``) count 0 bytes."},
+     "int64 ids, or None); ``unsized`` objects (C __sizeof__ raised, or above ``limit``) count 0 bytes.\n"
+     "With ``untracked``, also the objects the gc does not track that the heap's objects reach\n"
+     "(str, int, bytearray, tuples and dicts of atoms, ...), each once, counted with their type\n"
+     "(classes excepted); the referents of the objects in ``skip`` are not walked."},
     {"types", census_types, METH_O,
      "types(heap) -> list: the distinct types of the objects of the list ``heap``, in order of first\n"
      "sight, told apart by address (a metaclass's __hash__ or __eq__ never runs)."},

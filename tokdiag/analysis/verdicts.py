@@ -715,6 +715,7 @@ def _classify(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdi
 # --------------------------------------------------------------------------- verdicts
 
 _SKIP_UNITS = {"hash", "flag"}
+_AT_START = "_at_start"  # a census type's figures at the first snapshot, written once: a baseline, not a series
 _REQUIRED = ("run", "step", "probe", "subject", "metric", "value", "unit")
 
 
@@ -759,8 +760,10 @@ def verdicts(timeline: pd.DataFrame, *, project_to: int = 10_000, probes: Iterab
     already shows up in its ``entries``.
 
     Series never judged: unit ``hash`` (payload fingerprints are identifiers,
-    not quantities), unit ``flag`` (states, e.g. a capped disk walk) and
-    timings (unit ``seconds``: the tracker's snapshots, a disk walk).
+    not quantities), unit ``flag`` (states, e.g. a capped disk walk),
+    timings (unit ``seconds``: the tracker's snapshots, a disk walk) and
+    baselines (metrics ending ``_at_start``: a census type's figures at the
+    first snapshot, written once when the type is first written late).
 
     >>> import pandas as pd
     >>> rows = [("a", s, 0.0, "watch", "app.Agent", "count", float(s), "objects") for s in range(0, 50, 5)]
@@ -772,7 +775,8 @@ def verdicts(timeline: pd.DataFrame, *, project_to: int = 10_000, probes: Iterab
     if isinstance(project_to, bool) or not isinstance(project_to, (int, np.integer)) or project_to <= 0:
         raise ConfigError(f"project_to={project_to!r}: pass a positive number of steps, e.g. project_to=10_000")
     tl = timeline
-    skip = tl["unit"].isin(_SKIP_UNITS) | (tl["unit"] == "seconds")
+    baselines = [m for m in tl["metric"].unique() if str(m).endswith(_AT_START)]
+    skip = tl["unit"].isin(_SKIP_UNITS) | (tl["unit"] == "seconds") | tl["metric"].isin(baselines)
     if not counters:
         skip |= tl["unit"] == "calls"
     if probes is not None:
