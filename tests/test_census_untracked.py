@@ -190,4 +190,4 @@ def test_growers_are_bounded_per_snapshot_and_per_run():
                        census=False, progress=False, probes=[probe])
     grown = {s for s in run.timeline.query("probe == 'census'")["subject"] if ".Grow" in s}
     assert len(grown) == 12
-    del keep
+

@@ -52,7 +52,7 @@ bench/README.md). The numpy path does the same walk with
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import filterfalse
 from typing import Any
 
@@ -63,9 +63,19 @@ from tokdiag._clevel import type_name
 from tokdiag._native import speedups as _speedups
 from tokdiag.errors import ConfigError
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
+from tokdiag.probes.sizing import (
+    _CHUNK,
+    ALIGN,
+    MAX_OBJECT_BYTES,
+    Rows,
+    Seen,
+    _IdSet,
+    _rows_numpy,
+    referents,
+    shallow_size,
+    unsized_message,
+)
 from tokdiag.records import BYTES, OBJECTS, Record
-from tokdiag.probes.sizing import (ALIGN, MAX_OBJECT_BYTES, Rows, Seen, _CHUNK, _IdSet, _rows_numpy, referents,
-                                   shallow_size, unsized_message)
 
 __all__ = ["IMPLEMENTATION", "CensusProbe", "census", "take_census", "take_census_c", "take_census_numpy",
            "type_name"]
@@ -330,9 +340,10 @@ class CensusProbe:
         moved.sort(reverse=True)
         room = min(self.max_new, self.max_growers - self._growers)
         if len(moved) > room:
-            self.warned.warn("growers", f"census: {len(moved)} types changed by the practical minimum at one snapshot; "
-                                        f"only the {max(room, 0)} that changed most in bytes are written (max_new="
-                                        f"{self.max_new}, max_growers={self.max_growers} per run: raise them to see more)")
+            self.warned.warn("growers", f"census: {len(moved)} types changed by the practical minimum at one "
+                                        f"snapshot; only the {max(room, 0)} that changed most in bytes are written "
+                                        f"(max_new={self.max_new}, max_growers={self.max_growers} per run: raise "
+                                        "them to see more)")
         chosen = [name for _db, _dn, name in moved[:max(room, 0)]]
         self._kept.update(chosen)
         self._growers += len(chosen)

@@ -63,13 +63,13 @@ and otherwise tries again, then leaves the dict to the general walk.
 from __future__ import annotations
 
 import gc
+import operator
 import struct
 import sys
 import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-import operator
 from itertools import chain, compress, islice, repeat
 from typing import Any
 

@@ -62,6 +62,7 @@ from tokdiag.probes import (
     CacheProbe,
     CacheSpec,
     CensusProbe,
+    ContainerProbe,
     Probe,
     ProcessProbe,
     SnapshotContext,
@@ -116,7 +117,11 @@ class Tracker:
     every:
         Snapshot every k steps, or ``"auto"``.
     census:
-        Count and size every type on the heap at each snapshot.
+        Count and size every type on the heap at each snapshot (untracked
+        objects included: strings, bytes, numbers).
+    containers:
+        Find growing containers from the modules without hints
+        (:mod:`tokdiag.probes.containers`): ``logging:Logger.manager.loggerDict``.
     alloc_sites:
         Top N tracemalloc allocation sites per snapshot (0 = off; tracing
         slows allocation-heavy code several times).
@@ -142,6 +147,7 @@ class Tracker:
         caches: Sequence[Any] = (),
         every: int | str = "auto",
         census: bool = True,
+        containers: bool = True,
         alloc_sites: int = 0,
         uss: bool = False,
         journal: str | os.PathLike[str] | None = None,
@@ -190,13 +196,15 @@ class Tracker:
         self._cache_probe = CacheProbe(specs) if specs else None
         self._watch_probe = WatchProbe(list(watch)) if watch else None
         self._census_probe = CensusProbe() if census else None
+        containers_probe = ContainerProbe() if containers else None  # after caches and watch, before the census
         self._alloc_probe = AllocationProbe(alloc_sites) if alloc_sites else None
-        self._probes: list[Any] = [p for p in (self._process, self._cache_probe, self._watch_probe,
+        self._probes: list[Any] = [p for p in (self._process, self._cache_probe, self._watch_probe, containers_probe,
                                               self._census_probe, self._alloc_probe) if p is not None]
         self._probes.extend(probes)
         self._params = {
             "watch": list(watch), "caches": [s.label for s in specs], "every": self.every,
-            "census": census, "alloc_sites": alloc_sites, "budget_mb": budget_mb, "collect": collect,
+            "census": census, "containers": containers, "alloc_sites": alloc_sites, "budget_mb": budget_mb,
+            "collect": collect,
             **_check_params(params),
         }
         self.run: Run | None = None
