@@ -6,7 +6,7 @@
  *
  * IdSet: the identities a snapshot has counted (see below).
  *
- * count(heap, owned, align[, limit]) -> [(type, count, bytes, owned_bytes, unsized), ...]
+ * count(heap, owned, align[, limit[, untracked[, skip]]]) -> [(type, count, bytes, owned_bytes, unsized), ...]
  *
  * For every object of the list ``heap``: its type (a pointer-keyed hash
  * table, no Python hashing, so a metaclass's __hash__ never runs), one more
@@ -15,6 +15,16 @@
  * in it are added to ``owned_bytes`` as well. ``unsized`` counts the objects
  * whose size could not be read (their C __sizeof__ raised, or said more than
  * ``limit`` bytes): they count 0 bytes.
+ *
+ * With ``untracked``, the objects the gc does not track that the heap's
+ * objects reference (directly or through untracked tuples and dicts) are
+ * counted too, each once, classes excepted; the referents of the objects in
+ * the sequence ``skip`` are not walked. Referents come from tp_traverse,
+ * and an exact dict is read entry by entry (3.11+ dict_traverse skips the
+ * keys of a dict of str keys). Only objects with more than one reference
+ * are deduplicated, in paged bitmaps of addresses (PagedBits); the owned
+ * ids are copied into such bitmaps too; referents are prefetched and
+ * visited a few later (the walk is bound by cache misses on them).
  *
  * size(obj[, limit]) -> int: the C-level size of one object (not rounded),
  * -1 when it cannot be read.
@@ -221,23 +231,6 @@ idset_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     return (PyObject *)s;
-}
-
-/* A new empty IdSet (for C callers). */
-static IdSetObject *
-idset_make(void)
-{
-    IdSetObject *s = (IdSetObject *)IdSetType.tp_alloc(&IdSetType, 0);
-    if (s == NULL)
-        return NULL;
-    s->capacity = 0;
-    s->used = 0;
-    s->slots = NULL;
-    if (idset_resize(s, 64) < 0) {
-        Py_DECREF(s);
-        return NULL;
-    }
-    return s;
 }
 
 static void
@@ -656,20 +649,6 @@ table_entry(Table *t, PyTypeObject *tp, long long limit)
     return &t->entries[t->n - 1];
 }
 
-static int
-is_owned(const int64_t *ids, Py_ssize_t n, int64_t id)
-{
-    Py_ssize_t lo = 0, hi = n;
-    while (lo < hi) {
-        Py_ssize_t mid = lo + (hi - lo) / 2;
-        if (ids[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < n && ids[lo] == id;
-}
-
 static void
 table_free(Table *t)
 {
@@ -695,6 +674,161 @@ check_limit(long long limit)
  *
  * One object counted: its type's entry, its C-level size rounded up, owned or not. */
 
+/* A set of object addresses as bitmaps of 256 KiB of address space each (a bit per 16 bytes:
+ * two objects never start in the same 16 bytes, an object being at least 16 bytes long). The
+ * census walk meets objects in the order their containers hold them, which is mostly the order
+ * they were allocated in, so consecutive lookups fall in the same 2 KiB bitmap: the cache misses
+ * of a hashed table of ids (one per lookup, the main cost of the walk on a heap holding a
+ * tokenizer vocabulary) mostly go away. Bitmaps come from chunks mapped like IdSet tables. */
+#define REGION_SHIFT 18
+#define REGION_WORDS ((size_t)1 << (REGION_SHIFT - 4 - 6))
+#define CHUNK_REGIONS 64
+
+typedef struct {
+    uint64_t key;   /* address >> REGION_SHIFT, plus one (0 = empty slot) */
+    uint64_t *bits;
+} Region;
+
+typedef struct {
+    Region *table;
+    size_t cap, used;             /* cap a power of two, at most half full */
+    int table_mapped;
+    uint64_t last_key;
+    uint64_t *last_bits;
+    uint64_t **chunks;            /* each CHUNK_REGIONS bitmaps */
+    int *chunk_mapped;
+    size_t nchunks, chunk_cap, in_chunk;
+} PagedBits;
+
+static void
+paged_free(PagedBits *p)
+{
+    slots_free((uint64_t *)p->table, p->cap * 2, p->table_mapped);
+    for (size_t c = 0; c < p->nchunks; c++)
+        slots_free(p->chunks[c], CHUNK_REGIONS * REGION_WORDS, p->chunk_mapped[c]);
+    PyMem_Free(p->chunks);
+    PyMem_Free(p->chunk_mapped);
+    memset(p, 0, sizeof(*p));
+}
+
+static inline size_t
+region_slot(uint64_t key, size_t cap)
+{
+    return (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 17) & (cap - 1);
+}
+
+static int
+paged_grow(PagedBits *p)
+{
+    size_t cap = p->cap ? p->cap * 2 : 64;
+    int mapped;
+    Region *table = (Region *)slots_alloc(cap * 2, &mapped); /* two words a slot */
+    if (table == NULL)
+        return -1;
+    for (size_t j = 0; j < p->cap; j++) {
+        Region r = p->table[j];
+        if (r.key == 0)
+            continue;
+        size_t i = region_slot(r.key, cap);
+        while (table[i].key != 0)
+            i = (i + 1) & (cap - 1);
+        table[i] = r;
+    }
+    slots_free((uint64_t *)p->table, p->cap * 2, p->table_mapped);
+    p->table = table;
+    p->cap = cap;
+    p->table_mapped = mapped;
+    return 0;
+}
+
+/* A zeroed bitmap for a new region, or NULL (error set). */
+static uint64_t *
+paged_bitmap(PagedBits *p)
+{
+    if (p->nchunks == 0 || p->in_chunk == CHUNK_REGIONS) {
+        if (p->nchunks == p->chunk_cap) {
+            size_t cap = p->chunk_cap ? p->chunk_cap * 2 : 8;
+            uint64_t **chunks = PyMem_Realloc(p->chunks, cap * sizeof(uint64_t *));
+            int *mapped = chunks == NULL ? NULL : PyMem_Realloc(p->chunk_mapped, cap * sizeof(int));
+            if (chunks != NULL)
+                p->chunks = chunks;
+            if (mapped == NULL) {
+                PyErr_NoMemory();
+                return NULL;
+            }
+            p->chunk_mapped = mapped;
+            p->chunk_cap = cap;
+        }
+        uint64_t *chunk = slots_alloc(CHUNK_REGIONS * REGION_WORDS, &p->chunk_mapped[p->nchunks]);
+        if (chunk == NULL)
+            return NULL;
+        p->chunks[p->nchunks++] = chunk;
+        p->in_chunk = 0;
+    }
+    return p->chunks[p->nchunks - 1] + REGION_WORDS * p->in_chunk++;
+}
+
+/* Whether ``addr`` is in the set. */
+static inline int
+paged_has(PagedBits *p, uint64_t addr)
+{
+    uint64_t key = (addr >> REGION_SHIFT) + 1;
+    uint64_t *bits = p->last_bits;
+    if (key != p->last_key || bits == NULL) {
+        if (p->cap == 0)
+            return 0;
+        size_t i = region_slot(key, p->cap);
+        while (p->table[i].key != 0 && p->table[i].key != key)
+            i = (i + 1) & (p->cap - 1);
+        if (p->table[i].key == 0)
+            return 0;
+        bits = p->table[i].bits;
+        p->last_key = key;
+        p->last_bits = bits;
+    }
+    size_t bit = (size_t)(addr >> 4) & (REGION_WORDS * 64 - 1);
+    return (bits[bit >> 6] >> (bit & 63)) & 1;
+}
+
+/* 1 when ``addr`` was added, 0 when it was there, -1 on error. */
+static int
+paged_add(PagedBits *p, uint64_t addr)
+{
+    uint64_t key = (addr >> REGION_SHIFT) + 1;
+    uint64_t *bits = p->last_bits;
+    if (key != p->last_key || bits == NULL) {
+        if ((p->used + 1) * 2 > p->cap && paged_grow(p) < 0)
+            return -1;
+        size_t i = region_slot(key, p->cap);
+        while (p->table[i].key != 0 && p->table[i].key != key)
+            i = (i + 1) & (p->cap - 1);
+        if (p->table[i].key == 0) {
+            if ((bits = paged_bitmap(p)) == NULL)
+                return -1;
+            p->table[i].key = key;
+            p->table[i].bits = bits;
+            p->used++;
+        }
+        bits = p->table[i].bits;
+        p->last_key = key;
+        p->last_bits = bits;
+    }
+    size_t bit = (size_t)(addr >> 4) & (REGION_WORDS * 64 - 1);
+    uint64_t mask = (uint64_t)1 << (bit & 63);
+    if (bits[bit >> 6] & mask)
+        return 0;
+    bits[bit >> 6] |= mask;
+    return 1;
+}
+
+#define RING 16
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+
 typedef struct {
     Table t;
     long long limit;
@@ -702,15 +836,40 @@ typedef struct {
     const int64_t *ids;      /* owned ids, sorted (or NULL) */
     Py_ssize_t n_ids;
     IdSetObject *owned_set;  /* owned ids as an IdSet (or NULL) */
+    PagedBits owned_bits;    /* the owned ids again, looked up with fewer cache misses (see PagedBits) */
+    int any_owned;
     /* the untracked walk */
-    IdSetObject *seen;       /* untracked objects counted that more than one reference may reach */
+    PagedBits seen;          /* untracked objects counted that more than one reference may reach */
     uint64_t *stack;         /* untracked containers still to walk (addresses of strong references) */
     size_t sp, scap;
     int stack_mapped;        /* the stack is mapped (slots_alloc), like a large IdSet table */
     int dedup_all;           /* walking a dict subclass: its keys may be visited twice, dedupe everything */
     PyObject *const *skip;   /* objects whose referents are not walked (tokdiag's own id sets) */
     Py_ssize_t n_skip;
+    PyObject *ring[RING];    /* referents met, waiting for their memory to arrive (see visit_untracked) */
+    unsigned ring_head, ring_n;
 } Walk;
+
+/* The owned ids are looked up for every object counted; in their hashed table (100k+ ids) each
+ * lookup is a cache miss, so they are copied once into paged bitmaps, where consecutive objects
+ * are looked up in the same 2 KiB. */
+static int
+owned_init(Walk *w)
+{
+    if (w->owned_set != NULL) {
+        for (size_t j = 0; j < w->owned_set->capacity; j++)
+            if (w->owned_set->slots[j] != 0 && paged_add(&w->owned_bits, w->owned_set->slots[j]) < 0)
+                return -1;
+        w->any_owned = w->owned_set->used > 0;
+    }
+    else {
+        for (Py_ssize_t j = 0; j < w->n_ids; j++)
+            if (paged_add(&w->owned_bits, (uint64_t)w->ids[j]) < 0)
+                return -1;
+        w->any_owned = w->n_ids > 0;
+    }
+    return 0;
+}
 
 /* 0, or -1 with an exception set. */
 static int
@@ -730,8 +889,7 @@ tally(Walk *w, PyObject *o)
     }
     size = (size + w->align - 1) & ~(w->align - 1);
     e->bytes = sat_add(e->bytes, size);
-    if ((w->n_ids && is_owned(w->ids, w->n_ids, (int64_t)(uintptr_t)o))
-        || (w->owned_set != NULL && w->owned_set->used && idset_has(w->owned_set, ADDR(o))))
+    if (w->any_owned && paged_has(&w->owned_bits, ADDR(o)))
         e->owned_bytes = sat_add(e->owned_bytes, size);
     return 0;
 }
@@ -744,16 +902,15 @@ tally(Walk *w, PyObject *o)
  * Only an object with more than one reference can be met twice, so only those go through the
  * id set: the many strings and numbers held by one container alone cost no lookup. */
 static int
-visit_untracked(PyObject *o, void *arg)
+visit_now(PyObject *o, Walk *w)
 {
-    Walk *w = (Walk *)arg;
     PyTypeObject *tp = Py_TYPE(o);
     /* PyObject_IS_GC, inlined: one flag of the type, and a type object's own tp_is_gc */
     int gc = PyType_IS_GC(tp) && (tp->tp_is_gc == NULL || tp->tp_is_gc(o));
     if ((gc && PyObject_GC_IsTracked(o)) || PyType_FastSubclass(tp, Py_TPFLAGS_TYPE_SUBCLASS))
         return 0;
     if (w->dedup_all || Py_REFCNT(o) > 1) {
-        int added = idset_add(w->seen, ADDR(o));
+        int added = paged_add(&w->seen, ADDR(o));
         if (added <= 0)
             return added;
     }
@@ -776,6 +933,39 @@ visit_untracked(PyObject *o, void *arg)
     }
     Py_INCREF(o);
     w->stack[w->sp++] = ADDR(o);
+    return 0;
+}
+
+/* The visitor given to tp_traverse. Reading a referent's header is a cache miss (the referents
+ * of a heap are all over memory): each referent is prefetched when met and visited RING
+ * referents later, when its memory has arrived. */
+static int
+visit_untracked(PyObject *o, void *arg)
+{
+    Walk *w = (Walk *)arg;
+    PREFETCH(o);
+    PREFETCH((char *)o - 16); /* the GC header, before the object: where "tracked" is */
+    if (w->ring_n < RING) {
+        w->ring[(w->ring_head + w->ring_n++) % RING] = o;
+        return 0;
+    }
+    PyObject *due = w->ring[w->ring_head];
+    w->ring[w->ring_head] = o;
+    w->ring_head = (w->ring_head + 1) % RING;
+    return visit_now(due, w);
+}
+
+/* Visit what is waiting in the ring. */
+static int
+ring_flush(Walk *w)
+{
+    while (w->ring_n > 0) {
+        PyObject *due = w->ring[w->ring_head];
+        w->ring_head = (w->ring_head + 1) % RING;
+        w->ring_n--;
+        if (visit_now(due, w) < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -803,33 +993,44 @@ walk_referents(Walk *w, PyObject *o)
         return 0;
     if (!PyDict_Check(o))
         return trav(o, visit_untracked, w);
+    /* the ring is emptied before and after: what it holds is visited with this object's dedup_all */
     int before = w->dedup_all;
+    if (ring_flush(w) < 0)
+        return -1;
     w->dedup_all = 1;
     int r = trav(o, visit_untracked, w);
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (r == 0 && PyDict_Next(o, &pos, &key, &value))
         r = visit_untracked(key, w);
+    if (r == 0)
+        r = ring_flush(w);
     w->dedup_all = before;
     return r;
 }
 
-/* The untracked objects reachable from ``o`` (a tracked object of the heap), depth first. */
+/* The untracked objects reachable from ``o`` (a tracked object of the heap), depth first; with
+ * ``o`` NULL, what is still waiting in the ring and on the stack (at the end). Referents still in
+ * the ring when the next heap object is walked are visited then: they stay alive (their holders
+ * do, and nothing runs that could change them). */
 static int
 walk_untracked(Walk *w, PyObject *o)
 {
-    if (!PyObject_IS_GC(o))
-        return 0;
-    if (walk_referents(w, o) < 0)
+    if (o != NULL && PyObject_IS_GC(o) && walk_referents(w, o) < 0)
         return -1;
-    while (w->sp > 0) {
-        PyObject *c = (PyObject *)(uintptr_t)w->stack[--w->sp];
-        int r = walk_referents(w, c);
-        Py_DECREF(c);
-        if (r < 0)
+    for (;;) {
+        while (w->sp > 0) {
+            PyObject *c = (PyObject *)(uintptr_t)w->stack[--w->sp];
+            int r = walk_referents(w, c);
+            Py_DECREF(c);
+            if (r < 0)
+                return -1;
+        }
+        if (o != NULL || w->ring_n == 0)
+            return 0;
+        if (ring_flush(w) < 0) /* may push more containers */
             return -1;
     }
-    return 0;
 }
 
 static PyObject *
@@ -886,13 +1087,13 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
             goto done;
         }
     }
-    if (table_init(&w.t, 16) < 0)
-        goto done;
-    if (untracked && (w.seen = idset_make()) == NULL)
+    if (table_init(&w.t, 16) < 0 || owned_init(&w) < 0)
         goto done;
 
     /* The list is re-read at every step: a C __sizeof__ could in principle run code. */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(heap); i++) {
+        if (i + 8 < PyList_GET_SIZE(heap))
+            PREFETCH(PyList_GET_ITEM(heap, i + 8));
         PyObject *o = PyList_GET_ITEM(heap, i);
         Py_INCREF(o);
         int r = tally(&w, o);
@@ -902,6 +1103,8 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         if (r < 0)
             goto done;
     }
+    if (untracked && walk_untracked(&w, NULL) < 0)
+        goto done;
 
     result = PyList_New(w.t.n);
     if (result == NULL)
@@ -919,7 +1122,8 @@ done:
     while (w.sp > 0)
         Py_DECREF((PyObject *)(uintptr_t)w.stack[--w.sp]);
     slots_free(w.stack, w.scap, w.stack_mapped);
-    Py_XDECREF(w.seen);
+    paged_free(&w.owned_bits);
+    paged_free(&w.seen);
     table_free(&w.t);
     if (have_buffer)
         PyBuffer_Release(&owned);

@@ -145,29 +145,37 @@ def take_census_numpy(heap: list[Any], owned: Owned = None, unsized: dict[str, i
     return _by_name(rows, unsized)
 
 
+_UNTRACKED_BATCH = 65536
+"""Untracked objects sized together by :func:`_rows_numpy` (each call has a fixed cost)."""
+
+
 def _untracked_rows_numpy(heap: list[Any], owned_sorted: np.ndarray | None, skip: Sequence[object]) -> Rows:
     """:data:`Rows` of the untracked objects that ``heap`` reaches, each once (the numpy path's walk).
 
     Level by level over slices of the heap: ``gc.get_referents`` of a slice
     plus the keys of its dicts (:func:`tokdiag.probes.sizing.referents`),
     those the gc does not track (``itertools.filterfalse(gc.is_tracked)``),
-    the ones not met before (an id set), sized by :func:`_rows_numpy`, then
-    their own referents in turn (untracked tuples and dicts hold more).
+    the ones not met before (an id set), then their own referents in turn
+    (untracked tuples and dicts hold more). What is found is sized by
+    :func:`_rows_numpy` in batches of :data:`_UNTRACKED_BATCH`.
     """
     skip_ids = {id(o) for o in skip}
     met = _IdSet()
     rows: Rows = []
-    for start in range(0, len(heap), _CHUNK):
-        level = heap[start:start + _CHUNK]
+    found: list[Any] = []
+    for start in range(0, len(heap), 4 * _CHUNK):
+        level = heap[start:start + 4 * _CHUNK]
         if skip_ids:
             level = [o for o in level if id(o) not in skip_ids]
         while level:
-            found = referents(level)
-            level = met.take_new(list(filterfalse(gc.is_tracked, found)), _NO_SKIP)  # classes are left out
-            del found
-            if level:
-                rows += _rows_numpy(level, owned_sorted, MAX_OBJECT_BYTES)
-    del level
+            level = met.take_new(list(filterfalse(gc.is_tracked, referents(level))), _NO_SKIP)  # no classes
+            found += level
+        if len(found) >= _UNTRACKED_BATCH:
+            rows += _rows_numpy(found, owned_sorted, MAX_OBJECT_BYTES)
+            found = []
+    if found:
+        rows += _rows_numpy(found, owned_sorted, MAX_OBJECT_BYTES)
+    del found, level
     return rows
 
 
