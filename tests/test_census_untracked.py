@@ -181,6 +181,17 @@ def test_a_type_written_late_brings_its_start_and_the_ledger_counts_growth_from_
     assert mine == pytest.approx(40 * shallow_size(bytearray(1000)), rel=0.02)  # growth only, not the first 40
 
 
+def test_a_whole_object_graph_growing_by_one_per_step_is_written_at_once():
+    # a new agent per task: ~100 classes of equal size each +1 per step (real AWorld: 81 pass +8 at one snapshot)
+    classes = [type(f"Node{i}", (), {}) for i in range(90)]
+    keep: list = []
+    run = td.track(lambda i: keep.extend(c() for c in classes), steps=12, every=4, census=False, progress=False,
+                   probes=[CensusProbe()])
+    firsts = {s: g["step"].min() for s, g in run.timeline.query("probe == 'census' and metric == 'count'")
+              .groupby("subject") if ".Node" in s}
+    assert len(firsts) == 90 and set(firsts.values()) == {8}  # +8 at step 8, not 20 a snapshot
+
+
 def test_growers_are_bounded_per_snapshot_and_per_run():
     classes = [type(f"Grow{i}", (), {}) for i in range(30)]
     keep: list = []
