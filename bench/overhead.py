@@ -7,8 +7,9 @@ disk), builds a chat-message dict per turn with metadata, and keeps a
 bounded history of the last 500 messages, as an agent service does.
 
 Untracked (A) and tracked (B, ``td.track(step, steps=N, progress=False)``
-with every other option at its default: ``every="auto"``, census on,
-``gc.collect()`` before each snapshot) are interleaved A B C A B C ... so drift
+with every other option at its default: ``every="auto"``, census on (with
+untracked objects), the containers probe on, ``gc.collect()`` before each
+snapshot) are interleaved A B C A B C ... so drift
 on a shared machine hits both alike; the medians are compared, in wall
 time and in this process's CPU time (``time.process_time``; the workload
 is single-threaded, so on an idle machine the two agree, and on a loaded
@@ -34,7 +35,9 @@ from collections import deque
 from typing import Any
 
 import tokdiag as td
+from tokdiag.probes import ContainerProbe, SnapshotContext
 from tokdiag.probes.census import take_census
+from tokdiag.probes.containers import discover
 from tokdiag_workloads.sample_text import SAMPLE_TEXT
 from tokdiag_workloads.vocab import encoding
 
@@ -87,7 +90,11 @@ def snapshot_parts(repeats: int = 5) -> dict[str, float]:
     work = Workload(encoding("cl100k_base"))
     for i in range(600):
         work(i)
-    parts: dict[str, list[float]] = {"gc.collect()": [], "gc.get_objects()": [], "take_census(heap)": []}
+    parts: dict[str, list[float]] = {"gc.collect()": [], "gc.get_objects()": [], "take_census(heap)": [],
+                                     "take_census(heap, untracked=True)": [],
+                                     "containers probe (no discovery)": [], "containers: full discovery": []}
+    probe = ContainerProbe()
+    probe.collect(SnapshotContext())
     for _ in range(repeats):
         t = time.process_time()
         gc.collect()
@@ -98,6 +105,15 @@ def snapshot_parts(repeats: int = 5) -> dict[str, float]:
         t = time.process_time()
         take_census(heap)
         parts["take_census(heap)"].append(time.process_time() - t)
+        t = time.process_time()
+        take_census(heap, untracked=True)
+        parts["take_census(heap, untracked=True)"].append(time.process_time() - t)
+        t = time.process_time()
+        probe.collect(SnapshotContext())
+        parts["containers probe (no discovery)"].append(time.process_time() - t)
+        t = time.process_time()
+        discover()
+        parts["containers: full discovery"].append(time.process_time() - t)
         n = len(heap)
         del heap
     out = {label: statistics.median(ts) for label, ts in parts.items()}

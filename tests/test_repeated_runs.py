@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import functools
 import gc
+import logging
 import subprocess
 import sys
 import textwrap
+import types
 from unittest.mock import MagicMock
 
 import pandas as pd
@@ -116,3 +118,40 @@ def test_deep_size_of_a_magicmock_ends():
     out = subprocess.run([sys.executable, "-c", _DEEP_SIZE_OF_A_MOCK], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert 0 < int(out.stdout.strip()) < 1 << 16  # the mock and its own dicts: no child mocks
+
+
+_REQUESTS: dict[str, list[str]] = {}
+
+
+def _container_workloads(k: int):
+    """A step that fills a container the containers probe finds by itself, and how to empty it again."""
+    tag = f"rr{k}"
+    kinds = [
+        (lambda i: logging.getLogger(f"{tag}.{i}"),
+         lambda: [logging.Logger.manager.loggerDict.pop(n) for n in list(logging.Logger.manager.loggerDict)
+                  if n.startswith(tag)]),
+        (lambda i: _REQUESTS.__setitem__(f"{tag}-{i}", [str(i)] * 5), _REQUESTS.clear),
+        (lambda i: sys.modules.__setitem__(f"{tag}_plugin_{i}", types.ModuleType(f"{tag}_plugin_{i}")),
+         lambda: [sys.modules.pop(n) for n in list(sys.modules) if n.startswith(f"{tag}_plugin_")]),
+        (lambda i: _cached(10_000 + 100 * k + i), _cached.cache_clear),
+    ]
+    return kinds[k % len(kinds)]
+
+
+def test_ten_runs_in_one_process_leave_the_containers_probe_nothing_to_find_in_a_noop_run():
+    kept: list[td.Run] = []
+    for k in range(10):
+        step, empty = _container_workloads(k)
+        try:
+            run = td.track(step, steps=20, every=5, progress=False)
+        finally:
+            empty()
+        assert not run.timeline.query("probe == 'containers'").empty  # each run found its container
+        kept.append(run)
+    gc.collect()
+    run = td.track(lambda i: None, steps=100, every=5, progress=False)
+    written = run.timeline.query("probe == 'containers'")["subject"].unique().tolist()
+    assert written == []  # nothing the ten runs (or tokdiag itself) left grows
+    leaks = run.verdicts().query("verdict == 'leak'")[["probe", "subject", "metric"]]
+    assert leaks.empty, leaks.to_string()
+    del kept

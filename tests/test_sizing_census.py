@@ -49,6 +49,22 @@ def test_deep_size_sees_objects_the_gc_does_not_track():
     assert td.deep_size(b"x" * 5000) >= 5000
 
 
+def test_deep_size_counts_the_str_keys_the_gc_does_not_visit():
+    # CPython 3.11+ does not traverse the keys of a dict whose keys are all str: the walk must read them
+    big = "x" * 10_000
+    d = {big: 1}
+    assert td.deep_size(d) == asizeof.asizeof(d) > 10_000  # 216 bytes when the key was missed
+    from collections import OrderedDict, defaultdict
+
+    for sub in (OrderedDict({"y" * 5000: 2}), defaultdict(list, {"z" * 5000: [1]})):
+        assert td.deep_size(sub) == asizeof.asizeof(sub) > 5000
+    nested = {"outer": {big + "!": 0}, "keys": [{"k" * 3000: i} for i in range(3)]}
+    assert td.deep_size(nested) == asizeof.asizeof(nested)
+    seen = td.Seen()  # a key shared by two dicts goes to the first owner only
+    first, second = td.deep_size({big: 1}, seen), td.deep_size({big: 2}, seen)
+    assert first > 10_000 > second
+
+
 def test_shared_seen_splits_bytes_between_owners_without_double_counting():
     shared = bytes(50_000)
     a, b = [shared], [shared]
@@ -146,3 +162,9 @@ def test_the_snapshots_own_seen_set_is_not_counted_by_the_census():
     ledger = run.ledger()
     last = ledger[ledger.step == ledger.step.max()].set_index("owner")["bytes"]
     assert "builtins.set" not in last.index or last["builtins.set"] < 64 * 1024
+
+
+def test_deep_size_counts_the_str_keys_of_a_dict_too_big_to_list_at_once():
+    # a dict of 40,000 str keys is walked in slices (bounded memory); its keys, which its tp_traverse skips, too
+    d = {("key%d" % i) * 3: [i] for i in range(40_000)}
+    assert td.deep_size(d) == asizeof.asizeof(d)

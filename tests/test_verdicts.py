@@ -374,7 +374,7 @@ KEEP = sys.argv[1] == "keep"
 kept = []  # with "keep", every pattern ever compiled stays alive: what re evicts is not freed
 
 def step(i):
-    pattern = re.compile(f"pattern_{i}_[a-z]+(?:x|y){{2,5}}")
+    pattern = re.compile(f"pattern_{i}_[a-z]+(?:x|y){{2,5}}" + "(?:abcdefgh|ijklmnop)" * 40)  # ~8 KiB each (tracemalloc)
     if KEEP:
         kept.append(pattern)
 

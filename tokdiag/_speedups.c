@@ -9,7 +9,7 @@
  * referents(obj, start, count) -> list: a slice of gc.get_referents(obj), without listing
  * the rest (see below).
  *
- * count(heap, owned, align[, limit]) -> [(type, count, bytes, owned_bytes, unsized), ...]
+ * count(heap, owned, align[, limit[, untracked[, skip]]]) -> [(type, count, bytes, owned_bytes, unsized), ...]
  *
  * For every object of the list ``heap``: its type (a pointer-keyed hash
  * table, no Python hashing, so a metaclass's __hash__ never runs), one more
@@ -18,6 +18,16 @@
  * in it are added to ``owned_bytes`` as well. ``unsized`` counts the objects
  * whose size could not be read (their C __sizeof__ raised, or said more than
  * ``limit`` bytes): they count 0 bytes.
+ *
+ * With ``untracked``, the objects the gc does not track that the heap's
+ * objects reference (directly or through untracked tuples and dicts) are
+ * counted too, each once, classes excepted; the referents of the objects in
+ * the sequence ``skip`` are not walked. Referents come from tp_traverse,
+ * and an exact dict is read entry by entry (3.11+ dict_traverse skips the
+ * keys of a dict of str keys). Only objects with more than one reference
+ * are deduplicated, in paged bitmaps of addresses (PagedBits); the owned
+ * ids are copied into such bitmaps too; referents are prefetched and
+ * visited a few later (the walk is bound by cache misses on them).
  *
  * size(obj[, limit]) -> int: the C-level size of one object (not rounded),
  * -1 when it cannot be read.
@@ -88,7 +98,10 @@
  * alive (one snapshot).
  */
 
-#define IDSET_MAP_MIN ((size_t)1 << 18) /* bytes from which a table is mapped, not malloc'ed */
+/* Bytes from which a table is mapped, not malloc'ed: glibc mmaps a request of 128 KiB or more
+ * itself, and freeing such a chunk raises its mmap threshold for the rest of the process (the
+ * measured program's later allocations of that size would then stay in the heap). */
+#define IDSET_MAP_MIN ((size_t)1 << 17)
 #define REGION_SHIFT 16                     /* 64 KiB of address space per chunk */
 #define CHUNK_WORDS (((size_t)1 << (REGION_SHIFT - 3)) / 64) /* one bit per 8 bytes: 128 words, 1 KiB */
 #define FIRST_SLAB_CHUNKS 4                 /* the first slab: 4 KiB, malloc'ed */
@@ -115,6 +128,8 @@ typedef struct {
     uint64_t *last_chunk;
     Py_ssize_t used;    /* ids in the set */
 } IdSetObject;
+
+static PyTypeObject IdSetType;
 
 static uint64_t *
 slots_alloc(size_t capacity, int *mapped)
@@ -886,20 +901,6 @@ table_entry(Table *t, PyTypeObject *tp, long long limit)
     return &t->entries[t->n - 1];
 }
 
-static int
-is_owned(const int64_t *ids, Py_ssize_t n, int64_t id)
-{
-    Py_ssize_t lo = 0, hi = n;
-    while (lo < hi) {
-        Py_ssize_t mid = lo + (hi - lo) / 2;
-        if (ids[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < n && ids[lo] == id;
-}
-
 static void
 table_free(Table *t)
 {
@@ -921,13 +922,387 @@ check_limit(long long limit)
     return 0;
 }
 
-static PyObject *
-census_count(PyObject *Py_UNUSED(module), PyObject *args)
+/* ------------------------------------------------------------------ the census walk
+ *
+ * One object counted: its type's entry, its C-level size rounded up, owned or not. */
+
+/* A set of object addresses as bitmaps of 256 KiB of address space each (a bit per 16 bytes:
+ * two objects never start in the same 16 bytes, an object being at least 16 bytes long). The
+ * census walk meets objects in the order their containers hold them, which is mostly the order
+ * they were allocated in, so consecutive lookups fall in the same 2 KiB bitmap: the cache misses
+ * of a hashed table of ids (one per lookup, the main cost of the walk on a heap holding a
+ * tokenizer vocabulary) mostly go away. Bitmaps come from chunks mapped like IdSet tables. */
+#define PAGED_SHIFT 18
+#define PAGED_WORDS ((size_t)1 << (PAGED_SHIFT - 4 - 6))
+#define PAGED_CHUNK_REGIONS 64
+
+typedef struct {
+    uint64_t key;   /* address >> PAGED_SHIFT, plus one (0 = empty slot) */
+    uint64_t *bits;
+} Region;
+
+typedef struct {
+    Region *table;
+    size_t cap, used;             /* cap a power of two, at most half full */
+    int table_mapped;
+    uint64_t last_key;
+    uint64_t *last_bits;
+    uint64_t **chunks;            /* each PAGED_CHUNK_REGIONS bitmaps */
+    int *chunk_mapped;
+    size_t nchunks, chunk_cap, in_chunk;
+} PagedBits;
+
+static void
+paged_free(PagedBits *p)
 {
-    PyObject *heap, *owned_arg;
+    slots_free((uint64_t *)p->table, p->cap * 2, p->table_mapped);
+    for (size_t c = 0; c < p->nchunks; c++)
+        slots_free(p->chunks[c], PAGED_CHUNK_REGIONS * PAGED_WORDS, p->chunk_mapped[c]);
+    PyMem_Free(p->chunks);
+    PyMem_Free(p->chunk_mapped);
+    memset(p, 0, sizeof(*p));
+}
+
+static inline size_t
+region_slot(uint64_t key, size_t cap)
+{
+    return (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 17) & (cap - 1);
+}
+
+static int
+paged_grow(PagedBits *p)
+{
+    size_t cap = p->cap ? p->cap * 2 : 64;
+    int mapped;
+    Region *table = (Region *)slots_alloc(cap * 2, &mapped); /* two words a slot */
+    if (table == NULL)
+        return -1;
+    for (size_t j = 0; j < p->cap; j++) {
+        Region r = p->table[j];
+        if (r.key == 0)
+            continue;
+        size_t i = region_slot(r.key, cap);
+        while (table[i].key != 0)
+            i = (i + 1) & (cap - 1);
+        table[i] = r;
+    }
+    slots_free((uint64_t *)p->table, p->cap * 2, p->table_mapped);
+    p->table = table;
+    p->cap = cap;
+    p->table_mapped = mapped;
+    return 0;
+}
+
+/* A zeroed bitmap for a new region, or NULL (error set). */
+static uint64_t *
+paged_bitmap(PagedBits *p)
+{
+    if (p->nchunks == 0 || p->in_chunk == PAGED_CHUNK_REGIONS) {
+        if (p->nchunks == p->chunk_cap) {
+            size_t cap = p->chunk_cap ? p->chunk_cap * 2 : 8;
+            uint64_t **chunks = PyMem_Realloc(p->chunks, cap * sizeof(uint64_t *));
+            int *mapped = chunks == NULL ? NULL : PyMem_Realloc(p->chunk_mapped, cap * sizeof(int));
+            if (chunks != NULL)
+                p->chunks = chunks;
+            if (mapped == NULL) {
+                PyErr_NoMemory();
+                return NULL;
+            }
+            p->chunk_mapped = mapped;
+            p->chunk_cap = cap;
+        }
+        uint64_t *chunk = slots_alloc(PAGED_CHUNK_REGIONS * PAGED_WORDS, &p->chunk_mapped[p->nchunks]);
+        if (chunk == NULL)
+            return NULL;
+        p->chunks[p->nchunks++] = chunk;
+        p->in_chunk = 0;
+    }
+    return p->chunks[p->nchunks - 1] + PAGED_WORDS * p->in_chunk++;
+}
+
+/* Whether ``addr`` is in the set. */
+static inline int
+paged_has(PagedBits *p, uint64_t addr)
+{
+    uint64_t key = (addr >> PAGED_SHIFT) + 1;
+    uint64_t *bits = p->last_bits;
+    if (key != p->last_key || bits == NULL) {
+        if (p->cap == 0)
+            return 0;
+        size_t i = region_slot(key, p->cap);
+        while (p->table[i].key != 0 && p->table[i].key != key)
+            i = (i + 1) & (p->cap - 1);
+        if (p->table[i].key == 0)
+            return 0;
+        bits = p->table[i].bits;
+        p->last_key = key;
+        p->last_bits = bits;
+    }
+    size_t bit = (size_t)(addr >> 4) & (PAGED_WORDS * 64 - 1);
+    return (bits[bit >> 6] >> (bit & 63)) & 1;
+}
+
+/* 1 when ``addr`` was added, 0 when it was there, -1 on error. */
+static int
+paged_add(PagedBits *p, uint64_t addr)
+{
+    uint64_t key = (addr >> PAGED_SHIFT) + 1;
+    uint64_t *bits = p->last_bits;
+    if (key != p->last_key || bits == NULL) {
+        if ((p->used + 1) * 2 > p->cap && paged_grow(p) < 0)
+            return -1;
+        size_t i = region_slot(key, p->cap);
+        while (p->table[i].key != 0 && p->table[i].key != key)
+            i = (i + 1) & (p->cap - 1);
+        if (p->table[i].key == 0) {
+            if ((bits = paged_bitmap(p)) == NULL)
+                return -1;
+            p->table[i].key = key;
+            p->table[i].bits = bits;
+            p->used++;
+        }
+        bits = p->table[i].bits;
+        p->last_key = key;
+        p->last_bits = bits;
+    }
+    size_t bit = (size_t)(addr >> 4) & (PAGED_WORDS * 64 - 1);
+    uint64_t mask = (uint64_t)1 << (bit & 63);
+    if (bits[bit >> 6] & mask)
+        return 0;
+    bits[bit >> 6] |= mask;
+    return 1;
+}
+
+#define RING 16
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+
+typedef struct {
+    Table t;
+    long long limit;
+    long long align;
+    const int64_t *ids;      /* owned ids, sorted (or NULL) */
+    Py_ssize_t n_ids;
+    IdSetObject *owned_set;  /* owned ids as an IdSet (or NULL) */
+    PagedBits owned_bits;    /* the owned ids again, looked up with fewer cache misses (see PagedBits) */
+    int any_owned;
+    /* the untracked walk */
+    PagedBits seen;          /* untracked objects counted that more than one reference may reach */
+    uint64_t *stack;         /* untracked containers still to walk (addresses of strong references) */
+    size_t sp, scap;
+    int stack_mapped;        /* the stack is mapped (slots_alloc), like a large IdSet table */
+    int dedup_all;           /* walking a dict subclass: its keys may be visited twice, dedupe everything */
+    PyObject *const *skip;   /* objects whose referents are not walked (tokdiag's own id sets) */
+    Py_ssize_t n_skip;
+    PyObject *ring[RING];    /* referents met, waiting for their memory to arrive (see visit_untracked) */
+    unsigned ring_head, ring_n;
+} Walk;
+
+/* The owned ids are looked up for every object counted; in their hashed table (100k+ ids) each
+ * lookup is a cache miss, so they are copied once into paged bitmaps, where consecutive objects
+ * are looked up in the same 2 KiB. */
+static int
+owned_init(Walk *w)
+{
+    if (w->owned_set != NULL) {
+        const IdSetObject *s = w->owned_set;
+        for (size_t j = 0; j < s->dcap; j++) {
+            if (s->dkeys[j] == 0)
+                continue;
+            uint64_t base = (s->dkeys[j] - 1) << REGION_SHIFT;
+            const uint64_t *chunk = s->dchunks[j];
+            for (size_t k = 0; k < CHUNK_WORDS; k++)
+                for (uint64_t bits = chunk[k]; bits; bits &= bits - 1)
+                    if (paged_add(&w->owned_bits, base | ((uint64_t)(k * 64 + (size_t)ctz64(bits)) << 3)) < 0)
+                        return -1;
+        }
+        w->any_owned = s->used > 0;
+    }
+    else {
+        for (Py_ssize_t j = 0; j < w->n_ids; j++)
+            if (paged_add(&w->owned_bits, (uint64_t)w->ids[j]) < 0)
+                return -1;
+        w->any_owned = w->n_ids > 0;
+    }
+    return 0;
+}
+
+/* 0, or -1 with an exception set. */
+static int
+tally(Walk *w, PyObject *o)
+{
+    Entry *e = table_entry(&w->t, Py_TYPE(o), w->limit);
+    if (e == NULL)
+        return -1;
+    long long size = entry_size(e, o, w->limit);
+    if (size == -2)
+        return -1;
+    /* e stays valid: entries move only when table_entry adds a type, never while sizing */
+    e->count++;
+    if (size < 0) {
+        e->unsized++;
+        return 0;
+    }
+    size = (size + w->align - 1) & ~(w->align - 1);
+    e->bytes = sat_add(e->bytes, size);
+    if (w->any_owned && paged_has(&w->owned_bits, ADDR(o)))
+        e->owned_bytes = sat_add(e->owned_bytes, size);
+    return 0;
+}
+
+/* tp_traverse visitor of the untracked walk: a referent the gc does not track (a str, an int, a
+ * bytearray, a tuple or dict of atoms, ...) is counted the first time it is met; an untracked
+ * container is pushed to be walked in turn. Tracked referents are in the heap list already.
+ * Classes are program structure (a static type is not tracked): never counted.
+ *
+ * Only an object with more than one reference can be met twice, so only those go through the
+ * id set: the many strings and numbers held by one container alone cost no lookup. */
+static int
+visit_now(PyObject *o, Walk *w)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    /* PyObject_IS_GC, inlined: one flag of the type, and a type object's own tp_is_gc */
+    int gc = PyType_IS_GC(tp) && (tp->tp_is_gc == NULL || tp->tp_is_gc(o));
+    if ((gc && PyObject_GC_IsTracked(o)) || PyType_FastSubclass(tp, Py_TPFLAGS_TYPE_SUBCLASS))
+        return 0;
+    if (w->dedup_all || Py_REFCNT(o) > 1) {
+        int added = paged_add(&w->seen, ADDR(o));
+        if (added <= 0)
+            return added;
+    }
+    if (tally(w, o) < 0)
+        return -1;
+    if (!gc || tp->tp_traverse == NULL)
+        return 0;
+    if (w->sp == w->scap) {
+        size_t cap = w->scap ? w->scap * 2 : 256;
+        int mapped;
+        uint64_t *stack = slots_alloc(cap, &mapped);
+        if (stack == NULL)
+            return -1;
+        if (w->sp)
+            memcpy(stack, w->stack, w->sp * sizeof(uint64_t));
+        slots_free(w->stack, w->scap, w->stack_mapped);
+        w->stack = stack;
+        w->scap = cap;
+        w->stack_mapped = mapped;
+    }
+    Py_INCREF(o);
+    w->stack[w->sp++] = ADDR(o);
+    return 0;
+}
+
+/* The visitor given to tp_traverse. Reading a referent's header is a cache miss (the referents
+ * of a heap are all over memory): each referent is prefetched when met and visited RING
+ * referents later, when its memory has arrived. */
+static int
+visit_untracked(PyObject *o, void *arg)
+{
+    Walk *w = (Walk *)arg;
+    PREFETCH(o);
+    PREFETCH((char *)o - 16); /* the GC header, before the object: where "tracked" is */
+    if (w->ring_n < RING) {
+        w->ring[(w->ring_head + w->ring_n++) % RING] = o;
+        return 0;
+    }
+    PyObject *due = w->ring[w->ring_head];
+    w->ring[w->ring_head] = o;
+    w->ring_head = (w->ring_head + 1) % RING;
+    return visit_now(due, w);
+}
+
+/* Visit what is waiting in the ring. */
+static int
+ring_flush(Walk *w)
+{
+    while (w->ring_n > 0) {
+        PyObject *due = w->ring[w->ring_head];
+        w->ring_head = (w->ring_head + 1) % RING;
+        w->ring_n--;
+        if (visit_now(due, w) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Visit what ``o`` references. An exact dict is read entry by entry, keys included: CPython
+ * 3.11+'s dict_traverse passes over the keys of a dict whose keys are all str (they cannot make
+ * a cycle), and those strings are data too. A dict subclass is traversed (its slots, its own
+ * __dict__) and its keys visited on top, every visit then deduplicated. */
+static int
+walk_referents(Walk *w, PyObject *o)
+{
+    for (Py_ssize_t k = 0; k < w->n_skip; k++)
+        if (w->skip[k] == o)
+            return 0;
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(o, &pos, &key, &value)) /* borrowed: nothing runs that could change o */
+            if (visit_untracked(key, w) < 0 || visit_untracked(value, w) < 0)
+                return -1;
+        return 0;
+    }
+    traverseproc trav = tp->tp_traverse;
+    if (trav == NULL)
+        return 0;
+    if (!PyDict_Check(o))
+        return trav(o, visit_untracked, w);
+    /* the ring is emptied before and after: what it holds is visited with this object's dedup_all */
+    int before = w->dedup_all;
+    if (ring_flush(w) < 0)
+        return -1;
+    w->dedup_all = 1;
+    int r = trav(o, visit_untracked, w);
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (r == 0 && PyDict_Next(o, &pos, &key, &value))
+        r = visit_untracked(key, w);
+    if (r == 0)
+        r = ring_flush(w);
+    w->dedup_all = before;
+    return r;
+}
+
+/* The untracked objects reachable from ``o`` (a tracked object of the heap), depth first; with
+ * ``o`` NULL, what is still waiting in the ring and on the stack (at the end). Referents still in
+ * the ring when the next heap object is walked are visited then: they stay alive (their holders
+ * do, and nothing runs that could change them). */
+static int
+walk_untracked(Walk *w, PyObject *o)
+{
+    if (o != NULL && PyObject_IS_GC(o) && walk_referents(w, o) < 0)
+        return -1;
+    for (;;) {
+        while (w->sp > 0) {
+            PyObject *c = (PyObject *)(uintptr_t)w->stack[--w->sp];
+            int r = walk_referents(w, c);
+            Py_DECREF(c);
+            if (r < 0)
+                return -1;
+        }
+        if (o != NULL || w->ring_n == 0)
+            return 0;
+        if (ring_flush(w) < 0) /* may push more containers */
+            return -1;
+    }
+}
+
+static PyObject *
+census_count(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"heap", "owned", "align", "limit", "untracked", "skip", NULL};
+    PyObject *heap, *owned_arg, *skip_arg = NULL;
     Py_ssize_t align;
     long long limit = DEFAULT_LIMIT;
-    if (!PyArg_ParseTuple(args, "O!On|L:count", &PyList_Type, &heap, &owned_arg, &align, &limit))
+    int untracked = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!On|LpO:count", kwlist, &PyList_Type, &heap, &owned_arg,
+                                     &align, &limit, &untracked, &skip_arg))
         return NULL;
     if (align <= 0 || align > 4096 || (align & (align - 1)) != 0) {
         PyErr_Format(PyExc_ValueError, "align=%zd: pass a power of two up to 4096, e.g. 8", align);
@@ -935,72 +1310,67 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args)
     }
     if (check_limit(limit) < 0)
         return NULL;
+    PyObject *skip = NULL;
+    if (skip_arg != NULL && skip_arg != Py_None) {
+        skip = PySequence_Fast(skip_arg, "count: skip must be a sequence of objects (tokdiag's own containers)");
+        if (skip == NULL)
+            return NULL;
+    }
     Py_buffer owned = {0};
-    const int64_t *ids = NULL;
-    Py_ssize_t n_ids = 0;
-    IdSetObject *owned_set = NULL;
+    Walk w = {0};
+    w.limit = limit;
+    w.align = align;
     int have_buffer = 0;
+    PyObject *result = NULL;
+    if (skip != NULL) {
+        w.skip = PySequence_Fast_ITEMS(skip);
+        w.n_skip = PySequence_Fast_GET_SIZE(skip);
+    }
     if (Py_IS_TYPE(owned_arg, &IdSetType)) {
-        owned_set = (IdSetObject *)owned_arg;
+        w.owned_set = (IdSetObject *)owned_arg;
     }
     else if (owned_arg != Py_None) {
         if (PyObject_GetBuffer(owned_arg, &owned, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
-            return NULL;
+            goto done;
+        have_buffer = 1;
         const char *f = owned.format != NULL ? owned.format : "B";
         if (*f == '<' || *f == '=' || *f == '@')
             f++;
         int int64 = owned.itemsize == 8 && (strcmp(f, "q") == 0 || strcmp(f, "l") == 0);
-        n_ids = int64 ? owned.len / 8 : 0;
-        ids = (const int64_t *)owned.buf;
-        for (Py_ssize_t k = 1; int64 && k < n_ids; k++)
-            if (ids[k - 1] > ids[k])
+        w.n_ids = int64 ? owned.len / 8 : 0;
+        w.ids = (const int64_t *)owned.buf;
+        for (Py_ssize_t k = 1; int64 && k < w.n_ids; k++)
+            if (w.ids[k - 1] > w.ids[k])
                 int64 = 0;
         if (!int64) {
-            PyBuffer_Release(&owned);
             PyErr_SetString(PyExc_ValueError, "owned: pass an IdSet, or a sorted native int64 array of ids");
-            return NULL;
+            goto done;
         }
-        have_buffer = 1;
     }
-    Table t = {0};
-    PyObject *result = NULL;
-    if (table_init(&t, 16) < 0)
+    if (table_init(&w.t, 16) < 0 || owned_init(&w) < 0)
         goto done;
 
     /* The list is re-read at every step: a C __sizeof__ could in principle run code. */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(heap); i++) {
+        if (i + 8 < PyList_GET_SIZE(heap))
+            PREFETCH(PyList_GET_ITEM(heap, i + 8));
         PyObject *o = PyList_GET_ITEM(heap, i);
         Py_INCREF(o);
-        Entry *e = table_entry(&t, Py_TYPE(o), limit);
-        if (e == NULL) {
-            Py_DECREF(o);
-            goto done;
-        }
-        long long size = entry_size(e, o, limit);
-        if (size == -2) {
-            Py_DECREF(o);
-            goto done;
-        }
-        /* e stays valid: entries move only when table_entry adds a type, never while sizing */
-        e->count++;
-        if (size < 0) {
-            e->unsized++;
-        }
-        else {
-            size = (size + align - 1) & ~(long long)(align - 1);
-            e->bytes = sat_add(e->bytes, size);
-            if ((n_ids && is_owned(ids, n_ids, (int64_t)(uintptr_t)o))
-                || (owned_set != NULL && owned_set->used && idset_has(owned_set, ADDR(o))))
-                e->owned_bytes = sat_add(e->owned_bytes, size);
-        }
+        int r = tally(&w, o);
+        if (r == 0 && untracked)
+            r = walk_untracked(&w, o);
         Py_DECREF(o);
+        if (r < 0)
+            goto done;
     }
+    if (untracked && walk_untracked(&w, NULL) < 0)
+        goto done;
 
-    result = PyList_New(t.n);
+    result = PyList_New(w.t.n);
     if (result == NULL)
         goto done;
-    for (Py_ssize_t k = 0; k < t.n; k++) {
-        Entry *e = &t.entries[k];
+    for (Py_ssize_t k = 0; k < w.t.n; k++) {
+        Entry *e = &w.t.entries[k];
         PyObject *row = Py_BuildValue("(OnLLn)", (PyObject *)e->type, e->count, e->bytes, e->owned_bytes, e->unsized);
         if (row == NULL) {
             Py_CLEAR(result);
@@ -1009,9 +1379,15 @@ census_count(PyObject *Py_UNUSED(module), PyObject *args)
         PyList_SET_ITEM(result, k, row);
     }
 done:
-    table_free(&t);
+    while (w.sp > 0)
+        Py_DECREF((PyObject *)(uintptr_t)w.stack[--w.sp]);
+    slots_free(w.stack, w.scap, w.stack_mapped);
+    paged_free(&w.owned_bits);
+    paged_free(&w.seen);
+    table_free(&w.t);
     if (have_buffer)
         PyBuffer_Release(&owned);
+    Py_XDECREF(skip);
     return result;
 }
 
@@ -1159,12 +1535,15 @@ atom_hash_py(PyObject *Py_UNUSED(module), PyObject *args)
 }
 
 static PyMethodDef census_methods[] = {
-    {"count", census_count, METH_VARARGS,
-     "count(heap, owned, align, limit=2**48) -> [(type, count, bytes, owned_bytes, unsized), ...]\n\n"
+    {"count", (PyCFunction)(void (*)(void))census_count, METH_VARARGS | METH_KEYWORDS,
+     "count(heap, owned, align, limit=2**48, untracked=False, skip=()) -> [(type, count, bytes, owned_bytes, unsized), ...]\n\n"
      "One pass over the list ``heap``: per type, the number of objects and the sum of their\n"
      "C-level sizes (never a Python-level __sizeof__) rounded up to ``align``; ``owned_bytes``\n"
      "is the part of ``bytes`` in objects that are in ``owned`` (an IdSet, a buffer of sorted\n"
-     "int64 ids, or None); ``unsized`` objects (C __sizeof__ raised, or above ``limit``) count 0 bytes."},
+     "int64 ids, or None); ``unsized`` objects (C __sizeof__ raised, or above ``limit``) count 0 bytes.\n"
+     "With ``untracked``, also the objects the gc does not track that the heap's objects reach\n"
+     "(str, int, bytearray, tuples and dicts of atoms, ...), each once, counted with their type\n"
+     "(classes excepted); the referents of the objects in ``skip`` are not walked."},
     {"types", census_types, METH_O,
      "types(heap) -> list: the distinct types of the objects of the list ``heap``, in order of first\n"
      "sight, told apart by address (a metaclass's __hash__ or __eq__ never runs)."},

@@ -13,8 +13,15 @@ process    ``"process"``                     rss [bytes], uss [bytes] (optional)
                                              traced [bytes] (tracemalloc current, when
                                              tracing), gc_objects [objects],
                                              gc_gen0/gc_gen1/gc_gen2 [objects] (gc counts)
-census     qualified type name               count [objects], bytes [bytes] (shallow)
-           (``"builtins.dict"``)
+census     qualified type name               count [objects], bytes [bytes] (shallow),
+           (``"builtins.dict"``)             unowned_bytes [bytes] (not owned by a cache,
+                                             watched class or container); untracked
+                                             objects the heap reaches included.
+                                             count_at_start, bytes_at_start,
+                                             unowned_bytes_at_start: written once, when a
+                                             type is first written after the first
+                                             snapshot: its figures at the first one
+                                             (a baseline for the ledger; never judged)
 watch      qualified class name              count [objects], bytes [bytes] (reachable,
            (``"app.agents.RewardAgent"``)    partitioned: a byte already owned by a
                                              cache or an earlier class is not counted)

@@ -40,10 +40,16 @@ kind           owner, and the series its bytes come from
                :mod:`tokdiag.probes.native`. An Encoding a cache already
                counted is not counted again under its type.
 ``watch``      a watched class: ``watch/<class>/bytes`` (reachable bytes)
+``container``  a container found from a module without being named
+               (``"logging:Logger.manager.loggerDict"``):
+               ``containers/<path>/bytes`` (deep size, partitioned like
+               watch), written once its length changed by the practical
+               minimum (:mod:`tokdiag.probes.containers`)
 ``census``     a type from the census whose growth matters:
-               ``census/<type>/unowned_bytes``; types that grew (or shrank)
-               by less than ``min_bytes`` are lumped into
-               ``"other Python objects"``
+               ``census/<type>/unowned_bytes`` (untracked objects
+               included: a ``bytearray`` leak is ``builtins.bytearray``);
+               types that grew (or shrank) by less than ``min_bytes`` are
+               lumped into ``"other Python objects"``
 ``tokdiag``    ``"tokdiag"``: ``tracker/tokdiag/self_bytes``, the tracker's own
                buffers
 ``allocator``  free memory the allocators keep resident (fragmentation, not
@@ -69,13 +75,13 @@ What "owned" means
 The probes of one snapshot share one "seen" set: caches are sized first,
 then watched classes, and a byte reachable from an earlier owner is not
 counted again by a later one (a message's agent is counted once). The
-census' ``unowned_bytes`` leave out every object already owned by a cache or
-a watched class, so census owners never repeat those bytes. The census only
-sees gc-tracked objects (shallow sizes): strings and bytes that no cache or
-watched class reaches are in ``unexplained``, with native memory no
-estimate covers (C extensions and Rust cores not in the registry), and,
-when the allocator probe did not run, the free memory the allocators keep
-and file-backed pages.
+census' ``unowned_bytes`` leave out every object already owned by a cache, a
+watched class or a found container, so census owners never repeat those
+bytes. The census counts gc-tracked objects and the untracked ones they
+reach (strings, bytes, numbers); ``unexplained`` holds native memory no
+estimate covers (C extensions and Rust cores not in the registry), what
+only C state or a running frame holds, and, when the allocator probe did
+not run, the free memory the allocators keep and file-backed pages.
 
 ``tokdiag`` is the deep size of the tracker's own state (first and last
 counts, the census' kept names); those few containers are gc-tracked, so
@@ -94,10 +100,16 @@ the system) while the owned objects did not shrink as much, or an owner's
 measure (deep size, native estimate) counts bytes that were never resident.
 
 A series missing at a snapshot (a cache that could not be resolved, a
-census type first written late because it was small before, a native type
-whose module was imported mid-run) counts as 0 bytes there, so its growth
-is measured from 0 at the baseline; ``allocator/glibc/free`` alone
-carries its last reading forward (it is skipped on purpose, see above).
+container or a census type first written late because it was small or had
+not moved before, a native type whose module was imported mid-run) counts
+as 0 bytes there, so its growth is measured from 0 at the baseline; two
+exceptions: ``allocator/glibc/free`` carries its last reading forward (it
+is skipped on purpose, see above), and a census type written late with
+``unowned_bytes_at_start`` (what it held at the first snapshot, see
+:class:`tokdiag.probes.CensusProbe`) counts that figure until it is written,
+so what it held from the start is not taken for growth. A container written
+late counts from 0: its objects were under census types until then, which
+drop by as much when it claims them, so the sum stays exact.
 """
 
 from __future__ import annotations
@@ -122,7 +134,8 @@ SINCE: tuple[str, ...] = ("warmup", "start")
 LEDGER_COLUMNS: tuple[str, ...] = ("run", "step", "owner", "kind", "bytes")
 """Columns of :func:`ledger`, in order."""
 
-KINDS: tuple[str, ...] = ("cache", "native", "watch", "census", "tokdiag", "allocator", "file", "unexplained")
+KINDS: tuple[str, ...] = ("cache", "native", "watch", "container", "census", "tokdiag", "allocator", "file",
+                          "unexplained")
 """Owner kinds, in the order rows are written (and a chart stacks them)."""
 
 UNEXPLAINED = "unexplained (native or untracked)"
@@ -147,16 +160,23 @@ FILE_OWNERS: dict[str, str] = {
 """``allocator/pages/<metric>`` -> owner name (kind ``file``)."""
 
 
-def _growth(sub: pd.DataFrame, steps: np.ndarray, *, carry: bool = False, start: int = 0) -> pd.DataFrame:
+def _growth(sub: pd.DataFrame, steps: np.ndarray, *, carry: bool = False, start: int = 0,
+            before: pd.Series | None = None) -> pd.DataFrame:
     """Wide table step x subject of ``value - value at the baseline``, for ``steps[start:]``.
 
     A missing value is 0, or with ``carry`` the subject's last value before
-    it (0 before its first; carried across the baseline too).
+    it (0 before its first; carried across the baseline too). ``before``
+    (subject -> value) gives the value of a subject before its first one
+    instead of 0.
     """
     if sub.empty:
         return pd.DataFrame(index=steps[start:])
     wide = sub.pivot_table(index="step", columns="subject", values="value", aggfunc="last")
     wide = wide.reindex(steps)
+    if before is not None and len(before):
+        for subject in before.index.intersection(wide.columns):
+            unwritten = wide[subject].notna().cumsum() == 0
+            wide.loc[unwritten.to_numpy(), subject] = float(before[subject])
     if carry:
         wide = wide.ffill()
     wide = wide.fillna(0.0).iloc[start:]
@@ -246,12 +266,16 @@ def _run_ledger(tl: pd.DataFrame, run: object, min_bytes: float, max_census_owne
     typed.columns = [f"{c}{TYPE_NATIVE_SUFFIX}" for c in typed.columns]
     blocks.append(("native", typed))
     blocks.append(("watch", growth(pick("watch", "bytes"))))
+    blocks.append(("container", growth(pick("containers", "bytes"))))
 
     census = pick("census", "unowned_bytes")
     have = set(census["subject"].unique())
     fallback = pick("census", "bytes")  # journals without unowned_bytes: shallow bytes as they are
     fallback = fallback[~fallback["subject"].isin(have)]
-    cg = growth(pd.concat([census, fallback]) if len(fallback) else census)
+    start_bytes = pick("census", "bytes_at_start")
+    starts = pd.concat([pick("census", "unowned_bytes_at_start"), start_bytes[~start_bytes["subject"].isin(have)]])
+    cg = _growth(pd.concat([census, fallback]) if len(fallback) else census, all_steps, start=b,
+                 before=starts.groupby("subject")["value"].first())
     if cg.shape[1]:
         size = cg.abs().max()
         big = size[size >= min_bytes].sort_values(ascending=False)

@@ -37,6 +37,9 @@ VERDICT_COLUMNS: tuple[str, ...] = (
 
 
 _SKIP_UNITS = {"hash", "flag"}
+_AT_START = "_at_start"  # a census type's figures at the first snapshot, written once: a baseline, not a series
+
+
 def _series(timeline: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """Keys of every series, plus group starts and the step/value arrays sorted by (series, step)."""
     keys = ["run", "probe", "subject", "metric", "unit"]
@@ -64,9 +67,11 @@ def verdicts(timeline: pd.DataFrame, *, project_to: int = 10_000, probes: Iterab
 
     Series never judged: unit ``hash`` (payload fingerprints are identifiers,
     not quantities), unit ``flag`` (states, e.g. a capped disk walk),
-    timings (unit ``seconds``: the tracker's snapshots, a disk walk), and
+    timings (unit ``seconds``: the tracker's snapshots, a disk walk),
     ``tracker/tokdiag/snapshot_peak_bytes`` (what a snapshot itself added
-    for a moment: a cost, like its time, not memory the run holds).
+    for a moment: a cost, like its time, not memory the run holds) and
+    baselines (metrics ending ``_at_start``: a census type's figures at the
+    first snapshot, written once when the type is first written late).
 
     >>> import pandas as pd
     >>> rows = [("a", s, 0.0, "watch", "app.Agent", "count", float(s), "objects") for s in range(0, 50, 5)]
@@ -78,7 +83,8 @@ def verdicts(timeline: pd.DataFrame, *, project_to: int = 10_000, probes: Iterab
     if isinstance(project_to, bool) or not isinstance(project_to, (int, np.integer)) or project_to <= 0:
         raise ConfigError(f"project_to={project_to!r}: pass a positive number of steps, e.g. project_to=10_000")
     tl = timeline
-    skip = tl["unit"].isin(_SKIP_UNITS) | (tl["unit"] == "seconds")
+    baselines = [m for m in tl["metric"].unique() if str(m).endswith(_AT_START)]
+    skip = tl["unit"].isin(_SKIP_UNITS) | (tl["unit"] == "seconds") | tl["metric"].isin(baselines)
     skip |= (tl["probe"] == "tracker") & (tl["metric"] == "snapshot_peak_bytes")
     if not counters:
         skip |= tl["unit"] == "calls"

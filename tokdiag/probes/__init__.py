@@ -16,6 +16,7 @@ from tokdiag.probes.allocator import AllocatorProbe
 from tokdiag.probes.base import Probe, SnapshotContext
 from tokdiag.probes.caches import CacheProbe, CacheSpec, cache
 from tokdiag.probes.census import CensusProbe, census, type_name
+from tokdiag.probes.containers import ContainerProbe
 from tokdiag.probes.disk import DiskProbe
 from tokdiag.probes.process import ProcessProbe
 from tokdiag.probes.allocations import AllocationProbe
@@ -23,7 +24,8 @@ from tokdiag.probes.native import NativeProbe, estimate_tiktoken_native
 from tokdiag.probes.watch import WatchProbe
 
 __all__ = [
-    "AllocationProbe", "AllocatorProbe", "CacheProbe", "CacheSpec", "CensusProbe", "DiskProbe", "NativeProbe",
+    "AllocationProbe", "AllocatorProbe", "CacheProbe", "CacheSpec", "CensusProbe", "ContainerProbe", "DiskProbe",
+    "NativeProbe",
     "Probe", "ProcessProbe", "SnapshotContext", "WatchProbe", "cache", "census", "estimate_tiktoken_native",
     "type_name",
 ]

@@ -39,7 +39,11 @@ of ids.
 
 Objects the garbage collector does not track (``str``, ``bytes``, ``int``,
 dicts holding only atoms) are invisible to ``gc.get_objects()`` but are
-referents of what holds them, so the walk sees them.
+referents of what holds them, so the walk sees them. Each level's referents
+are ``gc.get_referents`` plus the keys of its dicts (:func:`referents`):
+CPython 3.11+ does not visit the keys of a dict whose keys are all ``str``
+(they cannot make a cycle), so ``gc.get_referents({"x" * 10_000: 1})`` is
+``[1]`` and a walk by referents alone would miss the 10 KB key.
 
 Owners without double counting: pass one :class:`Seen` to several calls and
 each byte goes to the first owner that reaches it::
@@ -67,13 +71,14 @@ and otherwise tries again, then leaves the dict to the general walk.
 from __future__ import annotations
 
 import gc
+import operator
 import struct
 import sys
 import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-from itertools import compress, islice, repeat
+from itertools import chain, compress, islice, repeat
 from operator import is_
 from typing import Any
 
@@ -84,7 +89,7 @@ from tokdiag._native import speedups
 from tokdiag.errors import TokdiagWarning
 from tokdiag.probes.footprint import checkpoint
 
-__all__ = ["Seen", "deep_size", "deep_sizes", "shallow_size", "ALIGN", "MAX_OBJECT_BYTES"]
+__all__ = ["Seen", "deep_size", "deep_sizes", "referents", "shallow_size", "ALIGN", "MAX_OBJECT_BYTES"]
 
 ALIGN = 8
 """Sizes are rounded up to a multiple of this (pympler's default ``align``)."""
@@ -682,6 +687,21 @@ class _Slices:
         self.step = max(_SLICE, n_refs // 16 + 1)  # at most ~16 slices: each one traverses from the start
 
 
+class _Keys:
+    """The keys of a dict too big to list at once, read in slices of :data:`_SLICE` (C ``dict.keys``)."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, obj: dict[Any, Any]) -> None:
+        self.keys = iter(_DICT_KEYS(obj))
+
+    def take(self) -> list[Any]:
+        try:
+            return list(islice(self.keys, _SLICE))
+        except RuntimeError:  # another thread resized the dict: the keys read so far are what it had
+            return []
+
+
 def _next_batch(pending: list[Any]) -> list[Any] | None:
     """The next batch of at most :data:`_BATCH` objects from the top of the walk's stack (None when done).
 
@@ -690,6 +710,14 @@ def _next_batch(pending: list[Any]) -> list[Any] | None:
     """
     while pending:
         top = pending[-1]
+        if type(top) is _Keys:
+            refs = top.take()
+            if len(refs) < _SLICE:
+                pending.pop()
+            if not refs:
+                continue
+            pending.append(refs)
+            continue
         if type(top) is _Slices:
             refs = speedups.referents(top.obj, top.start, top.step)  # type: ignore[union-attr]
             top.start += len(refs)
@@ -773,23 +801,48 @@ def deep_sizes(objs: Iterable[object], seen: Seen | None = None, unsized: dict[s
                 n *= 2
             if slicing and n >= _SLICE:
                 pending.append(_Slices(o, n))
+                if type(o) is dict:  # its str keys, which its tp_traverse may skip, in slices too
+                    pending.append(_Keys(o))
                 continue
             group.append(o)
             n_group += n
             if n_group >= _SLICE:
-                pending.append(gc.get_referents(*group))
+                pending.append(referents(group))
                 group, n_group = [], 0
         del wide
         if group:
-            pending.append(gc.get_referents(*group))
+            pending.append(referents(group))
         del group
         if new:
-            pending.append(gc.get_referents(*new))
+            pending.append(referents(new))
         checkpoint()  # this step's temporaries are alive: the peak a snapshot's meter records
         del new
     if unsized is None and missed:
         warnings.warn(unsized_message(missed), TokdiagWarning, stacklevel=2)
     return total
+
+
+_DICT_KEYS = dict.keys  # the C method: a dict subclass's own keys() never runs
+
+
+def referents(objs: list[Any]) -> list[Any]:
+    """``gc.get_referents(*objs)`` plus the keys of the dicts (and dict subclasses) among ``objs``.
+
+    CPython 3.11+'s ``dict_traverse`` passes over the keys of a dict whose
+    keys are all ``str``; they are data all the same. A key may come twice
+    (a dict with other keys visits them): callers deduplicate by identity.
+    Only C loops: no method of the objects runs, and no other thread can
+    change a dict half-way.
+
+    >>> len(gc.get_referents({"x" * 10: 1})), len(referents([{"x" * 10: 1}]))
+    (1, 2)
+    """
+    out = gc.get_referents(*objs)
+    for t in distinct_types(objs):
+        if t is dict or is_subtype(t, dict):
+            dicts = compress(objs, map(operator.is_, map(type, objs), repeat(t)))
+            out.extend(chain.from_iterable(map(_DICT_KEYS, dicts)))
+    return out
 
 
 def unsized_message(unsized: dict[str, int]) -> str:

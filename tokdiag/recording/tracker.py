@@ -63,6 +63,7 @@ from tokdiag.probes import (
     CacheProbe,
     CacheSpec,
     CensusProbe,
+    ContainerProbe,
     DiskProbe,
     NativeProbe,
     Probe,
@@ -119,7 +120,11 @@ class Tracker:
     every:
         Snapshot every k steps, or ``"auto"``.
     census:
-        Count and size every type on the heap at each snapshot.
+        Count and size every type on the heap at each snapshot (untracked
+        objects included: strings, bytes, numbers).
+    containers:
+        Find growing containers from the modules without hints
+        (:mod:`tokdiag.probes.containers`): ``logging:Logger.manager.loggerDict``.
     alloc_sites:
         Top N tracemalloc allocation sites per snapshot (0 = off; tracing
         slows allocation-heavy code several times).
@@ -166,6 +171,7 @@ class Tracker:
         caches: Sequence[Any] = (),
         every: int | str = "auto",
         census: bool = True,
+        containers: bool = True,
         alloc_sites: int = 0,
         uss: bool = False,
         journal: str | os.PathLike[str] | None = None,
@@ -215,12 +221,13 @@ class Tracker:
         self._cache_probe = CacheProbe(specs) if specs else None
         self._watch_probe = WatchProbe(list(watch)) if watch else None
         self._census_probe = CensusProbe() if census else None
+        containers_probe = ContainerProbe() if containers else None  # after caches and watch, before the census
         self._alloc_probe = AllocationProbe(alloc_sites) if alloc_sites else None
         # RSS and the allocator's view of it are read at the same moment; the native registry after the
         # caches (an Encoding a cache counted is not counted again) and with the census (both name owners)
         self._probes: list[Any] = [p for p in (self._process, AllocatorProbe(), self._cache_probe, self._watch_probe,
-                                              NativeProbe() if census else None, self._census_probe,
-                                              self._alloc_probe) if p is not None]
+                                              containers_probe, NativeProbe() if census else None,
+                                              self._census_probe, self._alloc_probe) if p is not None]
         for probe in probes:  # one of a kind tokdiag adds itself replaces it in place: never measured twice
             same = [i for i, q in enumerate(self._probes) if type(q) is type(probe) and q is not self._process]
             if same:
@@ -232,7 +239,8 @@ class Tracker:
             self._probes.append(disk_probe)
         self._params = {
             "watch": list(watch), "caches": [s.label for s in specs], "every": self.every,
-            "census": census, "alloc_sites": alloc_sites, "budget_mb": budget_mb, "collect": collect,
+            "census": census, "containers": containers, "alloc_sites": alloc_sites, "budget_mb": budget_mb,
+            "collect": collect,
             **({"disk": sorted(disk_probe.paths)} if disk_probe is not None else {}),
             **_check_params(params),
         }
