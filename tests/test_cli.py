@@ -74,7 +74,7 @@ def test_run_ends_with_the_answer_and_a_plain_last_line(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(NOTEBOOKS / "leak_and_typo.ipynb"), "-o", "out"]) == 0  # completed: exit 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[0].startswith("Leak: Job +1 object per step")  # the answer, as summary.json holds it
+    assert out[0].startswith("Leak: Job +1 object per step, held by module __main__ -> KEPT[*]")  # as summary.json
     assert out[-1] == ("tokdiag run: leak found (Job); warning: watch: no class matches 'Jobb'; did you mean Job? "
                        "(its count and bytes were not measured)")
     assert main(["run", str(NOTEBOOKS / "leak_and_typo.ipynb"), "-o", "clean", "-p", "watch", '["Job"]',

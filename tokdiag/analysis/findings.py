@@ -14,7 +14,8 @@ What a run's findings are, in order
    disk; never the collector's generation counters, never tokdiag's own
    buffers), bytes per step first, largest first; with the recorded
    why-alive chain (``held by ...``) and the allocation sites in the owner's
-   module when they were recorded. RSS, when it leaks, follows as a
+   module when they were recorded. A leaking container that such a chain
+   passes through is not a finding of its own: the class says it. RSS, when it leaks, follows as a
    ``process`` finding.
 2. ``clear`` or ``undecided`` when no series leaks: ``clear`` says what was
    measured and for how long (steps, snapshots, seconds, RSS, watched
@@ -52,7 +53,7 @@ from tokdiag.analysis.format import (
     format_value,
     short_name,
 )
-from tokdiag.analysis.owners import chain_text, display_name, module_sites
+from tokdiag.analysis.owners import chain_text, chain_through, display_name, module_sites
 from tokdiag.analysis.verdicts import verdicts as judge
 
 __all__ = ["FINDING_KINDS", "Finding", "Series", "Text", "code", "findings", "sentence"]
@@ -193,6 +194,9 @@ def findings(run: Any, *, project_to: int = 10_000, always: Iterable[tuple[str, 
                    -max(abs(s.growth) if math.isfinite(s.growth) else 0.0 for s in main))
             settled.append((key, say.settled(name, owner, kind, rows, label)))
     leaks = [f for f in leaks if not (kinds[f.owner] == "site" and f.owner in attached)]
+    # a leaking container that a leaking class's chain already names is said once, as "held by" that class
+    chains = [chain_text(run.retention, f.owner) for f in leaks if kinds[f.owner] == "class"]
+    leaks = [f for f in leaks if not (kinds[f.owner] == "container" and any(chain_through(c, f.owner) for c in chains))]
     leaks.sort(key=lambda f: (-f.numbers.get("bytes_per_step", 0.0),
                               -max((say.rate(s) for s in f.series if s.unit != "bytes" and s.verdict == "leak"), default=0)))
     process = say.process_finding(name, owners.get("process", []), project_to, bool(leaks))

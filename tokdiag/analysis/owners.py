@@ -16,7 +16,7 @@ from typing import Any
 from tokdiag.analysis.format import short_name
 from tokdiag.errors import ConfigError
 
-__all__ = ["chain_text", "display_name", "module_sites", "runs_of"]
+__all__ = ["chain_text", "chain_through", "display_name", "module_sites", "runs_of"]
 
 
 def display_name(owner: str, kind: str, clashes: AbstractSet[str] = frozenset()) -> str:
@@ -27,6 +27,35 @@ def display_name(owner: str, kind: str, clashes: AbstractSet[str] = frozenset())
     if kind == "cache":
         return short_name("cache", owner)[0]
     return owner
+
+
+def chain_through(chain: str, container: str) -> bool:
+    """Whether the why-alive ``chain`` (as :func:`chain_text` writes it) passes through ``container``.
+
+    ``container`` is a path of the containers probe, ``module:attr.attr``: the
+    chain's root names the module and one of its hops is the last attribute.
+
+    >>> chain_through("module app -> _DONE[*] (x30)", "app:_DONE")
+    True
+    >>> chain = "class logging.Logger -> manager -> Manager.loggerDict[*] (x4)"
+    >>> chain_through(chain, "logging:Logger.manager.loggerDict")
+    True
+    >>> chain_through("module app -> _DONE[*] (x30)", "app:_SEEN")
+    False
+    """
+    module, _, path = container.partition(":")
+    if not chain or not path:
+        return False
+    hops = chain.split(" -> ")
+    root = hops[0].split(" ", 1)[-1]
+    if root != module and not root.startswith(module + "."):
+        return False
+    last = path.rsplit(".", 1)[-1]
+    for hop in hops[1:]:
+        name = hop.split(" ", 1)[0].split("[", 1)[0].split("{", 1)[0]
+        if name == last or name.endswith("." + last):
+            return True
+    return False
 
 
 def chain_text(retention: Mapping[str, Any], owner: str) -> str:
