@@ -65,6 +65,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
 
+from tokdiag._clevel import subclasses_of
 from tokdiag.errors import ConfigError
 from tokdiag.probes.base import SnapshotContext
 from tokdiag.probes.calibration import Calibration, calibrate
@@ -85,25 +86,10 @@ __all__ = [
 ]
 
 _FLAGS = type.__dict__["__flags__"]
-_SUBCLASSES = type.__dict__["__subclasses__"]
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 
 
 # ----------------------------------------------------------------------------- the probe
-
-
-def _subclasses(base: type) -> list[type]:
-    """``base`` and every subclass of it now (through ``type.__subclasses__``; compared by identity only)."""
-    out = [base]
-    ids = {id(base)}
-    i = 0
-    while i < len(out):
-        for sub in _SUBCLASSES(out[i]):
-            if id(sub) not in ids:
-                ids.add(id(sub))
-                out.append(sub)
-        i += 1
-    return out
 
 
 @dataclass
@@ -164,7 +150,7 @@ class NativeProbe:
         sig: list[int] = []
         for t, base in active:
             sig.append(-1 - REGISTRY.index(t))
-            for k in _subclasses(base):
+            for k in subclasses_of(base):
                 if not _FLAGS.__get__(k, type) & _HEAPTYPE:  # its instances do not hold a reference to it
                     return None
                 sig += (id(k), sys.getrefcount(k))
@@ -212,7 +198,7 @@ class NativeProbe:
         heap_types: list[type] = []
         static: list[type] = []
         for i, (_t, base) in enumerate(active):
-            for k in _subclasses(base):
+            for k in subclasses_of(base):
                 index.setdefault(id(k), i)
                 (heap_types if _FLAGS.__get__(k, type) & _HEAPTYPE else static).append(k)
         objs = gc.get_referrers(*heap_types) if heap_types else []

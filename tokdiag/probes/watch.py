@@ -39,7 +39,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tokdiag._clevel import HAVE_GC, bare_name, classes_hash_by_identity, distinct_types, flags, is_subtype, type_name
+from tokdiag._clevel import (
+    HAVE_GC, bare_name, classes_hash_by_identity, distinct_types, flags, subclasses_of, type_name,
+)
 from tokdiag.errors import ConfigError, TokdiagWarning
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.probes.footprint import checkpoint
@@ -62,21 +64,7 @@ def _matches(pattern: str, t: type) -> bool:
 
 def all_classes() -> list[type]:
     """Every class currently alive, found by walking ``__subclasses__`` from ``object``."""
-    out: list[type] = []
-    seen: set[int] = set()
-    stack: list[type] = [object]
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        out.append(t)
-        try:
-            subs = type.__subclasses__(t) if is_subtype(type(t), type) else []
-        except TypeError:
-            subs = []
-        stack.extend(subs)
-    return out
+    return list(subclasses_of(object))
 
 
 def untracked_message(name: str) -> str:
