@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokdiag.errors import TargetError
-from tokdiag.recording.isolated import build_step
+from tokdiag.recording.factories import build_step
 
 if TYPE_CHECKING:
     pass

@@ -61,8 +61,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokdiag.errors import ConfigError, TargetError, TokdiagError
+from tokdiag.recording.factories import check_factory, spec_json
 from tokdiag.recording.glibc import measure_allocators
-from tokdiag.recording.isolated import STDERR_TAIL, check_factory, spec_json
+from tokdiag.recording.isolated import STDERR_TAIL
 from tokdiag.recording.native_child import EXIT_BAD_FACTORY, EXIT_NO_MEMRAY, EXIT_WORKLOAD_ERROR, child_main
 from tokdiag.recording.native_records import AliveStack, AllocatorModel, NativeTrace
 
