@@ -1,7 +1,7 @@
 """Which processes ``tokdiag attach`` may attach to, checked from outside: Python version, children, paths.
 
 :func:`find_targets` inspects each pid (and its Python children) through
-``/proc`` (:func:`tokdiag.recording._inject.inspect_target`);
+``/proc`` (:func:`tokdiag.recording.target_process.inspect_target`);
 :func:`check_versions` refuses a target whose CPython minor version differs
 from this one's.
 """
@@ -29,7 +29,7 @@ def _version(v: Sequence[int] | None) -> str:
 
 
 def check_versions(target: Any) -> None:
-    from tokdiag.recording._inject import SUPPORTED
+    from tokdiag.recording.target_process import SUPPORTED
 
     here = sys.version_info[:2]
     if here not in SUPPORTED:
@@ -53,7 +53,7 @@ def find_targets(pids: Sequence[int], *, children: bool = True) -> list[Any]:
     """The processes to attach to: each of ``pids`` that runs Python and, with ``children``, its Python children."""
     import psutil
 
-    from tokdiag.recording._inject import inspect_target
+    from tokdiag.recording.target_process import inspect_target
 
     found: dict[int, Any] = {}
     for pid in pids:
