@@ -40,13 +40,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from tokdiag._clevel import (
-    HAVE_GC, bare_name, classes_hash_by_identity, distinct_types, flags, subclasses_of, type_name,
+    HAVE_GC,
+    bare_name,
+    classes_hash_by_identity,
+    distinct_types,
+    flags,
+    subclasses_of,
+    type_name,
 )
 from tokdiag.errors import ConfigError, TokdiagWarning
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.probes.footprint import checkpoint
-from tokdiag.records import BYTES, OBJECTS, Record
 from tokdiag.probes.sizing import deep_sizes, unsized_message
+from tokdiag.records import BYTES, OBJECTS, Record
 
 
 def _is_glob(pattern: str) -> bool:
@@ -151,7 +157,7 @@ class WatchProbe:
         found = next((p for p in self.patterns if _matches(p, t)), None)
         decided = self._decided
         try:
-            decided[key] = (weakref.ref(t, lambda _r, key=key: decided.pop(key, None)), found)
+            decided[key] = (weakref.ref(t, lambda _r, key=key: decided.pop(key, None)), found)  # type: ignore[misc]
         except TypeError:  # a class that refuses weak references: decided again next time
             pass
         if found is not None:
