@@ -26,7 +26,7 @@ import tokdiag as td
 from tokdiag.probes.census import take_census_c, take_census_numpy, type_name
 
 census_mod = sys.modules["tokdiag.probes.census"]  # the module (tokdiag.probes.census is also a function)
-sizing_mod = sys.modules["tokdiag.probes.sizing"]
+sizing_mod = sys.modules["tokdiag.probes.shallow"]  # C-level sizes by type (rows_numpy, CHUNK)
 
 IMPLEMENTATIONS = [
     pytest.param(take_census_numpy, id="numpy"),
@@ -116,7 +116,7 @@ def _reference(heap: list, owned: set[int]) -> dict[str, tuple[int, int, int]]:
 
 @pytest.mark.parametrize("take_census", IMPLEMENTATIONS)
 def test_every_type_matches_the_per_object_reference_across_slices_and_owners(monkeypatch, take_census):
-    monkeypatch.setattr(sizing_mod, "_CHUNK", 997)  # numpy path: many slices, types first met mid-way
+    monkeypatch.setattr(sizing_mod, "CHUNK", 997)  # numpy path: many slices, types first met mid-way
     keep: list = [Meta("Made", (), {}) for _ in range(5)] + [Broken() for _ in range(3)]
     for i in range(6000):
         keep.append({"k": [i, str(i)], "n": {"i": i}} if i % 3 else (i, [i] * (i % 7)))
@@ -238,7 +238,7 @@ def test_owned_ids_must_be_a_sorted_native_int64_array():
 
 
 ROWS = [
-    pytest.param(lambda heap, limit: sizing_mod._rows_numpy(heap, None, limit), id="numpy"),
+    pytest.param(lambda heap, limit: sizing_mod.rows_numpy(heap, None, limit), id="numpy"),
     pytest.param(lambda heap, limit: census_mod._speedups.count(heap, None, 8, limit), id="C",
                  marks=pytest.mark.skipif(census_mod._speedups is None, reason="tokdiag._speedups not built")),
 ]
@@ -269,9 +269,9 @@ def test_the_census_reports_unsized_objects_by_type_name(monkeypatch):
 def test_the_numpy_path_keys_classes_by_id_only_when_a_metaclass_defines_hash_or_eq(monkeypatch, identity):
     """Classes as dict keys (C speed) are safe only while no metaclass has a __hash__/__eq__ of its own."""
     objs = [Plain(i) for i in range(50)] + [[i] for i in range(50)] + [Slotted(), Meta("M", (), {})] * 3
-    want = sizing_mod._rows_numpy(objs)
+    want = sizing_mod.rows_numpy(objs)
     monkeypatch.setattr(sizing_mod, "classes_hash_by_identity", lambda: identity)
-    assert sizing_mod._rows_numpy(objs) == want
+    assert sizing_mod.rows_numpy(objs) == want
 
     class Hashing(type):
         def __hash__(cls) -> int:

@@ -154,7 +154,7 @@ def test_wide_containers_read_in_slices_size_exactly_as_listed_whole(monkeypatch
         pytest.skip("tokdiag._speedups not built")
     if slicing == "whole":
         monkeypatch.setattr(sizing, "speedups", None)  # no referents(): gc.get_referents lists them whole
-        monkeypatch.setattr(sizing, "_IdSet", sizing._PyIdSet)
+        monkeypatch.setattr(sizing, "IdSet", sizing._PyIdSet)
     monkeypatch.setattr(sizing, "_SLICE", 1_000)  # containers of 1,000+ referents read in slices
     monkeypatch.setattr(sizing, "_BATCH", 256)
     shared = [f"shared {i}" for i in range(100)]

@@ -17,7 +17,8 @@ import pytest
 import tokdiag
 import tokdiag as td
 from tokdiag.errors import ConfigError, TargetError, TokdiagError
-from tokdiag.recording.isolated import _CHILD_TIMEOUT_MARGIN_S, track_isolated
+from tokdiag.recording.isolated import track_isolated
+from tokdiag.recording.isolated_child import CHILD_TIMEOUT_MARGIN_S
 
 _ROOT = str(Path(tokdiag.__file__).resolve().parent.parent)  # the tokdiag under test, for every child process
 
@@ -258,7 +259,7 @@ def test_the_child_enforces_the_timeout_itself_when_the_parent_cannot(user_modul
     try:
         parent.send_signal(signal.SIGSTOP)  # alive, but unable to kill its child at the timeout
         assert parent.poll() is None, "the parent ended before it could be stopped"
-        assert _gone(child, within=timeout + _CHILD_TIMEOUT_MARGIN_S + 15), "the child ran past its timeout"
+        assert _gone(child, within=timeout + CHILD_TIMEOUT_MARGIN_S + 15), "the child ran past its timeout"
     finally:
         parent.send_signal(signal.SIGCONT)
         os.killpg(parent.pid, signal.SIGKILL)

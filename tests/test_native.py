@@ -17,7 +17,7 @@ import tiktoken
 
 import tokdiag as td
 from tokdiag.errors import ConfigError, TokdiagWarning
-from tokdiag.probes import native
+from tokdiag.probes import native, native_models, native_registry
 from tokdiag.probes.allocator import read_glibc
 from tokdiag.probes.base import SnapshotContext
 from tokdiag.probes.native import NativeProbe, calibrate, coefficients, estimate_tiktoken_native, native_types
@@ -256,21 +256,21 @@ def _write(path: Path, kinds: dict) -> Path:
 
 
 def test_calibration_file_is_used_only_for_the_library_version_it_measured(tmp_path, monkeypatch):
-    monkeypatch.setattr(native, "_warned_versions", set())
+    monkeypatch.setattr(native_registry, "_warned_versions", set())
     good = _write(tmp_path / "good.json", {"ssl": {"version": ssl.OPENSSL_VERSION,
                                                     "coefficients": {"base": 1.0, "per_certificate": 2.0}}})
     monkeypatch.setenv("TOKDIAG_CALIBRATION", str(good))
     assert coefficients("ssl") == {"base": 1.0, "per_certificate": 2.0}
     ctx = ssl.create_default_context(cafile=_cafile())
-    bytes_, x509 = native._ssl_instance(ctx, coefficients("ssl"))
+    bytes_, x509 = native_models.ssl_instance(ctx, coefficients("ssl"))
     assert bytes_ == 1 + 2 * x509
     old = _write(tmp_path / "old.json", {"ssl": {"version": "OpenSSL 0.9.8", "coefficients": {"base": 1.0,
                                                                                             "per_certificate": 2.0}}})
     monkeypatch.setenv("TOKDIAG_CALIBRATION", str(old))
     with pytest.warns(TokdiagWarning, match="tokdiag calibrate"):
-        assert coefficients("ssl") == native._SSL_DEFAULTS
+        assert coefficients("ssl") == native_models.SSL_DEFAULTS
     monkeypatch.setenv("TOKDIAG_CALIBRATION", "none")
-    assert coefficients("ssl") == native._SSL_DEFAULTS
+    assert coefficients("ssl") == native_models.SSL_DEFAULTS
     del ctx
 
 
@@ -284,7 +284,7 @@ def test_calibrate_fits_ssl_contexts_in_fresh_processes(tmp_path, monkeypatch):
     assert max(abs(p["error"]) for p in fit["points"] if p["certificates"] >= 10) < 0.05
     assert fit["coefficients"]["per_certificate"] > 1000
     assert "written to" in result.report()
-    monkeypatch.setattr(native, "_warned_versions", set())
+    monkeypatch.setattr(native_registry, "_warned_versions", set())
     monkeypatch.setenv("TOKDIAG_CALIBRATION", str(target))
     assert coefficients("ssl") == pytest.approx(fit["coefficients"])
     # the file keeps kinds not re-fitted now

@@ -17,8 +17,9 @@ import pytest
 
 import tokdiag as td
 from tokdiag.errors import AttachError, ConfigError, JournalError
+from tokdiag.recording.attach import parse_duration
+from tokdiag.recording.attach_targets import check_versions
 from tokdiag.recording.journal import JournalWriter, make_header
-from tokdiag.recording.attach import _check_versions, parse_duration
 from tokdiag.recording.middleware import ASGIMiddleware, WSGIMiddleware
 from tokdiag.recording.recorder import Recorder
 from tokdiag.recording.service import journal_for, load_service
@@ -258,15 +259,15 @@ def test_attach_needs_python_3_11_to_3_13_on_both_sides(monkeypatch):
     here = tuple(sys.version_info[:3])
     target = SimpleNamespace(pid=42, python=(3, 14, 0), exe="/usr/bin/python3.14")
     with pytest.raises(AttachError, match=r"pid 42 runs Python 3\.14\.0; tokdiag attach supports 3\.11-3\.13"):
-        _check_versions(target)
+        check_versions(target)
     target.python = None
     with pytest.raises(AttachError, match="older than 3.11"):
-        _check_versions(target)
+        check_versions(target)
     target.python = here
-    _check_versions(target)
+    check_versions(target)
     monkeypatch.setattr(sys, "version_info", (3, 14, 0, "final", 0))
     with pytest.raises(AttachError, match=r"tokdiag attach runs on Python 3\.14; it needs 3\.11-3\.13 for now"):
-        _check_versions(target)
+        check_versions(target)
 
 
 def test_attach_command_line_errors_are_one_line(capsys, tmp_path):

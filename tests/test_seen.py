@@ -15,6 +15,7 @@ from pympler.asizeof import asizeof
 
 import tokdiag.probes.sizing as sizing
 from tokdiag.probes.sizing import Seen, deep_size, deep_sizes
+from tokdiag.probes.vocab import vocab_dict_size
 
 BACKENDS = [
     pytest.param(sizing._PyIdSet, id="python"),
@@ -25,7 +26,7 @@ BACKENDS = [
 
 @pytest.fixture(params=BACKENDS)
 def backend(request, monkeypatch):
-    monkeypatch.setattr(sizing, "_IdSet", request.param)
+    monkeypatch.setattr(sizing, "IdSet", request.param)
     return request.param
 
 
@@ -78,9 +79,9 @@ def test_vocabulary_fast_path_is_exact_or_steps_aside(backend, values):
 
 def test_repeated_values_are_not_sized_in_bulk():
     vocab = {f"tok{i:06d}".encode(): i % 1000 for i in range(20_000)}
-    assert sizing._vocab_dict_size(vocab) is None  # shared int objects: the walk must dedupe them
+    assert vocab_dict_size(vocab) is None  # shared int objects: the walk must dedupe them
     ranks = {f"tok{i:06d}".encode(): i for i in range(20_000)}
-    assert sizing._vocab_dict_size(ranks) == pytest.approx(asizeof(ranks), rel=1e-4)
+    assert vocab_dict_size(ranks) == pytest.approx(asizeof(ranks), rel=1e-4)
 
 
 _SNAPSHOTS_OF_A_VOCABULARY = textwrap.dedent("""
@@ -88,7 +89,7 @@ _SNAPSHOTS_OF_A_VOCABULARY = textwrap.dedent("""
     import tokdiag as td
     from tokdiag.probes import sizing
     if sys.argv[1] == "python":
-        sizing._IdSet = sizing._PyIdSet
+        sizing.IdSet = sizing._PyIdSet
     CACHE = {"ranks": {b"tok%06d" % i: i for i in range(200_000)},
              "decoder": {i: b"x%06d" % i for i in range(200_000)}}
     run = td.track(lambda i: None, steps=10, every=1, caches=[CACHE], census=True, progress=False)

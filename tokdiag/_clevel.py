@@ -24,14 +24,15 @@ or ``==``.
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from tokdiag._native import speedups
 
 __all__ = [
-    "HAVE_GC", "bare_name", "basicsize", "classes_hash_by_identity", "distinct_types", "flags", "instance_attr", "is_one_of", "is_subtype",
-    "itemsize", "lookup", "module_name", "mro", "qualname", "type_dict", "type_name",
+    "HAVE_GC", "bare_name", "basicsize", "classes_hash_by_identity", "distinct_types", "flags", "instance_attr",
+    "is_one_of", "is_subtype", "itemsize", "lookup", "module_name", "mro", "qualname", "subclasses_of", "type_dict",
+    "type_name",
 ]
 
 _T = type.__dict__
@@ -144,17 +145,36 @@ def classes_hash_by_identity() -> bool:
     any metaclass code running; otherwise key them by ``id``. Walks the
     subclasses of ``type`` (the metaclasses: a few dozen in a large program).
     """
-    seen: set[int] = set()
-    stack: list[type] = [type]
-    while stack:
-        m = stack.pop()
-        if id(m) in seen:
-            continue
-        seen.add(id(m))
+    for m in subclasses_of(type):
         if lookup(m, "__hash__") is not _OBJECT_HASH or lookup(m, "__eq__") is not _OBJECT_EQ:
             return False
-        stack.extend(type.__subclasses__(m))
     return True
+
+
+def subclasses_of(root: type) -> Iterator[type]:
+    """``root`` and every class below it through ``type.__subclasses__``, each once (by identity), depth first.
+
+    No metaclass code runs: classes are compared by ``id`` and listed by the
+    C ``type.__subclasses__``.
+
+    >>> class A: pass
+    >>> class B(A): pass
+    >>> [t.__name__ for t in subclasses_of(A)]
+    ['A', 'B']
+    """
+    seen: set[int] = set()
+    stack: list[type] = [root]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        yield t
+        try:
+            subs: list[type] = type.__subclasses__(t) if is_subtype(type(t), type) else []
+        except TypeError:
+            subs = []
+        stack.extend(subs)
 
 
 def distinct_types(objs: Sequence[object]) -> list[type]:
@@ -165,14 +185,15 @@ def distinct_types(objs: Sequence[object]) -> list[type]:
     """
     if speedups is not None and type(objs) is list:
         return speedups.types(objs)
-    return list(dict(zip(map(id, map(type, objs)), map(type, objs))).values())
+    return list(dict(zip(map(id, map(type, objs)), map(type, objs), strict=False)).values())
 
 
 _MISSING = object()
 
 
 def instance_attr(obj: object, name: str, default: Any = None) -> Any:
-    """``obj.<name>`` when it is a plain instance attribute (in its ``__dict__`` or a ``__slots__`` slot), else ``default``.
+    """``obj.<name>`` when it is a plain instance attribute (in its ``__dict__`` or a ``__slots__`` slot), else
+    ``default``.
 
     Never runs user code: when the class defines or inherits anything under
     ``name`` (a property, a descriptor, a method), only a slot is read

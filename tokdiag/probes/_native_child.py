@@ -1,4 +1,5 @@
-"""Measure the native bytes of one kind of object in a fresh interpreter (run by ``tokdiag.probes.native.calibrate``).
+"""Measure the native bytes of one kind of object in a fresh interpreter
+(run by ``tokdiag.probes.calibration.calibrate``).
 
 Run as a script (``python -P _native_child.py ssl <cafile|-> <n>`` or
 ``... tiktoken <tokens> <n>``): it imports nothing from tokdiag, so the

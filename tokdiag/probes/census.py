@@ -6,13 +6,13 @@ Two implementations give identical numbers (``tests/test_census_exact.py``):
   C compiler is there): one C loop, the type looked up in a pointer-keyed
   table, the size read by calling the type's C ``__sizeof__`` directly;
 - the numpy path, used when the extension is not built
-  (:func:`tokdiag.probes.sizing._rows_numpy`): C loops only, over slices of the
+  (:func:`tokdiag.probes.shallow.rows_numpy`): C loops only, over slices of the
   heap: ``map(type, slice)`` turned into dense type codes by id and counted
   with ``numpy.bincount``; fixed-size types are ``count * size``; objects of
   types whose instances vary in size (``dict``, ``list``, ``tuple``, ...)
   are grouped by type and sized with one ``map(c_sizeof, group)`` per type.
 
-Sizes are C-level sizes (:func:`tokdiag.probes.sizing.shallow_size`): the census
+Sizes are C-level sizes (:func:`tokdiag.probes.shallow.shallow_size`): the census
 never runs code of the measured program. A ``__sizeof__`` written in Python
 is not called (pandas' builds Series at every call; a ``MagicMock``'s makes
 child mocks): such objects count the bytes of their C struct, a deliberate
@@ -54,7 +54,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 from itertools import filterfalse
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -63,18 +63,8 @@ from tokdiag._clevel import type_name
 from tokdiag._native import speedups as _speedups
 from tokdiag.errors import ConfigError
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
-from tokdiag.probes.sizing import (
-    _CHUNK,
-    ALIGN,
-    MAX_OBJECT_BYTES,
-    Rows,
-    Seen,
-    _IdSet,
-    _rows_numpy,
-    referents,
-    shallow_size,
-    unsized_message,
-)
+from tokdiag.probes.shallow import ALIGN, CHUNK, MAX_OBJECT_BYTES, Rows, rows_numpy, shallow_size
+from tokdiag.probes.sizing import IdSet, Seen, referents, unsized_message
 from tokdiag.records import BYTES, OBJECTS, Record
 
 __all__ = ["IMPLEMENTATION", "CensusProbe", "census", "take_census", "take_census_c", "take_census_numpy",
@@ -118,7 +108,7 @@ def _owned_sorted(owned: Owned) -> np.ndarray | None:
         return None
     if type(owned) is Seen:
         return owned.sorted_ids()
-    arr = np.fromiter(owned, dtype=np.int64, count=len(owned))
+    arr = np.fromiter(cast("set[int]", owned), dtype=np.int64, count=len(owned))  # not a Seen: a set of ids
     arr.sort()
     return arr
 
@@ -137,16 +127,16 @@ def take_census_c(heap: list[Any], owned: Owned = None, unsized: dict[str, int] 
 
 def take_census_numpy(heap: list[Any], owned: Owned = None, unsized: dict[str, int] | None = None, *,
                       untracked: bool = False, skip: Sequence[object] = ()) -> dict[str, tuple[int, int, int]]:
-    """:func:`take_census` without the C extension (:func:`tokdiag.probes.sizing._rows_numpy`)."""
+    """:func:`take_census` without the C extension (:func:`tokdiag.probes.shallow.rows_numpy`)."""
     owned_sorted = _owned_sorted(owned)
-    rows = _rows_numpy(heap, owned_sorted, MAX_OBJECT_BYTES)
+    rows = rows_numpy(heap, owned_sorted, MAX_OBJECT_BYTES)
     if untracked:
         rows += _untracked_rows_numpy(heap, owned_sorted, skip)
     return _by_name(rows, unsized)
 
 
 _UNTRACKED_BATCH = 65536
-"""Untracked objects sized together by :func:`_rows_numpy` (each call has a fixed cost)."""
+"""Untracked objects sized together by :func:`rows_numpy` (each call has a fixed cost)."""
 
 
 def _untracked_rows_numpy(heap: list[Any], owned_sorted: np.ndarray | None, skip: Sequence[object]) -> Rows:
@@ -157,24 +147,24 @@ def _untracked_rows_numpy(heap: list[Any], owned_sorted: np.ndarray | None, skip
     those the gc does not track (``itertools.filterfalse(gc.is_tracked)``),
     the ones not met before (an id set), then their own referents in turn
     (untracked tuples and dicts hold more). What is found is sized by
-    :func:`_rows_numpy` in batches of :data:`_UNTRACKED_BATCH`.
+    :func:`rows_numpy` in batches of :data:`_UNTRACKED_BATCH`.
     """
     skip_ids = {id(o) for o in skip}
-    met = _IdSet()
+    met = IdSet()
     rows: Rows = []
     found: list[Any] = []
-    for start in range(0, len(heap), 4 * _CHUNK):
-        level = heap[start:start + 4 * _CHUNK]
+    for start in range(0, len(heap), 4 * CHUNK):
+        level = heap[start:start + 4 * CHUNK]
         if skip_ids:
             level = [o for o in level if id(o) not in skip_ids]
         while level:
             level = met.take_new(list(filterfalse(gc.is_tracked, referents(level))), _NO_SKIP)  # no classes
             found += level
         if len(found) >= _UNTRACKED_BATCH:
-            rows += _rows_numpy(found, owned_sorted, MAX_OBJECT_BYTES)
+            rows += rows_numpy(found, owned_sorted, MAX_OBJECT_BYTES)
             found = []
     if found:
-        rows += _rows_numpy(found, owned_sorted, MAX_OBJECT_BYTES)
+        rows += rows_numpy(found, owned_sorted, MAX_OBJECT_BYTES)
     del found, level
     return rows
 
@@ -221,7 +211,7 @@ def _leave_out_tokdiag(rows: dict[str, tuple[int, int, int]], ctx: SnapshotConte
 def census(*, collect: bool = True) -> pd.DataFrame:
     """Count and shallow bytes per type over the whole heap, largest first.
 
-    Bytes are C-level sizes (:func:`tokdiag.probes.sizing.shallow_size`): no
+    Bytes are C-level sizes (:func:`tokdiag.probes.shallow.shallow_size`): no
     ``__sizeof__`` written in Python runs.
 
     >>> df = census()

@@ -39,12 +39,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tokdiag._clevel import HAVE_GC, bare_name, classes_hash_by_identity, distinct_types, flags, is_subtype, type_name
+from tokdiag._clevel import (
+    HAVE_GC,
+    bare_name,
+    classes_hash_by_identity,
+    distinct_types,
+    flags,
+    subclasses_of,
+    type_name,
+)
 from tokdiag.errors import ConfigError, TokdiagWarning
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.probes.footprint import checkpoint
-from tokdiag.records import BYTES, OBJECTS, Record
 from tokdiag.probes.sizing import deep_sizes, unsized_message
+from tokdiag.records import BYTES, OBJECTS, Record
 
 
 def _is_glob(pattern: str) -> bool:
@@ -62,21 +70,7 @@ def _matches(pattern: str, t: type) -> bool:
 
 def all_classes() -> list[type]:
     """Every class currently alive, found by walking ``__subclasses__`` from ``object``."""
-    out: list[type] = []
-    seen: set[int] = set()
-    stack: list[type] = [object]
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        out.append(t)
-        try:
-            subs = type.__subclasses__(t) if is_subtype(type(t), type) else []
-        except TypeError:
-            subs = []
-        stack.extend(subs)
-    return out
+    return list(subclasses_of(object))
 
 
 def untracked_message(name: str) -> str:
@@ -163,7 +157,7 @@ class WatchProbe:
         found = next((p for p in self.patterns if _matches(p, t)), None)
         decided = self._decided
         try:
-            decided[key] = (weakref.ref(t, lambda _r, key=key: decided.pop(key, None)), found)
+            decided[key] = (weakref.ref(t, lambda _r, key=key: decided.pop(key, None)), found)  # type: ignore[misc]
         except TypeError:  # a class that refuses weak references: decided again next time
             pass
         if found is not None:

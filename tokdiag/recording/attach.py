@@ -46,18 +46,13 @@ never runs the bootstrap, and attach says so after ``--start-timeout``).
 Python 3.14's ``sys.remote_exec`` is not used yet: attach needs 3.11-3.13
 for now.
 """
-
 from __future__ import annotations
 
-import json
 import os
-import select
 import shutil
 import signal
 import socket
-import struct
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -67,68 +62,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tokdiag.errors import AttachError, ConfigError, TokdiagError
+from tokdiag.recording.attach_targets import check_versions, find_targets, import_paths, peer_pid
+from tokdiag.recording.attach_thread import PROTOCOL, Channel, queued_code, serve_attached
 
-__all__ = ["Attached", "attach", "parse_duration", "serve_attached"]
+__all__ = ["Attached", "attach", "attach_command", "parse_duration", "serve_attached"]
 
-PROTOCOL = 2
-"""Version of the attacher <-> target messages; both sides must agree (2: ``disk``, ``limit``, ``service``)."""
-
-_IGNORED_CHILDREN = ("multiprocessing.resource_tracker", "multiprocessing.semaphore_tracker",
-                     "multiprocessing.forkserver")
 _MiB = 1024 * 1024
-
-# The code queued in the target's main thread: define one function in a fresh namespace and start it on a
-# daemon thread. It never raises (PyRun_SimpleString would print the error; a SystemExit would end the service).
-_BOOTSTRAP = r'''
-def _tokdiag_attach(sock_path, paths):
-    import socket, sys
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.settimeout(30)
-        s.connect(sock_path)
-    except BaseException:
-        s.close()  # the attaching command is gone (it gave up waiting): do nothing
-        return
-    added = []
-    try:
-        import importlib.util
-        if importlib.util.find_spec("tokdiag") is None:
-            for p in paths:
-                if p not in sys.path:
-                    sys.path.append(p)
-                    added.append(p)
-        from tokdiag.recording.attach import serve_attached
-        serve_attached(s)
-    except BaseException as exc:
-        try:
-            import importlib.util, json
-            try:
-                origin = importlib.util.find_spec("tokdiag").origin
-            except BaseException:
-                origin = None
-            s.sendall((json.dumps({"event": "error", "where": "import", "message": f"{type(exc).__name__}: {exc}",
-                                   "tokdiag_file": origin, "added": added,
-                                   "executable": sys.executable}) + "\n").encode())
-        except BaseException:
-            pass
-    finally:
-        for p in added:
-            try:
-                sys.path.remove(p)
-            except ValueError:
-                pass
-        s.close()
-import threading
-threading.Thread(target=_tokdiag_attach, args=(SOCK, PATHS), name="tokdiag-attach", daemon=True).start()
-'''
-
-
-def _queued_code(sock_path: str, paths: list[str]) -> str:
-    body = _BOOTSTRAP.replace("(SOCK, PATHS)", f"({sock_path!r}, {paths!r})")
-    return ("try:\n"
-            f"    exec({body!r}, {{'__name__': '__tokdiag_attach__'}})\n"
-            "except BaseException:\n"
-            "    pass\n")
 
 
 def parse_duration(text: str | float | int, what: str = "duration") -> float:
@@ -152,98 +91,7 @@ def parse_duration(text: str | float | int, what: str = "duration") -> float:
     return value
 
 
-# -- the target's side ------------------------------------------------------------------------------
 
-class _Channel:
-    """JSON lines over the attach socket (either side)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._buf = b""
-        self.closed = False
-
-    def send(self, message: dict[str, Any]) -> None:
-        try:
-            self.sock.sendall((json.dumps(message, default=str) + "\n").encode())
-        except OSError:
-            self.closed = True
-
-    def _lines(self) -> list[dict[str, Any]]:
-        out = []
-        while b"\n" in self._buf:
-            line, self._buf = self._buf.split(b"\n", 1)
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
-        return out
-
-    def read(self, timeout: float) -> list[dict[str, Any]] | None:
-        """Messages that arrived within ``timeout`` ([] for none); None once the other side has closed."""
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN | select.POLLHUP | select.POLLERR)
-        if not poller.poll(max(0, int(timeout * 1000))):
-            return []
-        try:
-            data = self.sock.recv(65536)
-        except OSError:
-            data = b""
-        if not data:
-            self.closed = True
-            return None
-        self._buf += data
-        return self._lines()
-
-    def wait_stop(self, timeout: float) -> tuple[str, str] | None:
-        """The recorder's ``wait``: a stop message, or the attacher's end of the socket closing, stops it."""
-        messages = self.read(timeout)
-        if messages is None:
-            return ("detached", "the attaching command went away (killed, or its terminal closed); "
-                                "recording stopped")
-        for m in messages:
-            if "stop" in m:
-                return (str(m["stop"]), str(m.get("message", "")))
-        return None
-
-
-def serve_attached(sock: socket.socket) -> None:
-    """Run in the target, on the thread the bootstrap started: take the options, record, report; return at the end.
-
-    Never raises: every failure is sent to the attaching command.
-    """
-    chan = _Channel(sock)
-    try:
-        cfg: dict[str, Any] | None = None
-        deadline = time.monotonic() + 30
-        while cfg is None and time.monotonic() < deadline:
-            got = chan.read(deadline - time.monotonic())
-            if got is None:
-                return
-            cfg = next((m for m in got if "protocol" in m), None)
-        if cfg is None:
-            return
-        import tokdiag
-
-        if cfg["protocol"] != PROTOCOL:
-            chan.send({"event": "error", "where": "version",
-                       "message": f"the service imports tokdiag {tokdiag.__version__} from {tokdiag.__file__}, "
-                                  f"which speaks attach protocol {PROTOCOL}, not {cfg['protocol']}"})
-            return
-        from tokdiag.recording.recorder import Recorder
-
-        rec = Recorder(cfg["journal"], every_s=cfg["every_s"], for_s=cfg["for_s"], watch=cfg["watch"],
-                       caches=cfg["caches"], census=cfg["census"], budget_mb=cfg["budget_mb"], max_mb=cfg["max_mb"],
-                       overhead=cfg["overhead"], overwrite=cfg["overwrite"], name=cfg["name"], epoch=cfg["epoch"],
-                       disk=cfg["disk"] or None, limit=cfg["limit"],
-                       params={"attached_by": cfg["attacher"], "service": cfg["service"]})
-        rec.listener = chan.send
-        rec.run(chan.wait_stop)
-    except BaseException as exc:
-        chan.send({"event": "error", "where": "start", "message": f"{type(exc).__name__}: {exc}"})
-
-
-# -- the attaching command's side ---------------------------------------------------------------
 
 @dataclass
 class Attached:
@@ -259,89 +107,12 @@ class Attached:
     snapshots: int = 0
     error: str | None = None
     started: bool = False
-    _chan: _Channel | None = field(default=None, repr=False)
+    _chan: Channel | None = field(default=None, repr=False)
 
     @property
-    def chan(self) -> _Channel:
+    def chan(self) -> Channel:
         assert self._chan is not None, "not connected"
         return self._chan
-
-
-def _version(v: Sequence[int] | None) -> str:
-    return "older than 3.11" if v is None else ".".join(map(str, v[:3]))
-
-
-def _check_versions(target: Any) -> None:
-    from tokdiag.recording._inject import SUPPORTED
-
-    here = sys.version_info[:2]
-    if here not in SUPPORTED:
-        raise AttachError(f"tokdiag attach runs on Python {here[0]}.{here[1]}; it needs 3.11-3.13 for now (3.14's "
-                          "sys.remote_exec is not used yet): run it with a 3.11-3.13 interpreter matching the "
-                          "service's, or record from inside the service with td.record(...)")
-    there = target.python
-    if there is None or there[:2] not in SUPPORTED:
-        raise AttachError(f"pid {target.pid} runs Python {_version(there)}; tokdiag attach supports 3.11-3.13 for now: "
-                          "record from inside the service with td.record(...) instead")
-    if there[:2] != here:
-        raise AttachError(
-            f"pid {target.pid} runs Python {_version(there)}, tokdiag attach runs on {_version(tuple(sys.version_info[:3]))}: "
-            "both must be the same minor version (the recorder imports tokdiag and its compiled parts into the "
-            f"service); run attach with the service's interpreter, e.g. {target.exe} -m tokdiag attach "
-            f"{target.pid} ... (with tokdiag installed for it)")
-
-
-def find_targets(pids: Sequence[int], *, children: bool = True) -> list[Any]:
-    """The processes to attach to: each of ``pids`` that runs Python and, with ``children``, its Python children."""
-    import psutil
-
-    from tokdiag.recording._inject import inspect_target
-
-    found: dict[int, Any] = {}
-    for pid in pids:
-        family: list[int] = []
-        if children:
-            try:
-                family = [c.pid for c in psutil.Process(pid).children(recursive=True)]
-            except psutil.Error:
-                family = []
-        try:
-            target = inspect_target(pid)
-        except AttachError as exc:
-            if "is not a Python process" not in str(exc) or not family:
-                raise
-            target = None
-        if target is not None:
-            found.setdefault(pid, target)
-        for child in family:
-            try:
-                t = inspect_target(child)
-            except AttachError:
-                continue  # not Python (a shell, a compiler), or gone
-            if any(k in t.cmdline for k in _IGNORED_CHILDREN):
-                continue
-            found.setdefault(child, t)
-        if target is None and not any(c in found for c in family):
-            raise AttachError(f"pid {pid} is not a Python process and has no Python child process; pass the pid "
-                              "of the Python interpreter running the service")
-    return list(found.values())
-
-
-def _peer_pid(conn: socket.socket) -> int:
-    pid, _uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                           struct.calcsize("3i")))
-    return int(pid)
-
-
-def _import_paths() -> list[str]:
-    """Where the target finds tokdiag and its dependencies if its own environment lacks them: ours."""
-    root = str(Path(__file__).resolve().parents[2])
-    paths = [root]
-    for key in ("purelib", "platlib"):
-        p = sysconfig.get_paths().get(key)
-        if p and p not in paths:
-            paths.append(p)
-    return paths
 
 
 def _say(out: TextIO | None, text: str) -> None:
@@ -393,7 +164,7 @@ def attach(pids: Sequence[int], journal: str | os.PathLike[str], *, for_s: float
 
     targets = find_targets(list(pids), children=children)
     for t in targets:
-        _check_versions(t)
+        check_versions(t)
     several = len(targets) > 1
     runs = [Attached(t.pid, Path(os.path.abspath(journal_for(journal, t.pid, several))), t.cmdline, t.uid)
             for t in targets]
@@ -412,9 +183,9 @@ def attach(pids: Sequence[int], journal: str | os.PathLike[str], *, for_s: float
         os.chmod(sock_path, 0o666)
         server.listen(len(runs))
         epoch = time.monotonic()
-        code = _queued_code(sock_path, _import_paths())
+        code = queued_code(sock_path, import_paths())
         by_pid = {a.pid: a for a in runs}
-        for t, a in zip(targets, runs):
+        for t, a in zip(targets, runs, strict=False):
             try:
                 queue_code(t, code)
             except AttachError as exc:
@@ -452,14 +223,14 @@ def _connect(server: socket.socket, runs: list[Attached], by_pid: dict[int, Atta
             conn, _ = server.accept()
         except TimeoutError:
             break
-        pid = _peer_pid(conn)
+        pid = peer_pid(conn)
         a = by_pid.get(pid)
         if a is None or pid not in waiting:
             conn.close()  # not one of ours
             continue
         waiting.discard(pid)
         conn.settimeout(None)
-        a._chan = _Channel(conn)
+        a._chan = Channel(conn)
         a._chan.send({**config, "journal": str(a.journal), "name": a.journal.stem})
     for pid in waiting:
         by_pid[pid].error = (

@@ -53,7 +53,6 @@ SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and everywhere
 a watchdog thread ends it when its parent is gone or when ``timeout`` (plus
 ``_CHILD_TIMEOUT_MARGIN_S``) has passed, in case the parent cannot kill it.
 """
-
 from __future__ import annotations
 
 import json
@@ -68,31 +67,15 @@ from pathlib import Path
 from typing import Any
 
 from tokdiag.errors import ConfigError, JournalError, TargetError, TokdiagError
-from tokdiag.recording.journal import JournalWriter, read_header
+from tokdiag.recording.factories import build_step, check_factory, spec_json
+from tokdiag.recording.journal import read_header
 from tokdiag.recording.run import Run, load
 
-__all__ = ["track_isolated"]
+__all__ = ["STDERR_TAIL", "build_step", "check_factory", "spec_json", "track_isolated"]
 
 STDERR_TAIL = 2000
 _INTERRUPT_GRACE_S = 15.0
 """After Ctrl-C, how long the parent waits for the child to record ``interrupted`` before killing it."""
-_CHILD_TIMEOUT_MARGIN_S = 3.0
-"""The child ends itself this long after ``timeout`` (the parent normally kills it at ``timeout``)."""
-_WATCHDOG_POLL_S = 0.5
-_PR_SET_PDEATHSIG = 1
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` as JSON can hold it: containers recursively, anything else as its repr."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "__dataclass_fields__"):
-        return {name: _json_safe(getattr(value, name)) for name in value.__dataclass_fields__}
-    return repr(value)
 
 
 def _check_journal_path(journal: Path) -> None:
@@ -136,50 +119,6 @@ def _wind_down(proc: subprocess.Popen[str]) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.communicate()[1] or ""
-
-
-def check_factory(factory: object) -> None:
-    """Raise :class:`ConfigError` unless ``factory`` looks like ``"package.module:function"``."""
-    if not isinstance(factory, str) or ":" not in factory:
-        raise ConfigError(f"factory={factory!r}: expected 'package.module:function' returning a step function, "
-                          "e.g. 'myapp.jobs:make_step'")
-
-
-def spec_json(spec: Mapping[str, Any], what: str) -> str:
-    """``spec`` as the JSON a child reads on its standard input; :class:`ConfigError` starting with ``what`` if not JSON."""
-    try:
-        return json.dumps(spec, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what}: {exc}") from None
-
-
-def build_step(factory: str, kwargs: Mapping[str, Any]) -> Callable[[int], object]:
-    """Call the factory ``"package.module:function"`` with ``kwargs`` and return the step function it makes.
-
-    Runs in a child process. Raises :class:`TargetError` with the whole
-    story when the target does not resolve, cannot take ``kwargs`` (a step
-    function passed as the factory, most often), or returns something that
-    is not callable; exceptions raised by the factory itself propagate.
-    """
-    import inspect
-
-    from tokdiag.recording.targets import resolve_callable
-
-    make = resolve_callable(factory, "factory")
-    try:
-        inspect.signature(make).bind(**kwargs)
-    except TypeError as exc:
-        raise TargetError(
-            f"factory {factory!r} cannot be called with kwargs {dict(kwargs)!r} ({exc}); the child process calls "
-            "the factory once and runs the step function it returns: pass a factory such as "
-            "def make(**kwargs): return step  (not step(i) itself)") from None
-    except ValueError:  # no signature to read (a builtin): let the call say
-        pass
-    step = make(**kwargs)
-    if not callable(step):
-        raise TargetError(f"factory {factory!r} returned {type(step).__name__}, not a step function; it must return "
-                          "a callable taking the step index (was a step function passed as the factory?)")
-    return step
 
 
 def track_isolated(
@@ -227,9 +166,9 @@ def track_isolated(
         raise
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     interrupted = False
-    restore_sigint: Callable[[], object] = lambda: None
+    restore_sigint: Callable[[], object] = lambda: None  # noqa: E731  (replaced once Ctrl-C is ignored)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "tokdiag.recording.isolated"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "tokdiag.recording.isolated_child"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             stderr = _communicate(proc, payload, timeout, journal_path, progress, steps, options.get("name"))
@@ -355,114 +294,3 @@ def _outcome(factory: str, journal: Path, child_pid: int, status: dict[str, Any]
     run.status = "killed"
     run.message = f"child process {how}; stderr: {tail or '(empty)'}"
     return run
-
-
-# -- the child --------------------------------------------------------------------------------------------
-
-
-class _Status:
-    """The child's report to the parent: one JSON object in the status file, replaced atomically."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def write(self, outcome: str, **fields: Any) -> None:
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"outcome": outcome, **fields}, fh, default=str)
-        os.replace(tmp, self.path)
-
-
-def _die_with_parent(parent: int) -> int:
-    """Ask Linux to SIGKILL this process when its parent dies; the parent pid to watch from here on."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - no prctl: the watchdog alone
-            pass
-    watched = os.getppid()
-    if watched != parent:  # started through a wrapper, or the parent is already gone
-        try:
-            os.kill(parent, 0)
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:  # pragma: no cover - alive, owned by someone else
-            pass
-    return watched
-
-
-def _start_watchdog(watched: int, deadline: float | None, status: _Status) -> None:
-    """A daemon thread that ends this process when the parent is gone or the deadline has passed."""
-    import threading
-
-    def watch() -> None:
-        while True:
-            time.sleep(_WATCHDOG_POLL_S)
-            if os.getppid() != watched:  # reparented: the parent died (no one is left to report to)
-                os._exit(1)
-            if deadline is not None and time.monotonic() > deadline:
-                try:
-                    status.write("timeout")
-                finally:
-                    os._exit(1)
-
-    threading.Thread(target=watch, name="tokdiag-isolated-watchdog", daemon=True).start()
-
-
-def _first_sigint_only(signum: int, frame: Any) -> None:
-    """SIGINT handler: the first one interrupts the workload; repeats are ignored so the last lines get written."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
-def _report_failure(status: _Status, exc: BaseException) -> int:
-    """Write how the child's work ended with ``exc`` to its status file; the child's exit code."""
-    import traceback
-
-    if isinstance(exc, KeyboardInterrupt):
-        status.write("interrupted")
-        return 130
-    text = "".join(traceback.format_exception(exc))
-    if isinstance(exc, SystemExit):
-        status.write("exit", code=exc.code, traceback=text)
-        return 1
-    sys.stderr.write(text)
-    status.write("error", traceback=text)
-    return 1
-
-
-def _child() -> int:  # pragma: no cover - runs in the child process (covered by tests through subprocess)
-    spec = json.loads(sys.stdin.read())
-    status = _Status(spec["status"])
-    watched = _die_with_parent(int(spec["parent"]))
-    timeout = spec.get("timeout")
-    _start_watchdog(watched, None if timeout is None else time.monotonic() + timeout + _CHILD_TIMEOUT_MARGIN_S,
-                    status)
-    signal.signal(signal.SIGINT, _first_sigint_only)
-
-    import tokdiag as td
-
-    try:
-        step = build_step(spec["factory"], spec["kwargs"])
-    except TargetError as exc:  # a bad target: the message says it all, no traceback needed
-        status.write("bad_factory", message=str(exc))
-        return 1
-    except BaseException as exc:  # the factory itself raised (or exited, or Ctrl-C)
-        return _report_failure(status, exc)
-    try:
-        td.track(step, steps=spec["steps"], journal=spec["journal"], overwrite=True, progress=False,
-                 **spec["options"])
-    except BaseException as exc:
-        return _report_failure(status, exc)
-    values = {name: _json_safe(getattr(step, name, None)) for name in spec["report"]}
-    with JournalWriter(spec["journal"], None) as journal:  # appended after the run's end line
-        journal.event("workload", values=values)
-    status.write("ok")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_child())

@@ -50,144 +50,27 @@ with memray's own reporters, e.g. ``memray flamegraph --leaks path``.
 
 from __future__ import annotations
 
-import functools
-import itertools
 import json
-import math
 import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokdiag.errors import ConfigError, TargetError, TokdiagError
-from tokdiag.recording.isolated import STDERR_TAIL, build_step, check_factory, spec_json
+from tokdiag.recording.factories import check_factory, spec_json
+from tokdiag.recording.glibc import measure_allocators
+from tokdiag.recording.isolated import STDERR_TAIL
+from tokdiag.recording.native_child import EXIT_BAD_FACTORY, EXIT_NO_MEMRAY, EXIT_WORKLOAD_ERROR, child_main
+from tokdiag.recording.native_records import AliveStack, AllocatorModel, NativeTrace
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["AliveStack", "AllocatorModel", "NativeTrace", "alive_by_site", "trace_native"]
-
-INSTALL_HINT = "pip install 'tokdiag[native]'  (memray 1.20; Linux or macOS)"
-MARKER = "tokdiag_step_"
-"""Prefix of the code object name of the frame each traced step runs in: ``tokdiag_step_<i>``."""
-
-_EXIT_WORKLOAD_ERROR = 2
-_EXIT_BAD_FACTORY = 3
-_EXIT_NO_MEMRAY = 4
-
-
-Frame = tuple[str, str, int]
-"""``(function, filename, line)``, as memray reports a Python frame."""
-
-
-@dataclass(frozen=True)
-class AliveStack:
-    """Allocations from one stack that were still alive when the capture closed."""
-
-    frames: tuple[Frame, ...]
-    """Python frames, innermost first, cut where tokdiag's frames begin (the step frame, or its loop)."""
-    step: int | None
-    """Index ``i`` of the traced step whose ``step(i)`` made them; None: made outside any step."""
-    bytes: int
-    """Bytes requested (the allocator's overhead is not included)."""
-    blocks: int
-    allocator: str
-    """memray's allocator of the record: ``MALLOC``, ``PYMALLOC_MALLOC``, ``MMAP``, ..."""
-    thread: str = ""
-    main_thread: bool = True
-    """Made by the thread that ran the steps."""
-    own: bool = False
-    """Made by tokdiag's own loop around the steps, outside any step: not the workload's."""
-    native: tuple[Frame, ...] = ()
-    """Native frames, innermost first (with ``native_traces=True`` only)."""
-
-
-@dataclass(frozen=True)
-class AllocatorModel:
-    """What one block costs beyond the bytes asked for, measured in the process that ran the workload.
-
-    glibc ``malloc(n)`` takes a chunk of ``max(min_chunk, roundup(n + header,
-    align))`` bytes. The child measures chunk sizes before it imports the
-    workload (:func:`measure_allocators`: 95 sizes from 1 B to 100 KB, each
-    from ``malloc_usable_size`` and the growth of ``mallinfo2().uordblks``)
-    and keeps ``header``, ``align`` and ``min_chunk`` only if that formula
-    reproduces every one of them: on x86-64 glibc 2.36, 8, 16 and 32, so 8 to
-    23 B per block of more than 24 B (~16 B on average; 17.2 B over the
-    blocks AWorld's tasks left alive), up to 31 B below. Blocks of ``mmap_threshold`` bytes or
-    more are mapped separately and rounded up to pages (glibc's default
-    threshold, 128 KiB; not measured: glibc raises it as large blocks are
-    freed). Python's small-object allocator (pymalloc) serves requests of up
-    to ``pymalloc_max`` bytes from blocks rounded up to ``pymalloc_align``
-    (measured as the distance between neighbouring ``bytes`` objects of one
-    size: 16), with no header; ``pymalloc_align`` is None when Python
-    allocates with ``malloc`` (``PYTHONMALLOC=malloc``, where the glibc
-    measure itself is disturbed by Python's own allocations and the model
-    comes out None: overhead is then left out).
-    """
-
-    header: int
-    align: int
-    min_chunk: int
-    pymalloc_align: int | None
-    page: int = 4096
-    mmap_threshold: int = 128 * 1024
-    pymalloc_max: int = 512
-
-    def overhead(self, size: float, *, python: bool) -> float:
-        """Bytes beyond ``size`` that one block of ``size`` bytes costs (``python``: from Python's allocator)."""
-        n = max(0, math.ceil(size))
-        if python and self.pymalloc_align is not None and n <= self.pymalloc_max:
-            a = self.pymalloc_align
-            return (max(n, 1) + a - 1) // a * a - size
-        if n >= self.mmap_threshold:
-            return (n + 2 * self.header + self.page - 1) // self.page * self.page - size
-        a = self.align
-        return max(self.min_chunk, (n + self.header + a - 1) // a * a) - size
-
-
-@dataclass(frozen=True)
-class NativeTrace:
-    """What the child process saw: the surviving stacks and how the run went."""
-
-    factory: str
-    kwargs: dict[str, Any]
-    warmup: int
-    steps: int
-    stacks: tuple[AliveStack, ...]
-    paths: dict[str, list[str]]
-    """The child's ``stdlib``, ``site`` (site-packages) and ``sys_path`` folders, to tell library frames from the user's."""
-    allocators: AllocatorModel | None
-    """None when the allocator could not be measured (not glibc): overhead is then left out."""
-    python_allocators: bool
-    native_traces: bool
-    warmup_s: float
-    traced_s: float
-    """Wall time of the ``steps`` traced steps (memray on)."""
-    traced_cpu_s: float
-    """CPU time of the child process (all its threads) during those steps."""
-    read_s: float
-    """Time to read the capture and group its surviving allocations."""
-    capture_bytes: int
-    allocations: int
-    """Allocations (and reallocations) the capture recorded."""
-    python_allocator: str
-    memray: str
-    capture: Path | None = None
-    """Where the capture file was kept (``capture=``); None when it was deleted."""
-    step_ends_s: tuple[float, ...] = ()
-    """Seconds from the first traced step's start to the end of each traced step (memray on)."""
-    pid: int = 0
-    """The child process's id."""
-    heap_growth: int | None = None
-    """Growth of glibc's heap in use, every arena and mmapped blocks (:func:`heap_in_use`), from the capture's
-    opening to its closing, measured in the child; None if not glibc."""
-
+__all__ = ["AliveStack", "AllocatorModel", "NativeTrace", "alive_by_site", "measure_allocators", "trace_native"]
 
 
 def _run_child(module: str, payload: str, timeout: float | None) -> tuple[int | None, str]:
@@ -199,199 +82,6 @@ def _run_child(module: str, payload: str, timeout: float | None) -> tuple[int | 
     except subprocess.TimeoutExpired as exc:
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         return None, stderr
-
-def _step_frame(step: Any, i: int) -> object:
-    return step(i)
-
-
-def _marked(i: int) -> Any:
-    """``_step_frame`` under the code name ``tokdiag_step_<i>``, so a stack says which step it is in."""
-    import types
-
-    return types.FunctionType(_step_frame.__code__.replace(co_name=f"{MARKER}{i}"), globals())
-
-
-class _Switch:
-    """What memray's greenlet hook stores the thread id on (the same object in and out: the id stays)."""
-
-
-def _stack_resync(memray: Any) -> Any:
-    """A function that makes memray rebuild its copy of the Python stack from the real frames.
-
-    memray follows the stack from profile events, one frame pushed per call
-    and popped per return. On CPython 3.11.7 a coroutine frame can return
-    without a call event for its resumption: measured with anyio's
-    ``connect_tcp`` (what httpx's async transport opens connections with),
-    whose frame is resumed after its task group exits and then returns
-    unmatched. Each such return pops a frame that is still running, so memray's
-    copy loses frames from the outside in: after one AWorld task the step
-    frame and every frame above the event loop were gone, and later steps
-    could not be told apart. memray rebuilds its copy from the real frames
-    when it sees a greenlet switch; its hook, called with the same object as
-    both ends, does that without changing the thread id. Called before each
-    step; a frame lost within a step stays lost until the next one. A no-op
-    if memray has no such hook.
-    """
-    hook = getattr(getattr(memray, "_memray", None), "greenlet_trace_function", None)
-    if hook is None:
-        return lambda: None
-    here = _Switch()
-    return lambda: hook("switch", (here, here))
-
-
-# -- the allocator model, measured in the child ---------------------------------------------------------
-
-
-def _mode_of_gaps(addresses: list[int]) -> int:
-    """The most common distance between neighbouring addresses: the block size, where blocks were carved in a row."""
-    ordered = sorted(addresses)
-    gaps = Counter(b - a for a, b in itertools.pairwise(ordered) if b > a)
-    return gaps.most_common(1)[0][0] if gaps else 0
-
-
-_MALLINFO_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                    "keepcost")
-_MEASURED_SIZES = (*range(1, 65), *range(65, 1100, 37), 4000, 65_536, 100_000)
-
-
-@dataclass(frozen=True)
-class _Glibc:
-    """glibc's allocator functions through ctypes, typed."""
-
-    malloc: Any
-    free: Any
-    usable_size: Any
-    mallinfo: Any
-    """``mallinfo2`` (glibc >= 2.33), else ``mallinfo`` (int fields: enough for differences below 2 GiB)."""
-
-
-@functools.cache
-def _glibc() -> _Glibc | None:
-    """glibc's ``malloc``, ``free``, ``malloc_usable_size`` and ``mallinfo2`` through ctypes; None if not glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        libc.gnu_get_libc_version  # noqa: B018 - glibc only: the chunk layout modelled here is glibc's
-        usable = libc.malloc_usable_size
-    except (OSError, AttributeError):
-        return None
-    try:
-        info = libc.mallinfo2
-        field_type: Any = ctypes.c_size_t
-    except AttributeError:
-        info = libc.mallinfo
-        field_type = ctypes.c_int
-
-    class Mallinfo(ctypes.Structure):
-        _fields_ = [(name, field_type) for name in _MALLINFO_FIELDS]
-
-    info.restype, info.argtypes = Mallinfo, []
-    usable.restype, usable.argtypes = ctypes.c_size_t, [ctypes.c_void_p]
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    return _Glibc(malloc=libc.malloc, free=libc.free, usable_size=usable, mallinfo=info)
-
-
-def heap_in_use() -> int | None:
-    """Bytes glibc has handed out in every arena (``uordblks``) plus its mmapped blocks (``hblkhd``); None if not glibc.
-
-    ``mallinfo2`` walks the free lists of every arena (a thread's blocks are
-    in it: 10,031,824 B more while a thread held 1,000 blocks of 10 KB), so
-    it is slower on a fragmented heap.
-    """
-    from tokdiag.probes.allocator import read_glibc  # the allocator probe's own reading: one binding of mallinfo2
-
-    heap = read_glibc()
-    return None if heap is None else heap.in_use
-
-
-def _glibc_chunks() -> dict[int, int] | None:
-    """Bytes of glibc's heap that one ``malloc(n)`` takes, for each n in ``_MEASURED_SIZES``; None if not glibc.
-
-    Two measures, each the smallest of several (something else allocating
-    in between, or a free chunk handed out whole, only ever adds bytes):
-    ``malloc_usable_size`` of 64 blocks of n bytes (what the block holds),
-    and the growth of ``mallinfo2().uordblks`` (bytes in use in the main
-    arena, chunk headers included) per block over batches of 16. Their
-    difference, the chunk header, is the most common one over all sizes;
-    the chunk size is the usable size plus that header.
-    """
-    libc = _glibc()
-    if libc is None:
-        return None
-    info, usable, malloc, free = libc.mallinfo, libc.usable_size, libc.malloc, libc.free
-    batch, batches = 16, 4
-    kept = [0] * (batch * batches * len(_MEASURED_SIZES))  # allocated first: no list growth below
-    j = 0
-    holds: dict[int, int] = {}
-    costs: dict[int, float] = {}
-    try:
-        for n in _MEASURED_SIZES:
-            cost = math.inf
-            for _ in range(batches):
-                before = info().uordblks
-                for _ in range(batch):
-                    kept[j] = malloc(n)
-                    j += 1
-                cost = min(cost, (info().uordblks - before) / batch)
-            holds[n] = min(usable(p) for p in kept[j - batch * batches:j])
-            costs[n] = cost
-    finally:
-        for ptr in kept[:j]:
-            free(ptr)
-    diffs = Counter(c - holds[n] for n, c in costs.items() if c == int(c))
-    if not diffs:
-        return None
-    header = int(diffs.most_common(1)[0][0])
-    return {n: h + header for n, h in holds.items()}
-
-
-def measure_allocators() -> AllocatorModel | None:
-    """Measure glibc's chunk sizes and pymalloc's block sizes in this process (0.08 s here); None if not glibc.
-
-    Python's allocator is taken to be pymalloc unless ``PYTHONMALLOC`` says
-    otherwise (the child corrects it from memray's capture metadata).
-    """
-    chunks = _glibc_chunks()
-    if not chunks:
-        return None
-    small = {n: c for n, c in chunks.items() if n < 65_536}  # fitted on these; all of them must fit
-    min_chunk = small[1]
-    align = math.gcd(*small.values())
-    header = min((c - n for n, c in small.items() if c > min_chunk), default=0)
-    model_ok = align > 1 and header > 0 and all(
-        c == max(min_chunk, (n + header + align - 1) // align * align) for n, c in chunks.items())
-    if not model_ok:  # not the chunk layout modelled here: leave overhead out rather than guess
-        return None
-    pymalloc_align = None
-    if not os.environ.get("PYTHONMALLOC", "pymalloc").startswith("malloc"):
-        gaps = []
-        for n in (40, 100, 200, 300, 500):  # object sizes: sys.getsizeof(b"") + len
-            objs = [bytes(n - sys.getsizeof(b"")) for _ in range(64)]
-            gaps.append(_mode_of_gaps([id(o) for o in objs]))
-            del objs
-        pymalloc_align = math.gcd(*gaps) or None
-    return AllocatorModel(header=header, align=align, min_chunk=min_chunk, pymalloc_align=pymalloc_align,
-                          page=os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096)
-
-
-def _paths() -> dict[str, list[str]]:
-    import site
-    import sysconfig
-
-    sp = sysconfig.get_paths()
-    sites = [*site.getsitepackages(), sp.get("purelib", ""), sp.get("platlib", "")]
-    user = site.getusersitepackages()
-    if isinstance(user, str):
-        sites.append(user)
-
-    def norm(paths: Any) -> list[str]:
-        return sorted({os.path.abspath(p) for p in paths if p}, key=len, reverse=True)
-
-    return {"stdlib": norm([sp.get("stdlib", ""), sp.get("platstdlib", "")]), "site": norm(sites),
-            "sys_path": norm(p or os.getcwd() for p in sys.path)}
 
 
 # -- the parent -------------------------------------------------------------------------------------------
@@ -449,13 +139,13 @@ def trace_native(
                 "capture": str(capture_path), "result": str(result_path), "trace": True}
         payload = spec_json(spec, "trace_native: kwargs must be JSON values")
         returncode, stderr = _run_child("tokdiag.recording.native_trace", payload, timeout)
-        if returncode == _EXIT_BAD_FACTORY:
+        if returncode == EXIT_BAD_FACTORY:
             raise TargetError(stderr.strip())
-        if returncode == _EXIT_NO_MEMRAY:
+        if returncode == EXIT_NO_MEMRAY:
             raise TokdiagError(stderr.strip())
         if returncode != 0 or not result_path.exists():
             how = (f"timed out after {timeout} s" if returncode is None else
-                   "raised" if returncode == _EXIT_WORKLOAD_ERROR else f"ended with exit code {returncode}")
+                   "raised" if returncode == EXIT_WORKLOAD_ERROR else f"ended with exit code {returncode}")
             raise TokdiagError(f"trace_native({factory!r}): the child process {how}; its stderr ends with:\n"
                                f"{stderr[-STDERR_TAIL:].strip() or '(empty)'}")
         data = json.loads(result_path.read_text())
@@ -541,7 +231,8 @@ def _write_journal(path: str | os.PathLike[str], trace: NativeTrace, long: pd.Da
     with JournalWriter(path, header, overwrite=True) as out:
         for step, rows in long.groupby("step", sort=True):
             out.snapshot(int(step), elapsed.get(int(step), 0.0),
-                         [Record("native_trace", r.subject, r.metric, float(r.value), r.unit) for r in rows.itertuples()])
+                         [Record("native_trace", r.subject, r.metric, float(r.value), r.unit)
+                          for r in rows.itertuples()])
         out.event("native_trace", values=_meta(trace))
         out.write({"kind": "end", "reason": "completed", "step": trace.warmup + trace.steps,
                    "elapsed_s": round(trace.traced_s, 6), "message": ""})
@@ -559,117 +250,5 @@ def _meta(trace: NativeTrace) -> dict[str, Any]:
             "capture": str(trace.capture) if trace.capture else None}
 
 
-# -- the child --------------------------------------------------------------------------------------------
-
-
-def _read_capture(path: Path, native: bool) -> dict[str, Any]:
-    """The capture's allocations still alive at its end, as JSON-ready stacks cut at the step frames."""
-    import memray
-
-    index: dict[Frame, int] = {}
-    frames: list[Frame] = []
-
-    def ids(stack: list[Frame]) -> list[int]:
-        out = []
-        for f in stack:
-            key = (str(f[0]), str(f[1]), int(f[2]))
-            k = index.get(key)
-            if k is None:
-                k = index[key] = len(frames)
-                frames.append(key)
-            out.append(k)
-        return out
-
-    here = os.path.abspath(__file__)
-    stacks = []
-    with memray.FileReader(path) as reader:
-        meta = reader.metadata
-        for rec in reader.get_leaked_allocation_records(merge_threads=False):
-            stack = rec.stack_trace()
-            step, own = None, False
-            for depth, (func, filename, _line) in enumerate(stack):
-                if filename == here or os.path.abspath(filename) == here:  # a step frame, or tokdiag's own loop
-                    if func.startswith(MARKER):
-                        step = int(func[len(MARKER):])
-                    own = depth == 0 and step is None  # allocated by the loop itself, not by what it called
-                    stack = stack[:depth]
-                    break
-            row: dict[str, Any] = {"frames": ids(stack), "step": step, "own": own, "bytes": rec.size,
-                                   "blocks": rec.n_allocations, "allocator": memray.AllocatorType(rec.allocator).name,
-                                   "thread": rec.thread_name, "main": rec.tid == meta.main_thread_id}
-            if native:
-                row["native"] = ids(rec.native_stack_trace(max_stacks=16))
-            stacks.append(row)
-    return {"frames": frames, "stacks": stacks, "allocations": meta.total_allocations,
-            "python_allocator": meta.python_allocator}
-
-
-def _child() -> int:  # pragma: no cover - runs in the child process (covered by tests through subprocess)
-    import gc
-    import importlib.metadata
-
-    spec = json.loads(sys.stdin.read())
-    try:
-        import memray
-    except ImportError as exc:
-        print(f"memray is not importable in {sys.executable} ({exc}); install it: {INSTALL_HINT}", file=sys.stderr)
-        return _EXIT_NO_MEMRAY
-    model = measure_allocators()  # before the workload is imported: no other thread allocates yet
-    try:
-        step = build_step(spec["factory"], spec["kwargs"])
-    except TargetError as exc:
-        print(exc, file=sys.stderr)
-        return _EXIT_BAD_FACTORY
-    warmup, steps = spec["warmup"], spec["steps"]
-    capture = Path(spec["capture"])
-    try:
-        t0 = time.perf_counter()
-        for i in range(warmup):
-            step(i)
-        warmup_s = time.perf_counter() - t0
-        marked = [_marked(i) for i in range(warmup, warmup + steps)]  # made before the capture opens
-        resync = _stack_resync(memray)
-        gc.collect()
-        if not spec["trace"]:  # the same steps without memray: the baseline of bench/native_trace.py
-            t0, c0 = time.perf_counter(), time.process_time()
-            for i, run in zip(range(warmup, warmup + steps), marked):
-                run(step, i)
-            Path(spec["result"]).write_text(json.dumps({"warmup_s": warmup_s, "traced_s": time.perf_counter() - t0,
-                                                        "traced_cpu_s": time.process_time() - c0}))
-            return 0
-        with memray.Tracker(capture, native_traces=spec["native_traces"],
-                            trace_python_allocators=spec["python_allocators"],
-                            file_format=memray.FileFormat.ALL_ALLOCATIONS):
-            heap_before = heap_in_use()  # memray's own buffers are allocated by now (and ctypes' were, by the
-            # allocator measure above)
-            ends = [0.0] * steps
-            t0, c0 = time.perf_counter(), time.process_time()
-            for k, (i, run) in enumerate(zip(range(warmup, warmup + steps), marked)):
-                resync()
-                run(step, i)
-                ends[k] = time.perf_counter() - t0
-            traced_s, traced_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-            gc.collect()  # cyclic garbage of the steps is not left behind by them
-            heap_after = heap_in_use()
-    except Exception:
-        import traceback
-
-        traceback.print_exc()
-        return _EXIT_WORKLOAD_ERROR
-    t0 = time.perf_counter()
-    read = _read_capture(capture, spec["native_traces"])
-    read_s = time.perf_counter() - t0
-    if model is not None and not read["python_allocator"].startswith("pymalloc"):
-        model = replace(model, pymalloc_align=None)  # Python objects come from malloc in this interpreter
-    result = {**read, "factory": spec["factory"], "kwargs": spec["kwargs"], "warmup": warmup, "steps": steps,
-              "paths": _paths(), "allocators": asdict(model) if model else None,
-              "python_allocators": spec["python_allocators"], "native_traces": spec["native_traces"],
-              "warmup_s": warmup_s, "traced_s": traced_s, "traced_cpu_s": traced_cpu_s, "read_s": read_s, "step_ends_s": ends, "pid": os.getpid(),
-              "capture_bytes": capture.stat().st_size, "memray": importlib.metadata.version("memray"),
-              "heap_growth": None if heap_before is None or heap_after is None else heap_after - heap_before}
-    Path(spec["result"]).write_text(json.dumps(result))
-    return 0
-
-
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_child())
+    sys.exit(child_main())

@@ -173,6 +173,13 @@ def _accepts(func: Callable[..., object], n_args: int) -> tuple[bool, str]:
     return True, str(sig)
 
 
+def _require_args(func: Callable[..., object], n_args: int, problem: Callable[[str], str]) -> None:
+    """A :class:`TargetError` with ``problem(signature)`` when ``func`` cannot take ``n_args`` positional arguments."""
+    ok, sig = _accepts(func, n_args)
+    if not ok:
+        raise TargetError(problem(sig))
+
+
 def load(target: str, setup: str | None = None) -> Callable[[int], object]:
     """Resolve ``"package.module:function"`` into a step function ``step(i)``.
 
@@ -200,22 +207,18 @@ def load(target: str, setup: str | None = None) -> Callable[[int], object]:
     """
     func = resolve_callable(target, "target")
     if setup is None:
-        ok, sig = _accepts(func, 1)
-        if not ok:
-            raise TargetError(
-                f"target {target!r} has signature {sig} and cannot be called as step(i); expected a "
-                f"function taking one positional argument, the step index (def step(i): ...), or pass "
-                f"setup= for a step(state, i)"
-            )
+        _require_args(func, 1, lambda sig: (
+            f"target {target!r} has signature {sig} and cannot be called as step(i); expected a "
+            f"function taking one positional argument, the step index (def step(i): ...), or pass "
+            f"setup= for a step(state, i)"
+        ))
         return func
 
     setup_func = resolve_callable(setup, "setup")
-    ok, sig = _accepts(setup_func, 0)
-    if not ok:
-        raise TargetError(
-            f"setup {setup!r} has signature {sig} and cannot be called without arguments; expected a "
-            f"function taking no arguments that returns the workload's state (or None)"
-        )
+    _require_args(setup_func, 0, lambda sig: (
+        f"setup {setup!r} has signature {sig} and cannot be called without arguments; expected a "
+        f"function taking no arguments that returns the workload's state (or None)"
+    ))
     try:
         state = setup_func()
     except Exception as exc:
@@ -223,19 +226,15 @@ def load(target: str, setup: str | None = None) -> Callable[[int], object]:
         raise
 
     if state is None:
-        ok, sig = _accepts(func, 1)
-        if not ok:
-            raise TargetError(
-                f"target {target!r} has signature {sig}; setup {setup!r} returned None, so the target is "
-                f"called as step(i): expected a function taking one positional argument, the step index"
-            )
+        _require_args(func, 1, lambda sig: (
+            f"target {target!r} has signature {sig}; setup {setup!r} returned None, so the target is "
+            f"called as step(i): expected a function taking one positional argument, the step index"
+        ))
         return func
 
-    ok, sig = _accepts(func, 2)
-    if not ok:
-        raise TargetError(
-            f"target {target!r} has signature {sig}; setup {setup!r} returned a "
-            f"{type(state).__name__}, so the target is called as step(state, i): expected a function "
-            f"taking two positional arguments (def step(state, i): ...), or make setup return None"
-        )
+    _require_args(func, 2, lambda sig: (
+        f"target {target!r} has signature {sig}; setup {setup!r} returned a "
+        f"{type(state).__name__}, so the target is called as step(state, i): expected a function "
+        f"taking two positional arguments (def step(state, i): ...), or make setup return None"
+    ))
     return BoundStep(func, state, target)

@@ -44,7 +44,6 @@ Tracker, ``async def`` steps included) are in :mod:`tokdiag.recording.steps`.
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import tempfile
@@ -55,8 +54,6 @@ from pathlib import Path
 from typing import Any
 
 from tokdiag.errors import ConfigError, TokdiagWarning
-from tokdiag.recording.journal import JournalWriter, make_header, read_journal
-from tokdiag.recording.progress import ProgressBar, progress_bar
 from tokdiag.probes import (
     AllocationProbe,
     AllocatorProbe,
@@ -73,37 +70,18 @@ from tokdiag.probes import (
     cache,
 )
 from tokdiag.probes.footprint import PeakMeter
-from tokdiag.records import BYTES, SECONDS, Record
-from tokdiag.recording.run import Run
 from tokdiag.probes.sizing import deep_sizes
+from tokdiag.recording.journal import JournalWriter, make_header, read_journal
+from tokdiag.recording.options import check_every, check_params, check_steps
+from tokdiag.recording.pacing import Pacing
+from tokdiag.recording.progress import ProgressBar, progress_bar
+from tokdiag.recording.run import Run
+from tokdiag.records import BYTES, SECONDS, Record
 
 _MiB = 1024 * 1024
 
-PRIOR_PEAK = 0.10
-"""What a snapshot is expected to add to the RSS, as a share of it, before one was measured
-(``bench/footprint.py`` measures 5-8% on heaps of 1.5M-5M objects)."""
 
-RETENTION_BYTES_PER_OBJECT = 160
-"""What ``why_alive`` adds to the RSS per gc-tracked object while it indexes the heap's references
-(145-160 bytes measured on heaps of 1.5M-2M objects): with ``budget_mb``, the end of a run skips it,
-with a warning, when that would pass the budget."""
-
-
-def _check_steps(steps: Any) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-        raise ConfigError(f"steps={steps!r}: must be a positive integer number of workload steps, e.g. steps=500")
-    return steps
-
-
-def _check_every(every: Any) -> int | str:
-    if every == "auto":
-        return every
-    if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
-        raise ConfigError(f"every={every!r}: must be a positive integer (snapshot every k steps) or 'auto'")
-    return every
-
-
-class Tracker:
+class Tracker(Pacing):
     """Snapshot memory over the steps of a workload; see the module docstring.
 
     Parameters
@@ -187,7 +165,7 @@ class Tracker:
         probes: Sequence[Probe] = (),
         disk: Any = None,
     ) -> None:
-        self.every = _check_every(every)
+        self.every = check_every(every)
         if budget_mb is not None and (isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float))
                                       or not 0 < budget_mb < math.inf):
             raise ConfigError(f"budget_mb={budget_mb!r}: must be a positive, finite number of MiB (e.g. 4096), "
@@ -242,7 +220,7 @@ class Tracker:
             "census": census, "containers": containers, "alloc_sites": alloc_sites, "budget_mb": budget_mb,
             "collect": collect,
             **({"disk": sorted(disk_probe.paths)} if disk_probe is not None else {}),
-            **_check_params(params),
+            **check_params(params),
         }
         self.run: Run | None = None
         self._writer: JournalWriter | None = None
@@ -318,7 +296,7 @@ class Tracker:
     # -- the loop ------------------------------------------------------------
     def steps(self, n: int) -> Iterator[int]:
         """Yield ``0 .. n-1``, snapshotting as it goes; stops early when the budget is passed."""
-        n = _check_steps(n)
+        n = check_steps(n)
         self._start(n)
         self._snapshot(0)
         rss_now = self._process.rss
@@ -356,7 +334,8 @@ class Tracker:
         self._snapshot(self._done)
 
     def finish(self, reason: str = "completed", message: str = "", *, load: bool = True) -> None:
-        """End the run with ``reason`` (its ``status``); ``load=False`` leaves :attr:`run` None (a service's recorder)."""
+        """End the run with ``reason`` (its ``status``); ``load=False`` leaves :attr:`run` None (a service's
+        recorder)."""
         self._finish(reason, message, load=load)
 
     def _snapshot(self, step: int) -> None:
@@ -414,58 +393,6 @@ class Tracker:
                 self._writer.write({"kind": "warning", "message": str(message)})
             self._warnings_written[id(probe)] = len(messages)
 
-    def _reserve(self, rss: int) -> int:
-        """Bytes a full snapshot is expected to add to the RSS now (``rss``): its own peak.
-
-        The peak the last full snapshot measured, scaled by how much the RSS
-        grew since (the walks' memory follows the heap's size); before any
-        snapshot, :data:`PRIOR_PEAK` of the RSS.
-        """
-        if self._peak is None:
-            return int(PRIOR_PEAK * rss)
-        peak, at = self._peak
-        return int(peak * max(1.0, rss / at)) if at > 0 else peak
-
-    def _probes_within_budget(self, step: int) -> list[Any]:
-        """The probes of the snapshot at ``step``: all of them, or the light ones when a full
-        snapshot's own peak would take the process past ``budget_mb`` (a warning event says so)."""
-        if self.budget_bytes is None:
-            return self._probes
-        rss = self._process.rss()
-        reserve = self._reserve(rss)
-        if rss + reserve <= self.budget_bytes:
-            return self._probes
-        heavy = [p for p in (self._cache_probe, self._watch_probe, self._alloc_probe) if p is not None]
-        if not heavy:
-            return self._probes
-        skipped = ", ".join(p.name for p in heavy)
-        msg = (f"budget: the snapshot at step {step} measured only the process and the census ({skipped} skipped): "
-               f"RSS {rss / _MiB:.0f} MiB plus the {reserve / _MiB:.0f} MiB a full snapshot adds (its own peak, "
-               f"tracker/tokdiag/snapshot_peak_bytes) would pass budget_mb={self.budget_bytes / _MiB:.0f}")
-        if not self._forked():
-            assert self._writer is not None
-            self._writer.write({"kind": "warning", "message": msg})
-            if not self._light_warned:
-                self._light_warned = True
-                warnings.warn(msg, TokdiagWarning, stacklevel=4)
-        return [p for p in self._probes if not any(p is h for h in heavy)]
-
-    def _schedule(self, step: int, cost: float) -> None:
-        if self.every != "auto":
-            self._next = step + int(self.every)
-            return
-        per_step = self._work_s / self._steps_since if self._steps_since else 0.0
-        k = 1
-        if per_step > 0:
-            k = max(1, math.ceil(cost / (self.overhead * per_step)))
-        if self._total:
-            k = min(k, max(1, self._total // self.min_snapshots))
-        elif per_step == 0:
-            k = 1
-        self._next = step + k
-        self._work_s = 0.0
-        self._steps_since = 0
-
     def _self_bytes(self) -> int:
         state: list[Any] = [self._first_counts, self._last_counts, self._params]
         for p in (self._census_probe, self._watch_probe):
@@ -522,65 +449,3 @@ class Tracker:
         if self._temp_journal and reason not in ("error", "interrupted"):
             self._journal_path.unlink(missing_ok=True)
             self.run.journal = None
-
-    def _record_retention(self, writer: JournalWriter) -> None:
-        grown = [s for s, last in self._last_counts.items() if last > self._first_counts.get(s, 0) and last > 0]
-        if not grown:
-            return
-        if self.budget_bytes is not None:  # why_alive indexes every reference of the heap at once
-            rss = self._process.rss()
-            need = RETENTION_BYTES_PER_OBJECT * self._gc_objects
-            if rss + need > self.budget_bytes:
-                msg = (f"budget: why_alive was not run for {', '.join(grown)}: its index of the heap's references "
-                       f"(~{need / _MiB:.0f} MiB for {self._gc_objects:,} objects) on top of RSS {rss / _MiB:.0f} MiB "
-                       f"would pass budget_mb={self.budget_bytes / _MiB:.0f}; call td.why_alive(name) yourself "
-                       "where the process has room")
-                warnings.warn(msg, TokdiagWarning, stacklevel=5)
-                writer.write({"kind": "warning", "message": msg})
-                return
-        try:
-            from tokdiag.analysis.retention import why_alive
-        except ImportError:  # pragma: no cover - retention is part of the package
-            return
-        for subject in grown:
-            try:
-                chains = why_alive(subject, max_chains=3, newer_than=self._baseline_mark)
-            except Exception as exc:  # evidence gathering must not lose the run
-                writer.write({"kind": "warning", "message": f"why_alive({subject!r}) failed: {exc!r}"})
-                continue
-            writer.write({"kind": "retention", "subject": subject, "chains": [c.as_dict() for c in chains]})
-            del chains
-
-
-def _check_params(params: Any) -> dict[str, Any]:
-    """``params`` if the journal's header can hold it (strict JSON: no NaN or infinity), else a ConfigError."""
-    if params is None:
-        return {}
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"params={params!r:.80}: must be a dict of name: value recorded in the journal's header")
-    try:
-        json.dumps(dict(params), allow_nan=False, default=str)
-    except ValueError:
-        where, bad = _non_finite(dict(params), "params")
-        raise ConfigError(f"{where}={bad!r}: the journal is strict JSON and cannot hold NaN or infinity; pass None "
-                          "or a string such as 'nan' instead") from None
-    except (TypeError, RecursionError) as exc:
-        raise ConfigError(f"params: cannot be written to the journal ({exc}); use str keys and JSON values") from None
-    return dict(params)
-
-
-def _non_finite(value: Any, where: str) -> tuple[str, Any]:
-    """The first NaN or infinity inside ``value`` and where it is (for a message)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return where, value
-    if isinstance(value, Mapping):
-        items: Any = ((f"{where}[{k!r}]", v) for k, v in value.items())
-    elif isinstance(value, (list, tuple)):
-        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
-    else:
-        items = ()
-    for sub, v in items:
-        found = _non_finite(v, sub)
-        if found[0]:
-            return found
-    return "", None
