@@ -38,8 +38,8 @@ from pathlib import Path
 import pandas as pd
 
 from tokdiag.analysis.attribution import UNSEEN, by_site
-from tokdiag.recording.isolated import run_child, spec_json, track_isolated
-from tokdiag.recording.native_trace import trace_native
+from tokdiag.recording.isolated import spec_json, track_isolated
+from tokdiag.recording.native_trace import run_child, trace_native
 
 FACTORY = "tokdiag_workloads.aworld:agent_step"
 

@@ -64,16 +64,21 @@ from tokdiag.errors import ConfigError, TargetError, TokdiagError
 from tokdiag.recording.factories import check_factory, spec_json
 from tokdiag.recording.glibc import measure_allocators
 from tokdiag.recording.isolated import STDERR_TAIL
-from tokdiag.recording.native_child import EXIT_BAD_FACTORY, EXIT_NO_MEMRAY, EXIT_WORKLOAD_ERROR, child_main
+from tokdiag.recording.native_child import (
+    EXIT_BAD_FACTORY,
+    EXIT_NO_MEMRAY,
+    EXIT_WORKLOAD_ERROR,
+    child_main,
+)
 from tokdiag.recording.native_records import AliveStack, AllocatorModel, NativeTrace
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["AliveStack", "AllocatorModel", "NativeTrace", "alive_by_site", "measure_allocators", "trace_native"]
+__all__ = ["AliveStack", "AllocatorModel", "NativeTrace", "alive_by_site", "measure_allocators", "run_child", "trace_native"]
 
 
-def _run_child(module: str, payload: str, timeout: float | None) -> tuple[int | None, str]:
+def run_child(module: str, payload: str, timeout: float | None) -> tuple[int | None, str]:
     """Run ``python -m module`` with ``payload`` on its stdin; its exit code (None: timed out) and stderr."""
     try:
         proc = subprocess.run([sys.executable, "-m", module], input=payload, text=True,
@@ -138,7 +143,7 @@ def trace_native(
                 "python_allocators": python_allocators, "native_traces": native_traces,
                 "capture": str(capture_path), "result": str(result_path), "trace": True}
         payload = spec_json(spec, "trace_native: kwargs must be JSON values")
-        returncode, stderr = _run_child("tokdiag.recording.native_trace", payload, timeout)
+        returncode, stderr = run_child("tokdiag.recording.native_trace", payload, timeout)
         if returncode == EXIT_BAD_FACTORY:
             raise TargetError(stderr.strip())
         if returncode == EXIT_NO_MEMRAY:
