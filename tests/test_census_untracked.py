@@ -131,7 +131,7 @@ def test_a_bytearray_leak_with_no_hints_is_owned_by_builtins_bytearray():
 
 
 def _warn(i: int) -> None:
-    warnings.warn(f"request {i} failed: " + "x" * 8000, UserWarning)
+    warnings.warn(f"request {i} failed: " + "x" * 8000, UserWarning, stacklevel=1)
 
 
 def test_a_warnings_registry_of_distinct_messages_is_owned_by_the_strings_it_keeps():

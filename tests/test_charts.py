@@ -21,12 +21,12 @@ import pytest
 
 import tokdiag as td
 from tokdiag import charts
-from tokdiag.charts._style import _LABEL_RANK
 from tokdiag.analysis.format import format_value
-from tokdiag.errors import ConfigError
-from tokdiag.records import COLUMNS
 from tokdiag.analysis.retention import Chain, Edge, why_alive
+from tokdiag.charts._style import _LABEL_RANK
+from tokdiag.errors import ConfigError
 from tokdiag.recording.run import Run
+from tokdiag.records import COLUMNS
 
 MiB = 2.0**20
 EVIL = '<img src=x onerror="window.__pwned=1">'
@@ -279,7 +279,11 @@ def test_verdict_table_puts_the_leak_first_in_red(leaking_run):
     assert table.cells.values[4][row].replace("<br>", " ") == f"{projected:,.0f} objects"
     assert any(t.replace("<br>", " ").endswith("iB") for t in table.cells.values[4])  # bytes in KiB/MiB
     # a settled series shows no rate (its plateau's slope says nothing)
-    assert all(rate == "" for rate, label in zip(table.cells.values[2], labels) if label not in ("leak", "inconclusive"))
+    assert all(
+        rate == ""
+        for rate, label in zip(table.cells.values[2], labels, strict=True)
+        if label not in ("leak", "inconclusive")
+    )
     # top keeps the first rows and says how many were left out
     short = charts.verdict_table(verdicts, top=2)
     assert len(short.data[0].cells.values[0]) == 2
@@ -525,4 +529,5 @@ def test_chain_edges_are_as_wide_as_their_labels_and_long_keys_are_shortened():
     texts = [a.text for a in fig.layout.annotations if a.text]
     assert texts[1].endswith("…</b>") and len(texts[1]) <= len("<b></b>") + 40 + 20  # shortened (escaped)
     spans = [a.x - a.ax for a in fig.layout.annotations if a.showarrow]
-    assert spans[1] > 3 * spans[0] and spans[0] == pytest.approx(spans[2])  # the long label's edge is wider than the short ones
+    # the long label's edge is wider than the short ones
+    assert spans[1] > 3 * spans[0] and spans[0] == pytest.approx(spans[2])

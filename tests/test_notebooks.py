@@ -1,4 +1,6 @@
-"""The notebook suite: shipped clean and thin, answer first, and every notebook runs under papermill with small parameters.
+"""The notebook suite: shipped clean and thin, answer first, and every notebook runs under papermill.
+
+Each runs with small parameters.
 
 The runs go through ``tokdiag batch`` (two kernels at a time), which is also what ``make report`` does.
 """
@@ -13,7 +15,6 @@ import nbformat
 import pytest
 
 import tokdiag as td
-
 from tokdiag.report.batch import run_batch
 from tokdiag.report.catalog import notebooks
 from tokdiag.report.kernel import notebook_parameters

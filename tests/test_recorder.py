@@ -17,8 +17,8 @@ import pytest
 
 import tokdiag as td
 from tokdiag.errors import AttachError, ConfigError, JournalError
-from tokdiag.recording.journal import JournalWriter, make_header
 from tokdiag.recording.attach import _check_versions, parse_duration
+from tokdiag.recording.journal import JournalWriter, make_header
 from tokdiag.recording.middleware import ASGIMiddleware, WSGIMiddleware
 from tokdiag.recording.recorder import Recorder
 from tokdiag.recording.service import journal_for, load_service

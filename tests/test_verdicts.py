@@ -30,7 +30,7 @@ def rss_like(rng: np.random.Generator, truth: np.ndarray, sigma: float = 20 * KB
 def timeline(series: dict[tuple[str, str, str, str], tuple[np.ndarray, np.ndarray]], run: str = "r1") -> pd.DataFrame:
     rows = []
     for (probe, subject, metric, unit), (steps, values) in series.items():
-        for s, v in zip(steps, values):
+        for s, v in zip(steps, values, strict=True):
             rows.append((run, int(s), float(s) * 0.01, probe, subject, metric, float(v), unit))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -259,7 +259,7 @@ def test_verdicts_keeps_runs_apart_and_filters_probes():
     b = timeline({("process", "process", "rss", "bytes"): (steps, np.full(steps.shape, 3e8)),
                   ("watch", "app.X", "count", "objects"): (steps, np.full(steps.shape, 3.0))}, run="b")
     v = verdicts(pd.concat([a, b], ignore_index=True))
-    assert sorted(zip(v.run, v.probe, v.verdict)) == [
+    assert sorted(zip(v.run, v.probe, v.verdict, strict=True)) == [
         ("a", "process", "leak"), ("b", "process", "flat"), ("b", "watch", "flat")]
     only = verdicts(pd.concat([a, b]), probes=["watch"])
     assert list(only.probe) == ["watch"]
@@ -374,7 +374,8 @@ KEEP = sys.argv[1] == "keep"
 kept = []  # with "keep", every pattern ever compiled stays alive: what re evicts is not freed
 
 def step(i):
-    pattern = re.compile(f"pattern_{i}_[a-z]+(?:x|y){{2,5}}" + "(?:abcdefgh|ijklmnop)" * 40)  # ~8 KiB each (tracemalloc)
+    # ~8 KiB each (tracemalloc)
+    pattern = re.compile(f"pattern_{i}_[a-z]+(?:x|y){{2,5}}" + "(?:abcdefgh|ijklmnop)" * 40)
     if KEEP:
         kept.append(pattern)
 

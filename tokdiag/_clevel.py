@@ -30,8 +30,22 @@ from typing import Any
 from tokdiag._native import speedups
 
 __all__ = [
-    "HAVE_GC", "bare_name", "basicsize", "classes_hash_by_identity", "distinct_types", "flags", "instance_attr", "is_one_of", "is_subtype",
-    "itemsize", "lookup", "module_name", "mro", "qualname", "type_dict", "type_name",
+    "HAVE_GC",
+    "bare_name",
+    "basicsize",
+    "classes_hash_by_identity",
+    "distinct_types",
+    "flags",
+    "instance_attr",
+    "is_one_of",
+    "is_subtype",
+    "itemsize",
+    "lookup",
+    "module_name",
+    "mro",
+    "qualname",
+    "type_dict",
+    "type_name",
 ]
 
 _T = type.__dict__
@@ -165,14 +179,16 @@ def distinct_types(objs: Sequence[object]) -> list[type]:
     """
     if speedups is not None and type(objs) is list:
         return speedups.types(objs)
-    return list(dict(zip(map(id, map(type, objs)), map(type, objs))).values())
+    return list(dict(zip(map(id, map(type, objs)), map(type, objs), strict=True)).values())
 
 
 _MISSING = object()
 
 
 def instance_attr(obj: object, name: str, default: Any = None) -> Any:
-    """``obj.<name>`` when it is a plain instance attribute (in its ``__dict__`` or a ``__slots__`` slot), else ``default``.
+    """``obj.<name>`` when it is a plain instance attribute, else ``default``.
+
+    A plain instance attribute is one in its ``__dict__`` or a ``__slots__`` slot.
 
     Never runs user code: when the class defines or inherits anything under
     ``name`` (a property, a descriptor, a method), only a slot is read

@@ -193,8 +193,12 @@ def findings(run: Any, *, project_to: int = 10_000, always: Iterable[tuple[str, 
                    -max(abs(s.growth) if math.isfinite(s.growth) else 0.0 for s in main))
             settled.append((key, say.settled(name, owner, kind, rows, label)))
     leaks = [f for f in leaks if not (kinds[f.owner] == "site" and f.owner in attached)]
-    leaks.sort(key=lambda f: (-f.numbers.get("bytes_per_step", 0.0),
-                              -max((say.rate(s) for s in f.series if s.unit != "bytes" and s.verdict == "leak"), default=0)))
+    leaks.sort(
+        key=lambda f: (
+            -f.numbers.get("bytes_per_step", 0.0),
+            -max((say.rate(s) for s in f.series if s.unit != "bytes" and s.verdict == "leak"), default=0),
+        )
+    )
     process = say.process_finding(name, owners.get("process", []), project_to, bool(leaks))
     any_leak = bool(leaks) or (process is not None and process.verdict == "leak") or any(
         s.verdict == "leak" and s.role != "duplicate" for s in owners.get("process", []))

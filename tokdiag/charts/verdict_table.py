@@ -41,10 +41,11 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
     interval (left blank when it says nothing: an exact count, ``0 B to 0
     B``), the value projected at ``project_to`` steps, and the reason; with
     several runs a ``run`` column first. The text is wrapped here so the
-    figure is exactly as tall as its rows at any page width from 800 px. Rows are ordered leak, inconclusive, step, bounded,
-    flat; within a label the series of named owners (watched classes, caches,
-    RSS) before census types, bytes before counts, then by growth per step and
-    by growth. ``top`` keeps the first rows (None: all). A settled series
+    figure is exactly as tall as its rows at any page width from 800 px.
+    Rows are ordered leak, inconclusive, step, bounded, flat; within a label
+    the series of named owners (watched classes, caches, RSS) before census
+    types, bytes before counts, then by growth per step and by growth.
+    ``top`` keeps the first rows (None: all). A settled series
     (step, bounded, flat) shows no growth per step or interval: its growth
     is in the reason and its level in the projection.
 
@@ -113,11 +114,13 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
             cell.append((f"also: {r.folded}", "grey"))
         series_col.append(cell)
     growing = [v in ("leak", "inconclusive") for v in labels]  # a settled series' rate is its plateau's: 0
-    per_step = [[(format_rate(v, u) if g else "", "")] for v, u, g in zip(rows["per_step"], rows["unit"], growing)]
+    per_step = [
+        [(format_rate(v, u) if g else "", "")] for v, u, g in zip(rows["per_step"], rows["unit"], growing, strict=True)
+    ]
     interval = [[(format_interval(lo, hi, u, per_step=True) if g else "", "")]
                 for lo, hi, u, g in zip(rows["per_step_low"].astype(float), rows["per_step_high"].astype(float),
-                                        rows["unit"], growing)]
-    projected = [[(format_value(v, u), "")] for v, u in zip(rows["projected"], rows["unit"])]
+                                        rows["unit"], growing, strict=True)]
+    projected = [[(format_value(v, u), "")] for v, u in zip(rows["projected"], rows["unit"], strict=True)]
     reasons = [[(str(r), "")] for r in rows["reason"]]
     strong = [LABEL_COLORS.get(v, "#cccccc") for v in labels]
     tint = [_LABEL_TINTS.get(v, "#ffffff") for v in labels]

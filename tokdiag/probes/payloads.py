@@ -56,7 +56,10 @@ attribute dicts are small; a large dict is data (a vocabulary), not where a toke
 
 
 def _encoding_tables(enc: Any) -> tuple[dict[Any, Any], dict[Any, Any]]:
-    """An Encoding's ``_mergeable_ranks`` and ``_special_tokens`` as plain instance attributes (``{}`` when not dicts)."""
+    """An Encoding's ``_mergeable_ranks`` and ``_special_tokens`` as plain instance attributes.
+
+    Each is ``{}`` when not a dict.
+    """
     ranks = instance_attr(enc, "_mergeable_ranks")
     special = instance_attr(enc, "_special_tokens")
     return (ranks if type(ranks) is dict else {}), (special if type(special) is dict else {})

@@ -43,8 +43,8 @@ from tokdiag._clevel import HAVE_GC, bare_name, classes_hash_by_identity, distin
 from tokdiag.errors import ConfigError, TokdiagWarning
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.probes.footprint import checkpoint
-from tokdiag.records import BYTES, OBJECTS, Record
 from tokdiag.probes.sizing import deep_sizes, unsized_message
+from tokdiag.records import BYTES, OBJECTS, Record
 
 
 def _is_glob(pattern: str) -> bool:

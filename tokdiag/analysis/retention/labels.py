@@ -145,7 +145,7 @@ class Labeller:
         return _find(cached, id(c))
 
     def _key_of(self, p: dict[Any, Any], c: Any) -> tuple[bool, Any]:
-        """``(True, key)`` when ``c`` is a value of the dict ``p``; ``(False, c)`` when it is a key; ``(False, None)`` else."""
+        """``(True, key)`` if ``c`` is a value of the dict ``p``; ``(False, c)`` if a key; else ``(False, None)``."""
         n = dict.__len__(p)
         if n <= _SCAN:
             for k, v in dict.items(p):
