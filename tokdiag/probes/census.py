@@ -54,7 +54,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 from itertools import filterfalse
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -118,7 +118,7 @@ def _owned_sorted(owned: Owned) -> np.ndarray | None:
         return None
     if type(owned) is Seen:
         return owned.sorted_ids()
-    arr = np.fromiter(owned, dtype=np.int64, count=len(owned))
+    arr = np.fromiter(cast("set[int]", owned), dtype=np.int64, count=len(owned))  # a Seen returned above
     arr.sort()
     return arr
 

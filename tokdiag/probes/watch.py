@@ -72,7 +72,7 @@ def all_classes() -> list[type]:
         seen.add(id(t))
         out.append(t)
         try:
-            subs = type.__subclasses__(t) if is_subtype(type(t), type) else []
+            subs: list[type] = type.__subclasses__(t) if is_subtype(type(t), type) else []
         except TypeError:
             subs = []
         stack.extend(subs)
@@ -163,7 +163,7 @@ class WatchProbe:
         found = next((p for p in self.patterns if _matches(p, t)), None)
         decided = self._decided
         try:
-            decided[key] = (weakref.ref(t, lambda _r, key=key: decided.pop(key, None)), found)
+            decided[key] = (weakref.ref(t, lambda _r: decided.pop(key, None)), found)
         except TypeError:  # a class that refuses weak references: decided again next time
             pass
         if found is not None:

@@ -110,7 +110,7 @@ class TimelineColumns:
                 raise ValueError(f"has no {name!r}" if text is None else f"has {name} {text!r:.80}, not text")
         code = len(self._keys)
         self._codes[key] = code
-        self._keys.append(key)  # type: ignore[arg-type]
+        self._keys.append(key)
         return code
 
     def frame(self, run: str) -> pd.DataFrame:
