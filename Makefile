@@ -27,7 +27,10 @@ report: setup
 	$(BIN)/tokdiag batch plans/default.yaml --jobs $(JOBS) -o reports
 	@echo "open reports/index.html"
 
+# Lint and type-check first: a finding fails the target before any test runs.
 test: setup browser
+	$(BIN)/ruff check tokdiag tokdiag_workloads tests bench
+	$(BIN)/mypy tokdiag
 	$(BIN)/python -m pytest -q
 
 bench: setup
