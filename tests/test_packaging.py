@@ -1,11 +1,17 @@
 """Packaging: the public surface, and pyproject.toml agreeing with environment.yml."""
 
 from __future__ import annotations
+import __future__
 
 import ast
+import importlib
+import inspect
+import pkgutil
 import re
+import sys
 import tomllib
 from pathlib import Path
+from types import ModuleType
 
 import yaml
 
@@ -14,19 +20,62 @@ import tokdiag
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _public_names(module: ModuleType) -> set[str]:
+    """The names ``module`` offers: not private, not its own submodules, not ``from __future__`` features.
+
+    A submodule is bound in its package's namespace by the import system the
+    first time anything imports it (so what ``dir()`` shows depends on what ran
+    before); it is reached by its dotted name, not offered by the package. A
+    ``from __future__`` import binds a compiler directive, not an object.
+    """
+    return {n for n in dir(module) if not n.startswith("_")
+            and sys.modules.get(f"{module.__name__}.{n}") is not getattr(module, n)
+            and type(getattr(module, n)) is not __future__._Feature}
+
+
+def _packages() -> list[ModuleType]:
+    names = [i.name for i in pkgutil.walk_packages(tokdiag.__path__, "tokdiag.") if i.ispkg]
+    return [tokdiag, *(importlib.import_module(n) for n in sorted(names))]
+
+
+def _check_exported(module: ModuleType, name: str) -> None:
+    """``module.name`` exists; a class or function exported there is the one defined under that name."""
+    obj = getattr(module, name)  # AttributeError: __all__ names a missing object
+    if inspect.isclass(obj) or inspect.isfunction(obj):
+        assert obj.__module__.split(".")[0] == "tokdiag", f"{module.__name__}.{name} is {obj.__module__}'s"
+        assert obj.__name__ == name, f"{module.__name__}.{name} is {obj.__name__}, exported under another name"
+        assert getattr(sys.modules[obj.__module__], name) is obj  # the definition itself, not a stand-in
+    elif inspect.ismodule(obj):
+        assert obj.__name__.rsplit(".", 1)[-1] == name and obj.__name__.startswith("tokdiag.")
+
+
 def test_public_api_is_exactly_all():
-    public = {n for n in dir(tokdiag) if not n.startswith("_")} - {
-        # submodules imported as a side effect of importing the package
-        "errors", "journal", "probes", "records", "run", "sizing", "timeline", "tracker", "analysis",
-        "retention", "annotations", "export", "batch", "cli", "summary", "charts", "magic", "isolated",
-        "recording", "report",
-        # IPython's hook for `%load_ext tokdiag`, not API
-        "load_ipython_extension",
-    }
-    assert set(tokdiag.__all__) - {"__version__"} == public
+    """The httpx rule: every public name of the package is in ``__all__``, and nothing else is."""
+    _packages()  # every subpackage imported first: bound in the namespace, they must still not count
+    assert {n for n in tokdiag.__all__ if not n.startswith("__")} == _public_names(tokdiag)
     assert tokdiag.__all__ == sorted(tokdiag.__all__, key=lambda s: (s[0].islower(), s))
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert tokdiag.__version__ == version
     for name in tokdiag.__all__:
-        assert getattr(tokdiag, name) is not None
+        if not name.startswith("__"):
+            _check_exported(tokdiag, name)
+    assert tokdiag.Run is tokdiag.recording.run.Run and tokdiag.track is tokdiag.recording.steps.track
+    assert tokdiag.why_alive is importlib.import_module("tokdiag.analysis.retention").why_alive  # served lazily
+
+
+def test_every_subpackage_exports_exactly_its_public_names():
+    checked = []
+    for package in _packages()[1:]:
+        exported = getattr(package, "__all__", None)
+        if exported is None:  # a folder of modules only: it offers no names of its own
+            assert _public_names(package) == set(), package.__name__
+            continue
+        assert set(exported) == _public_names(package), package.__name__
+        assert len(exported) == len(set(exported)), package.__name__
+        for name in exported:
+            _check_exported(package, name)
+        checked.append(package.__name__)
+    assert {"tokdiag.analysis", "tokdiag.charts", "tokdiag.probes"} <= set(checked)
 
 
 def _name(req: str) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "compare",
     "deep_size",
     "load",
+    "load_ipython_extension",
     "load_service",
     "presets",
     "record",
