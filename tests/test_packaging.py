@@ -143,3 +143,62 @@ def test_make_installs_the_extras_the_tests_need():
     installed = re.search(r"pip install .*-e '\.\[([^]]*)\]'", makefile)
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert installed and set(extras) <= set(installed.group(1).split(","))  # every extra: the tests use each
+
+
+def _third_party_imports(path: Path) -> dict[str, bool]:
+    """Top-level names of the non-stdlib modules ``path`` imports -> whether the import is unconditional.
+
+    Unconditional: at module level, outside ``try: ... except ImportError`` and ``if TYPE_CHECKING``.
+    An import inside a function, or guarded, runs only when that feature is used: an extra may provide it.
+    """
+    found: dict[str, bool] = {}
+
+    def visit(node: ast.AST, conditional: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = conditional or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, ast.Try) and any(
+                    h.type is not None and "ImportError" in ast.unparse(h.type) for h in child.handlers):
+                inner = True
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                inner = True
+            if isinstance(child, ast.Import):
+                names = [a.name for a in child.names]
+            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
+                names = [child.module]
+            else:
+                names = []
+            for top in {n.split(".")[0] for n in names}:
+                if top not in sys.stdlib_module_names and top not in ("__future__", "tokdiag"):
+                    found[top] = found.get(top, False) or not inner
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text(), str(path)), False)
+    return found
+
+
+def test_dependencies_are_exactly_what_the_tool_imports():
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    required = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    extras = {canonicalize_name(Requirement(r).name) for reqs in project["optional-dependencies"].values()
+              for r in reqs}
+    distributions = packages_distributions()  # import name -> the installed distributions providing it
+    always: dict[str, set[str]] = {}
+    sometimes: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "tokdiag").rglob("*.py")):
+        for top, unconditional in _third_party_imports(path).items():
+            assert top in distributions, f"{path.relative_to(ROOT)} imports {top}, which no installed package provides"
+            for dist in distributions[top]:
+                (always if unconditional else sometimes).setdefault(canonicalize_name(dist), set()).add(
+                    str(path.relative_to(ROOT)))
+    # imported whenever its module is: a dependency of every install
+    assert {d: sorted(p) for d, p in always.items() if d not in required} == {}
+    # imported when a feature runs: a dependency, or the extra of that feature
+    assert {d: sorted(p) for d, p in sometimes.items() if d not in required | extras} == {}
+    # nothing declared that the tool never imports
+    assert required - set(always) - set(sometimes) == set()
+    assert {"numpy", "pandas", "bleach", "jupyter-client", "pyzmq", "ipython"} <= set(always) | set(sometimes)
