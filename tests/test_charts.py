@@ -303,6 +303,29 @@ def test_verdict_table_from_a_run_and_its_projection(leaking_run):
     assert table.cells.values[4][row].replace("<br>", " ") == format_value(projected, "objects")
 
 
+def _plain(html: str) -> str:
+    """A header cell's words, without its bold tags and line breaks."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def test_verdict_table_of_verdicts_projected_elsewhere_says_their_horizon(leaking_run):
+    verdicts = leaking_run.verdicts(project_to=500)
+    table = charts.verdict_table(verdicts).data[0]
+    assert _plain(table.header.values[4]) == "projected at 500 steps"
+    assert "at 500 steps" in charts.verdict_table(verdicts).layout.title.text
+    subject = f"{__name__}.ChartLeak"
+    row = next(n for n, s in enumerate(table.cells.values[1])
+               if s.startswith("<b>ChartLeak</b><br>") and "watch count" in s)
+    projected = verdicts[(verdicts.subject == subject) & (verdicts.metric == "count")]["projected"].iloc[0]
+    assert table.cells.values[4][row].replace("<br>", " ") == format_value(projected, "objects")
+    # a filtered table keeps its horizon; asking for another one is refused, with the fix
+    filtered = charts.verdict_table(verdicts[verdicts.verdict != "flat"])
+    assert _plain(filtered.data[0].header.values[4]) == "projected at 500 steps"
+    with pytest.raises(ConfigError, match=r"projected to 500 steps; pass project_to=500"):
+        charts.verdict_table(verdicts, project_to=10_000)
+    assert "projected at 500 steps" in td.analysis.verdicts_table(verdicts).columns
+
+
 def test_verdict_table_rejects_bad_input_and_annotates_empty():
     empty = td.analysis.verdicts(_timeline([]))
     assert any("no series judged" in t for t in _annotation_texts(charts.verdict_table(empty)))

@@ -38,6 +38,7 @@ from tokdiag.analysis.format import (
     measure_words,
     short_name,
 )
+from tokdiag.analysis.verdicts import projection_horizon
 from tokdiag.errors import ConfigError
 
 __all__ = ["change_short", "compare_headlines", "compare_notes", "compare_table", "runs_table", "side_labels",
@@ -82,7 +83,7 @@ def verdicts_table(verdicts_df: Any, *, project_to: int | None = None) -> pd.Dat
     rows["_rank"] = rows["verdict"].map(SEVERITY_RANK).fillna(len(SEVERITY_RANK))
     rows["_size"] = -rows["per_step"].abs().fillna(0.0)
     rows = rows.sort_values(["_rank", "_size"], kind="stable")
-    horizon = project_to or verdicts_df.attrs.get("project_to") or 10_000
+    horizon = projection_horizon(verdicts_df, project_to)
     table = pd.DataFrame(
         {
             "run": rows["run"].astype(str).tolist(),
