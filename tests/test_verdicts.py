@@ -166,8 +166,12 @@ def test_mismatched_lengths_raise_a_config_error():
 
 
 def test_verdict_is_a_frozen_dataclass_with_a_known_label():
-    v = classify(range(10), np.arange(10.0), unit="objects")
-    assert isinstance(v, Verdict) and v.verdict in LABELS
+    v = classify(range(10), np.arange(10.0), unit="objects")  # one more object at every step, no noise
+    assert type(v) is Verdict and v.verdict in LABELS
+    assert (v.verdict, v.per_step, v.per_step_low, v.per_step_high) == ("leak", 1.0, 1.0, 1.0)
+    assert (v.growth, v.warmup_steps, v.n_snapshots, v.unit, v.noise) == (9.0, 0, 10, "objects", 0.0)
+    assert v.projected == pytest.approx(10_000.0)  # y = step, read at the default horizon
+    assert v.reason.startswith("grows 1 object/step")
     with pytest.raises(dataclasses.FrozenInstanceError):
         v.verdict = "flat"  # type: ignore[misc]
 
