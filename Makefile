@@ -11,7 +11,7 @@ JOBS   ?= 2
 $(STAMP): pyproject.toml tokdiag/_speedups.c tokdiag/_heapwalk.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[aworld,dev,service,cluster,native]'
+	$(BIN)/python -m pip install --quiet -e '.[aworld,dev,service,cluster,native,lab]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tokdiag)" >/dev/null
 	touch $(STAMP)
 
@@ -27,7 +27,10 @@ report: setup
 	$(BIN)/tokdiag batch plans/default.yaml --jobs $(JOBS) -o reports
 	@echo "open reports/index.html"
 
+# Lint and type-check first: a finding fails the target before any test runs.
 test: setup browser
+	$(BIN)/ruff check tokdiag tokdiag_workloads tests bench
+	$(BIN)/mypy tokdiag
 	$(BIN)/python -m pytest -q
 
 bench: setup

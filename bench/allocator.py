@@ -109,7 +109,9 @@ def report(title: str, rows: list[tuple[str, float]], heap: list[object]) -> Non
 
 
 def main() -> None:
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)")
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)"
+    )
     target = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 7
     print(f"census implementation: {IMPLEMENTATION}; median CPU time of {repeats} interleaved rounds")

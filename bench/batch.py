@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tokdiag.report.kernel import notebook_parameters
 from tokdiag.report.batch import run_batch
+from tokdiag.report.kernel import notebook_parameters
 from tokdiag.report.plan import load_plan
 from tokdiag.report.results import BatchResult
 

@@ -139,7 +139,7 @@ def _snapshots(label: str, rows: list[dict[str, Any]], n: int, **options: Any) -
     tracker, snap = _snapshotter(**options)
     mine = [_measure(f"{label} #{k + 1}", snap) for k in range(n)]
     tracker.finish(load=False)
-    for row, value in zip(mine, _recorded(tracker)):
+    for row, value in zip(mine, _recorded(tracker), strict=True):
         row["recorded"] = value
         print(json.dumps(row), flush=True)
     Path(tracker._journal_path).unlink(missing_ok=True)

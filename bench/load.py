@@ -107,7 +107,7 @@ def _old_load(path: Path) -> object:
     raw = path.read_bytes()
     lines = [(i, line) for i, line in enumerate(raw.split(b"\n")) if line.strip()]
     parsed = []
-    for n, (i, line) in enumerate(lines):
+    for n, (_, line) in enumerate(lines):
         try:
             obj = json.loads(line)
         except json.JSONDecodeError:

@@ -26,8 +26,8 @@ Run: ``.venv/bin/python bench/overhead.py [steps] [pairs]``
 
 from __future__ import annotations
 
-import os
 import gc
+import os
 import statistics
 import sys
 import time
@@ -122,7 +122,9 @@ def snapshot_parts(repeats: int = 5) -> dict[str, float]:
 
 
 def main() -> None:
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)")
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)"
+    )
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     pairs = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     enc = encoding("cl100k_base")

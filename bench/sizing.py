@@ -67,7 +67,9 @@ def load_vocab() -> tuple[str, dict[bytes, int]]:
 
 
 def main() -> None:
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)")
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)"
+    )
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     vocab_name, vocab = load_vocab()
     shapes: list[tuple[str, Any]] = [
@@ -83,10 +85,10 @@ def main() -> None:
           f"{'tokdiag B':>12s} {'pympler B':>12s} {'diff':>7s}")
     results = []
     for label, obj in shapes:
-        ours_t, ours = median_time(lambda: td.deep_size(obj), repeats)
+        ours_t, ours = median_time(lambda obj=obj: td.deep_size(obj), repeats)
         if obj is vocab:
             ours_t_vocab = ours_t
-        theirs_t, theirs = median_time(lambda: asizeof.asizeof(obj), max(1, repeats // 2))
+        theirs_t, theirs = median_time(lambda obj=obj: asizeof.asizeof(obj), max(1, repeats // 2))
         assert isinstance(ours, int) and isinstance(theirs, int)
         diff = abs(ours - theirs) / theirs
         results.append((label, theirs_t / ours_t, diff))

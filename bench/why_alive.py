@@ -172,7 +172,9 @@ def main() -> None:
         return
     n = int(args[0]) if len(args) > 0 else 1_000_000
     rounds = int(args[1]) if len(args) > 1 else 5
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)")
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes inflate all timings)"
+    )
     refs = build(n)
     gc.collect()
     how = ("the Python walk (as without the C extension)" if heapwalk._heapwalk is None else
@@ -196,11 +198,13 @@ def main() -> None:
     for question, title in QUESTIONS.items():
         ours, theirs = times["why_alive", question], times["objgraph", question]
         ratio = statistics.median(theirs) / statistics.median(ours)
-        per_round = sorted(b / a for a, b in zip(ours, theirs))
+        per_round = sorted(b / a for a, b in zip(ours, theirs, strict=True))
         met &= ratio >= GOAL
         print(title)
         print(f"  tokdiag.why_alive            median {statistics.median(ours):6.3f} s  {texts['why_alive', question]}")
-        print(f"  objgraph.find_backref_chain  median {statistics.median(theirs):6.3f} s  {texts['objgraph', question]}")
+        print(
+            f"  objgraph.find_backref_chain  median {statistics.median(theirs):6.3f} s  {texts['objgraph', question]}"
+        )
         print(f"  ratio (objgraph / why_alive): {ratio:.1f}x (rounds: {per_round[0]:.1f}x-{per_round[-1]:.1f}x, "
               f"{len(ours)} rounds)")
     for question, tool in (("agent", "why_alive"), ("note", "why_alive"), ("note", "objgraph")):

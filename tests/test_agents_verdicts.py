@@ -39,7 +39,7 @@ def _count_verdicts(options: dict[str, Any]) -> dict[str, str]:
         step.app.close()
     v = run.verdicts()
     v = v[(v["probe"] == "watch") & (v["metric"] == "count")]
-    return dict(zip(v["subject"], v["verdict"]))
+    return dict(zip(v["subject"], v["verdict"], strict=True))
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

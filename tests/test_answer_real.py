@@ -7,10 +7,9 @@ retention path on, then fixed) each in a fresh process, as its notebook runs it.
 
 from __future__ import annotations
 
-import re
-
 import dataclasses
 import importlib
+import re
 import sys
 import warnings
 from pathlib import Path

@@ -69,9 +69,15 @@ def test_an_async_step_that_keeps_objects_is_a_leak_and_one_that_lets_go_is_not(
         del item
 
     try:
-        assert _count_verdict(td.track(leaky, steps=24, every=3, watch=["AsyncLeak"], **OPTS), "test_async.AsyncLeak") == "leak"
+        assert (
+            _count_verdict(td.track(leaky, steps=24, every=3, watch=["AsyncLeak"], **OPTS), "test_async.AsyncLeak")
+            == "leak"
+        )
         _KEPT.clear()
-        assert _count_verdict(td.track(clean, steps=24, every=3, watch=["AsyncLeak"], **OPTS), "test_async.AsyncLeak") == "flat"
+        assert (
+            _count_verdict(td.track(clean, steps=24, every=3, watch=["AsyncLeak"], **OPTS), "test_async.AsyncLeak")
+            == "flat"
+        )
     finally:
         _KEPT.clear()
 
@@ -93,9 +99,15 @@ def test_tasks_kept_in_a_module_level_set_are_a_leak_and_discarded_ones_are_not(
         await asyncio.sleep(0)
 
     try:
-        assert _count_verdict(td.track(fire_and_keep, steps=24, every=3, watch=["Task"], **OPTS), "_asyncio.Task") == "leak"
+        assert (
+            _count_verdict(td.track(fire_and_keep, steps=24, every=3, watch=["Task"], **OPTS), "_asyncio.Task")
+            == "leak"
+        )
         _BACKGROUND.clear()
-        assert _count_verdict(td.track(fire_and_forget, steps=24, every=3, watch=["Task"], **OPTS), "_asyncio.Task") == "flat"
+        assert (
+            _count_verdict(td.track(fire_and_forget, steps=24, every=3, watch=["Task"], **OPTS), "_asyncio.Task")
+            == "flat"
+        )
     finally:
         _BACKGROUND.clear()
 

@@ -168,7 +168,9 @@ def test_a_second_batch_replaces_only_what_the_first_wrote_and_foreign_folders_a
     first = run_batch(root / "plan.yaml", out, progress=None)
     assert first.runs[0].ok
     written = json.loads((run_dir / RUN_MARKER).read_text())
-    assert written["complete"] and "no_parameters.ipynb" in written["files"] and "no_parameters.html" in written["files"]
+    assert (
+        written["complete"] and "no_parameters.ipynb" in written["files"] and "no_parameters.html" in written["files"]
+    )
     (run_dir / "mine.txt").write_text("keep me")  # the user adds files to the run's folder
     (run_dir / "notes").mkdir()
     (run_dir / "notes" / "today.jsonl").write_text("not a journal\n")

@@ -19,10 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _notebook(path: Path, title: str, answers: str = "") -> None:
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell(f"# {title}"),
-        nbformat.v4.new_code_cell("steps = 3  # steps\noutput_dir = \".\"  # folder", metadata={"tags": ["parameters"]}),
-    ])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell(f"# {title}"),
+            nbformat.v4.new_code_cell(
+                'steps = 3  # steps\noutput_dir = "."  # folder', metadata={"tags": ["parameters"]}
+            ),
+        ]
+    )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     if answers:
         nb.metadata["tokdiag"] = {"answers": answers}
@@ -98,7 +102,8 @@ def test_an_installed_layout_finds_the_notebooks_through_its_metadata_alone(tmp_
         (src / top).symlink_to(ROOT / top)
     build = textwrap.dedent(f"""
         from setuptools import find_namespace_packages, setup
-        setup(name="tokdiag", version="0", packages=find_namespace_packages(include={tool["packages"]["find"]["include"]!r}),
+        setup(name="tokdiag", version="0",
+              packages=find_namespace_packages(include={tool["packages"]["find"]["include"]!r}),
               package_data={tool["package-data"]!r}, entry_points={groups!r},
               script_args=["-q", "build_py", "--build-lib", {str(site)!r}, "egg_info", "--egg-base", {str(site)!r}])
         """)
@@ -117,8 +122,14 @@ def test_an_installed_layout_finds_the_notebooks_through_its_metadata_alone(tmp_
                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
     assert done.returncode == 0, done.stderr[-2000:]
     names, where, flags = done.stdout.splitlines()
-    assert set(ast.literal_eval(names)) >= {"agent_objects", "aworld_agents", "tokenizer_caches", "your_workload", "compare_runs",
-                                "journal_report"}
+    assert set(ast.literal_eval(names)) >= {
+        "agent_objects",
+        "aworld_agents",
+        "tokenizer_caches",
+        "your_workload",
+        "compare_runs",
+        "journal_report",
+    }
     assert where == "tokdiag_workloads/notebooks/agent_objects.ipynb"
     assert flags == "False True"  # tokdiag_workloads never imported; tokdiag came from the installed layout
     assert not (site / "pyproject.toml").exists()

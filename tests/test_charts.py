@@ -21,12 +21,12 @@ import pytest
 
 import tokdiag as td
 from tokdiag import charts
-from tokdiag.charts._style import _LABEL_RANK
 from tokdiag.analysis.format import format_value
-from tokdiag.errors import ConfigError
-from tokdiag.records import COLUMNS
 from tokdiag.analysis.retention import Chain, Edge, why_alive
+from tokdiag.charts._style import _LABEL_RANK
+from tokdiag.errors import ConfigError
 from tokdiag.recording.run import Run
+from tokdiag.records import COLUMNS
 
 MiB = 2.0**20
 EVIL = '<img src=x onerror="window.__pwned=1">'
@@ -279,7 +279,11 @@ def test_verdict_table_puts_the_leak_first_in_red(leaking_run):
     assert table.cells.values[4][row].replace("<br>", " ") == f"{projected:,.0f} objects"
     assert any(t.replace("<br>", " ").endswith("iB") for t in table.cells.values[4])  # bytes in KiB/MiB
     # a settled series shows no rate (its plateau's slope says nothing)
-    assert all(rate == "" for rate, label in zip(table.cells.values[2], labels) if label not in ("leak", "inconclusive"))
+    assert all(
+        rate == ""
+        for rate, label in zip(table.cells.values[2], labels, strict=True)
+        if label not in ("leak", "inconclusive")
+    )
     # top keeps the first rows and says how many were left out
     short = charts.verdict_table(verdicts, top=2)
     assert len(short.data[0].cells.values[0]) == 2
@@ -297,6 +301,29 @@ def test_verdict_table_from_a_run_and_its_projection(leaking_run):
     expected = leaking_run.verdicts(project_to=5_000)
     projected = expected[(expected.subject == subject) & (expected.metric == "count")]["projected"].iloc[0]
     assert table.cells.values[4][row].replace("<br>", " ") == format_value(projected, "objects")
+
+
+def _plain(html: str) -> str:
+    """A header cell's words, without its bold tags and line breaks."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def test_verdict_table_of_verdicts_projected_elsewhere_says_their_horizon(leaking_run):
+    verdicts = leaking_run.verdicts(project_to=500)
+    table = charts.verdict_table(verdicts).data[0]
+    assert _plain(table.header.values[4]) == "projected at 500 steps"
+    assert "at 500 steps" in charts.verdict_table(verdicts).layout.title.text
+    subject = f"{__name__}.ChartLeak"
+    row = next(n for n, s in enumerate(table.cells.values[1])
+               if s.startswith("<b>ChartLeak</b><br>") and "watch count" in s)
+    projected = verdicts[(verdicts.subject == subject) & (verdicts.metric == "count")]["projected"].iloc[0]
+    assert table.cells.values[4][row].replace("<br>", " ") == format_value(projected, "objects")
+    # a filtered table keeps its horizon; asking for another one is refused, with the fix
+    filtered = charts.verdict_table(verdicts[verdicts.verdict != "flat"])
+    assert _plain(filtered.data[0].header.values[4]) == "projected at 500 steps"
+    with pytest.raises(ConfigError, match=r"projected to 500 steps; pass project_to=500"):
+        charts.verdict_table(verdicts, project_to=10_000)
+    assert "projected at 500 steps" in td.analysis.verdicts_table(verdicts).columns
 
 
 def test_verdict_table_rejects_bad_input_and_annotates_empty():
@@ -525,4 +552,5 @@ def test_chain_edges_are_as_wide_as_their_labels_and_long_keys_are_shortened():
     texts = [a.text for a in fig.layout.annotations if a.text]
     assert texts[1].endswith("…</b>") and len(texts[1]) <= len("<b></b>") + 40 + 20  # shortened (escaped)
     spans = [a.x - a.ax for a in fig.layout.annotations if a.showarrow]
-    assert spans[1] > 3 * spans[0] and spans[0] == pytest.approx(spans[2])  # the long label's edge is wider than the short ones
+    # the long label's edge is wider than the short ones
+    assert spans[1] > 3 * spans[0] and spans[0] == pytest.approx(spans[2])

@@ -44,7 +44,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _start_worker(address: str, folder: Path, name: str, *, pythonpath_first: Path | None = None) -> subprocess.Popen:
-    """`dask worker` (a nanny, one single-threaded worker process) with cwd, TMPDIR and local directory in ``folder``."""
+    """`dask worker` (a nanny, one single-threaded worker process); cwd, TMPDIR and local directory in ``folder``."""
     (folder / "tmp").mkdir(parents=True, exist_ok=True)
     env = _env(TMPDIR=str(folder / "tmp"))
     if pythonpath_first is not None:

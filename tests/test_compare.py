@@ -17,7 +17,7 @@ STEPS = np.arange(0, 201, 10)
 def _tl(series: dict[tuple[str, str, str, str], np.ndarray], run: str) -> pd.DataFrame:
     rows = []
     for (probe, subject, metric, unit), values in series.items():
-        for s, v in zip(STEPS, values):
+        for s, v in zip(STEPS, values, strict=True):
             rows.append((run, int(s), float(s), probe, subject, metric, float(v), unit))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 

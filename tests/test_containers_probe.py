@@ -54,7 +54,7 @@ def test_a_logger_per_request_is_a_leak_of_logging_manager_logger_dict():
 
 
 def _warn(i: int) -> None:
-    warnings.warn(f"request {i}: deprecated field", UserWarning)
+    warnings.warn(f"request {i}: deprecated field", UserWarning, stacklevel=1)
 
 
 def test_a_warnings_registry_of_distinct_messages_is_a_leak_under_its_module():

@@ -19,9 +19,9 @@ import weakref
 import pytest
 
 import tokdiag as td
+from tokdiag.analysis.retention import why_alive
 from tokdiag.errors import TokdiagWarning
 from tokdiag.probes.census import take_census_c, take_census_numpy, type_name
-from tokdiag.analysis.retention import why_alive
 
 census_mod = sys.modules["tokdiag.probes.census"]
 

@@ -18,8 +18,8 @@ import pytest
 import tokdiag as td
 from tokdiag.errors import ConfigError, JournalError, TokdiagError
 from tokdiag.recording.journal import FORMAT, JournalWriter, make_header, read_journal
-from tokdiag.records import COLUMNS
 from tokdiag.recording.timeline import TimelineColumns
+from tokdiag.records import COLUMNS
 
 
 def _journal(tmp_path: Path, name: str = "j.jsonl", **options: object) -> Path:

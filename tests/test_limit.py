@@ -163,7 +163,7 @@ def test_format_duration(seconds, text):
 
 def _tl(rss, elapsed, steps, run: str = "svc") -> pd.DataFrame:
     rows = [(run, int(s), float(e), "process", "process", "rss", float(v), "bytes")
-            for s, e, v in zip(steps, elapsed, rss)]
+            for s, e, v in zip(steps, elapsed, rss, strict=True)]
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 

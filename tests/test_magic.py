@@ -27,7 +27,7 @@ def _figures(cap) -> list[dict]:
 def _table_rows(spec: dict) -> list[tuple[str, str]]:
     """(verdict, series cell) per row of the verdict table figure."""
     cells = spec["data"][0]["cells"]["values"]
-    return [(v.replace("<b>", "").replace("</b>", ""), s) for v, s in zip(cells[0], cells[1])]
+    return [(v.replace("<b>", "").replace("</b>", ""), s) for v, s in zip(cells[0], cells[1], strict=True)]
 
 
 def test_a_leaking_cell_is_tracked_and_reported(shell):
@@ -129,7 +129,9 @@ def test_an_empty_body_is_a_usage_error(shell):
 def test_help_lists_every_option_and_a_typo_shows_the_usage(shell):
     with pytest.raises(UsageError, match=r"(?s)--steps.*--watch.*--budget-mb"):
         shell.run_cell_magic("tokdiag", "--help", "pass")
-    with pytest.raises(UsageError, match=r"(?s)unknown option --stpes; did you mean --steps\?.*usage: %%tokdiag --steps"):
+    with pytest.raises(
+        UsageError, match=r"(?s)unknown option --stpes; did you mean --steps\?.*usage: %%tokdiag --steps"
+    ):
         shell.run_cell_magic("tokdiag", "--stpes 10", "pass")
     with pytest.raises(UsageError, match=r"(?s)required: --steps.*usage: %%tokdiag.*--help lists every option"):
         shell.run_cell_magic("tokdiag", "--every 2", "pass")

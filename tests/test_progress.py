@@ -32,8 +32,24 @@ def test_the_follower_reads_only_the_childs_journal_and_its_new_snapshots(tmp_pa
     path.unlink()
     with path.open("w") as fh:
         fh.write(json.dumps({"kind": "header", "format": 1, "pid": -1, "run": "child"}) + "\n")
-        fh.write(json.dumps({"kind": "snapshot", "step": 0, "records": [
-            {"probe": "process", "subject": "process", "metric": "rss", "value": 2.0 * 2**20, "unit": "bytes"}]}) + "\n")
+        fh.write(
+            json.dumps(
+                {
+                    "kind": "snapshot",
+                    "step": 0,
+                    "records": [
+                        {
+                            "probe": "process",
+                            "subject": "process",
+                            "metric": "rss",
+                            "value": 2.0 * 2**20,
+                            "unit": "bytes",
+                        }
+                    ],
+                }
+            )
+            + "\n"
+        )
         fh.write('{"kind": "snapshot", "step": 5, "rec')  # being written
     assert follower.poll() is True
     assert (follower.step, follower.rss, follower.snapshots) == (0, 2.0 * 2**20, 1)

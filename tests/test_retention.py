@@ -11,9 +11,9 @@ import weakref
 import pytest
 
 import tokdiag as td
-from tokdiag.errors import ConfigError
 from tokdiag.analysis import retention
 from tokdiag.analysis.retention import Chain, Edge, why_alive
+from tokdiag.errors import ConfigError
 
 
 class Target:
@@ -78,7 +78,7 @@ def test_three_hop_chain_through_a_dict_key_an_attribute_and_an_index():
 
 def test_string_patterns_match_like_the_watch_probe():
     REGISTRY["k"] = Holder()
-    want = f'REGISTRY["k"] -> Holder.items[0] -> Target'
+    want = 'REGISTRY["k"] -> Holder.items[0] -> Target'
     for pattern in ("Target", f"{__name__}.Target", "*.Target"):
         chains = why_alive(pattern)
         assert chains and want in chains[0].text, pattern

@@ -19,8 +19,11 @@ from tokdiag.probes.vocab import vocab_dict_size
 
 BACKENDS = [
     pytest.param(sizing._PyIdSet, id="python"),
-    pytest.param(getattr(sys.modules.get("tokdiag._speedups"), "IdSet", None), id="C",
-                 marks=pytest.mark.skipif("tokdiag._speedups" not in sys.modules, reason="tokdiag._speedups not built")),
+    pytest.param(
+        getattr(sys.modules.get("tokdiag._speedups"), "IdSet", None),
+        id="C",
+        marks=pytest.mark.skipif("tokdiag._speedups" not in sys.modules, reason="tokdiag._speedups not built"),
+    ),
 ]
 
 
@@ -72,7 +75,7 @@ def test_deep_sizes_agree_with_pympler_and_split_owners_with_either_backend(back
 ])
 def test_vocabulary_fast_path_is_exact_or_steps_aside(backend, values):
     n = 20_000
-    vocab = {f"tok{i:06d}".encode(): v for i, v in zip(range(n), values(n))}
+    vocab = {f"tok{i:06d}".encode(): v for i, v in zip(range(n), values(n), strict=True)}
     assert deep_size(vocab) == pytest.approx(asizeof(vocab), rel=1e-4)
     assert deep_sizes([{"cache": vocab}], Seen()) == pytest.approx(asizeof({"cache": vocab}), rel=1e-4)
 

@@ -7,6 +7,7 @@ dict, and the same handler dropping it. Requests come from a bounded loop.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -240,7 +241,7 @@ def test_attach_to_a_parent_records_each_python_child_and_the_total(tmp_path):
     assert set(disk.run) == {p["run"] for p in svc.header["processes"]} | {"svc (total)"}
     v = svc.verdicts()
     jobs = v[(v.probe == "watch") & v.subject.str.endswith(".Job") & (v.metric == "count")]
-    by_run = dict(zip(jobs.run, jobs.verdict))
+    by_run = dict(zip(jobs.run, jobs.verdict, strict=True))
     assert by_run["svc (total)"] == "leak"
     assert by_run[f"svc pid {pids[0]}"] != "leak"  # the parent keeps nothing
     assert by_run[f"svc pid {pids[1]}"] == by_run[f"svc pid {pids[2]}"] == "leak"
@@ -369,7 +370,7 @@ def _record_pair(services: list[Service], tmp_path: Path, *argv_for: list[str], 
         s._loop.join(120)
         assert len(s.answered) == requests and not s.failures
         assert "tokdiag-recorder" in s.threads()
-    for s, argv in zip(started, argv_for):
+    for s, argv in zip(started, argv_for, strict=True):
         err = s.stop()
         assert "Traceback" not in err, err
         runs.append(td.load(argv[-1]))
@@ -401,7 +402,7 @@ def test_middleware_counts_requests_as_steps_and_finds_the_leak_per_request(serv
         # a snapshot every 25 requests (on the recorder's thread, labelled with the count when it began), one at stop
         steps = run.steps
         assert len(steps) >= 13 and steps[0] == 0 and steps[-1] >= 300
-        assert max(b - a for a, b in zip(steps, steps[1:])) < 50, steps
+        assert max(b - a for a, b in itertools.pairwise(steps)) < 50, steps
     v = leak_run.verdicts()
     row = v[(v.probe == "watch") & v.subject.str.endswith(".LeakRecord") & (v.metric == "count")].iloc[0]
     assert row.verdict == "leak" and row.per_step == pytest.approx(1.0, abs=0.02)  # one object per request

@@ -55,7 +55,7 @@ def test_stop_is_idempotent_and_address_needs_a_running_server() -> None:
     srv.stop()
     srv.stop()
     with pytest.raises(ConfigError, match="not running"):
-        srv.base_url
+        _ = srv.base_url
 
 
 def test_models_and_plain_completion_parse_with_openai_client() -> None:

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from tokdiag.errors import ConfigError, TokdiagWarning
-from tokdiag.report.summary import WARNING, Headline, headlines_from_journals, headlines_from_runs, read_summary, write_summary
+from tokdiag.report.summary import (
+    WARNING,
+    Headline,
+    headlines_from_journals,
+    headlines_from_runs,
+    read_summary,
+    write_summary,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +147,10 @@ def test_several_runs_are_prefixed_and_one_that_did_not_complete_says_so(tmp_pat
 
 
 def test_summary_keeps_warnings_as_headlines_a_batch_index_shows(tmp_path):
-    heads = [Headline("RewardAgent count", "leak", "+1 objects/step"), Headline("watch", WARNING, "no class matches 'X'")]
+    heads = [
+        Headline("RewardAgent count", "leak", "+1 objects/step"),
+        Headline("watch", WARNING, "no class matches 'X'"),
+    ]
     path = write_summary(tmp_path, heads)
     payload = json.loads(path.read_text())
     assert payload["headlines"][1] == {"subject": "watch", "verdict": "warning", "detail": "no class matches 'X'"}

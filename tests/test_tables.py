@@ -23,7 +23,7 @@ KB = 1024
 
 def _tl(series: dict[tuple[str, str, str, str], np.ndarray], run: str) -> pd.DataFrame:
     rows = [(run, int(s), float(s), p, subj, m, float(v), u)
-            for (p, subj, m, u), values in series.items() for s, v in zip(STEPS, values)]
+            for (p, subj, m, u), values in series.items() for s, v in zip(STEPS, values, strict=True)]
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
@@ -97,12 +97,27 @@ def test_verdicts_table_is_folded_with_units_and_no_noise():
 
 
 def test_runs_table_says_how_each_run_ended_and_what_its_rss_did_with_units(tmp_path) -> None:
-    grow = td.track(lambda i: _KEPT.append(bytearray(b"x" * (1024 * KB))), steps=20, every=5, census=False, progress=False,
-                    name="grows", journal=tmp_path / "grows.jsonl")
+    grow = td.track(
+        lambda i: _KEPT.append(bytearray(b"x" * (1024 * KB))),
+        steps=20,
+        every=5,
+        census=False,
+        progress=False,
+        name="grows",
+        journal=tmp_path / "grows.jsonl",
+    )
     flat = td.track(lambda i: None, steps=10, every=5, census=False, progress=False, name="flat")
     table = td.analysis.runs_table([str(tmp_path / "grows.jsonl"), flat])  # a journal path, or a Run
     assert list(table.index) == ["grows", "flat"]
-    assert list(table.columns) == ["status", "steps", "snapshots", "seconds", "RSS at start", "RSS at end", "RSS growth"]
+    assert list(table.columns) == [
+        "status",
+        "steps",
+        "snapshots",
+        "seconds",
+        "RSS at start",
+        "RSS at end",
+        "RSS growth",
+    ]
     assert table.loc["grows", "steps"] == "0 to 20" and table.loc["grows", "snapshots"] == 5
     assert table.loc["flat", "status"] == "completed"
     growth = table.loc["grows", "RSS growth"]

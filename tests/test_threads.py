@@ -30,7 +30,7 @@ def _churn(stop: threading.Event, holders: list[Holder]) -> None:
     i = 0
     while not stop.is_set():
         k = i % 500
-        for h, n in zip(holders, sizes):
+        for h, n in zip(holders, sizes, strict=True):
             if i % 1000 < 500:
                 h.vocab[b"new%04d" % k] = n + k  # distinct dense ranks: the vocabulary shape holds
                 h.items.append(k)

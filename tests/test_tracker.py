@@ -104,7 +104,7 @@ def test_watch_partition_counts_a_shared_agent_once_under_the_first_owner():
 
     # a cache comes before every watched class
     cache = {i: a for i, a in enumerate(agents)}
-    run3 = td.track(lambda i: None, steps=1, watch=["LeakyAgent"], caches=[td.cache(lambda: cache, name="c")],
+    run3 = td.track(lambda i: None, steps=1, watch=["LeakyAgent"], caches=[td.cache(cache, name="c")],
                     census=False, progress=False)
     assert _values(run3, "watch", a_name, "bytes")[-1] == 0
     assert _values(run3, "cache", "c", "bytes")[-1] > 10 * 4096
@@ -134,7 +134,9 @@ def test_noop_workload_is_flat_and_tokdiag_retains_little():
     gc_objects = run.series("process", "process", "gc_objects")
     # after the first snapshot warms tokdiag's own caches, the heap does not grow
     assert gc_objects.iloc[-1] - gc_objects.iloc[1] < 200
-    counts = tl[(tl.probe == "census") & (tl.metric == "count")].pivot_table(index="step", columns="subject", values="value")
+    counts = tl[(tl.probe == "census") & (tl.metric == "count")].pivot_table(
+        index="step", columns="subject", values="value"
+    )
     growth = (counts.iloc[-1] - counts.iloc[1]).abs()
     assert growth.max() < 100, growth.sort_values().tail()
     rss = run.series("process", "process", "rss")

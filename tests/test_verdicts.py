@@ -30,7 +30,7 @@ def rss_like(rng: np.random.Generator, truth: np.ndarray, sigma: float = 20 * KB
 def timeline(series: dict[tuple[str, str, str, str], tuple[np.ndarray, np.ndarray]], run: str = "r1") -> pd.DataFrame:
     rows = []
     for (probe, subject, metric, unit), (steps, values) in series.items():
-        for s, v in zip(steps, values):
+        for s, v in zip(steps, values, strict=True):
             rows.append((run, int(s), float(s) * 0.01, probe, subject, metric, float(v), unit))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -166,8 +166,12 @@ def test_mismatched_lengths_raise_a_config_error():
 
 
 def test_verdict_is_a_frozen_dataclass_with_a_known_label():
-    v = classify(range(10), np.arange(10.0), unit="objects")
-    assert isinstance(v, Verdict) and v.verdict in LABELS
+    v = classify(range(10), np.arange(10.0), unit="objects")  # one more object at every step, no noise
+    assert type(v) is Verdict and v.verdict in LABELS
+    assert (v.verdict, v.per_step, v.per_step_low, v.per_step_high) == ("leak", 1.0, 1.0, 1.0)
+    assert (v.growth, v.warmup_steps, v.n_snapshots, v.unit, v.noise) == (9.0, 0, 10, "objects", 0.0)
+    assert v.projected == pytest.approx(10_000.0)  # y = step, read at the default horizon
+    assert v.reason.startswith("grows 1 object/step")
     with pytest.raises(dataclasses.FrozenInstanceError):
         v.verdict = "flat"  # type: ignore[misc]
 
@@ -259,7 +263,7 @@ def test_verdicts_keeps_runs_apart_and_filters_probes():
     b = timeline({("process", "process", "rss", "bytes"): (steps, np.full(steps.shape, 3e8)),
                   ("watch", "app.X", "count", "objects"): (steps, np.full(steps.shape, 3.0))}, run="b")
     v = verdicts(pd.concat([a, b], ignore_index=True))
-    assert sorted(zip(v.run, v.probe, v.verdict)) == [
+    assert sorted(zip(v.run, v.probe, v.verdict, strict=True)) == [
         ("a", "process", "leak"), ("b", "process", "flat"), ("b", "watch", "flat")]
     only = verdicts(pd.concat([a, b]), probes=["watch"])
     assert list(only.probe) == ["watch"]
@@ -374,7 +378,8 @@ KEEP = sys.argv[1] == "keep"
 kept = []  # with "keep", every pattern ever compiled stays alive: what re evicts is not freed
 
 def step(i):
-    pattern = re.compile(f"pattern_{i}_[a-z]+(?:x|y){{2,5}}" + "(?:abcdefgh|ijklmnop)" * 40)  # ~8 KiB each (tracemalloc)
+    # ~8 KiB each (tracemalloc)
+    pattern = re.compile(f"pattern_{i}_[a-z]+(?:x|y){{2,5}}" + "(?:abcdefgh|ijklmnop)" * 40)
     if KEEP:
         kept.append(pattern)
 

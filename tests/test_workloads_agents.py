@@ -19,8 +19,6 @@ import tiktoken
 from tokdiag.errors import ConfigError
 from tokdiag.probes.sizing import deep_sizes
 from tokdiag_workloads import agents
-from tokdiag_workloads.agents import app as app_module
-from tokdiag_workloads.agents import objects
 from tokdiag_workloads.agents import (
     BOUNDED,
     GROUND_TRUTH,
@@ -31,7 +29,9 @@ from tokdiag_workloads.agents import (
     PageSnapshot,
     RewardAgent,
     agent_workload,
+    objects,
 )
+from tokdiag_workloads.agents import app as app_module
 
 CLASSES: dict[str, type] = {
     f"{c.__module__}.{c.__qualname__}": c for c in (RewardAgent, MemoryEventMessage, PageSnapshot, ChatTurn)
@@ -132,7 +132,10 @@ def test_fixed_app_stays_bounded_in_counts_and_bytes() -> None:
     assert c2 == c1
     limit = app.bus.store.limit
     assert c2[f"{objects.__name__}.MemoryEventMessage"] - base[f"{objects.__name__}.MemoryEventMessage"] == limit
-    assert c2[f"{objects.__name__}.RewardAgent"] - base[f"{objects.__name__}.RewardAgent"] == limit // app.messages_per_task
+    assert (
+        c2[f"{objects.__name__}.RewardAgent"] - base[f"{objects.__name__}.RewardAgent"]
+        == limit // app.messages_per_task
+    )
     assert c2[f"{objects.__name__}.PageSnapshot"] == base[f"{objects.__name__}.PageSnapshot"]
     assert c2[f"{objects.__name__}.ChatTurn"] - base[f"{objects.__name__}.ChatTurn"] == 20
     # Contents are replaced, not accumulated: what is left is jitter from text lengths (seen: -13 KB),

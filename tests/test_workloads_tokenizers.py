@@ -15,10 +15,10 @@ import tiktoken.registry
 
 from tokdiag.errors import ConfigError, VocabularyNotFound
 from tokdiag_workloads import tokenizers as tk
-from tokdiag_workloads.tokenizers import bpe
-from tokdiag_workloads.tokenizers import caches as tc
 from tokdiag_workloads import vocab
 from tokdiag_workloads.sample_text import SAMPLE_TEXT
+from tokdiag_workloads.tokenizers import bpe
+from tokdiag_workloads.tokenizers import caches as tc
 
 CL100K_SAMPLE_TOKENS = 915  # len(tiktoken cl100k_base encode(SAMPLE_TEXT)), checked below
 
@@ -141,7 +141,9 @@ def test_per_instance_load_without_keep_retains_nothing(
     assert step.kept == []
 
 
-def test_a_new_factory_call_starts_clean(instances: list[weakref.ref[tk.BpeTokenizer]], tiny_vocab: pathlib.Path) -> None:
+def test_a_new_factory_call_starts_clean(
+    instances: list[weakref.ref[tk.BpeTokenizer]], tiny_vocab: pathlib.Path
+) -> None:
     first = tk.per_instance_load(keep=True, path=tiny_vocab)
     first(0)
     first(1)

@@ -17,9 +17,9 @@ from tokdiag.errors import ConfigError, JournalError, TargetError, TokdiagError,
 from tokdiag.probes import presets
 from tokdiag.probes.caches import cache
 from tokdiag.probes.census import census
-from tokdiag.recording.run import Run, load
 from tokdiag.probes.sizing import Seen, deep_size
 from tokdiag.recording.recorder import record
+from tokdiag.recording.run import Run, load
 from tokdiag.recording.steps import atrack, track
 from tokdiag.recording.tracker import Tracker
 
@@ -41,6 +41,7 @@ __all__ = [
     "compare",
     "deep_size",
     "load",
+    "load_ipython_extension",
     "load_service",
     "presets",
     "record",

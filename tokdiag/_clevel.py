@@ -185,15 +185,16 @@ def distinct_types(objs: Sequence[object]) -> list[type]:
     """
     if speedups is not None and type(objs) is list:
         return speedups.types(objs)
-    return list(dict(zip(map(id, map(type, objs)), map(type, objs), strict=False)).values())
+    return list(dict(zip(map(id, map(type, objs)), map(type, objs), strict=True)).values())
 
 
 _MISSING = object()
 
 
 def instance_attr(obj: object, name: str, default: Any = None) -> Any:
-    """``obj.<name>`` when it is a plain instance attribute (in its ``__dict__`` or a ``__slots__`` slot), else
-    ``default``.
+    """``obj.<name>`` when it is a plain instance attribute, else ``default``.
+
+    A plain instance attribute is one in its ``__dict__`` or a ``__slots__`` slot.
 
     Never runs user code: when the class defines or inherits anything under
     ``name`` (a property, a descriptor, a method), only a slot is read

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -197,10 +196,10 @@ def _shown(path: Path) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from tokdiag.report.kernel import check_parameters, notebook_parameters
     from tokdiag.report.batch import run_one
-    from tokdiag.report.plan import RUN_FOLDER_PARAMETERS, RunSpec, run_folder_parameters
     from tokdiag.report.catalog import resolve
+    from tokdiag.report.kernel import check_parameters, notebook_parameters
+    from tokdiag.report.plan import RUN_FOLDER_PARAMETERS, RunSpec, run_folder_parameters
 
     notebook = resolve(args.notebook, base_dirs=(".",))  # a path, or a shipped notebook's name
     documented = notebook_parameters(notebook)  # raises ConfigError for an unreadable notebook
@@ -276,7 +275,9 @@ def _cmd_notebooks(args: argparse.Namespace) -> int:
         print(f"{'':<{width}}parameters: {', '.join(parameters) or '(none)'}")
         if args.paths:
             print(f"{'':<{width}}{info.path}")
-    print(f"\nrun one: tokdiag run NAME -p PARAMETER VALUE ...; its parameters' help: tokdiag run NAME --list-parameters")
+    print(
+        "\nrun one: tokdiag run NAME -p PARAMETER VALUE ...; its parameters' help: tokdiag run NAME --list-parameters"
+    )
     return 0
 
 

@@ -122,7 +122,9 @@ class TokdiagMagics(Magics):
             if option.startswith("-") and option not in known and not option.lstrip("-").replace(".", "").isdigit():
                 close = difflib.get_close_matches(option, sorted(known), n=1)
                 hint = f"; did you mean {close[0]}?" if close else ""
-                raise UsageError(f"%%tokdiag: unknown option {option}{hint}\n{usage}\n(%%tokdiag --help lists every option)")
+                raise UsageError(
+                    f"%%tokdiag: unknown option {option}{hint}\n{usage}\n(%%tokdiag --help lists every option)"
+                )
         try:
             args = parse_argstring(self.tokdiag, line)
         except UsageError as exc:

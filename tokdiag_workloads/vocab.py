@@ -261,7 +261,9 @@ def load_ranks(path: str | os.PathLike[str]) -> dict[bytes, int]:
 def write_ranks(ranks: Mapping[bytes, int], path: str | os.PathLike[str]) -> pathlib.Path:
     """Write ``{token: rank}`` as a tiktoken BPE file (ordered by rank); the inverse of :func:`load_ranks`."""
     target = pathlib.Path(path)
-    lines = [base64.b64encode(tok) + b" " + str(rank).encode() for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1])]
+    lines = [
+        base64.b64encode(tok) + b" " + str(rank).encode() for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1])
+    ]
     target.write_bytes(b"\n".join(lines) + b"\n")
     return target
 

@@ -271,10 +271,20 @@ def by_site(trace: NativeTrace) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for g in groups.values():
         (library_frame, summary, native), _ = max(g.stacks.items(), key=lambda kv: kv[1])
-        row = {"site": g.site, "kind": g.kind, "library_frame": library_frame, "owner": g.owner, "stack_summary": summary,
-               "bytes": int(g.bytes), "overhead_bytes": round(g.overhead), "allocations": g.blocks,
-               "steps": len(g.steps), "bytes_per_step": (g.bytes + g.overhead) / trace.steps,
-               "share": (g.bytes + g.overhead) / total, "subject": _subject(g.site, g.owner)}
+        row = {
+            "site": g.site,
+            "kind": g.kind,
+            "library_frame": library_frame,
+            "owner": g.owner,
+            "stack_summary": summary,
+            "bytes": int(g.bytes),
+            "overhead_bytes": round(g.overhead),
+            "allocations": g.blocks,
+            "steps": len(g.steps),
+            "bytes_per_step": (g.bytes + g.overhead) / trace.steps,
+            "share": (g.bytes + g.overhead) / total,
+            "subject": _subject(g.site, g.owner),
+        }
         if trace.native_traces:
             row["native"] = native
         rows.append(row)

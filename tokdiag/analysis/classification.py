@@ -215,7 +215,8 @@ class Verdict:
 
 def _advice(extra: float | None, dx: float) -> str:
     if extra is None:
-        return "more steps alone will not decide: reduce the noise (gc before snapshots, fewer concurrent jobs) or snapshot more often"
+        return ("more steps alone will not decide: reduce the noise (gc before snapshots, fewer concurrent jobs) "
+                "or snapshot more often")
     extra = max(extra, dx)
     snaps = int(math.ceil(extra / dx)) if dx > 0 else 0
     return f"about {int(math.ceil(extra))} more steps (~{snaps} more snapshots at this interval) would decide"
@@ -245,7 +246,10 @@ def classify(steps: Iterable[float] | np.ndarray, values: Iterable[float] | np.n
 
 
 def classify_arrays(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) -> Verdict:
-    """:func:`classify` on float arrays already checked to be of one length (what :func:`tokdiag.analysis.verdicts` calls per series)."""
+    """:func:`classify` on float arrays already checked to be of one length.
+
+    What :func:`tokdiag.analysis.verdicts` calls per series.
+    """
     ok = np.isfinite(x) & np.isfinite(y)
     n_raw = int(x.size)
     if not ok.all():
@@ -341,17 +345,24 @@ def classify_arrays(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) ->
                 "more steps would tell")
         if paused or half is None:
             return verdict(
-                "inconclusive", end_fit - start, math.nan,
-                f"grows {format_rate(slope, unit)} ({ci}) {where}, but the last {j} snapshots ({int(span_j)} steps) are "
-                f"all equal, a longer pause than any while it grew ({int(pause)} steps at most): it may have "
-                f"stopped; about {int(max(span_j, dx))} more steps would tell")
+                "inconclusive",
+                end_fit - start,
+                math.nan,
+                f"grows {format_rate(slope, unit)} ({ci}) {where}, but the last {j} snapshots "
+                f"({int(span_j)} steps) are all equal, a longer pause than any while it grew "
+                f"({int(pause)} steps at most): it may have stopped; "
+                f"about {int(max(span_j, dx))} more steps would tell",
+            )
         # The half's window grows by half of every extra step of the run.
         extra = more_steps(half.slope, half.lo90, half.hi, half.span, minimum * half.span / span)
         return verdict(
-            "inconclusive", end_fit - start, math.nan,
-            f"grows {format_rate(slope, unit)} ({ci}) {where}, but the last {half.h} snapshots ({int(half.span)} steps) "
-            f"do not show whether it still grows: {format_rate(half.slope, unit)} there (90% CI from "
-            f"{format_value(half.lo90, unit)}); {_advice(None if extra is None else 2.0 * extra, dx)}")
+            "inconclusive",
+            end_fit - start,
+            math.nan,
+            f"grows {format_rate(slope, unit)} ({ci}) {where}, but the last {half.h} snapshots "
+            f"({int(half.span)} steps) do not show whether it still grows: {format_rate(half.slope, unit)} there "
+            f"(90% CI from {format_value(half.lo90, unit)}); {_advice(None if extra is None else 2.0 * extra, dx)}",
+        )
     if hi < 0 and -slope * span >= minimum:
         return verdict(
             "bounded", end_fit - start, end_fit,
@@ -383,21 +394,36 @@ def classify_arrays(x: np.ndarray, y: np.ndarray, unit: str, project_to: int) ->
             change = level - start
             label = "bounded" if abs(change) >= max(minimum, 3.0 * noise, TINY) else "flat"
             return Verdict(
-                label, half.slope, half.lo, half.hi, change, int(round(float(half.x[0] - x[0]))), level, n,
-                f"changed {format_value(change, unit)} in all, the last part unevenly, then flat at {format_value(level, unit)} "
-                f"over the last {half.h} snapshots ({int(half.span)} steps)" + note, unit, noise)
+                label,
+                half.slope,
+                half.lo,
+                half.hi,
+                change,
+                int(round(float(half.x[0] - x[0]))),
+                level,
+                n,
+                f"changed {format_value(change, unit)} in all, the last part unevenly, "
+                f"then flat at {format_value(level, unit)} over the last {half.h} snapshots "
+                f"({int(half.span)} steps)" + note,
+                unit,
+                noise,
+            )
     # Undecided: the interval straddles zero, or the band, or both.
     extra = more_steps(slope, lo, hi, span, minimum)
     since = f" ({m} snapshots since step {int(xt[0])})" if b else ""
     if lo > 0:
-        why = (f"grows {format_rate(slope, unit)} but only {format_value(slope * span, unit)} over the last {int(span)} "
-               f"steps{since}, below the practical minimum of {format_value(minimum, unit)}")
+        why = (
+            f"grows {format_rate(slope, unit)} but only {format_value(slope * span, unit)} over the last {int(span)} "
+            f"steps{since}, below the practical minimum of {format_value(minimum, unit)}"
+        )
     else:
         hides = (f"the noise ({format_value(noise, unit)} per snapshot)" if noise > 0
                  else "a few irregular jumps between otherwise equal snapshots")
-        why = (f"slope {format_rate(slope, unit)} ({ci}){since}: {hides} "
-               f"hide{'s' if noise > 0 else ''} whether it grows by the practical minimum of {format_value(minimum, unit)} over "
-               f"{int(span)} steps")
+        why = (
+            f"slope {format_rate(slope, unit)} ({ci}){since}: {hides} "
+            f"hide{'s' if noise > 0 else ''} whether it grows by the practical minimum of "
+            f"{format_value(minimum, unit)} over {int(span)} steps"
+        )
     return verdict("inconclusive", end_fit - start, math.nan, f"{why}; {_advice(extra, dx)}")
 
 

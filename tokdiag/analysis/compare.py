@@ -156,8 +156,10 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] | None = None, project_to
     >>> a = pd.DataFrame([("a", s, 0.0, "watch", "app.Agent", "count", float(s), "objects")
     ...                   for s in range(0, 100, 10)], columns=cols)
     >>> b = a.assign(run="b", value=5.0)
-    >>> compare(a, b)[["subject", "verdict_a", "verdict_b", "difference", "real", "change"]].to_dict("records")
-    [{'subject': 'app.Agent', 'verdict_a': 'leak', 'verdict_b': 'flat', 'difference': -1.0, 'real': True, 'change': 'fixed'}]
+    >>> out = compare(a, b)[["subject", "verdict_a", "verdict_b", "difference", "real", "change"]]
+    >>> out.to_dict("records")  # doctest: +NORMALIZE_WHITESPACE
+    [{'subject': 'app.Agent', 'verdict_a': 'leak', 'verdict_b': 'flat', 'difference': -1.0, 'real': True,
+      'change': 'fixed'}]
     """
     ta, name_a, host_a = _as_timeline(a, "a")
     tb, name_b, host_b = _as_timeline(b, "b")

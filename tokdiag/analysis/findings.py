@@ -196,9 +196,14 @@ def findings(run: Any, *, project_to: int = 10_000, always: Iterable[tuple[str, 
     leaks = [f for f in leaks if not (kinds[f.owner] == "site" and f.owner in attached)]
     # a leaking container that a leaking class's chain already names is said once, as "held by" that class
     chains = [chain_text(run.retention, f.owner) for f in leaks if kinds[f.owner] == "class"]
-    leaks = [f for f in leaks if not (kinds[f.owner] == "container" and any(chain_through(c, f.owner) for c in chains))]
-    leaks.sort(key=lambda f: (-f.numbers.get("bytes_per_step", 0.0),
-                              -max((say.rate(s) for s in f.series if s.unit != "bytes" and s.verdict == "leak"), default=0)))
+    leaks = [f for f in leaks
+             if not (kinds[f.owner] == "container" and any(chain_through(c, f.owner) for c in chains))]
+    leaks.sort(
+        key=lambda f: (
+            -f.numbers.get("bytes_per_step", 0.0),
+            -max((say.rate(s) for s in f.series if s.unit != "bytes" and s.verdict == "leak"), default=0),
+        )
+    )
     process = say.process_finding(name, owners.get("process", []), project_to, bool(leaks))
     any_leak = bool(leaks) or (process is not None and process.verdict == "leak") or any(
         s.verdict == "leak" and s.role != "duplicate" for s in owners.get("process", []))

@@ -39,7 +39,8 @@ and otherwise the metric.
 >>> import pandas as pd
 >>> from tokdiag.analysis.verdicts import verdicts
 >>> cols = ["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"]
->>> rows = [("r", s, 0.0, p, "app.Job", "count", float(s), "objects") for s in range(0, 50, 5) for p in ("watch", "census")]
+>>> rows = [("r", s, 0.0, p, "app.Job", "count", float(s), "objects")
+...         for s in range(0, 50, 5) for p in ("watch", "census")]
 >>> rows += [("r", s, 0.0, "process", "process", "gc_gen0", float(s % 7), "objects") for s in range(0, 50, 5)]
 >>> f = fold_verdicts(verdicts(pd.DataFrame(rows, columns=cols)))
 >>> f[["probe", "owner", "measure", "role"]].to_dict("records")  # doctest: +NORMALIZE_WHITESPACE

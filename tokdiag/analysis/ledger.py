@@ -341,8 +341,9 @@ def ledger(timeline: pd.DataFrame, *, since: Since = "warmup", min_bytes: float 
     >>> rows = [("r", s, 0.0, "process", "process", "rss", 100.0 + 10 * s, "bytes") for s in range(3)]
     >>> rows += [("r", s, 0.0, "cache", "c", "bytes", 4.0 * s, "bytes") for s in range(3)]
     >>> tl = pd.DataFrame(rows, columns=["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"])
-    >>> ledger(tl).query("step == 2")[["owner", "kind", "bytes"]].to_dict("records")
-    [{'owner': 'c', 'kind': 'cache', 'bytes': 8.0}, {'owner': 'unexplained (native or untracked)', 'kind': 'unexplained', 'bytes': 12.0}]
+    >>> ledger(tl).query("step == 2")[["owner", "kind", "bytes"]].to_dict("records")  # doctest: +NORMALIZE_WHITESPACE
+    [{'owner': 'c', 'kind': 'cache', 'bytes': 8.0},
+     {'owner': 'unexplained (native or untracked)', 'kind': 'unexplained', 'bytes': 12.0}]
     """
     timeline = check_timeline(timeline)
     since = _check_since(since)
@@ -386,8 +387,9 @@ def startup_costs(timeline: pd.DataFrame, *, min_bytes: float = PRACTICAL_MIN["b
     ...         for s in range(0, 200, 10)]
     >>> rows += [("r", s, 0.0, "cache", "vocab", "bytes", 3e7 * loaded(s), "bytes") for s in range(0, 200, 10)]
     >>> tl = pd.DataFrame(rows, columns=["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"])
-    >>> startup_costs(tl)[["owner", "bytes", "step"]].to_dict("records")
-    [{'owner': 'vocab', 'bytes': 30000000.0, 'step': 50}, {'owner': 'unexplained (native or untracked)', 'bytes': 15000000.0, 'step': 50}]
+    >>> startup_costs(tl)[["owner", "bytes", "step"]].to_dict("records")  # doctest: +NORMALIZE_WHITESPACE
+    [{'owner': 'vocab', 'bytes': 30000000.0, 'step': 50},
+     {'owner': 'unexplained (native or untracked)', 'bytes': 15000000.0, 'step': 50}]
     """
     whole = ledger(timeline, since="start", min_bytes=min_bytes, max_census_owners=max_census_owners)
     ends = baseline_step(timeline, since="warmup")

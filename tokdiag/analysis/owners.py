@@ -130,9 +130,17 @@ def runs_of(run_or_runs: Any) -> list[Any]:
                           "be answered for)")
 
     if isinstance(run_or_runs, Mapping):
-        return [SimpleNamespace(name=str(label), timeline=r.timeline, status=r.status, message=getattr(r, "message", ""),
-                                warnings=list(r.warnings), retention=dict(getattr(r, "retention", {}) or {}))
-                for label, r in ((k, one(v, f"runs[{k!r}]")) for k, v in run_or_runs.items())]
+        return [
+            SimpleNamespace(
+                name=str(label),
+                timeline=r.timeline,
+                status=r.status,
+                message=getattr(r, "message", ""),
+                warnings=list(r.warnings),
+                retention=dict(getattr(r, "retention", {}) or {}),
+            )
+            for label, r in ((k, one(v, f"runs[{k!r}]")) for k, v in run_or_runs.items())
+        ]
     if isinstance(run_or_runs, (str, os.PathLike)) or hasattr(run_or_runs, "timeline") or hasattr(
             run_or_runs, "columns"):  # a DataFrame is iterable (its column names): refuse it as one thing
         return [one(run_or_runs, "run")]

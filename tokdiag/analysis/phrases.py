@@ -70,8 +70,10 @@ def leak(run: str, owner: str, kind: str, rows: list[Series], name: str, chain: 
         pieces.append(": memory freed but kept by the allocator (fragmentation), not held by an object")
     leaking = [s for s in rows if s.verdict == "leak" and s.role != "duplicate"]
     if all(s.role != "main" for s in leaking):  # only a second measure leaks: say which one
-        pieces.append(f" (by its {leaking[0].probe} {measure_words(leaking[0].probe, leaking[0].metric)}; its main measure is "
-                      f"{next((s.verdict for s in rows if s.role == 'main'), 'not judged')})")
+        pieces.append(
+            f" (by its {leaking[0].probe} {measure_words(leaking[0].probe, leaking[0].metric)}; its main measure is "
+            f"{next((s.verdict for s in rows if s.role == 'main'), 'not judged')})"
+        )
     if chain:
         pieces += [", held by ", code(chain)]
     elif kind == "class" and not any(s.probe == "watch" for s in rows):
@@ -164,7 +166,9 @@ def _plural(n: int, word: str) -> str:
 def clear(run: Any, owners: dict[str, list[Series]], kinds: dict[str, str], n_warnings: int) -> Finding:
     tl = run.timeline
     steps = sorted(pd.to_numeric(tl["step"], errors="coerce").dropna().unique().tolist())
-    elapsed = float(pd.to_numeric(tl["elapsed_s"], errors="coerce").max()) if "elapsed_s" in tl.columns and len(tl) else 0.0
+    elapsed = (
+        float(pd.to_numeric(tl["elapsed_s"], errors="coerce").max()) if "elapsed_s" in tl.columns and len(tl) else 0.0
+    )
     n_steps = int(steps[-1]) if steps else 0
     measured = f"{n_steps:,} steps ({_plural(len(steps), 'snapshot')}, {elapsed:.0f} s)"
     said: list[str] = []

@@ -38,6 +38,7 @@ from tokdiag.analysis.format import (
     measure_words,
     short_name,
 )
+from tokdiag.analysis.verdicts import projection_horizon
 from tokdiag.errors import ConfigError
 
 __all__ = ["change_short", "compare_headlines", "compare_notes", "compare_table", "runs_table", "side_labels",
@@ -82,20 +83,35 @@ def verdicts_table(verdicts_df: Any, *, project_to: int | None = None) -> pd.Dat
     rows["_rank"] = rows["verdict"].map(SEVERITY_RANK).fillna(len(SEVERITY_RANK))
     rows["_size"] = -rows["per_step"].abs().fillna(0.0)
     rows = rows.sort_values(["_rank", "_size"], kind="stable")
-    horizon = project_to or verdicts_df.attrs.get("project_to") or 10_000
-    table = pd.DataFrame({
-        "run": rows["run"].astype(str).tolist(),
-        "measure": [f"{p} {measure_words(p, m)}" for p, m in zip(rows["probe"], rows["metric"])],
-        "verdict": rows["verdict"].astype(str).tolist(),
-        "growth per step": [_with_interval(v, lo, hi, u) if verdict in ("leak", "inconclusive") else ""
-                            for v, lo, hi, u, verdict in zip(rows["per_step"], rows["per_step_low"],
-                                                            rows["per_step_high"], rows["unit"], rows["verdict"])],
-        f"projected at {int(horizon):,} steps": [format_value(v, u) if math.isfinite(v) else ""
-                                                 for v, u in zip(rows["projected"], rows["unit"])],
-        "why": rows["reason"].astype(str).tolist(),
-        "also measured": rows["folded"].astype(str).tolist(),
-    }, index=pd.Index([_series_label(p, s, m) for p, s, m in zip(rows["probe"], rows["subject"], rows["metric"])],
-                      name="series"))
+    horizon = projection_horizon(verdicts_df, project_to)
+    table = pd.DataFrame(
+        {
+            "run": rows["run"].astype(str).tolist(),
+            "measure": [f"{p} {measure_words(p, m)}" for p, m in zip(rows["probe"], rows["metric"], strict=True)],
+            "verdict": rows["verdict"].astype(str).tolist(),
+            "growth per step": [
+                _with_interval(v, lo, hi, u) if verdict in ("leak", "inconclusive") else ""
+                for v, lo, hi, u, verdict in zip(
+                    rows["per_step"],
+                    rows["per_step_low"],
+                    rows["per_step_high"],
+                    rows["unit"],
+                    rows["verdict"],
+                    strict=True,
+                )
+            ],
+            f"projected at {int(horizon):,} steps": [
+                format_value(v, u) if math.isfinite(v) else ""
+                for v, u in zip(rows["projected"], rows["unit"], strict=True)
+            ],
+            "why": rows["reason"].astype(str).tolist(),
+            "also measured": rows["folded"].astype(str).tolist(),
+        },
+        index=pd.Index(
+            [_series_label(p, s, m) for p, s, m in zip(rows["probe"], rows["subject"], rows["metric"], strict=True)],
+            name="series",
+        ),
+    )
     keep = [c for c in table.columns if (c != "run" or table["run"].nunique() > 1)
             and (c != "also measured" or bool((table[c] != "").any()))]
     return table[keep]
@@ -113,7 +129,9 @@ def _check(compare_df: Any) -> pd.DataFrame:
         raise ConfigError(f"got a {type(compare_df).__name__}; pass the DataFrame of tokdiag.compare(run_a, run_b)")
     missing = [c for c in COMPARE_COLUMNS if c not in compare_df.columns]
     if missing:
-        raise ConfigError(f"the DataFrame lacks column(s) {missing}; pass the DataFrame of tokdiag.compare(run_a, run_b)")
+        raise ConfigError(
+            f"the DataFrame lacks column(s) {missing}; pass the DataFrame of tokdiag.compare(run_a, run_b)"
+        )
     return compare_df
 
 
@@ -163,17 +181,29 @@ def compare_table(compare_df: pd.DataFrame) -> pd.DataFrame:
     la, lb = side_labels(df)
     order = {"fixed": 0, "new leak": 1, "less growth": 2, "more growth": 3, "unchanged": 4, "not compared": 5}
     rows = df.assign(_o=df["change"].map(order).fillna(6)).sort_values("_o", kind="stable")
-    table = pd.DataFrame({
-        "measure": [f"{p} {measure_words(p, m)}" for p, m in zip(rows["probe"], rows["metric"])],
-        la: [_side(v, x, u) for v, x, u in zip(rows["verdict_a"], rows["per_step_a"], rows["unit"])],
-        lb: [_side(v, x, u) for v, x, u in zip(rows["verdict_b"], rows["per_step_b"], rows["unit"])],
-        "difference per step": [
-            "" if c == "not compared" else _with_interval(d, lo, hi, u)
-            for c, d, lo, hi, u in zip(rows["change"], rows["difference"], rows["difference_low"],
-                                       rows["difference_high"], rows["unit"])],
-        "change": [_change_words(r, la, lb) for r in rows.itertuples()],
-    }, index=pd.Index([_series_label(p, s, m) for p, s, m in zip(rows["probe"], rows["subject"], rows["metric"])],
-                      name="series"))
+    table = pd.DataFrame(
+        {
+            "measure": [f"{p} {measure_words(p, m)}" for p, m in zip(rows["probe"], rows["metric"], strict=True)],
+            la: [_side(v, x, u) for v, x, u in zip(rows["verdict_a"], rows["per_step_a"], rows["unit"], strict=True)],
+            lb: [_side(v, x, u) for v, x, u in zip(rows["verdict_b"], rows["per_step_b"], rows["unit"], strict=True)],
+            "difference per step": [
+                "" if c == "not compared" else _with_interval(d, lo, hi, u)
+                for c, d, lo, hi, u in zip(
+                    rows["change"],
+                    rows["difference"],
+                    rows["difference_low"],
+                    rows["difference_high"],
+                    rows["unit"],
+                    strict=True,
+                )
+            ],
+            "change": [_change_words(r, la, lb) for r in rows.itertuples()],
+        },
+        index=pd.Index(
+            [_series_label(p, s, m) for p, s, m in zip(rows["probe"], rows["subject"], rows["metric"], strict=True)],
+            name="series",
+        ),
+    )
     return table
 
 
@@ -224,9 +254,14 @@ def compare_headlines(compare_df: pd.DataFrame) -> tuple[tuple[str, str, str], .
     order = {"fixed": 0, "new leak": 1, "less growth": 2, "more growth": 3}
     rows = df[df["change"].isin(list(order))]
     rows = rows.assign(_o=rows["change"].map(order)).sort_values("_o", kind="stable")
-    return tuple((f"{lb}: {_series_label(r.probe, r.subject, r.metric)} {measure_words(r.probe, r.metric)}",
-                  str(r.change), f"{_side(r.verdict_a, r.per_step_a, r.unit)} → {_side(r.verdict_b, r.per_step_b, r.unit)}")
-                 for r in rows.itertuples())
+    return tuple(
+        (
+            f"{lb}: {_series_label(r.probe, r.subject, r.metric)} {measure_words(r.probe, r.metric)}",
+            str(r.change),
+            f"{_side(r.verdict_a, r.per_step_a, r.unit)} → {_side(r.verdict_b, r.per_step_b, r.unit)}",
+        )
+        for r in rows.itertuples()
+    )
 
 
 def runs_table(run_or_runs: Any) -> pd.DataFrame:

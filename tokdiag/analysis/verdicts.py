@@ -15,7 +15,7 @@ from tokdiag.analysis.classification import classify_arrays
 from tokdiag.errors import ConfigError
 from tokdiag.recording.timeline import check_timeline
 
-__all__ = ["NOISE_METRICS", "VERDICT_COLUMNS", "verdicts"]
+__all__ = ["DEFAULT_PROJECT_TO", "NOISE_METRICS", "VERDICT_COLUMNS", "projection_horizon", "verdicts"]
 
 NOISE_METRICS: frozenset[tuple[str, str]] = frozenset(
     {("process", "gc_gen0"), ("process", "gc_gen1"), ("process", "gc_gen2")})
@@ -54,11 +54,40 @@ def _series(timeline: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarra
     return first, bounds, steps, values
 
 
-def verdicts(timeline: pd.DataFrame, *, project_to: int = 10_000, probes: Iterable[str] | None = None,
+DEFAULT_PROJECT_TO = 10_000
+"""The step count at which ``projected`` is given unless asked otherwise."""
+
+
+def projection_horizon(verdicts_df: pd.DataFrame, project_to: int | None = None) -> int:
+    """The step count ``verdicts_df["projected"]`` was computed for, to label it.
+
+    ``df.attrs["project_to"]`` (set by :func:`verdicts`); ``project_to``, when
+    given, must agree with it (a ConfigError says how to get the other
+    horizon). A DataFrame that does not say: ``project_to``, else
+    :data:`DEFAULT_PROJECT_TO`.
+
+    >>> df = pd.DataFrame(columns=list(VERDICT_COLUMNS))
+    >>> df.attrs["project_to"] = 500
+    >>> projection_horizon(df), projection_horizon(pd.DataFrame())
+    (500, 10000)
+    >>> projection_horizon(df, 10_000)
+    Traceback (most recent call last):
+    ...
+    tokdiag.errors.ConfigError: project_to=10000: these verdicts were projected to 500 steps; pass project_to=500 ...
+    """
+    stated = verdicts_df.attrs.get("project_to")
+    if stated is not None and project_to is not None and int(stated) != int(project_to):
+        raise ConfigError(f"project_to={project_to}: these verdicts were projected to {stated} steps; "
+                          f"pass project_to={stated} or recompute with verdicts(..., project_to={project_to})")
+    return int(stated if stated is not None else project_to or DEFAULT_PROJECT_TO)
+
+
+def verdicts(timeline: pd.DataFrame, *, project_to: int = DEFAULT_PROJECT_TO, probes: Iterable[str] | None = None,
              counters: bool = False) -> pd.DataFrame:
     """One verdict per numeric series of ``timeline``; columns :data:`VERDICT_COLUMNS`.
 
-    ``project_to``: the step count at which ``projected`` is given.
+    ``project_to``: the step count at which ``projected`` is given (kept in
+    ``df.attrs["project_to"]``, which the tables and charts read).
     ``probes``: judge only these probes (e.g. ``["process", "watch", "cache"]``).
     ``counters``: also judge cumulative call counters (cache ``hits`` and
     ``misses``, unit ``calls``). Off by default: they grow with traffic, not
@@ -99,7 +128,9 @@ def verdicts(timeline: pd.DataFrame, *, project_to: int = 10_000, probes: Iterab
         skip |= ~tl["probe"].isin(wanted)
     tl = tl.loc[~skip]
     if tl.empty:
-        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in VERDICT_COLUMNS})
+        empty = pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in VERDICT_COLUMNS})
+        empty.attrs["project_to"] = int(project_to)
+        return empty
     keys, bounds, steps, values = _series(tl)
     out: dict[str, list] = {c: [] for c in VERDICT_COLUMNS[5:]}
     units = keys["unit"].to_numpy()
@@ -118,7 +149,9 @@ def verdicts(timeline: pd.DataFrame, *, project_to: int = 10_000, probes: Iterab
     df = keys[["run", "probe", "subject", "metric", "unit"]].copy()
     for c, col in out.items():
         df[c] = pd.Series(col, dtype=_dtype(c))
-    return df[list(VERDICT_COLUMNS)]
+    df = df[list(VERDICT_COLUMNS)]
+    df.attrs["project_to"] = int(project_to)  # the horizon of `projected`: tables and charts label it
+    return df
 
 
 def _dtype(column: str) -> str:

@@ -124,10 +124,10 @@ def _table(header: Sequence[str], columns: Sequence[Sequence[Sequence[Segment]]]
     chars = [max(6, int(f * TABLE_WIDTH_PX / _CHAR_PX) - 2) for f in share]
     # headers in 12 px, their words whole (a column is never narrower than its longest header word)
     head, head_lines = zip(*(_wrap_cell([(h, "b")], int(c * 11 / 12), split_words=False)
-                             for h, c in zip(header, chars)))
+                             for h, c in zip(header, chars, strict=True)), strict=True)
     body: list[list[str]] = []
     lines: list[list[int]] = []
-    for col, c in zip(columns, chars):
+    for col, c in zip(columns, chars, strict=True):
         cells = [_wrap_cell(segments, c) for segments in col]
         body.append([html_ for html_, _ in cells])
         lines.append([n for _, n in cells])

@@ -53,8 +53,11 @@ def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
         raise ConfigError(f"compare: the DataFrame lacks column(s) {missing}; pass tokdiag.compare(run_a, run_b)")
     label_a, label_b = side_labels(compare_df)
     la, lb = _esc(label_a), _esc(label_b)
-    title = (f"Growth per step: {la} vs {lb}<br><sup>shorter bars in {lb} mean the change helped; "
-             "whiskers are 99% intervals;<br>faded: no real difference (intervals overlap or below the practical minimum)</sup>")
+    title = (
+        f"Growth per step: {la} vs {lb}<br><sup>shorter bars in {lb} mean the change helped; "
+        "whiskers are 99% intervals;<br>"
+        "faded: no real difference (intervals overlap or below the practical minimum)</sup>"
+    )
     if compare_df.empty:
         return _empty(title, "no series in common to compare")
     units = sorted(compare_df["unit"].astype(str).unique(), key=lambda u: (u != "bytes", u))
@@ -71,17 +74,19 @@ def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
     plot_px = sum(panel_px) + gap_px * (len(parts) - 1)
     fig = make_subplots(rows=len(units), cols=1, row_heights=[h / sum(panel_px) for h in panel_px],
                         vertical_spacing=gap_px / plot_px if len(parts) > 1 else 0.0)
-    for r, (unit, part) in enumerate(zip(units, parts), start=1):
+    for r, (unit, part) in enumerate(zip(units, parts, strict=True), start=1):
         allv = part[["per_step_a", "per_step_b", "per_step_a_high", "per_step_b_high"]].to_numpy(dtype=float)
         div, axis_unit = _scale(unit, allv)
         short = [("RSS" if m == "rss" else str(m)) if p == "process" else _series_name(str(p), str(s))[0]
-                 for p, s, m in zip(part["probe"], part["subject"], part["metric"])]
-        if len(set(zip(short, part["probe"], part["metric"]))) < len(part):  # same class name in two modules
+                 for p, s, m in zip(part["probe"], part["subject"], part["metric"], strict=True)]
+        if len(set(zip(short, part["probe"], part["metric"], strict=True))) < len(
+            part
+        ):  # same class name in two modules
             short = [str(s) for s in part["subject"]]
         cats = [f"{_esc(s)} · {_esc(p)} {_esc(m)}<br><i>{_esc(change_short(c, va, vb))}</i>"
                 for s, p, m, c, va, vb in zip(short, part["probe"], part["metric"], part["change"],
                                               part.get("verdict_a", [None] * len(part)),
-                                              part.get("verdict_b", [None] * len(part)))]
+                                              part.get("verdict_b", [None] * len(part)), strict=True)]
         # B first: in a horizontal group the first trace is drawn at the bottom, so A reads above B
         for side, label, color in (("b", lb, "#1f77b4"), ("a", la, "#9e9e9e")):
             v = part[f"per_step_{side}"].to_numpy(dtype=float)
@@ -89,8 +94,13 @@ def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
             hi = part[f"per_step_{side}_high"].to_numpy(dtype=float)
             plus = np.where(np.isfinite(hi - v), hi - v, 0.0) / div
             minus = np.where(np.isfinite(v - lo), v - lo, 0.0) / div
-            custom = np.array([[label, _esc(s), format_rate(x, unit), format_value(a, unit), format_value(b, unit), _esc(c)]
-                               for s, x, a, b, c in zip(part["subject"], v, lo, hi, part["change"])], dtype=object)
+            custom = np.array(
+                [
+                    [label, _esc(s), format_rate(x, unit), format_value(a, unit), format_value(b, unit), _esc(c)]
+                    for s, x, a, b, c in zip(part["subject"], v, lo, hi, part["change"], strict=True)
+                ],
+                dtype=object,
+            )
             fig.add_trace(go.Bar(
                 y=cats, x=np.where(np.isfinite(v), v, 0.0) / div, orientation="h", name=label, legendgroup=side,
                 showlegend=r == 1, marker={"color": color, "opacity": np.where(part["real"].to_numpy(bool), 1.0, 0.35)},
@@ -101,5 +111,7 @@ def compare(compare_df: pd.DataFrame, *, top: int | None = 15) -> go.Figure:
             ), row=r, col=1)
         fig.update_xaxes(title_text=_axis_title(unit, axis_unit), zeroline=True, zerolinecolor="#888", row=r, col=1)
     _base_layout(fig, title, height=plot_px + 150)
-    fig.update_layout(barmode="group", legend_title_text="run", legend_traceorder="reversed", margin={"l": 260, "t": 100})
+    fig.update_layout(
+        barmode="group", legend_title_text="run", legend_traceorder="reversed", margin={"l": 260, "t": 100}
+    )
     return fig

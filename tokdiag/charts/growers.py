@@ -57,12 +57,20 @@ def growers(run_or_growers_df: Any, *, top: int | None = 20) -> go.Figure:
 
     header = ["owner", "verdict", "growth per step", "grew", "held by", "also measured"]
     columns: list[list[list[Segment]]] = [
-        [lines((str(n), "b"), (" · ".join(x for x in (k, m) if x), "grey"))
-         for n, k, m in zip(table.index, col("kind"), col("measured by"))],
+        [
+            lines((str(n), "b"), (" · ".join(x for x in (k, m) if x), "grey"))
+            for n, k, m in zip(table.index, col("kind"), col("measured by"), strict=True)
+        ],
         [[(v, "b")] for v in verdicts],
-        [lines((g, ""), (c, "")) for g, c in zip(col("growth per step"), col("instances per step"))],
-        [lines((g, ""), (f"now {e}" if e else "", "grey")) for g, e in zip(col("grew"), col("at the end"))],
-        [lines((h, ""), (f"allocated at {a}" if a else "", "grey")) for h, a in zip(col("held by"), col("allocated at"))],
+        [lines((g, ""), (c, "")) for g, c in zip(col("growth per step"), col("instances per step"), strict=True)],
+        [
+            lines((g, ""), (f"now {e}" if e else "", "grey"))
+            for g, e in zip(col("grew"), col("at the end"), strict=True)
+        ],
+        [
+            lines((h, ""), (f"allocated at {a}" if a else "", "grey"))
+            for h, a in zip(col("held by"), col("allocated at"), strict=True)
+        ],
         [lines((x, "grey")) for x in col("also measured")],
     ]
     widths = [170, 80, 150, 140, 260, 200]

@@ -196,7 +196,7 @@ def startup(run_or_startup_df: Run | pd.DataFrame, *, title: str | None = None) 
                               "_order": abs(crumbs["bytes"].sum())}])
         rows = pd.concat([rows[~small], lump], ignore_index=True)
     rows = rows.sort_values("_order", kind="stable")  # largest at the top of a horizontal bar chart
-    kinds = dict(zip(rows["owner"].astype(str), rows["kind"].astype(str)))
+    kinds = dict(zip(rows["owner"].astype(str), rows["kind"].astype(str), strict=True))
     colors = _kind_colors(list(kinds), kinds)
     div, unit = (MiB, "MiB") if rows["bytes"].abs().max() >= MiB else (KiB, "KiB")
     fig = go.Figure()

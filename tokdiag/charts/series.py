@@ -98,9 +98,13 @@ def caches(run: Run, *, subjects: list[str] | None = None) -> go.Figure:
     native = wide(tl, "cache", "native_bytes")
     present = sorted(set(entries.columns) | set(size.columns))
     chosen = _match(subjects, present, "cache")
-    peak = np.nanmax(np.r_[size.reindex(columns=[c for c in chosen if c in size.columns]).to_numpy(dtype=float).ravel(),
-                           native.reindex(columns=[c for c in chosen if c in native.columns]).to_numpy(dtype=float).ravel(),
-                           0.0])
+    peak = np.nanmax(
+        np.r_[
+            size.reindex(columns=[c for c in chosen if c in size.columns]).to_numpy(dtype=float).ravel(),
+            native.reindex(columns=[c for c in chosen if c in native.columns]).to_numpy(dtype=float).ravel(),
+            0.0,
+        ]
+    )
     div, mem_unit = (MiB, "MiB") if peak >= MiB else (KiB, "KiB")  # small caches in KiB, not 0.002 MiB
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("entries per cache", f"memory per cache ({mem_unit})"))

@@ -13,7 +13,7 @@ from tokdiag.analysis.format import (
     format_value,
     measure_words,
 )
-from tokdiag.analysis.verdicts import VERDICT_COLUMNS
+from tokdiag.analysis.verdicts import DEFAULT_PROJECT_TO, VERDICT_COLUMNS, projection_horizon
 from tokdiag.charts._style import (
     _LABEL_RANK,
     _LABEL_TINTS,
@@ -31,7 +31,7 @@ _VERDICT_NEEDS = ("probe", "subject", "metric", "unit", "verdict", "per_step", "
                   "projected", "reason")
 
 
-def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, top: int | None = 30,
+def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int | None = None, top: int | None = 30,
                   fold: bool = True) -> go.Figure:
     """The verdicts as a table coloured by label, most alarming first.
 
@@ -41,10 +41,11 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
     interval (left blank when it says nothing: an exact count, ``0 B to 0
     B``), the value projected at ``project_to`` steps, and the reason; with
     several runs a ``run`` column first. The text is wrapped here so the
-    figure is exactly as tall as its rows at any page width from 800 px. Rows are ordered leak, inconclusive, step, bounded,
-    flat; within a label the series of named owners (watched classes, caches,
-    RSS) before census types, bytes before counts, then by growth per step and
-    by growth. ``top`` keeps the first rows (None: all). A settled series
+    figure is exactly as tall as its rows at any page width from 800 px.
+    Rows are ordered leak, inconclusive, step, bounded, flat; within a label
+    the series of named owners (watched classes, caches, RSS) before census
+    types, bytes before counts, then by growth per step and by growth.
+    ``top`` keeps the first rows (None: all). A settled series
     (step, bounded, flat) shows no growth per step or interval: its growth
     is in the reason and its level in the projection.
 
@@ -56,16 +57,20 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
     it grow (each said under the row's name). ``fold=False`` shows every
     series as judged.
 
-    ``verdicts_df`` is the DataFrame of :func:`tokdiag.analysis.verdicts`
-    (its ``projected`` column must have been computed with the same
-    ``project_to``), or a Run, whose verdicts are then computed with
-    ``project_to``.
+    ``verdicts_df`` is the DataFrame of :func:`tokdiag.analysis.verdicts`,
+    whose ``projected`` column is labelled with the horizon it was computed
+    for (``df.attrs["project_to"]``; a different ``project_to`` is refused;
+    10,000, the verdicts' default, when the DataFrame does not say), or a
+    Run, whose verdicts are then computed with ``project_to`` (default
+    10,000).
     """
-    if isinstance(project_to, bool) or not isinstance(project_to, (int, np.integer)) or project_to <= 0:
+    if project_to is not None and (isinstance(project_to, bool) or not isinstance(project_to, (int, np.integer))
+                                   or project_to <= 0):
         raise ConfigError(f"project_to={project_to!r}: pass a positive number of steps, e.g. project_to=10_000")
     if top is not None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top <= 0):
         raise ConfigError(f"top={top!r}: pass a positive number of rows, or None for all")
     if isinstance(verdicts_df, Run):
+        project_to = project_to or DEFAULT_PROJECT_TO
         df = verdicts_df.verdicts(project_to=project_to)
     elif isinstance(verdicts_df, pd.DataFrame):
         df = verdicts_df
@@ -73,10 +78,7 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
         if missing:
             raise ConfigError(f"verdict_table: the DataFrame lacks column(s) {missing}; pass run.verdicts() "
                               "or tokdiag.analysis.verdicts(timeline)")
-        stated = df.attrs.get("project_to")
-        if stated is not None and int(stated) != int(project_to):
-            raise ConfigError(f"project_to={project_to}: these verdicts were projected to {stated} steps; "
-                              f"pass project_to={stated} or recompute with verdicts(..., project_to={project_to})")
+        project_to = projection_horizon(df, project_to)
     else:
         raise ConfigError(f"verdict_table: got a {type(verdicts_df).__name__}; pass run.verdicts() or a Run")
     title = (f"Verdicts: what grows, and what it costs at {project_to:,} steps"
@@ -113,11 +115,13 @@ def verdict_table(verdicts_df: pd.DataFrame | Run, *, project_to: int = 10_000, 
             cell.append((f"also: {r.folded}", "grey"))
         series_col.append(cell)
     growing = [v in ("leak", "inconclusive") for v in labels]  # a settled series' rate is its plateau's: 0
-    per_step = [[(format_rate(v, u) if g else "", "")] for v, u, g in zip(rows["per_step"], rows["unit"], growing)]
+    per_step = [
+        [(format_rate(v, u) if g else "", "")] for v, u, g in zip(rows["per_step"], rows["unit"], growing, strict=True)
+    ]
     interval = [[(format_interval(lo, hi, u, per_step=True) if g else "", "")]
                 for lo, hi, u, g in zip(rows["per_step_low"].astype(float), rows["per_step_high"].astype(float),
-                                        rows["unit"], growing)]
-    projected = [[(format_value(v, u), "")] for v, u in zip(rows["projected"], rows["unit"])]
+                                        rows["unit"], growing, strict=True)]
+    projected = [[(format_value(v, u), "")] for v, u in zip(rows["projected"], rows["unit"], strict=True)]
     reasons = [[(str(r), "")] for r in rows["reason"]]
     strong = [LABEL_COLORS.get(v, "#cccccc") for v in labels]
     tint = [_LABEL_TINTS.get(v, "#ffffff") for v in labels]

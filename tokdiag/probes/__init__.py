@@ -12,15 +12,15 @@ the snapshot raised the process's RSS (:mod:`~tokdiag.probes.footprint`).
 
 from __future__ import annotations
 
+from tokdiag.probes.allocations import AllocationProbe
 from tokdiag.probes.allocator import AllocatorProbe
 from tokdiag.probes.base import Probe, SnapshotContext
 from tokdiag.probes.caches import CacheProbe, CacheSpec, cache
 from tokdiag.probes.census import CensusProbe, census, type_name
 from tokdiag.probes.containers import ContainerProbe
 from tokdiag.probes.disk import DiskProbe
-from tokdiag.probes.process import ProcessProbe
-from tokdiag.probes.allocations import AllocationProbe
 from tokdiag.probes.native import NativeProbe, estimate_tiktoken_native
+from tokdiag.probes.process import ProcessProbe
 from tokdiag.probes.watch import WatchProbe
 
 __all__ = [

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from tokdiag.errors import TokdiagWarning
-from tokdiag.records import Record
 from tokdiag.probes.footprint import checkpoint
 from tokdiag.probes.sizing import Seen
+from tokdiag.records import Record
 
 
 @dataclass

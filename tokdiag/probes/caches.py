@@ -66,9 +66,9 @@ from tokdiag.errors import ConfigError
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.probes.native import estimate_tiktoken_native, tiktoken_native_of  # noqa: F401  (the model lives there)
 from tokdiag.probes.payloads import ATOM_TYPE_IDS, Fingerprint, builtin_base, encodings_among, payload_slices
-from tokdiag.records import BYTES, CALLS, ENTRIES, HASH, OBJECTS, Record
 from tokdiag.probes.sizing import Seen, deep_sizes, unsized_message
 from tokdiag.recording.targets import ATTRIBUTE, resolve
+from tokdiag.records import BYTES, CALLS, ENTRIES, HASH, OBJECTS, Record
 
 _NOT_SEQUENCES: tuple[type, ...] = (str, bytes, bytearray, memoryview, range)
 _NOTHING: frozenset[type] = frozenset()
@@ -102,7 +102,10 @@ class _Getter:
 
 
 def resolve_target(target: str) -> Any:
-    """Resolve ``"package.module:attr.sub"`` to the object, or raise :class:`TargetError` (see tokdiag.recording.targets)."""
+    """Resolve ``"package.module:attr.sub"`` to the object, or raise :class:`TargetError`.
+
+    See :mod:`tokdiag.recording.targets`.
+    """
     return resolve(target, "cache", expected=ATTRIBUTE)
 
 
@@ -128,7 +131,10 @@ def _cache_kind(obj: object) -> str | None:
 
 
 def _describe(obj: object) -> str:
-    """``"an int (9223372036854775807)"``, ``"a builtins.builtin_function_or_method"``: no repr of a program's object."""
+    """``"an int (9223372036854775807)"``, ``"a builtins.builtin_function_or_method"``.
+
+    No repr of a program's object.
+    """
     t = type(obj)
     shown = ""
     if id(t) in ATOM_TYPE_IDS:
@@ -172,9 +178,11 @@ def cache(target: Any, name: str | None = None, *, native: bool = True, fingerpr
             getter = (f"; if it returns the cache, pass the function itself: td.cache({target.replace(':', '.')})"
                       if callable(obj) else "")
             raise ConfigError(
-                f"cache {target!r} resolves to {_describe(obj)}, which is not a cache: a cache is a mapping (dict), a sequence "
-                f"(list, tuple, deque), a set, or a functools.lru_cache-wrapped function{getter}; to measure "
-                "any other object, pass a zero-argument function returning it: td.cache(lambda: obj, name=...)")
+                f"cache {target!r} resolves to {_describe(obj)}, which is not a cache: a cache is a mapping (dict), "
+                f"a sequence (list, tuple, deque), a set, or a functools.lru_cache-wrapped function{getter}; "
+                "to measure any other object, pass a zero-argument function returning it: "
+                "td.cache(lambda: obj, name=...)"
+            )
         return CacheSpec(name or target, target, native, fingerprint)
     if _cache_kind(target) is not None:
         label = name or _label_of(target)

@@ -243,15 +243,21 @@ class DiskProbe:
         for subject, path in self.paths.items():
             use = disk_usage(path, max_entries=self.max_entries)
             if use.capped:
-                self._warn(subject, "capped",
-                           f"disk: {subject!r} has more than {self.max_entries:,} entries; the walk stops there, so its "
-                           "bytes and files are not recorded (NaN); point the probe at the subdirectory the service "
-                           "writes, or raise max_entries")
+                self._warn(
+                    subject,
+                    "capped",
+                    f"disk: {subject!r} has more than {self.max_entries:,} entries; the walk stops there, so its "
+                    "bytes and files are not recorded (NaN); point the probe at the subdirectory the service "
+                    "writes, or raise max_entries",
+                )
             if use.unreadable:
-                self._warn(subject, "unreadable",
-                           f"disk: {use.unreadable} entr{'y' if use.unreadable == 1 else 'ies'} under {subject!r} could "
-                           "not be read (permission denied or an OS error) and are not counted; run as a user that "
-                           "can read the tree to count them")
+                self._warn(
+                    subject,
+                    "unreadable",
+                    f"disk: {use.unreadable} entr{'y' if use.unreadable == 1 else 'ies'} under {subject!r} could "
+                    "not be read (permission denied or an OS error) and are not counted; run as a user that "
+                    "can read the tree to count them",
+                )
             known = not use.capped
             records += [
                 Record("disk", subject, "bytes", float(use.bytes) if known else math.nan, BYTES),

@@ -56,7 +56,10 @@ attribute dicts are small; a large dict is data (a vocabulary), not where a toke
 
 
 def _encoding_tables(enc: Any) -> tuple[dict[Any, Any], dict[Any, Any]]:
-    """An Encoding's ``_mergeable_ranks`` and ``_special_tokens`` as plain instance attributes (``{}`` when not dicts)."""
+    """An Encoding's ``_mergeable_ranks`` and ``_special_tokens`` as plain instance attributes.
+
+    Each is ``{}`` when not a dict.
+    """
     ranks = instance_attr(enc, "_mergeable_ranks")
     special = instance_attr(enc, "_special_tokens")
     return (ranks if type(ranks) is dict else {}), (special if type(special) is dict else {})
@@ -79,9 +82,10 @@ def _py_atom_hash(obj: object, depth: int = _ATOM_DEPTH) -> int | None:
         return None
     if not is_one_of(t, (tuple, list, dict, set, frozenset)):
         return None
-    acc = len(obj)  # type: ignore[arg-type]
+    c: Any = obj  # exactly one of the five builtin containers (checked by type identity above)
+    acc = len(c)
     if t is tuple or t is list:
-        for x in tuple(obj):  # type: ignore[arg-type]
+        for x in tuple(c):
             h = _py_atom_hash(x, depth - 1)
             if h is None:
                 return None
@@ -89,13 +93,13 @@ def _py_atom_hash(obj: object, depth: int = _ATOM_DEPTH) -> int | None:
         return acc
     try:
         if t is dict:
-            for k, v in list(dict.items(obj)):  # type: ignore[arg-type]
+            for k, v in list(dict.items(c)):
                 hk, hv = _py_atom_hash(k, depth - 1), _py_atom_hash(v, depth - 1)
                 if hk is None or hv is None:
                     return None
                 acc = (acc + ((hk * 1000003) ^ hv)) & _MASK
             return acc
-        for x in list(obj):  # type: ignore[call-overload]
+        for x in list(c):
             h = _py_atom_hash(x, depth - 1)
             if h is None:
                 return None
@@ -132,7 +136,7 @@ PAYLOAD_SLICE = 8192
 """Payloads read per slice: a cache's values are never listed whole."""
 
 
-def payload_slices(obj: Any, base: type) -> Iterator[list[Any]]:
+def payload_slices(obj: Any, base: type[Any]) -> Iterator[list[Any]]:
     """The values (payloads) of a builtin container or subclass, in slices of :data:`PAYLOAD_SLICE`.
 
     Read by ``base``'s own C iterator, whatever a subclass overrides. When

@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-from tokdiag.probes.caches import CacheSpec, _cache_kind, cache, resolve_target
 from tokdiag.errors import TargetError
+from tokdiag.probes.caches import CacheSpec, _cache_kind, cache, resolve_target
 
 __all__ = ["aworld", "tiktoken"]
 

@@ -217,7 +217,7 @@ def deep_size(obj: object, seen: Seen | None = None) -> int:
     (:func:`shallow_size`): no method of the measured objects runs.
     """
     if seen is None and type(obj) is dict:
-        fast = vocab_dict_size(obj)  # type: ignore[arg-type]
+        fast = vocab_dict_size(obj)
         if fast is not None:
             return fast
     return deep_sizes([obj], seen)
@@ -281,7 +281,7 @@ def _next_batch(pending: list[Any]) -> list[Any] | None:
             pending.append(refs)
             continue
         if type(top) is _Slices:
-            refs = speedups.referents(top.obj, top.start, top.step)  # type: ignore[union-attr,attr-defined]
+            refs = speedups.referents(top.obj, top.start, top.step)  # type: ignore[attr-defined]
             top.start += len(refs)
             if len(refs) < top.step:
                 pending.pop()

@@ -52,8 +52,8 @@ from typing import Any, Iterable
 from tokdiag import _native
 from tokdiag.errors import ConfigError, JournalError
 from tokdiag.probes.limits import header_entry
-from tokdiag.records import Record
 from tokdiag.recording.timeline import TimelineColumns
+from tokdiag.records import Record
 
 try:
     import fcntl
@@ -168,7 +168,10 @@ class JournalWriter:
             data = data[os.write(self._fd, data):]
 
     def event(self, name: str, **fields: Any) -> None:
-        """An ``event`` line: ``{"kind": "event", "event": name, **fields}`` (a budget stop, a workload's own figures)."""
+        """An ``event`` line: ``{"kind": "event", "event": name, **fields}``.
+
+        A budget stop, a workload's own figures.
+        """
         self.write({"kind": "event", "event": name, **fields})
 
     def snapshot(self, step: int, elapsed_s: float, records: Iterable[Record]) -> None:
@@ -204,7 +207,8 @@ def make_header(run: str, params: dict[str, Any]) -> dict[str, Any]:
         "host": socket.gethostname(),  # RSS from different machines is not comparable: td.compare warns
         "run": run,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        # the cgroup memory limit this process runs under ({"bytes": None} = max; None = unknown): time_to_limit reads it
+        # the cgroup memory limit this process runs under ({"bytes": None} = max; None = unknown):
+        # time_to_limit reads it
         "memory_limit": header_entry(),
         "params": params,
     }

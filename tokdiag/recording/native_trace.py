@@ -75,7 +75,8 @@ from tokdiag.recording.native_records import AliveStack, AllocatorModel, NativeT
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["AliveStack", "AllocatorModel", "NativeTrace", "alive_by_site", "measure_allocators", "run_child", "trace_native"]
+__all__ = ["AliveStack", "AllocatorModel", "NativeTrace", "alive_by_site", "measure_allocators", "run_child",
+           "trace_native"]
 
 
 def run_child(module: str, payload: str, timeout: float | None) -> tuple[int | None, str]:

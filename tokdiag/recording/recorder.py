@@ -79,8 +79,8 @@ from typing import Any
 
 from tokdiag.errors import ConfigError
 from tokdiag.probes.base import SnapshotContext
-from tokdiag.records import CALLS, Record
 from tokdiag.recording.tracker import Tracker
+from tokdiag.records import CALLS, Record
 
 __all__ = ["Recorder", "record", "service_name"]
 

@@ -90,7 +90,10 @@ class Run:
         return ledger(self.timeline, since=since)
 
     def time_to_limit(self, limit: int | str | None = None, *, per: str | None = None) -> Any:
-        """When RSS reaches ``limit`` (default: the cgroup limit in the header); see :func:`tokdiag.analysis.limit.time_to_limit`."""
+        """When RSS reaches ``limit`` (default: the cgroup limit in the header).
+
+        See :func:`tokdiag.analysis.limit.time_to_limit`.
+        """
         from tokdiag.analysis.limit import time_to_limit
 
         return time_to_limit(self, limit, per=per)
@@ -116,7 +119,9 @@ class Run:
                     "run has none")
             names = sorted(self.retention)
             hint = did_you_mean(key, names + [n.rsplit(".", 1)[-1] for n in names], start="; ")
-            raise ConfigError(f"why_alive({key!r}): run {self.name!r} recorded chains for {names}, not for {key!r}{hint}")
+            raise ConfigError(
+                f"why_alive({key!r}): run {self.name!r} recorded chains for {names}, not for {key!r}{hint}"
+            )
         return [Chain.from_dict(c) for s in hits for c in self.retention[s]]
 
     def summary(self) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def load_service(journals: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     service = name or _service_name(paths, runs)
     frames: list[pd.DataFrame] = []
     processes: list[dict[str, Any]] = []
-    for path, run in zip(paths, runs):
+    for path, run in zip(paths, runs, strict=True):
         pid = run.header.get("pid", "?")
         label = f"{service} pid {pid}"
         frames.append(run.timeline.assign(run=label).astype({"run": "string"}))
@@ -117,7 +117,7 @@ def load_service(journals: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         timeline = pd.concat([timeline, _total(frames, f"{service} (total)")], ignore_index=True)
     odd = [r for r in runs if r.status not in ("completed", "stopped")]
     status = odd[0].status if odd else "completed"
-    message = "; ".join(f"pid {p['pid']}: {r.status} ({r.message})" for p, r in zip(processes, runs))
+    message = "; ".join(f"pid {p['pid']}: {r.status} ({r.message})" for p, r in zip(processes, runs, strict=True))
     header = dict(runs[0].header)
     header.update(run=service, processes=processes)
     retention: dict[str, list[dict[str, Any]]] = {}
@@ -125,7 +125,7 @@ def load_service(journals: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         for subject, chains in run.retention.items():
             retention.setdefault(subject, []).extend(chains)
     return Run(name=service, timeline=timeline, header=header, status=status, message=message,
-               events=[{**e, "pid": p["pid"]} for p, r in zip(processes, runs) for e in r.events],
+               events=[{**e, "pid": p["pid"]} for p, r in zip(processes, runs, strict=True) for e in r.events],
                warnings=[w for r in runs for w in r.warnings], retention=retention, journal=None)
 
 

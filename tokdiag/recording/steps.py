@@ -178,7 +178,9 @@ def track(step: Callable[[int], Any], steps: int, **options: Any) -> Run:
 
 
 async def atrack(step: Callable[[int], Any], steps: int, **options: Any) -> Run:
-    """:func:`track` for a caller whose event loop is running (a notebook cell): ``run = await td.atrack(step, steps=N)``.
+    """:func:`track` for a caller whose event loop is running (a notebook cell).
+
+    ``run = await td.atrack(step, steps=N)``.
 
     Each step's coroutine (``async def step(i)``; a plain ``step`` works too)
     is awaited on the running loop, so other tasks on it (the kernel's, the

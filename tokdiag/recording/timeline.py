@@ -105,12 +105,12 @@ class TimelineColumns:
         self._snap_rows.append(len(records))
 
     def _new_series(self, key: tuple[Any, ...]) -> int:
-        for name, text in zip(_TEXT_FIELDS, key):
+        for name, text in zip(_TEXT_FIELDS, key, strict=True):
             if type(text) is not str:
                 raise ValueError(f"has no {name!r}" if text is None else f"has {name} {text!r:.80}, not text")
         code = len(self._keys)
         self._codes[key] = code
-        self._keys.append(key)  # type: ignore[arg-type]
+        self._keys.append(key)
         return code
 
     def frame(self, run: str) -> pd.DataFrame:
@@ -166,7 +166,7 @@ _REQUIRED = ("run", "step", "probe", "subject", "metric", "value", "unit")
 def check_timeline(timeline: object, what: str = "timeline") -> pd.DataFrame:
     """``timeline`` (or a Run's ``.timeline``) when it has the timeline's columns; else a ConfigError naming them."""
     if hasattr(timeline, "timeline") and not isinstance(timeline, pd.DataFrame):
-        timeline = getattr(timeline, "timeline")
+        timeline = timeline.timeline
     if not isinstance(timeline, pd.DataFrame):
         raise ConfigError(
             f"{what} is a {type(timeline).__name__}; pass a timeline DataFrame (run.timeline) "

@@ -79,7 +79,7 @@ def plotly_renderer_setup() -> None:
     import plotly.io as pio
     from plotly.io._base_renderers import PlotlyRenderer
 
-    class _TokdiagRenderer(PlotlyRenderer):  # type: ignore[misc]
+    class _TokdiagRenderer(PlotlyRenderer):
         """Plotly's mime-type renderer plus a plain-text fallback line."""
 
         def to_mimebundle(self, fig_dict: dict[str, Any]) -> dict[str, Any]:

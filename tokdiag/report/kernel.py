@@ -45,7 +45,7 @@ def _kernel_manager_class() -> type:
     from jupyter_client.kernelspec import KernelSpec
     from jupyter_client.manager import AsyncKernelManager
 
-    class SamePythonKernelManager(AsyncKernelManager):  # type: ignore[misc]
+    class SamePythonKernelManager(AsyncKernelManager):
         """Starts ``sys.executable -m ipykernel_launcher`` regardless of installed kernelspecs.
 
         Where jupyter_client and libzmq support it, the kernel's local TCP

@@ -156,8 +156,8 @@ def track_workload(target: str, *, setup: str = "auto", watch: Any = "auto", cac
     name that matched nothing) is not printed: the run's answer says it,
     first thing. Any other warning is.
     """
-    from tokdiag.recording.targets import load
     from tokdiag.recording.steps import track
+    from tokdiag.recording.targets import load
 
     used = workload_options(target, setup=setup, watch=watch, caches=caches, name=name)
     step = load(used["target"], setup=used["setup"] or None)

@@ -317,7 +317,11 @@ def headlines_from_runs(runs: Run | Iterable[Run], *, always: Iterable[tuple[str
         prefix = f"{run.name}: " if len(runs) > 1 else ""
         found = findings(run, always=shown, limit=limit)
         judged = [s for f in found for s in f.series if s.role != "duplicate"]
-        leaks += [(_leak_severity(s), _with_limit(_headline_of(s, prefix), s, run, memory_limit)) for s in judged if s.verdict == "leak"]
+        leaks += [
+            (_leak_severity(s), _with_limit(_headline_of(s, prefix), s, run, memory_limit))
+            for s in judged
+            if s.verdict == "leak"
+        ]
         for f in found:
             if f.kind == "warning":
                 warned.append(Headline(prefix + f.owner, WARNING, f.detail))

@@ -113,8 +113,10 @@ class AgentApp:
         if fixed:
             on = [k for k, v in given.items() if v]
             if on:
-                raise ConfigError(f"fixed=True turns every retention toggle off, but {', '.join(f'{k}=True' for k in on)} "
-                                  f"was also passed; drop fixed=True or those toggles")
+                raise ConfigError(
+                    f"fixed=True turns every retention toggle off, but {', '.join(f'{k}=True' for k in on)} "
+                    f"was also passed; drop fixed=True or those toggles"
+                )
         for label, value, low in (("steps_per_task", steps_per_task, 1), ("store_limit", store_limit, 1),
                                   ("history_limit", history_limit, 0)):
             if not isinstance(value, int) or value < low:

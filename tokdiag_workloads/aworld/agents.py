@@ -27,7 +27,7 @@ from tokdiag_workloads.aworld.sandbox import import_aworld, inside_sandbox, sand
 from tokdiag_workloads.aworld.stub_server import DEFAULT_REPLY, StubServer
 from tokdiag_workloads.sample_text import sample_texts
 
-__all__ = ["AgentTaskStep", "RewardAgent", "agent_step", "aworld_agent_workload", "score_trajectory"]
+__all__ = ["AgentTaskStep", "RewardAgent", "agent_step", "aworld_agent_workload", "score_trajectory"]  # noqa: F822  (RewardAgent is made on first use by the module __getattr__)
 
 
 _TOOL_NAME = "score_trajectory"

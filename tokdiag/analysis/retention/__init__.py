@@ -6,13 +6,15 @@ instance), which chains of references keep its instances alive::
     module app.bus -> bus -> EventBus._history[12] -> MemoryEventMessage.agent -> RewardAgent
     module app.sessions -> _SESSIONS[*] (x3) -> Session
     sys.modules["plugin_17"] -> module.handler -> Handler
-    held outside Python's heap (C state, e.g. atexit), in a cycle back through TracerProvider._atexit_handler -> method.__self__ -> TracerProvider
+    held outside Python's heap (C state, e.g. atexit), in a cycle back through
+        TracerProvider._atexit_handler -> method.__self__ -> TracerProvider
 
 The parts, one job each:
 
 - :mod:`~tokdiag.analysis.retention.records`: :class:`Edge` and :class:`Chain`, the answer (journals carry them);
 - :mod:`~tokdiag.analysis.retention.walk`: the heap and the backward search over it (C loop, or the same in Python);
-- :mod:`~tokdiag.analysis.retention.roots`: where a chain may start (modules, classes, frames) and what is tokdiag's own;
+- :mod:`~tokdiag.analysis.retention.roots`: where a chain may start (modules, classes, frames) and what is
+  tokdiag's own;
 - :mod:`~tokdiag.analysis.retention.labels`: the label of each reference;
 - :mod:`~tokdiag.analysis.retention.search`: :func:`why_alive` itself: samples, passes, roots, merging.
 
@@ -41,4 +43,14 @@ from __future__ import annotations
 from tokdiag.analysis.retention.records import ANY, EDGE_KINDS, ROOT_KINDS, Chain, Edge
 from tokdiag.analysis.retention.search import HELD_OUTSIDE, MAX_SAMPLES, UNREACHABLE, why_alive
 
-__all__ = ["ANY", "EDGE_KINDS", "HELD_OUTSIDE", "MAX_SAMPLES", "ROOT_KINDS", "UNREACHABLE", "Chain", "Edge", "why_alive"]
+__all__ = [
+    "ANY",
+    "EDGE_KINDS",
+    "HELD_OUTSIDE",
+    "MAX_SAMPLES",
+    "ROOT_KINDS",
+    "UNREACHABLE",
+    "Chain",
+    "Edge",
+    "why_alive",
+]

@@ -28,7 +28,7 @@ __all__ = ["Labeller", "class_dict", "key_label", "locals_of", "module_dict", "m
 _KEY_MAX = 40
 _ATOMS = (int, float, bool, bytes, type(None))
 _C_DESCRIPTORS = (types.GetSetDescriptorType, types.MemberDescriptorType)
-_MODULE_DICT = types.ModuleType.__dict__["__dict__"].__get__  # a module's namespace, from the C struct
+_MODULE_DICT = vars(types.ModuleType)["__dict__"].__get__  # a module's namespace, from the C struct
 _TYPE_DICT = type.__dict__["__dict__"].__get__  # a mappingproxy of a class's dict, from the C struct
 _SCAN = 64  # containers up to this length are scanned; longer ones get an id index
 
@@ -134,7 +134,7 @@ class Labeller:
         self._dict: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]] = {}
         self._done: dict[tuple[int, int, str | None], tuple[Edge | None, int, str | None]] = {}
 
-    def _position(self, p: Any, c: Any, seq: type) -> int:
+    def _position(self, p: Any, c: Any, seq: type[Any]) -> int:
         """Index of ``c`` in the list or tuple ``p`` by identity, -1 when absent."""
         n = seq.__len__(p)
         if n <= _SCAN:
@@ -145,7 +145,7 @@ class Labeller:
         return _find(cached, id(c))
 
     def _key_of(self, p: dict[Any, Any], c: Any) -> tuple[bool, Any]:
-        """``(True, key)`` when ``c`` is a value of the dict ``p``; ``(False, c)`` when it is a key; ``(False, None)`` else."""
+        """``(True, key)`` if ``c`` is a value of the dict ``p``; ``(False, c)`` if a key; else ``(False, None)``."""
         n = dict.__len__(p)
         if n <= _SCAN:
             for k, v in dict.items(p):
@@ -231,9 +231,9 @@ class Labeller:
             for name in ("__self__", "__func__"):
                 if getattr(p, name, None) is c:
                     return Edge("attr", name, "method"), 1, None
-        name = self._attr_of(p, c)
-        if name is not None:
-            return Edge("attr", name, qualname(tp)), 1, None
+        attr = self._attr_of(p, c)
+        if attr is not None:
+            return Edge("attr", attr, qualname(tp)), 1, None
         return Edge("referent", "", qualname(tp)), 1, None
 
     def _attr_of(self, p: Any, c: Any) -> str | None:

@@ -78,7 +78,8 @@ class Chain:
     ...           Edge("attr", "items", "Holder"), Edge("index", "0", "list")), "Target")
     >>> c.text
     'module app -> REGISTRY["k"] -> Holder.items[0] -> Target'
-    >>> Chain("module app", "module", (Edge("attr", "_SESSIONS", "module"), Edge("key", "*", "dict")), "Session", 3).text
+    >>> Chain("module app", "module", (Edge("attr", "_SESSIONS", "module"), Edge("key", "*", "dict")),
+    ...       "Session", 3).text
     'module app -> _SESSIONS[*] (x3) -> Session'
     >>> Chain.from_dict(c.as_dict()) == c
     True

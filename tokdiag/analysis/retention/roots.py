@@ -48,7 +48,12 @@ class Root:
 
     def in_sys_modules(self, key: str) -> Root:
         """This module root written from ``sys.modules`` (``key``: the module's name, or :data:`ANY`)."""
-        return Root("sys.modules", "module", self.owner, (Edge("key", key if key == ANY else key_label(key), "dict"), *self.prefix))
+        return Root(
+            "sys.modules",
+            "module",
+            self.owner,
+            (Edge("key", key if key == ANY else key_label(key), "dict"), *self.prefix),
+        )
 
 
 def is_tokdiag_name(name: str) -> bool:
@@ -179,4 +184,7 @@ class FrameRoots:
             self.refs.setdefault(id(v), []).append((k, str(name)))
 
     def roots_of(self, oid: int, limit: int) -> list[Root]:
-        return [Root(self.labels[k], "frame", None, (Edge("frame", name, "frame"),)) for k, name in self.refs.get(oid, ())[:limit]]
+        return [
+            Root(self.labels[k], "frame", None, (Edge("frame", name, "frame"),))
+            for k, name in self.refs.get(oid, ())[:limit]
+        ]

@@ -29,7 +29,10 @@ MAX_NODES = 1 << 21
 
 _MAX_CLOSURE = 20_000  # objects examined for references from outside Python's heap
 HELD_OUTSIDE = "held outside Python's heap (C state, e.g. atexit)"
-"""Root of a chain whose first object is referred to from outside the collector's heap, and by nothing in it that leads to a root."""
+"""Root of a chain whose first object is referred to from outside the collector's heap.
+
+And by nothing in it that leads to a root.
+"""
 UNREACHABLE = "unreachable: garbage the collector has not freed yet"
 """Root of a chain to an instance nothing outside its own reference cycle holds (only with ``collect=False``)."""
 _CALLER = "held outside Python's heap (C state, e.g. atexit, or only the caller's reference)"
@@ -248,7 +251,7 @@ def _explain_outside(graph: _Graph, unrooted: list[int], spec: _Spec, walk: Any,
     zobjs = [nodes[k] for k in closure]
     ext = walk.outside(zobjs, (nodes,))  # the samples list is part of the walk's heap: counted there
     zobjs.clear()
-    for k, x in zip(closure, ext):
+    for k, x in zip(closure, ext, strict=True):
         if x > 0 and not (spec.instance is not None and k == 0):  # the instance asked about: the caller holds it
             graph.extra_roots[k] = Root(HELD_OUTSIDE, "c")
     still = graph.unrooted()
@@ -264,7 +267,10 @@ def _explain_outside(graph: _Graph, unrooted: list[int], spec: _Spec, walk: Any,
 
 
 def _candidates(graph: _Graph, garbage: set[int], spec: _Spec) -> list[tuple[list[int], int]]:
-    """Paths (node numbers, root first) from roots to samples: the nearest root of each sample, and each root's nearest sample."""
+    """Paths (node numbers, root first) from roots to samples.
+
+    The nearest root of each sample, and each root's nearest sample.
+    """
     out: list[tuple[list[int], int]] = []
     via = graph.from_roots()
     for s in graph.samples.tolist():
@@ -278,7 +284,9 @@ def _candidates(graph: _Graph, garbage: set[int], spec: _Spec) -> list[tuple[lis
     return [(p, s) for p, s in out if len(p) - 1 <= spec.max_depth]
 
 
-def _root_of(graph: _Graph, k: int, nodes: list[Any], modules: ModuleRoots, frames: FrameRoots, limit: int) -> list[Root]:
+def _root_of(
+    graph: _Graph, k: int, nodes: list[Any], modules: ModuleRoots, frames: FrameRoots, limit: int
+) -> list[Root]:
     if k in graph.extra_roots:
         return [graph.extra_roots[k]]
     kind = int(graph.kinds[k])
@@ -308,8 +316,14 @@ def _chains(graph: _Graph, nodes: list[Any], garbage: set[int], modules: ModuleR
             edges = labeller.edges([nodes[k] for k in path], root.owner)
             # a module's namespace is sys.modules["name"]: chains through several such modules are one shape
             long = root.in_sys_modules(ANY) if root.module is not None else root
-            shape = (long.label, long.kind, tuple((e.kind, ANY if e.kind in ("key", "index") else e.label, e.source_type)
-                                                  for e in (*long.prefix, *edges)))
+            shape = (
+                long.label,
+                long.kind,
+                tuple(
+                    (e.kind, ANY if e.kind in ("key", "index") else e.label, e.source_type)
+                    for e in (*long.prefix, *edges)
+                ),
+            )
             g = groups.setdefault(shape, [[], set(), len(groups)])
             g[0].append((root, edges))
             g[1].add(sample)
