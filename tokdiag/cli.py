@@ -50,6 +50,10 @@ exit status: 0 all ran, 1 a notebook failed, 2 bad usage or configuration.
 """
 
 
+_WITH_CODE_HELP = ("show the code cells in the HTML (hidden by default: the page opens on the answer; "
+                   "its \"show code\" checkbox shows them)")
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit status 2."""
 
@@ -108,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", metavar="DIR",
                      help="folder for the executed notebook, HTML, journal and summary (default: reports/NAME)")
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="seconds allowed per cell (default: none)")
+    run.add_argument("--with-code", action="store_true", help=_WITH_CODE_HELP)
     run.add_argument("--list-parameters", action="store_true",
                      help="print the notebook's documented parameters and exit")
 
@@ -133,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--retries", type=int, default=0, metavar="N",
                        help="with --cluster: run a run whose worker or kernel died again, up to N times, "
                             "on another worker (default: 0)")
+    batch.add_argument("--with-code", action="store_true", help=_WITH_CODE_HELP)
 
     report = sub.add_parser("report", help="an HTML report from journal files alone (e.g. from a service)",
                             description="Load JOURNAL files written by tokdiag and write an HTML report. The "
@@ -151,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="report the journals as one service's processes (found by their names otherwise)")
     report.add_argument("--limit", metavar="SIZE",
                         help="the memory limit for the time to the limit, e.g. 4GiB (default: the one recorded)")
+    report.add_argument("--with-code", action="store_true", help=_WITH_CODE_HELP)
 
     attach = sub.add_parser("attach", help="record a running Python service (no code change) into a journal",
                             description="Start a recorder inside running Python process(es) PID (CPython 3.11-3.13, "
@@ -217,7 +224,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     folder = Path(args.output) if args.output else Path("reports") / notebook.stem
     spec = RunSpec(index=1, notebook=notebook.resolve(), label=str(args.notebook), parameters=parameters,
                    folder_name=folder.name,
-                   folder_parameters=run_folder_parameters(documented))
+                   folder_parameters=run_folder_parameters(documented), with_code=args.with_code)
     print(f"tokdiag run: {notebook.name} -> {_shown(folder)}/", file=sys.stderr)
     result = run_one(spec, folder, timeout=args.timeout)
     shown = _shown(result.html) if result.html else _shown(result.folder)
@@ -286,7 +293,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
     plan = load_plan(args.plan)
     result = run_batch(plan, args.output, jobs=args.jobs, progress=None if args.quiet else sys.stderr,
-                       cluster=args.cluster, retries=args.retries)
+                       cluster=args.cluster, retries=args.retries, with_code=args.with_code)
     print(_shown(result.index))
     return 1 if result.failed else 0
 
@@ -297,9 +304,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from tokdiag.report.service import report_from_service
 
     if args.service or one_service(args.journals):
-        page = report_from_service(args.journals, args.output, limit=args.limit)
+        page = report_from_service(args.journals, args.output, limit=args.limit, with_code=args.with_code)
     else:
-        page = report_from_journals(args.journals, args.output, limit=args.limit)
+        page = report_from_journals(args.journals, args.output, limit=args.limit, with_code=args.with_code)
     print(_shown(page))
     return 0
 

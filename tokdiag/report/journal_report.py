@@ -38,7 +38,7 @@ def check_journals(journals: Iterable[str | os.PathLike[str]]) -> None:
 
 
 def run_report_notebook(notebook: Path, journals: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
-                        *, title: str, parameters: Mapping[str, Any] | None = None) -> Path:
+                        *, title: str, parameters: Mapping[str, Any] | None = None, with_code: bool = False) -> Path:
     """Run a bundled report ``notebook`` on ``journals`` into ``out_dir``; return the HTML path.
 
     The kernel runs in ``out_dir`` with the parameters ``journals`` (paths
@@ -66,7 +66,7 @@ def run_report_notebook(notebook: Path, journals: Iterable[str | os.PathLike[str
         scrubbed = scrub_notebook(nbformat.read(executed, as_version=4), base_dir=folder)
         scrubbed.metadata["tokdiag"] = {"generator": GENERATOR}
         nbformat.write(scrubbed, executed)
-        export_html(executed, page, title=title)
+        export_html(executed, page, title=title, with_code=with_code)
     if result.failure is not None:
         what = notebook.stem.replace("_", " ")
         what = what if what.endswith("report") else f"{what} report"
@@ -76,7 +76,7 @@ def run_report_notebook(notebook: Path, journals: Iterable[str | os.PathLike[str
 
 
 def report_from_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
-                         limit: int | float | str | None = None) -> Path:
+                         limit: int | float | str | None = None, with_code: bool = False) -> Path:
     """Build an HTML report from journal files alone (e.g. written by a service); return the HTML path.
 
     Runs the bundled :data:`JOURNAL_REPORT_NOTEBOOK` with papermill in a new
@@ -84,7 +84,8 @@ def report_from_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str |
     ``journal_report.ipynb``, ``journal_report.html`` and ``summary.json``
     into ``out_dir`` (see :func:`run_report_notebook`). ``limit``: the memory
     limit a leak's headline counts down to (``"4GiB"``; default: the one
-    each journal recorded). Raises :class:`ConfigError` for a missing
+    each journal recorded). ``with_code``: the page shows its code cells
+    (hidden by default). Raises :class:`ConfigError` for a missing
     journal or a bad ``limit`` before any kernel starts. The journals of
     one service's processes get :func:`tokdiag.report.service.report_from_service`.
     """
@@ -97,4 +98,4 @@ def report_from_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str |
 
         parse_size(limit)
     return run_report_notebook(JOURNAL_REPORT_NOTEBOOK, journals, out_dir, parameters={"limit": limit},
-                               title="tokdiag report: " + ", ".join(j.name for j in journals))
+                               with_code=with_code, title="tokdiag report: " + ", ".join(j.name for j in journals))
