@@ -273,14 +273,18 @@ def _answer_lines(folder: Path, command: str = "run") -> list[str]:
     findings = [f for f in answer.get("findings") or [] if isinstance(f, dict)] if isinstance(answer, dict) else []
     if findings:
         lines = summary.answer.splitlines()
+        leaking: dict[str, list[str]] = {}  # run -> what leaks in it
+        for f in findings:
+            if f.get("kind") == "leak" or (f.get("kind") == "process" and f.get("verdict") == "leak"):
+                what = "RSS" if f.get("kind") == "process" else str(f.get("name") or f.get("owner"))
+                leaking.setdefault(str(f.get("run", "")), []).append(what)
         several = len(answer.get("runs") or []) > 1  # say which run leaks (tokdiag compare)
-        leaks = [(f"{f.get('run')}: " if several else "")
-                 + ("RSS" if f.get("kind") == "process" else str(f.get("name") or f.get("owner"))) for f in findings
-                 if f.get("kind") == "leak" or (f.get("kind") == "process" and f.get("verdict") == "leak")]
+        leaks = [f"{run}: {', '.join(dict.fromkeys(what))}" if several else ", ".join(dict.fromkeys(what))
+                 for run, what in leaking.items()]
         warned = [str(f.get("text", "")).removeprefix("Warning: ") for f in findings
                   if f.get("kind") in ("warning", "status")]
         if leaks:
-            head = f"leak found ({', '.join(dict.fromkeys(leaks))})"
+            head = f"leak found ({'; '.join(leaks)})"
         elif answer.get("all_clear"):
             head = "no leak found"
         elif any(f.get("kind") == "undecided" for f in findings):

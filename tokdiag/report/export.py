@@ -116,10 +116,11 @@ def _json_for_script(value: Any) -> str:
 
 def _figure_html(spec: Mapping[str, Any], index: int) -> str:
     layout = spec.get("layout") or {}
-    height = layout.get("height")
+    height, width = layout.get("height"), layout.get("width")
     return environment().get_template("tokdiag/figure.html.j2").render(
         index=index, spec_json=_json_for_script(dict(spec)), caption=_figure_caption(spec),
-        height=int(height) if isinstance(height, (int, float)) else 450)
+        height=int(height) if isinstance(height, (int, float)) else 450,
+        width=int(width) if isinstance(width, (int, float)) else None)
 
 
 _UNEXPORTABLE_PLOT = ('<p class="tokdiag-note">This plotly figure was displayed with a renderer that needs '

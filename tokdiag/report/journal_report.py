@@ -171,14 +171,15 @@ def report_from_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str |
     journals = [Path(p) for p in paths]
     if not journals:
         raise ConfigError("no journal given; pass one or more journal files (.jsonl) written by tokdiag")
-    chosen = _names(journals, check_journals(journals), names)
+    recorded = check_journals(journals)
+    chosen = _names(journals, recorded, names)
     if limit is not None:
         from tokdiag.analysis.limit import parse_size
 
         parse_size(limit)
     return run_report_notebook(JOURNAL_REPORT_NOTEBOOK, journals, out_dir or default_folder(journals),
                                parameters={"limit": limit, "names": chosen}, with_code=with_code,
-                               title="tokdiag report: " + ", ".join(chosen or (j.name for j in journals)))
+                               title="tokdiag report: " + ", ".join(chosen or recorded))
 
 
 def compare_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str] | None = None, *,
@@ -195,8 +196,9 @@ def compare_journals(paths: Iterable[str | os.PathLike[str]], out_dir: str | os.
     if len(journals) < 2:
         raise ConfigError(f"tokdiag compare takes two or more journals (the first is the baseline), "
                           f"got {len(journals)}; e.g. tokdiag compare before.jsonl after.jsonl")
-    chosen = _names(journals, check_journals(journals), names)
-    shown = chosen or [j.name for j in journals]
+    recorded = check_journals(journals)
+    chosen = _names(journals, recorded, names)
+    shown = chosen or recorded
     return run_report_notebook(COMPARE_NOTEBOOK, journals,
                                out_dir or default_folder(journals, prefix="compare", joiner="-vs-"),
                                parameters={"names": chosen}, with_code=with_code,
