@@ -230,3 +230,29 @@ def test_pyzmq_s_shutdown_race_is_one_line_on_stderr_not_a_traceback(capsys: pyt
     err = capsys.readouterr().err
     assert "Uncaught exception in ZMQStream callback while the kernel stopped: RuntimeError: Stream is closed" in err
     assert err.count("Traceback") == 0 and "some other failure kept" in err and "ValueError: v" in err
+
+
+def test_with_code_reaches_the_export_of_run_batch_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tokdiag as td
+    from tokdiag.errors import ConfigError
+    from tokdiag.report import batch, journal_report
+
+    seen: dict[str, object] = {}
+
+    def stop(key: str, value: object) -> None:
+        seen[key] = value
+        raise ConfigError("stopped by the test")
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.ipynb").write_bytes((NOTEBOOKS / "broken.ipynb").read_bytes())
+    (tmp_path / "plan.yaml").write_text("runs:\n  - notebook: broken.ipynb\n", encoding="utf-8")
+    monkeypatch.setattr(batch, "run_one", lambda spec, folder, **kw: stop("run", spec.with_code))
+    monkeypatch.setattr(batch, "run_batch", lambda plan, out, **kw: stop("batch", kw.get("with_code")))
+    monkeypatch.setattr(journal_report, "run_report_notebook", lambda *a, **kw: stop("report", kw.get("with_code")))
+    td.track(lambda i: None, steps=2, census=False, progress=False, journal=tmp_path / "a.jsonl")
+    for with_code in (False, True):
+        flag = ["--with-code"] if with_code else []
+        assert main(["run", "broken.ipynb", *flag]) == 2
+        assert main(["batch", "plan.yaml", *flag]) == 2
+        assert main(["report", "a.jsonl", *flag]) == 2
+        assert seen == {"run": with_code, "batch": with_code, "report": with_code}

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import plotly.graph_objects as go
@@ -235,3 +236,50 @@ def test_report_and_export_never_overwrite_a_page_tokdiag_did_not_write(tmp_path
     assert mine.read_text() == "<p>mine</p>"
     page = export_html(nb, tmp_path / "ours.html")
     export_html(nb, page)  # its own page: replaced
+
+
+def _code_page(tmp_path: Path, **options: bool) -> Any:
+    """A page of two code cells (one printing, one silent) and a markdown cell, parsed with BeautifulSoup."""
+    from bs4 import BeautifulSoup
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Answer first"),
+        nbformat.v4.new_code_cell("SECRET_SOURCE = 1\nprint('answer: leak')",
+                                  outputs=[nbformat.v4.new_output("stream", name="stdout", text="answer: leak\n")]),
+        nbformat.v4.new_code_cell("import os  # silent"),
+    ])
+    page = export_html(nb, tmp_path / "page.html", title="code", **options).read_text(encoding="utf-8")
+    return BeautifulSoup(page, "html.parser")
+
+
+def test_code_is_hidden_by_default_behind_a_show_code_toggle_that_needs_no_script(tmp_path: Path) -> None:
+    soup = _code_page(tmp_path)
+    toggle = soup.find("input", id="tokdiag-show-code")
+    assert toggle is not None and toggle.get("type") == "checkbox" and not toggle.has_attr("checked")
+    label = soup.find("label", attrs={"for": "tokdiag-show-code"})
+    assert label is not None and label.get_text(strip=True) == "show code"
+    # the CSS that hides the code reaches the cells: they follow the checkbox as siblings (~ selector)
+    cells = toggle.find_next_siblings("div", class_="jp-CodeCell")
+    assert len(cells) == 2 and "SECRET_SOURCE" in cells[0].get_text()
+    css = "".join(style.get_text() for style in soup.find_all("style"))
+    assert re.search(r"#tokdiag-show-code:not\(:checked\)\s*~\s*\.jp-CodeCell\s+\.jp-Cell-inputWrapper", css)
+    assert not any(attr.startswith("on") for tag in soup.find_all(True) for attr in tag.attrs)  # no inline handler
+
+
+def test_with_code_exports_the_code_shown(tmp_path: Path) -> None:
+    toggle = _code_page(tmp_path, with_code=True).find("input", id="tokdiag-show-code")
+    assert toggle is not None and toggle.has_attr("checked")
+
+
+def test_progress_lines_mixed_with_a_warning_leave_the_stderr_box_to_the_warning(tmp_path: Path) -> None:
+    from bs4 import BeautifulSoup
+
+    bar = "\rload: 100%|##########| 3/3 [00:01<00:00, 2.9it/s]\n"
+    warning = "TokdiagWarning: no class matches 'Jobb'; did you mean Job?\n"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("a", outputs=[
+        nbformat.v4.new_output("stream", name="stderr", text=bar + warning + bar)])])
+    soup = BeautifulSoup(export_html(nb, tmp_path / "page.html").read_text(encoding="utf-8"), "html.parser")
+    boxes = soup.find_all(attrs={"data-mime-type": "application/vnd.jupyter.stderr"})
+    assert len(boxes) == 1 and "did you mean Job?" in boxes[0].get_text()
+    assert "3/3" not in boxes[0].get_text()
+    assert soup.get_text().count("3/3 [00:01") == 2  # the bars are still shown, as plain output

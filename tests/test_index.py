@@ -44,7 +44,7 @@ def test_index_folds_long_headline_lists_and_many_journals(tmp_path: Path) -> No
                        summary=Summary(headlines=headlines))
     page = write_index([result], tmp_path).read_text(encoding="utf-8")
     assert "<summary>2 more</summary>" in page and "<summary>3 journals</summary>" in page
-    assert "x" * 89 + "…" in page and f'title="{"x" * 200}"' in page
+    assert f'<span class="detail">{"x" * 200}</span>' in page  # whole, wrapped by the page: never cut
     assert all(f'href="01-x/{j.name}"' in page for j in journals)
 
 
@@ -69,3 +69,46 @@ def test_the_index_says_where_each_run_ran_when_the_batch_ran_on_a_cluster(tmp_p
     records = json.loads((tmp_path / "remote" / "index.json").read_text())["runs"]
     assert [(r["host"], r["worker"], r["attempts"]) for r in records] == [
         ("gpu<1>", "tcp://10.0.0.7:4000", 2), ("", "", 1)]
+
+
+def _run(tmp_path: Path, index: int, headlines: tuple[Headline, ...] = (), answer: str = "",
+         failure: ExecutionFailure | None = None) -> RunResult:
+    spec = RunSpec(index=index, notebook=tmp_path / f"n{index}.ipynb", label="n", parameters={},
+                   folder_name=f"0{index}-n{index}")
+    return RunResult(spec=spec, folder=tmp_path / spec.folder_name, duration_s=1.0, failure=failure,
+                     summary=Summary(headlines=headlines, answer=answer) if headlines or answer else None)
+
+
+def test_index_orders_runs_by_what_they_found_and_opens_each_on_its_answer(tmp_path: Path) -> None:
+    from bs4 import BeautifulSoup
+
+    long = ("Leak: Job +10.5 KiB per step, held by myapp.jobs._DONE (a list at module level that every job is "
+            "appended to and that nothing ever empties).")
+    runs = [
+        _run(tmp_path, 1, (Headline("RSS", "flat", "+0 B overall"),), "No leak: 300 steps measured, RSS flat."),
+        _run(tmp_path, 2, (Headline("cache", "bounded", "+2 MiB then level"),), "Cache: settled at 32 entries."),
+        _run(tmp_path, 3, (Headline("RSS", "inconclusive"),), "Undecided: run longer."),
+        _run(tmp_path, 4, (Headline("RSS", "bounded", "+1 MiB then level"),
+                           Headline("watch", "warning", "no class matches 'Jobb'; did you mean Job?"))),
+        _run(tmp_path, 5, (Headline("RSS", "flat"), Headline("Job count", "leak", "+1 objects/step")),
+             long + "\nProcess: +125 MiB per 10,000 steps."),
+    ]
+    soup = BeautifulSoup(write_index(runs, tmp_path / "out").read_text(encoding="utf-8"), "html.parser")
+    rows = soup.select("table.runs tbody tr")
+    assert [r.select_one("td.num").get_text(strip=True) for r in rows] == ["5", "4", "3", "2", "1"]
+    first = rows[0].select_one("td.hl")
+    answer = first.select_one(".answer")
+    assert answer is not None and answer.get_text(" ", strip=True) == long  # the answer's first line, whole
+    assert first.get_text().index(long) < first.get_text().index("Job count")  # before the headlines
+    assert "Process: +125 MiB" not in first.get_text()
+    assert "then in order of what they found: leak, warning, undecided, settled, clear" in soup.get_text(" ")
+
+
+def test_a_failed_run_is_listed_before_the_runs_that_answered(tmp_path: Path) -> None:
+    from bs4 import BeautifulSoup
+
+    failed = ExecutionFailure(ename="ZeroDivisionError", evalue="division by zero", cell_index=2)
+    runs = [_run(tmp_path, 1, (Headline("Job count", "leak", "+1 objects/step"),), "Leak: Job."),
+            _run(tmp_path, 2, failure=failed)]
+    soup = BeautifulSoup(write_index(runs, tmp_path / "out").read_text(encoding="utf-8"), "html.parser")
+    assert [r.select_one("td.num").get_text(strip=True) for r in soup.select("table.runs tbody tr")] == ["2", "1"]

@@ -31,6 +31,7 @@ examples:
   tokdiag batch plans/default.yaml --jobs 2 -o reports      # then open reports/index.html
   tokdiag batch plans/default.yaml --cluster tcp://HOST:8786 --retries 1   # on a Dask cluster
   tokdiag report runs/service.jsonl -o reports/service      # HTML from journals alone
+  tokdiag compare before.jsonl after.jsonl --name before --name fixed   # an A/B report
   tokdiag report runs/svc.jsonl --limit 4GiB -o reports/svc   # a service's svc.pid*.jsonl as one service
 
 a plan (YAML) for `tokdiag batch`:
@@ -47,6 +48,10 @@ declares `output_dir` (or `out_dir`) gets "." and one that declares `journal` ge
 
 exit status: 0 all ran, 1 a notebook failed, 2 bad usage or configuration.
 """
+
+
+_WITH_CODE_HELP = ("show the code cells in the HTML (hidden by default: the page opens on the answer; "
+                   "its \"show code\" checkbox shows them)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", metavar="DIR",
                      help="folder for the executed notebook, HTML, journal and summary (default: reports/NAME)")
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="seconds allowed per cell (default: none)")
+    run.add_argument("--with-code", action="store_true", help=_WITH_CODE_HELP)
     run.add_argument("--list-parameters", action="store_true",
                      help="print the notebook's documented parameters and exit")
 
@@ -132,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--retries", type=int, default=0, metavar="N",
                        help="with --cluster: run a run whose worker or kernel died again, up to N times, "
                             "on another worker (default: 0)")
+    batch.add_argument("--with-code", action="store_true", help=_WITH_CODE_HELP)
 
     report = sub.add_parser("report", help="an HTML report from journal files alone (e.g. from a service)",
                             description="Load JOURNAL files written by tokdiag and write an HTML report. The "
@@ -144,12 +151,33 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("journals", nargs="+", metavar="JOURNAL",
                         help="journal files (.jsonl); for a service also the -o path given to tokdiag attach")
-    report.add_argument("-o", "--output", metavar="DIR", default="reports/journal_report",
-                        help="folder for the report (default: reports/journal_report)")
+    report.add_argument("-o", "--output", metavar="DIR",
+                        help="folder for the report (default: reports/report-STEM[+STEM...], after the journals); "
+                             "a folder holding the report of other journals is refused")
+    report.add_argument("--name", action="append", default=[], metavar="NAME", dest="names",
+                        help="the runs' names, one --name per journal in their order (default: the names the "
+                             "journals recorded, or their file names when those are the same)")
     report.add_argument("--service", action="store_true",
                         help="report the journals as one service's processes (found by their names otherwise)")
     report.add_argument("--limit", metavar="SIZE",
                         help="the memory limit for the time to the limit, e.g. 4GiB (default: the one recorded)")
+    report.add_argument("--with-code", action="store_true", help=_WITH_CODE_HELP)
+
+    compare = sub.add_parser("compare", help="an A/B report of two or more journals, the first the baseline",
+                             description="Load JOURNAL files and write an A/B report: what changed against the "
+                                         "first (fixed, less growth, new leak...), each run's answer, the top "
+                                         "growers of every run. The last line printed says whether a leak was "
+                                         "found, and in which run.",
+                             epilog="example:\n  tokdiag compare runs/before.jsonl runs/after.jsonl "
+                                    "--name before --name fixed",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("journals", nargs="+", metavar="JOURNAL", help="journal files (.jsonl), the baseline first")
+    compare.add_argument("-o", "--output", metavar="DIR",
+                         help="folder for the report (default: reports/compare-A-vs-B, after the journals)")
+    compare.add_argument("--name", action="append", default=[], metavar="NAME", dest="names",
+                         help="the runs' names, one --name per journal in their order (default: the names the "
+                              "journals recorded, or their file names when those are the same)")
+    compare.add_argument("--with-code", action="store_true", help=_WITH_CODE_HELP)
 
     attach = sub.add_parser("attach", help="record a running Python service (no code change) into a journal",
                             description="Start a recorder inside running Python process(es) PID (CPython 3.11-3.13, "
@@ -216,7 +244,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     folder = Path(args.output) if args.output else Path("reports") / notebook.stem
     spec = RunSpec(index=1, notebook=notebook.resolve(), label=str(args.notebook), parameters=parameters,
                    folder_name=folder.name,
-                   folder_parameters=run_folder_parameters(documented))
+                   folder_parameters=run_folder_parameters(documented), with_code=args.with_code)
     print(f"tokdiag run: {notebook.name} -> {_shown(folder)}/", file=sys.stderr)
     result = run_one(spec, folder, timeout=args.timeout)
     shown = _shown(result.html) if result.html else _shown(result.folder)
@@ -229,13 +257,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _answer_lines(folder: Path) -> list[str]:
+def _answer_lines(folder: Path, command: str = "run") -> list[str]:
     """The answer the run left in ``folder/summary.json``, then one line: leak found or not, and every warning."""
     from tokdiag.report.summary import SUMMARY_FILE, WARNING, read_summary
 
     summary = read_summary(folder)
     if summary is None:
-        return [f"tokdiag run: the notebook wrote no {SUMMARY_FILE}, so there is no answer to print; see its HTML"]
+        return [f"tokdiag {command}: the notebook wrote no {SUMMARY_FILE}, so there is no answer to print; "
+                "see its HTML"]
     try:
         answer = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8")).get("answer") or {}
     except (OSError, ValueError, AttributeError):
@@ -243,12 +272,18 @@ def _answer_lines(folder: Path) -> list[str]:
     findings = [f for f in answer.get("findings") or [] if isinstance(f, dict)] if isinstance(answer, dict) else []
     if findings:
         lines = summary.answer.splitlines()
-        leaks = ["RSS" if f.get("kind") == "process" else str(f.get("name") or f.get("owner")) for f in findings
-                 if f.get("kind") == "leak" or (f.get("kind") == "process" and f.get("verdict") == "leak")]
+        leaking: dict[str, list[str]] = {}  # run -> what leaks in it
+        for f in findings:
+            if f.get("kind") == "leak" or (f.get("kind") == "process" and f.get("verdict") == "leak"):
+                what = "RSS" if f.get("kind") == "process" else str(f.get("name") or f.get("owner"))
+                leaking.setdefault(str(f.get("run", "")), []).append(what)
+        several = len(answer.get("runs") or []) > 1  # say which run leaks (tokdiag compare)
+        leaks = [f"{run}: {', '.join(dict.fromkeys(what))}" if several else ", ".join(dict.fromkeys(what))
+                 for run, what in leaking.items()]
         warned = [str(f.get("text", "")).removeprefix("Warning: ") for f in findings
                   if f.get("kind") in ("warning", "status")]
         if leaks:
-            head = f"leak found ({', '.join(dict.fromkeys(leaks))})"
+            head = f"leak found ({'; '.join(leaks)})"
         elif answer.get("all_clear"):
             head = "no leak found"
         elif any(f.get("kind") == "undecided" for f in findings):
@@ -261,7 +296,7 @@ def _answer_lines(folder: Path) -> list[str]:
         leaks = [h.subject for h in summary.headlines if h.verdict == "leak"]
         warned = [h.detail or h.subject for h in summary.warnings]
         head = f"leak found ({', '.join(leaks)})" if leaks else "no leak in the headlines"
-    return [*lines, "tokdiag run: " + "; ".join([head, *(f"warning: {w.rstrip('.')}" for w in warned)])]
+    return [*lines, f"tokdiag {command}: " + "; ".join([head, *(f"warning: {w.rstrip('.')}" for w in warned)])]
 
 
 def _cmd_notebooks(args: argparse.Namespace) -> int:
@@ -287,21 +322,38 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
     plan = load_plan(args.plan)
     result = run_batch(plan, args.output, jobs=args.jobs, progress=None if args.quiet else sys.stderr,
-                       cluster=args.cluster, retries=args.retries)
+                       cluster=args.cluster, retries=args.retries, with_code=args.with_code)
     print(_shown(result.index))
     return 1 if result.failed else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from tokdiag.recording.service import one_service
-    from tokdiag.report.journal_report import report_from_journals
+    from tokdiag.report.journal_report import default_folder, report_from_journals
     from tokdiag.report.service import report_from_service
 
     if args.service or one_service(args.journals):
-        page = report_from_service(args.journals, args.output, limit=args.limit)
+        if args.names:
+            from tokdiag.errors import ConfigError
+
+            raise ConfigError("--name names the runs of separate journals; a service's processes are named after "
+                              "their process ids: drop --name, or pass --service only for one service's journals")
+        page = report_from_service(args.journals, args.output or default_folder(args.journals), limit=args.limit,
+                                   with_code=args.with_code)
     else:
-        page = report_from_journals(args.journals, args.output, limit=args.limit)
+        page = report_from_journals(args.journals, args.output, limit=args.limit, names=args.names,
+                                    with_code=args.with_code)
     print(_shown(page))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from tokdiag.report.journal_report import compare_journals
+
+    page = compare_journals(args.journals, args.output, names=args.names, with_code=args.with_code)
+    print(f"tokdiag compare: open {_shown(page)}", file=sys.stderr)
+    for line in _answer_lines(page.parent, "compare"):
+        print(line)
     return 0
 
 
@@ -317,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
         handler = {"run": _cmd_run, "notebooks": _cmd_notebooks, "batch": _cmd_batch, "report": _cmd_report,
+                   "compare": _cmd_compare,
                    "attach": _cmd_attach}[args.command]
         return handler(args)
     except SystemExit as exc:  # argparse: --help, --version, usage errors

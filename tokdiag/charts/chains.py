@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,9 @@ _ROOT_TYPES = ("module", "type", "frame", "function", "cell")
 
 
 _CHAIN_LABEL_MAX = 40
+_CHAIN_UNIT_PX = 95
+"""Pixels per unit of a chain's x axis: an edge label of 11 monospace characters, with its border."""
+_CHAIN_MIN_WIDTH = 500
 """Characters of an edge label drawn in :func:`chain`; longer ones end in an ellipsis."""
 
 
@@ -108,10 +112,20 @@ def chain(chains: Any, *, top: int = 6) -> go.Figure:
             fig.add_annotation(x=(x0 + x1) / 2, y=y, xref="x", yref="y", text=f"<b>{_esc(label)}</b>", showarrow=False,
                                font={"family": "monospace", "size": 12, "color": "#222"},
                                bgcolor="rgba(255,255,255,0.9)", bordercolor="#999", borderwidth=1, borderpad=2)
+    # Drawn at a fixed width in which every label fits (an edge unit holds 11 characters of its monospace label),
+    # the root's and the target's names included: a narrow page scrolls the chart sideways, never squeezes it
+    # into overlapping labels (tokdiag's export gives such a figure its own horizontal scroll).
+    def half(label: str) -> float:  # half a node label's width, in units
+        return max(len(part) for part in re.sub(r"<[^>]+>", "", label.replace("<br>", "\n")).split("\n")) / 2 / 12.0
+
+    left = max([0.6, *(half(nodes[0]) + 0.2 for nodes, _ in paths)])
+    right = max([0.6, *(half(nodes[-1]) - (widest - float(pos[-1])) + 0.2
+                        for (nodes, _), pos in zip(paths, positions, strict=True))])
     _base_layout(fig, title, height=170 + 150 * len(paths))
-    fig.update_xaxes(visible=False, range=[-0.6, widest + 0.6])
+    fig.update_xaxes(visible=False, range=[-left, widest + right])
     fig.update_yaxes(visible=False, range=[-len(paths) + 0.5, 0.6])
-    fig.update_layout(margin={"l": 40, "r": 40, "t": 90, "b": 30})
+    fig.update_layout(margin={"l": 20, "r": 20, "t": 90, "b": 30},
+                      width=max(_CHAIN_MIN_WIDTH, round((left + widest + right) * _CHAIN_UNIT_PX) + 40))
     return fig
 
 

@@ -210,7 +210,8 @@ def startup(run_or_startup_df: Run | pd.DataFrame, *, title: str | None = None) 
             customdata=[[_esc(owner), _esc(r.kind), format_signed(float(r.bytes), "bytes")]],
             hovertemplate="%{customdata[0]} (%{customdata[1]})<br>%{customdata[2]}<extra></extra>"))
     _base_layout(fig, heading, height=160 + 34 * len(rows))
-    fig.update_layout(margin={"l": 10, "r": 30, "t": 90, "b": 60}, bargap=0.25)
+    # the right margin holds the figure printed past the longest bar ("+23.6 MiB"): drawn there, never cut
+    fig.update_layout(margin={"l": 10, "r": 90, "t": 90, "b": 60}, bargap=0.25)
     fig.update_yaxes(automargin=True)
     fig.update_xaxes(title_text=f"memory added over warm-up ({unit})", zeroline=True, zerolinecolor="#888")
     return fig

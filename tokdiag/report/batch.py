@@ -33,6 +33,7 @@ import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -88,7 +89,8 @@ def _run_in(spec: RunSpec, run_dir: Path, plan: FolderPlan, timeout: float | Non
             status = "ok" if failure is None else f"FAILED at {failure.describe()}"
             page = export_html(scrubbed, run_dir / f"{spec.notebook.stem}.html",
                                title=f"{spec.notebook.stem} ({params})",
-                               subtitle=f"tokdiag run {spec.folder_name}: {status} · opens offline")
+                               subtitle=f"tokdiag run {spec.folder_name}: {status} · opens offline",
+                               with_code=spec.with_code)
         except Exception as exc:  # an export bug must not lose the run
             if failure is None:
                 failure = ExecutionFailure(ename=type(exc).__name__, evalue=f"HTML export failed: {exc}")
@@ -131,7 +133,7 @@ class Progress:
 
 def run_batch(plan: Plan | str | os.PathLike[str], out_dir: str | os.PathLike[str] = "reports", *,
               jobs: int | None = None, progress: TextIO | None = sys.stderr, cluster: str | None = None,
-              retries: int = 0) -> BatchResult:
+              retries: int = 0, with_code: bool = False) -> BatchResult:
     """Execute every run of ``plan`` (a :class:`~tokdiag.report.plan.Plan` or a plan file); write the index.
 
     Runs go ``jobs`` at a time on this machine, or on a Dask cluster.
@@ -145,9 +147,12 @@ def run_batch(plan: Plan | str | os.PathLike[str], out_dir: str | os.PathLike[st
     Dask task instead, on that cluster's workers (``jobs`` is then unused),
     re-running a run whose worker or kernel died up to ``retries`` times; see
     :mod:`tokdiag.report.cluster`. Without it, Dask is not imported.
+    ``with_code``: every page shows its code cells (hidden by default).
     """
     if not isinstance(plan, Plan):
         plan = load_plan(plan)
+    if with_code:
+        plan = replace(plan, runs=tuple(replace(spec, with_code=True) for spec in plan.runs))
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs must be a whole number >= 1, got {jobs!r}")
     if cluster is not None:  # checked before anything runs; imports tokdiag.report.cluster, not Dask

@@ -47,7 +47,8 @@ from pathlib import Path
 
 from tokdiag.errors import ConfigError, did_you_mean
 
-__all__ = ["ENTRY_POINT_GROUP", "OWN_FOLDER", "NotebookInfo", "describe", "folders", "notebooks", "resolve"]
+__all__ = ["ENTRY_POINT_GROUP", "OWN_FOLDER", "NotebookInfo", "describe", "file_kind", "folders", "notebooks",
+           "resolve"]
 
 ENTRY_POINT_GROUP = "tokdiag.notebooks"
 """The entry point group whose values name folders of notebooks (see the module docstring)."""
@@ -60,7 +61,35 @@ _FILE_KINDS = {".jsonl": "a journal: make a report from it with `tokdiag report 
                ".yaml": "a plan: run it with `tokdiag batch {path}`",
                ".yml": "a plan: run it with `tokdiag batch {path}`",
                ".html": "a report page: open it in a browser", ".py": "a Python file: run a function of it with "
-                        "`tokdiag run your_workload -p target MODULE:FUNCTION`"}
+                        "`tokdiag run your_workload -p target MODULE:FUNCTION`",
+               ".ipynb": "a notebook: run it with `tokdiag run {path}`"}
+
+
+def file_kind(path: Path, label: str = "") -> str | None:
+    """What the file at ``path`` is, as a phrase naming the command that takes it; None when tokdiag cannot tell.
+
+    Told by its suffix, and for ``.json`` by its content (a run's
+    ``summary.json``, a batch's ``index.json``). ``label``: the path as the
+    user gave it, shown in the command.
+
+    >>> file_kind(Path("nightly.yaml"))
+    'a plan: run it with `tokdiag batch nightly.yaml`'
+    """
+    shown = label or str(path)
+    if path.suffix.lower() == ".json":
+        import json
+
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            content = None
+        if isinstance(content, dict) and "tokdiag_summary" in content:
+            return ("a run's summary.json (its answer and headlines, for the batch index); the run's report is "
+                    "the .html beside it, its journals the .jsonl files")
+        if isinstance(content, dict) and content.get("generator") == "tokdiag" and "runs" in content:
+            return "a batch's index.json (for programs); open the index.html beside it"
+    kind = _FILE_KINDS.get(path.suffix.lower())
+    return kind.format(path=shown) if kind else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +176,8 @@ def resolve(label: str, *, base_dirs: Sequence[str | os.PathLike[str]] = (".",),
     for candidate in candidates:
         if candidate.is_file():
             if candidate.suffix != ".ipynb":
-                kind = _FILE_KINDS.get(candidate.suffix.lower(), "not a notebook")
-                raise ConfigError(f"{where}{label!r} is {kind.format(path=label)}; `tokdiag run` takes a notebook: "
+                kind = file_kind(candidate, label) or "not a notebook"
+                raise ConfigError(f"{where}{label!r} is {kind}; `tokdiag run` takes a notebook: "
                                   "a name from `tokdiag notebooks` or an .ipynb file")
             return candidate.resolve()
     name = given.name[: -len(".ipynb")] if given.name.endswith(".ipynb") else given.name

@@ -16,6 +16,10 @@ What an export promises (tests check each):
   sanitized (:func:`tokdiag.report.scrub.sanitize_html`: tables and text
   survive; ``<script>``, ``onerror=`` and the like are escaped so they show
   as text), and JavaScript and widget outputs are dropped.
+* **The answer first.** Code cells are hidden unless the page's "show code"
+  checkbox is ticked (CSS only, no script; ``with_code=True`` ticks it), and
+  progress bars on stderr are plain output: the red stderr box is kept for
+  what needs a look (warnings, tracebacks).
 * **No absolute paths of the machine** (:func:`tokdiag.report.scrub.scrub_notebook`):
   paths under the page's folder, the current folder and the tokdiag checkout
   become relative; the Python prefix, the home folder and the temp folder
@@ -112,10 +116,11 @@ def _json_for_script(value: Any) -> str:
 
 def _figure_html(spec: Mapping[str, Any], index: int) -> str:
     layout = spec.get("layout") or {}
-    height = layout.get("height")
+    height, width = layout.get("height"), layout.get("width")
     return environment().get_template("tokdiag/figure.html.j2").render(
         index=index, spec_json=_json_for_script(dict(spec)), caption=_figure_caption(spec),
-        height=int(height) if isinstance(height, (int, float)) else 450)
+        height=int(height) if isinstance(height, (int, float)) else 450,
+        width=int(width) if isinstance(width, (int, float)) else None)
 
 
 _UNEXPORTABLE_PLOT = ('<p class="tokdiag-note">This plotly figure was displayed with a renderer that needs '
@@ -141,21 +146,40 @@ def _merge_streams(outputs: list[Any]) -> list[Any]:
             merged[-1]["text"] = merged[-1]["text"] + output["text"]
         else:
             merged.append(output)
+    split: list[Any] = []
     for output in merged:
         if output.get("output_type") == "stream" and "\r" in output.get("text", ""):
             output["text"] = _terminal_text(output["text"])
-        if output.get("output_type") == "stream" and output.get("name") == "stderr" and _only_progress(output["text"]):
-            output["name"] = "stdout"  # a finished progress bar is not an error: not in the red stderr box
-    return merged
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            split += _split_progress(output)  # a progress bar is not an error: not in the red stderr box
+        else:
+            split.append(output)
+    return split
+
+
+def _split_progress(output: Any) -> list[Any]:
+    """A stderr output cut where its lines change between progress bars and the rest, in order.
+
+    The progress lines become ``stdout`` (plain output); anything else (a
+    warning, a traceback) stays ``stderr``, in the box that says "look here".
+    """
+    parts: list[tuple[str, list[str]]] = []
+    for line in output["text"].splitlines(keepends=True):
+        name = "stdout" if _PROGRESS_LINE.match(line.rstrip("\n")) else "stderr"
+        if not line.strip() and parts:
+            name = parts[-1][0]  # a blank line stays with what it follows
+        if parts and parts[-1][0] == name:
+            parts[-1][1].append(line)
+        else:
+            parts.append((name, [line]))
+    if len(parts) <= 1:
+        output["name"] = parts[0][0] if parts else output["name"]
+        return [output]
+    return [{**output, "name": name, "text": "".join(lines)} for name, lines in parts]
 
 
 _PROGRESS_LINE = re.compile(r"^.*\d+%\|.*\|.*\[.*(it/s|s/it|\?it/s).*\]\s*$")
 """A tqdm bar as it ends: ``label: 100%|█████| 300/300 [00:04<00:00, 70.1it/s, rss=120 MiB]``."""
-
-
-def _only_progress(text: str) -> bool:
-    lines = [line for line in text.split("\n") if line.strip()]
-    return bool(lines) and all(_PROGRESS_LINE.match(line) for line in lines)
 
 
 def _prepare_outputs(nb: Any) -> int:
@@ -229,7 +253,7 @@ def _load_notebook(source: Any) -> tuple[Any, str]:
 
 
 def export_html(notebook: Any, out_html: str | os.PathLike[str], *, title: str | None = None,
-                subtitle: str = "") -> Path:
+                subtitle: str = "", with_code: bool = False) -> Path:
     """Write ``notebook`` (an executed ``.ipynb`` path or a NotebookNode) as self-contained HTML.
 
     The page opens offline: plotly.js is inlined once (only if there is a
@@ -238,7 +262,10 @@ def export_html(notebook: Any, out_html: str | os.PathLike[str], *, title: str |
     ``out_html``. An existing ``out_html`` that tokdiag did not write is a
     :class:`ConfigError`, never overwritten. ``title`` defaults to the notebook's ``metadata.title`` or
     file name; both it and ``subtitle`` (e.g. the parameters) head the page,
-    escaped. Returns the path written.
+    escaped. Code cells are hidden (the answer comes first): a "show code"
+    checkbox on the page shows them, by CSS alone (no script, so it works
+    whatever the page's Content-Security-Policy); ``with_code=True`` exports
+    them shown. Returns the path written.
     """
     from nbconvert import HTMLExporter
 
@@ -255,7 +282,9 @@ def export_html(notebook: Any, out_html: str | os.PathLike[str], *, title: str |
                             extra_loaders=[template_loader()])
     resources = {"metadata": {"name": page_title},
                  "tokdiag": {"policy": content_security_policy(scripts), "generator": GENERATOR, "scripts": scripts,
-                             "subtitle": subtitle or "tokdiag report · opens offline"}}
+                             "subtitle": subtitle or "tokdiag report · opens offline",
+                             "code_cells": sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip()),
+                             "with_code": bool(with_code)}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     _check_page(body, figures)
     out.write_text(body, encoding="utf-8")

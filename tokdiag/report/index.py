@@ -1,7 +1,10 @@
 """A batch's index page: ``index.html`` for people, ``index.json`` for programs.
 
-``index.html`` lists every run: notebook, parameters, status (a failed run
-names its cell and exception), headline verdicts (from the run's
+``index.html`` lists every run, most alarming first (:data:`FOUND_ORDER`:
+a failed run, then leak, warning, undecided, settled, clear; plan order
+within each): notebook, parameters, status (a failed run names its cell and
+exception), the first line of the run's answer, whole, then its headline
+verdicts (from the run's
 ``summary.json`` or computed from its journals, see
 :func:`tokdiag.report.batch.run_one`), duration, where it ran (in a batch on
 a Dask cluster: host, worker, attempts), and relative links to its report,
@@ -39,11 +42,53 @@ from tokdiag.report.results import RunResult
 from tokdiag.report.scrub import path_rules, scrub_value
 from tokdiag.report.summary import Summary
 
-__all__ = ["SHOWN_HEADLINES", "IndexPage", "IndexRow", "LegendEntry", "Link", "ShownHeadline", "index_records",
-           "write_index"]
+__all__ = ["FOUND_ORDER", "SHOWN_HEADLINES", "IndexPage", "IndexRow", "LegendEntry", "Link", "ShownHeadline",
+           "index_records", "write_index"]
 
 SHOWN_HEADLINES = 4
 """Headlines shown in a row of the index; the rest fold into a ``<details>`` (no script needed)."""
+
+FOUND_ORDER = ("failed", "leak", "warning", "undecided", "settled", "clear")
+"""What a run found, most alarming first: the order of the index's rows (:func:`found`)."""
+
+_FOUND_OF_VERDICT = {"leak": "leak", "new leak": "leak", "more growth": "leak", "warning": "warning",
+                     "inconclusive": "undecided", "step": "settled", "bounded": "settled", "less growth": "settled",
+                     "flat": "clear", "fixed": "clear", "unchanged": "clear", "not compared": "clear"}
+"""What a headline's verdict says about its run; a label not here (a run's status such as ``stopped``, a
+notebook's own finding such as ``race``) is a warning."""
+
+
+def found(result: RunResult) -> str:
+    """What ``result`` found, one of :data:`FOUND_ORDER`: ``failed``, else its most alarming headline's.
+
+    >>> from tokdiag.report.plan import RunSpec
+    >>> from tokdiag.report.summary import Headline
+    >>> spec = RunSpec(index=1, notebook=Path("n.ipynb"), label="n", parameters={}, folder_name="01-n")
+    >>> found(RunResult(spec=spec, folder=Path("01-n"), duration_s=1.0,
+    ...                 summary=Summary(headlines=(Headline("RSS", "bounded"), Headline("watch", "warning")))))
+    'warning'
+    """
+    if result.status != "ok":
+        return "failed"
+    kinds = {_FOUND_OF_VERDICT.get(h.verdict, "warning") for h in (result.summary.headlines if result.summary else ())}
+    return next((kind for kind in FOUND_ORDER if kind in kinds), "clear")
+
+
+def answer_line(text: str) -> str:
+    """The first line of a run's answer, whole; of several runs' answer, the first run's first line, named.
+
+    >>> answer_line("Leak: Job +10 KiB per step.\\nProcess: +1 MiB per 10,000 steps.")
+    'Leak: Job +10 KiB per step.'
+    >>> answer_line("baseline:\\n  Leak: Job +10 KiB per step.\\nfixed:\\n  No leak.")
+    'baseline: Leak: Job +10 KiB per step.'
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if len(lines) > 1 and lines[0].endswith(":") and lines[1].startswith(" "):
+        return f"{lines[0]} {lines[1].strip()}"
+    return lines[0].strip()
+
 
 _VERDICT_HELP = {
     "leak": "keeps growing at a steady rate to the end of the run",
@@ -118,6 +163,8 @@ class IndexRow:
     parameters: tuple[str, ...]
     status: str
     error: str
+    found: str
+    answer: str
     headlines: tuple[ShownHeadline, ...]
     from_journals: bool
     duration_s: float
@@ -152,7 +199,8 @@ class IndexPage:
     def from_results(cls, results: Sequence[RunResult], base: Path, *, title: str = "tokdiag batch",
                      plan_name: str = "", stamp: str = "", clean: Callable[[str], str] = str) -> IndexPage:
         """The page for ``results``, links relative to ``base``; ``clean`` rewrites every text shown (paths)."""
-        rows = tuple(_row(r, base, clean) for r in results)
+        ordered = sorted(results, key=lambda r: FOUND_ORDER.index(found(r)))  # stable: plan order within each
+        rows = tuple(_row(r, base, clean) for r in ordered)
         shown = {h.verdict for r in results if r.summary for h in r.summary.headlines}
         helps = {**_VERDICT_HELP, **{k: v for k, v in _CHANGE_HELP.items() if k in shown}}
         if shown - _ALL_COLORS.keys():
@@ -164,6 +212,7 @@ class IndexPage:
         """The HTML page: no script, nothing loaded (its Content-Security-Policy forbids both)."""
         return environment().get_template("tokdiag/batch_index.html.j2").render(
             page=self, colors=_ALL_COLORS, shown=SHOWN_HEADLINES, policy=content_security_policy(),
+            found_order=[kind for kind in FOUND_ORDER if kind != "failed"],
             generator=GENERATOR)
 
 
@@ -188,6 +237,7 @@ def _row(result: RunResult, base: Path, clean: Callable[[str], str]) -> IndexRow
         folder=clean(spec.folder_name),
         parameters=tuple(clean(format_parameters({k: v})) for k, v in spec.parameters.items()),
         status=result.status, error="" if result.failure is None else clean(result.failure.describe()),
+        found=found(result), answer=clean(answer_line(summary.answer)) if summary is not None else "",
         headlines=_headlines(summary, clean), from_journals=summary is not None and summary.source == "journals",
         duration_s=result.duration_s, host=clean(result.host), worker=clean(result.worker), attempts=result.attempts,
         files=tuple(files),
@@ -199,7 +249,8 @@ def index_records(results: Sequence[RunResult], base: Path) -> list[dict[str, An
     return [{
         "index": r.spec.index, "notebook": r.spec.label, "folder": r.spec.folder_name,
         "parameters": dict(r.spec.parameters), "status": r.status, "duration_s": round(r.duration_s, 3),
-        "host": r.host, "worker": r.worker, "attempts": r.attempts,
+        "host": r.host, "worker": r.worker, "attempts": r.attempts, "found": found(r),
+        "answer": "" if r.summary is None else r.summary.answer,
         "error": None if r.failure is None else {"where": r.failure.where, "ename": r.failure.ename,
                                                  "evalue": r.failure.evalue, "cell_index": r.failure.cell_index},
         "html": _href(r.html, base) if r.html else None,

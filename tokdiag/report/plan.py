@@ -101,6 +101,8 @@ class RunSpec:
     parameters: Mapping[str, Any]
     folder_name: str
     folder_parameters: Mapping[str, str] = field(default_factory=dict)
+    with_code: bool = False
+    """Export the HTML with its code cells shown (hidden by default, behind a "show code" checkbox)."""
 
     def kernel_parameters(self) -> dict[str, Any]:
         """The parameters papermill injects: the plan's, plus the run-folder ones the notebook declares."""

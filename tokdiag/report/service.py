@@ -82,7 +82,7 @@ def time_to_limit_table(parts: Mapping[str, Any], limit: int | float | str | Non
 
 
 def report_from_service(journals: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
-                        limit: int | float | str | None = None) -> Path:
+                        limit: int | float | str | None = None, with_code: bool = False) -> Path:
     """Run :data:`SERVICE_REPORT_NOTEBOOK` on a service's journals into ``out_dir``; return the HTML path.
 
     ``journals``: the per-process journals (or one), glob patterns, or the
@@ -109,4 +109,5 @@ def report_from_service(journals: Sequence[str | os.PathLike[str]], out_dir: str
 
         parse_size(limit)
     return run_report_notebook(SERVICE_REPORT_NOTEBOOK, paths, out_dir, parameters={"limit": limit},
+                               with_code=with_code,
                                title="tokdiag service report: " + ", ".join(p.name for p in paths))
