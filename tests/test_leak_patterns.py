@@ -185,7 +185,7 @@ def openai_client_per_session() -> dict[str, Any]:
         _CLIENTS[f"sess-{i}"] = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="x")
 
     try:
-        run = td.track(session, steps=20, every=2, progress=False, watch=["openai.OpenAI"])
+        run = td.track(session, steps=16, every=2, progress=False, watch=["openai.OpenAI"])
         return _summary(run, openai.OpenAI)
     finally:
         for client in _CLIENTS.values():
@@ -247,7 +247,7 @@ def _bounded(text: str) -> str:
 
 
 def bounded_lru_cache() -> dict[str, Any]:
-    run = td.track(lambda i: _bounded(f"request {i}: " + "lorem ipsum " * 40), steps=600, every=40, progress=False)
+    run = td.track(lambda i: _bounded(f"request {i}: " + "lorem ipsum " * 40), steps=400, every=40, progress=False)
     return _summary(run)
 
 
@@ -268,7 +268,7 @@ def httpx_client_per_request() -> dict[str, Any]:
         with httpx.Client(base_url="http://127.0.0.1:9") as client:
             client.headers["x-request"] = str(i)
 
-    run = td.track(request, steps=100, every=10, progress=False)
+    run = td.track(request, steps=36, every=4, progress=False)
     return _summary(run)
 
 
@@ -278,11 +278,11 @@ _LIVE: list[list[str]] = []
 def fragmentation() -> dict[str, Any]:
     def step(i: int) -> None:
         if i % 2 == 0:  # many small objects
-            _LIVE.append([f"{i}-{k}" for k in range(100_000)])
+            _LIVE.append([f"{i}-{k}" for k in range(60_000)])
         else:  # free 90%: every tenth survives, until the next round replaces it
             _LIVE[:] = [_LIVE[-1][::10]]
 
-    run = td.track(step, steps=120, every=10, progress=False)
+    run = td.track(step, steps=100, every=10, progress=False)
     return _summary(run)
 
 
@@ -396,7 +396,7 @@ def test_openai_client_per_session():
     kind, native = _owner(s, "ssl.SSLContext (native)")
     assert kind == "native" and native == max(size for _, size in s["owners"].values())
     assert native > 0.5 * sum(size for _, size in s["owners"].values() if size > 0)
-    assert s["chains"] == [f"module {HERE} -> _CLIENTS[*] (x20) -> OpenAI"]
+    assert s["chains"] == [f"module {HERE} -> _CLIENTS[*] (x16) -> OpenAI"]
 
 
 def test_sqlite_table():
