@@ -61,6 +61,24 @@ def test_a_glob_without_a_dot_matches_bare_class_names_too():
     del agents, messages
 
 
+def test_a_class_is_watched_by_the_name_its_package_exports_it_under():
+    import asyncio
+
+    # asyncio.Task is _asyncio.Task (C), collections.OrderedDict is itself: both reachable by the public name
+    probe = WatchProbe(["asyncio.Task", "collections.OrderedDict", "collections.abc.Mapping", "asyncio.nothing"])
+    assert list(probe.unmatched()) == ["asyncio.nothing"]
+    assert probe.matched["asyncio.Task"] == {"_asyncio.Task"}
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(asyncio.sleep(0)) for _ in range(3)]
+        await asyncio.gather(*tasks)
+        run = td.track(lambda i: None, steps=2, every=1, watch=["asyncio.Task"], census=False, progress=False)
+        assert run.series("watch", "_asyncio.Task", "count").iloc[-1] >= 3  # tasks (and this one) alive
+        del tasks
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("target, what", [
     ("sys:maxsize", r"an int \(9223372036854775807\)"),
     ("os:getcwd", "a builtin_function_or_method"),

@@ -31,8 +31,8 @@ from tokdiag._native import speedups
 
 __all__ = [
     "HAVE_GC", "bare_name", "basicsize", "classes_hash_by_identity", "distinct_types", "flags", "instance_attr",
-    "is_one_of", "is_subtype", "itemsize", "lookup", "module_name", "mro", "qualname", "subclasses_of", "type_dict",
-    "type_name",
+    "is_one_of", "is_subtype", "itemsize", "lookup", "module_dict", "module_name", "mro", "qualname", "subclasses_of",
+    "type_dict", "type_name",
 ]
 
 _T = type.__dict__
@@ -50,11 +50,19 @@ HAVE_GC = 1 << 14
 """``Py_TPFLAGS_HAVE_GC``: instances of a class without it never appear in ``gc.get_objects()``."""
 
 _MEMBER = types.MemberDescriptorType
+_MODULE_DICT = types.ModuleType.__dict__["__dict__"].__get__  # type: ignore[index]
 
 
 def mro(t: type) -> tuple[type, ...]:
     """``t.__mro__`` read from the C struct (no metaclass ``__getattribute__``)."""
     return _MRO(t)
+
+
+def module_dict(m: types.ModuleType) -> dict[str, Any]:
+    """A module's own dict through ``ModuleType``'s C member.
+
+    A module subclass cannot override it, and no ``__getattr__`` runs."""
+    return _MODULE_DICT(m)
 
 
 def type_dict(t: type) -> Mapping[str, Any]:

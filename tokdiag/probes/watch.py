@@ -1,7 +1,9 @@
 """Watch probe: instances of named classes, their count and reachable bytes.
 
 Patterns match classes by qualified name (``"app.agents.RewardAgent"``),
-bare name (``"RewardAgent"``) or glob: a glob with a dot is matched against
+the name a loaded module exports them under (``"asyncio.Task"``, which is
+``_asyncio.Task``: read from the module's dict, no module ``__getattr__``
+runs), bare name (``"RewardAgent"``) or glob: a glob with a dot is matched against
 qualified names (``"*.MemoryEventMessage"``, ``"app.agents.*"``), one
 without a dot against bare names as well (``"Reward*"``). A class is matched
 against the patterns once and remembered by weak reference, so the probe
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import sys
+import types
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -45,6 +49,8 @@ from tokdiag._clevel import (
     classes_hash_by_identity,
     distinct_types,
     flags,
+    is_subtype,
+    module_dict,
     subclasses_of,
     type_name,
 )
@@ -65,7 +71,23 @@ def _matches(pattern: str, t: type) -> bool:
         return True
     if _is_glob(pattern):
         return fnmatch.fnmatchcase(qual, pattern) or ("." not in pattern and fnmatch.fnmatchcase(bare_name(t), pattern))
-    return "." not in pattern and bare_name(t) == pattern
+    if "." not in pattern:
+        return bare_name(t) == pattern
+    return _exported(pattern) is t
+
+
+def _exported(pattern: str) -> type | None:
+    """The class a loaded module exports under the dotted name ``pattern`` (``"asyncio.Task"``), or None.
+
+    Read from the module's own dict: a module's ``__getattr__`` never runs,
+    and a module not imported yet exports nothing.
+    """
+    name, _, attr = pattern.rpartition(".")
+    module = sys.modules.get(name)
+    if module is None or not is_subtype(type(module), types.ModuleType):
+        return None
+    value = dict.get(module_dict(module), attr)
+    return value if value is not None and is_subtype(type(value), type) else None
 
 
 def all_classes() -> list[type]:
