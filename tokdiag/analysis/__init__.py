@@ -8,7 +8,8 @@
   :func:`fold_verdicts`: the same per owner and measure, without noise;
 - :func:`growers`: the owners that grew, every probe's measure merged;
 - :func:`ledger`: RSS growth since the end of warm-up split between owners,
-  the rest unexplained; :func:`startup_costs`: what warm-up cost;
+  the rest unexplained; :func:`owner_shares`: each owner's share at the end;
+  :func:`startup_costs`: what warm-up cost;
 - :func:`compare`: two runs side by side, and whether a difference is real;
 - :func:`verdicts_table`, :func:`growers_table`, :func:`compare_table`,
   :func:`compare_notes`, :func:`compare_headlines`, :func:`runs_table`: the same for a page, with units
@@ -37,7 +38,7 @@ from tokdiag.analysis.format import (
     format_value,
 )
 from tokdiag.analysis.growers import GROWER_COLUMNS, growers, growers_table
-from tokdiag.analysis.ledger import LEDGER_COLUMNS, UNEXPLAINED, ledger, startup_costs
+from tokdiag.analysis.ledger import LEDGER_COLUMNS, UNEXPLAINED, ledger, owner_shares, startup_costs
 from tokdiag.analysis.limit import TimeToLimit, time_to_limit
 from tokdiag.analysis.mutations import mutations
 from tokdiag.analysis.tables import compare_headlines, compare_notes, compare_table, runs_table, verdicts_table
@@ -72,6 +73,7 @@ __all__ = [
     "growers_table",
     "ledger",
     "mutations",
+    "owner_shares",
     "runs_table",
     "startup_costs",
     "time_to_limit",

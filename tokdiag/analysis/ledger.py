@@ -115,6 +115,7 @@ drop by as much when it claims them, so the sum stays exact.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -124,7 +125,7 @@ from tokdiag.errors import ConfigError
 from tokdiag.recording.timeline import check_timeline
 
 __all__ = ["ALLOCATOR_OWNERS", "FILE_OWNERS", "KINDS", "LEDGER_COLUMNS", "OTHER_OBJECTS", "SINCE", "UNEXPLAINED",
-           "baseline_step", "ledger", "startup_costs"]
+           "baseline_step", "ledger", "owner_shares", "startup_costs"]
 
 Since = str | int
 
@@ -396,3 +397,31 @@ def startup_costs(timeline: pd.DataFrame, *, min_bytes: float = PRACTICAL_MIN["b
     parts = [whole[(whole["run"] == run) & (whole["step"] == step)] for run, step in ends.items()]
     out = pd.concat(parts, ignore_index=True) if parts else whole.iloc[:0]
     return out[["run", "owner", "kind", "bytes", "step"]].reset_index(drop=True)
+
+
+def owner_shares(run_or_timeline: Any, *, since: Since = "warmup", top: int = 8) -> pd.DataFrame:
+    """Each owner's share of the RSS growth at the last snapshot of each run, largest first.
+
+    Columns ``run``, ``owner``, ``kind``, ``bytes``, ``share`` (of the run's
+    growth since the baseline, see :func:`ledger`); at most ``top`` owners
+    per run, plus :data:`UNEXPLAINED` always. A run whose RSS did not grow
+    has shares of ``nan``.
+
+    >>> rows = [("a", s, float(s), "process", "process", "rss", 100.0 + 10 * s, "bytes") for s in range(5)]
+    >>> rows += [("a", s, float(s), "cache", "c", "bytes", 8.0 * s, "bytes") for s in range(5)]
+    >>> tl = pd.DataFrame(rows, columns=["run", "step", "elapsed_s", "probe", "subject", "metric", "value", "unit"])
+    >>> owner_shares(tl, since="start")[["owner", "share"]].to_dict("records")
+    [{'owner': 'c', 'share': 0.8}, {'owner': 'unexplained (native or untracked)', 'share': 0.2}]
+    """
+    timeline = run_or_timeline if type(run_or_timeline) is pd.DataFrame else run_or_timeline.timeline
+    led = ledger(timeline, since=since)
+    out = []
+    for _run, g in led.groupby("run", sort=False):
+        last = g[g["step"] == g["step"].max()]
+        total = float(last["bytes"].sum())
+        last = last.assign(share=last["bytes"] / total if total > 0 else math.nan)
+        ranked = last.reindex(last["bytes"].abs().sort_values(ascending=False).index)
+        keep = ranked[ranked["owner"] != UNEXPLAINED].head(int(top))
+        out.append(pd.concat([keep, ranked[ranked["owner"] == UNEXPLAINED]]))
+    cols = ["run", "owner", "kind", "bytes", "share"]
+    return (pd.concat(out)[cols] if out else pd.DataFrame(columns=cols)).reset_index(drop=True)
