@@ -116,8 +116,9 @@ class ContainerProbe:
         given = {"hops": hops, "rediscover": rediscover, "min_change": min_change, "max_new": max_new,
                  "max_series": max_series}
         for arg, value in given.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if arg == "max_new" else 1):
-                raise ConfigError(f"ContainerProbe({arg}={value!r}): pass a whole number >= 1, e.g. {arg}=10")
+            least = 0 if arg == "max_new" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"ContainerProbe({arg}={value!r}): pass a whole number >= {least}, e.g. {arg}=10")
         self.hops = hops
         self.rediscover = rediscover
         self.min_change = min_change
