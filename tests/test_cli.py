@@ -219,6 +219,7 @@ def test_pyzmq_s_shutdown_race_is_one_line_on_stderr_not_a_traceback(capsys: pyt
     log = logging.getLogger("tornado.general")
     handler = logging.StreamHandler()
     log.addHandler(handler)
+    was_disabled, log.disabled = log.disabled, False  # a dictConfig of an earlier test (dask's) disables it
     try:
         try:
             raise RuntimeError("Stream is closed")
@@ -227,6 +228,7 @@ def test_pyzmq_s_shutdown_race_is_one_line_on_stderr_not_a_traceback(capsys: pyt
         log.error("some other failure %s", "kept", exc_info=(ValueError, ValueError("v"), None))
     finally:
         log.removeHandler(handler)
+        log.disabled = was_disabled
     err = capsys.readouterr().err
     assert "Uncaught exception in ZMQStream callback while the kernel stopped: RuntimeError: Stream is closed" in err
     assert err.count("Traceback") == 0 and "some other failure kept" in err and "ValueError: v" in err

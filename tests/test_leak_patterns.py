@@ -385,13 +385,16 @@ def test_asyncio_tasks_in_a_set():
     s = asyncio_tasks_in_a_set()
     assert s["verdicts"]["watch|_asyncio.Task|count"] == "leak", s["answer"]  # watched as asyncio.Task
     assert s["verdicts"][f"containers|{HERE}:_TASKS|entries"] == "leak"
-    _finding(s, f"{HERE}:_TASKS")
+    # the set is named once, as the tasks' holder in the Task finding's chain, not as a second finding
+    assert [o for o, chain in s["answer_leaks"] if f"module {HERE} -> _TASKS" in chain]
+    assert not [o for o, _chain in s["answer_leaks"] if o == f"{HERE}:_TASKS"]
     assert s["chains"] == [f"module {HERE} -> _TASKS{{member}} (x200) -> Task"]
 
 
 def test_openai_client_per_session():
     s = openai_client_per_session()
-    assert s["rss"] == "leak", s["rss_reason"]
+    # RSS is not asserted: in a test process that already freed hundreds of MiB (an xdist worker) the contexts'
+    # 860 KiB a step can come from free memory without RSS moving; the native estimate and the ledger say it
     assert s["verdicts"]["native|ssl.SSLContext|native_bytes"] == "leak"
     assert s["verdicts"]["watch|openai.OpenAI|count"] == "leak"
     _finding(s, "ssl.SSLContext")  # each client's own SSL context, its CA store in OpenSSL's heap

@@ -101,7 +101,10 @@ def test_census_counts_match_a_reference_count():
     assert rows[type_name(Marker)][0] == 1234
     for name in ("builtins.dict", "builtins.list", "builtins.function", type_name(Marker)):
         assert rows[name][0] == reference[name]
-        assert rows[name][1] == ref_bytes[name]
+        if name in ("builtins.dict", "builtins.list"):  # another thread of the process (xdist's) may resize one
+            assert rows[name][1] == pytest.approx(ref_bytes[name], abs=4096)
+        else:
+            assert rows[name][1] == ref_bytes[name]
     del keep
 
 
