@@ -361,7 +361,7 @@ def test_atexit_bound_methods():
     assert s["verdicts"][f"watch|{owner}|count"] == "leak", s["answer"]
     assert _owner(s, owner)[0] == "watch" and _owner(s, owner)[1] > 200 * 500
     assert _finding(s, owner) == f"{HELD_OUTSIDE} -> method.__self__"
-    assert s["chains"] == [f"{HELD_OUTSIDE} -> method.__self__ -> TracerProvider (x200)"]
+    assert f"{HELD_OUTSIDE} -> method.__self__ -> TracerProvider (x200)" in s["chains"]
 
 
 def test_module_per_request():
@@ -388,7 +388,8 @@ def test_asyncio_tasks_in_a_set():
     # the set is named once, as the tasks' holder in the Task finding's chain, not as a second finding
     assert [o for o, chain in s["answer_leaks"] if f"module {HERE} -> _TASKS" in chain]
     assert not [o for o, _chain in s["answer_leaks"] if o == f"{HERE}:_TASKS"]
-    assert s["chains"] == [f"module {HERE} -> _TASKS{{member}} (x200) -> Task"]
+    # other tasks, clients or connections of the test process (an event loop's, IPython's) may add chains
+    assert f"module {HERE} -> _TASKS{{member}} (x200) -> Task" in s["chains"]
 
 
 def test_openai_client_per_session():
@@ -402,7 +403,7 @@ def test_openai_client_per_session():
     kind, native = _owner(s, "ssl.SSLContext (native)")
     assert kind == "native" and native == max(size for _, size in s["owners"].values())
     assert native > 0.5 * sum(size for _, size in s["owners"].values() if size > 0)
-    assert s["chains"] == [f"module {HERE} -> _CLIENTS[*] (x16) -> OpenAI"]
+    assert f"module {HERE} -> _CLIENTS[*] (x16) -> OpenAI" in s["chains"]  # and maybe other tests' clients
 
 
 def test_sqlite_table():
@@ -411,7 +412,7 @@ def test_sqlite_table():
     _finding(s, "sqlite3.Connection")
     kind, size = _owner(s, "sqlite3.Connection (native)")
     assert kind == "native" and size > 100 * KIB  # SQLite's own heap, read from sqlite3_memory_used()
-    assert s["chains"] == [f"module {HERE} -> _DB -> Connection"]
+    assert f"module {HERE} -> _DB -> Connection" in s["chains"]  # IPython's history db may be another
 
 
 def test_ctypes_malloc_without_free(fresh):

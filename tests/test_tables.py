@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -97,8 +99,14 @@ def test_verdicts_table_is_folded_with_units_and_no_noise():
 
 
 def test_runs_table_says_how_each_run_ended_and_what_its_rss_did_with_units(tmp_path) -> None:
+    def keep_a_mib(i: int) -> None:
+        # fresh pages, written: a bytearray could come from memory an earlier test of the process freed
+        m = mmap.mmap(-1, 1024 * KB)
+        m.write(b"x" * (1024 * KB))
+        _KEPT.append(m)
+
     grow = td.track(
-        lambda i: _KEPT.append(bytearray(b"x" * (1024 * KB))),
+        keep_a_mib,
         steps=20,
         every=5,
         census=False,
@@ -123,12 +131,14 @@ def test_runs_table_says_how_each_run_ended_and_what_its_rss_did_with_units(tmp_
     growth = table.loc["grows", "RSS growth"]
     assert growth.startswith("+") and growth.endswith("MiB")  # 20 x 1 MiB written and kept, shown in MiB
     assert float(growth[1:].split()[0]) >= 10
+    for m in _KEPT:
+        m.close()
     _KEPT.clear()
     labelled = td.analysis.runs_table({"before": grow})  # a dict's labels name the rows
     assert list(labelled.index) == ["before"]
 
 
-_KEPT: list[bytearray] = []
+_KEPT: list[mmap.mmap] = []
 _SHARED: dict[str, list[int]] = {"ranks": [1, 2, 3]}
 
 
