@@ -24,7 +24,6 @@ pytestmark = pytest.mark.slow
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 CANARY_TEXT = '<script>window.__canary=1</script><img src=x onerror="window.__canary=2">'
 
 
@@ -40,16 +39,6 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> BatchResult:
     assert [r.status for r in result.runs] == ["ok", "failed"]
     return result
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' (playwright)")
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make browser / .ci/run)")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield chromium
-        chromium.close()
 
 
 @dataclass

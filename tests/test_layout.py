@@ -8,7 +8,6 @@ two journals and ``tokdiag compare`` of the same two.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from tokdiag.report.batch import run_batch
 pytestmark = pytest.mark.slow
 
 SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
 WIDTHS = (800, 1400)
 HEIGHT = 900
 
@@ -44,16 +42,6 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"index": batch.index, "agent_objects": agents.html, "your_workload": batch.runs[1].html,
             "report": root / "report" / "journal_report.html", "compare": root / "compare" / "compare_runs.html"}
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' (playwright)")
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make browser / .ci/run)")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield chromium
-        chromium.close()
 
 
 _CLIPPED_TEXT = """() => {

@@ -19,17 +19,17 @@ from typing import Any
 from tokdiag._clevel import (
     instance_attr,
     is_subtype,
+    module_dict,
     type_dict,
 )
 
 __all__ = [
-    "KEEP_DUNDER", "LENGTH_OF_EXACT", "MISSING", "MODULE_DICT", "Path", "followed", "getter", "is_module", "length",
+    "KEEP_DUNDER", "LENGTH_OF_EXACT", "MISSING", "Path", "followed", "getter", "is_module", "length",
     "length_of", "module_sizes", "own", "path_label", "resolve", "step",
 ]
 
 _LRU = functools._lru_cache_wrapper
 # the C member of ModuleType: a module subclass cannot override it
-MODULE_DICT = types.ModuleType.__dict__["__dict__"].__get__  # type: ignore[index]
 _LENGTHS: tuple[tuple[type, Callable[[Any], int]], ...] = (
     (dict, dict.__len__), (list, list.__len__), (set, set.__len__), (collections.deque, collections.deque.__len__))
 MISSING = object()
@@ -94,7 +94,7 @@ def step(obj: Any, name: str) -> Any:
     """
     t = type(obj)
     if t is types.ModuleType or is_subtype(t, types.ModuleType):
-        return MODULE_DICT(obj).get(name, MISSING)
+        return module_dict(obj).get(name, MISSING)
     if is_subtype(t, type):
         return type_dict(obj).get(name, MISSING)
     return instance_attr(obj, name, MISSING)
@@ -105,7 +105,7 @@ def module_sizes() -> dict[str, int]:
     sizes: dict[str, int] = {}
     for name, module in list(sys.modules.items()):
         if type(name) is str and (type(module) is types.ModuleType or is_module(module)) and not own(name):
-            sizes[name] = len(MODULE_DICT(module))
+            sizes[name] = len(module_dict(module))
     return sizes
 
 
@@ -113,7 +113,7 @@ def getter(holder: Any) -> Callable[[str, Any], Any]:
     """``get(name, default)`` reading attributes of ``holder`` as :func:`step` does, for many names."""
     t = type(holder)
     if t is types.ModuleType or is_subtype(t, types.ModuleType):
-        return MODULE_DICT(holder).get
+        return module_dict(holder).get
     if is_subtype(t, type):
         return type_dict(holder).get
     return functools.partial(instance_attr, holder)

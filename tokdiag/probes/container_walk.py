@@ -22,6 +22,7 @@ from tokdiag._clevel import (
     is_one_of,
     is_subtype,
     lookup,
+    module_dict,
     module_name,
     mro,
     type_dict,
@@ -29,7 +30,6 @@ from tokdiag._clevel import (
 from tokdiag.probes.container_paths import (
     KEEP_DUNDER,
     MISSING,
-    MODULE_DICT,
     Path,
     followed,
     is_module,
@@ -70,7 +70,7 @@ class _Walk:
         not skipped (most are functions) come back to Python.
         """
         if is_module(holder):
-            d: Any = MODULE_DICT(holder)
+            d: Any = module_dict(holder)
         elif is_subtype(type(holder), type):
             d = type_dict(holder)
         else:

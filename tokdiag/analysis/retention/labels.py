@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tokdiag._clevel import bare_name, is_one_of, is_subtype, lookup, mro, qualname, type_dict
+from tokdiag._clevel import module_dict as _module_dict
 from tokdiag.analysis.retention.records import Edge
 
 __all__ = ["Labeller", "class_dict", "key_label", "locals_of", "module_dict", "module_name", "release_snapshots"]
@@ -28,7 +29,6 @@ __all__ = ["Labeller", "class_dict", "key_label", "locals_of", "module_dict", "m
 _KEY_MAX = 40
 _ATOMS = (int, float, bool, bytes, type(None))
 _C_DESCRIPTORS = (types.GetSetDescriptorType, types.MemberDescriptorType)
-_MODULE_DICT = vars(types.ModuleType)["__dict__"].__get__  # a module's namespace, from the C struct
 _TYPE_DICT = type.__dict__["__dict__"].__get__  # a mappingproxy of a class's dict, from the C struct
 _SCAN = 64  # containers up to this length are scanned; longer ones get an id index
 
@@ -37,7 +37,7 @@ def module_dict(m: object) -> dict[str, Any] | None:
     """The namespace of a module (its real type is a module type), or None."""
     if not is_subtype(type(m), types.ModuleType):
         return None
-    d = _MODULE_DICT(m)
+    d = _module_dict(m)  # type: ignore[arg-type]  # a module subtype, checked above
     return d if type(d) is dict else None
 
 
