@@ -1088,7 +1088,7 @@ typedef struct {
     const int64_t *ids;      /* owned ids, sorted (or NULL) */
     Py_ssize_t n_ids;
     IdSetObject *owned_set;  /* owned ids as an IdSet (or NULL) */
-    PagedBits owned_bits;    /* the owned ids again, looked up with fewer cache misses (see PagedBits) */
+    PagedBits owned_bits;    /* owned ids given as an array, as paged bitmaps (see owned_init) */
     int any_owned;
     /* the untracked walk */
     PagedBits seen;          /* untracked objects counted that more than one reference may reach */
@@ -1102,33 +1102,27 @@ typedef struct {
     unsigned ring_head, ring_n;
 } Walk;
 
-/* The owned ids are looked up for every object counted; in their hashed table (100k+ ids) each
- * lookup is a cache miss, so they are copied once into paged bitmaps, where consecutive objects
- * are looked up in the same 2 KiB. */
+/* The owned ids are looked up for every object counted. An IdSet is a bitmap of the address
+ * space already and is read as it is; a sorted array of ids (the numpy path's) is copied once into
+ * paged bitmaps, where consecutive objects are looked up in the same 2 KiB. */
 static int
 owned_init(Walk *w)
 {
     if (w->owned_set != NULL) {
-        const IdSetObject *s = w->owned_set;
-        for (size_t j = 0; j < s->dcap; j++) {
-            if (s->dkeys[j] == 0)
-                continue;
-            uint64_t base = (s->dkeys[j] - 1) << REGION_SHIFT;
-            const uint64_t *chunk = s->dchunks[j];
-            for (size_t k = 0; k < CHUNK_WORDS; k++)
-                for (uint64_t bits = chunk[k]; bits; bits &= bits - 1)
-                    if (paged_add(&w->owned_bits, base | ((uint64_t)(k * 64 + (size_t)ctz64(bits)) << 3)) < 0)
-                        return -1;
-        }
-        w->any_owned = s->used > 0;
+        w->any_owned = w->owned_set->used > 0;
+        return 0;
     }
-    else {
-        for (Py_ssize_t j = 0; j < w->n_ids; j++)
-            if (paged_add(&w->owned_bits, (uint64_t)w->ids[j]) < 0)
-                return -1;
-        w->any_owned = w->n_ids > 0;
-    }
+    for (Py_ssize_t j = 0; j < w->n_ids; j++)
+        if (paged_add(&w->owned_bits, (uint64_t)w->ids[j]) < 0)
+            return -1;
+    w->any_owned = w->n_ids > 0;
     return 0;
+}
+
+static int
+owned_has(Walk *w, uint64_t addr)
+{
+    return w->owned_set != NULL ? idset_has(w->owned_set, addr) : paged_has(&w->owned_bits, addr);
 }
 
 /* 0, or -1 with an exception set. */
@@ -1149,7 +1143,7 @@ tally(Walk *w, PyObject *o)
     }
     size = (size + w->align - 1) & ~(w->align - 1);
     e->bytes = sat_add(e->bytes, size);
-    if (w->any_owned && paged_has(&w->owned_bits, ADDR(o)))
+    if (w->any_owned && owned_has(w, ADDR(o)))
         e->owned_bytes = sat_add(e->owned_bytes, size);
     return 0;
 }
