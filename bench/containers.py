@@ -33,29 +33,18 @@ from __future__ import annotations
 import gc
 import importlib.util
 import os
-import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from census import build_heap  # noqa: E402
+from census import build_heap, median_time  # noqa: E402
 
 from tokdiag.probes import ContainerProbe, SnapshotContext  # noqa: E402
 from tokdiag.probes.census import take_census  # noqa: E402
 from tokdiag.probes.containers import discover  # noqa: E402
-
-
-def median_cpu(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.process_time()
-        fn()
-        times.append(time.process_time() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -87,11 +76,11 @@ def main() -> None:
         return sum(r.metric == "entries" for r in probe.collect(SnapshotContext()))
 
     rows = [
-        ("Counter(map(type, heap)) (the floor)", median_cpu(lambda: Counter(map(type, heap)), repeats)),
-        ("take_census(heap, untracked=True)", median_cpu(lambda: take_census(heap, untracked=True), repeats)),
-        ("gc.collect()", median_cpu(gc.collect, repeats)),
-        ("containers: a snapshot, no discovery", median_cpu(lambda: written.append(snapshot()), repeats)),
-        ("containers: a full discovery", median_cpu(discover, max(3, repeats // 2))),
+        ("Counter(map(type, heap)) (the floor)", median_time(lambda: Counter(map(type, heap)), repeats)),
+        ("take_census(heap, untracked=True)", median_time(lambda: take_census(heap, untracked=True), repeats)),
+        ("gc.collect()", median_time(gc.collect, repeats)),
+        ("containers: a snapshot, no discovery", median_time(lambda: written.append(snapshot()), repeats)),
+        ("containers: a full discovery", median_time(discover, max(3, repeats // 2))),
     ]
     print(f"imported: {imported}; {len(sys.modules):,} modules; {len(heap):,} gc-tracked objects; "
           f"{len(probe):,} containers found (first snapshot: {first * 1e3:.0f} ms CPU); "
