@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import small_suite as _small_suite
 
 # The native registry's coefficients: the built-in ones, never a calibration
 # file the machine running the tests may have written (`tokdiag calibrate`).
@@ -25,10 +26,19 @@ CHROMIUM = Path("/usr/bin/chromium")
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium (Debian's) through Playwright, for the tests that open the exported pages."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' (playwright)")
+    try:
+        from playwright import sync_api
+    except ImportError:  # a missing browser fails the page tests, never skips them
+        pytest.fail("playwright is not installed: pip install -e '.[dev]' (make test does)")
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make browser / .ci/run)")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def small_suite(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The five notebooks of ``make report`` on small parameters: one batch per session (tests/small_suite.py)."""
+    return _small_suite.small_suite(tmp_path_factory)

@@ -2,8 +2,9 @@
 horizontal overflow, no chart text clipped. Screenshots go to ``test-artifacts/screenshots/`` (git-ignored) for a
 person to look at.
 
-Pages: a batch of two shipped notebooks on tiny parameters (its index and both reports), ``tokdiag report`` of
-two journals and ``tokdiag compare`` of the same two.
+Pages: every page ``make report`` writes, from the same five notebooks on small parameters (the batch of
+tests/small_suite.py, shared with test_notebooks.py): the index and each notebook's report; then ``tokdiag
+report`` of two journals and ``tokdiag compare`` of the same two.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from small_suite import SUITE
 
 from tokdiag.cli import main
-from tokdiag.report.batch import run_batch
 
 pytestmark = pytest.mark.slow
 
@@ -24,24 +25,19 @@ HEIGHT = 900
 
 
 @pytest.fixture(scope="module")
-def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """{name: page}: the batch index, its two reports, a journal report of two journals and their A/B report."""
+def pages(small_suite: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{name: page}: every page ``make report`` writes (the index and the five notebooks' reports, on small
+    parameters: tests/small_suite.py), a journal report of two journals and their A/B report."""
+    assert [r.status for r in small_suite.runs] == ["ok"] * len(SUITE), [r.failure for r in small_suite.runs]
+    found = {r.spec.notebook.stem: r for r in small_suite.runs}
+    assert set(found) == set(SUITE) and all(r.html is not None for r in found.values())
+    first, second = found["agent_objects"].journals
     root = tmp_path_factory.mktemp("layout")
-    (root / "plan.yaml").write_text(
-        "title: layout check\nruns:\n"
-        "  - notebook: agent_objects\n    parameters: {tasks: 40}\n"
-        "  - notebook: your_workload\n    parameters: {steps: 40}\n", encoding="utf-8")
-    batch = run_batch(root / "plan.yaml", root / "batch", jobs=2, progress=None)
-    assert [r.status for r in batch.runs] == ["ok", "ok"], [r.failure for r in batch.runs]
-    agents = batch.runs[0]
-    assert agents.html is not None and batch.runs[1].html is not None and len(agents.journals) == 2
-    first, second = agents.journals
     assert main(["report", str(first), str(second), "-o", str(root / "report"),
                  "--name", "as configured", "--name", "fixed"]) == 0
     assert main(["compare", str(first), str(second), "-o", str(root / "compare")]) == 0
-    return {"index": batch.index, "agent_objects": agents.html, "your_workload": batch.runs[1].html,
+    return {"index": small_suite.index, **{name: r.html for name, r in found.items()},
             "report": root / "report" / "journal_report.html", "compare": root / "compare" / "compare_runs.html"}
-
 
 
 _CLIPPED_TEXT = """() => {
@@ -71,7 +67,7 @@ _CLIPPED_TEXT = """() => {
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize("name", ["index", "agent_objects", "your_workload", "report", "compare"])
+@pytest.mark.parametrize("name", ["index", *SUITE, "report", "compare"])
 def test_page_layout(pages: dict[str, Path], browser: Any, name: str, width: int) -> None:
     context = browser.new_context(viewport={"width": width, "height": HEIGHT})
     try:

@@ -2,7 +2,8 @@
 
 Each runs with small parameters.
 
-The runs go through ``tokdiag batch`` (two kernels at a time), which is also what ``make report`` does.
+The runs go through ``tokdiag batch`` (two kernels at a time), which is also what ``make report`` does; the
+batch is tests/small_suite.py's, shared with the layout tests.
 """
 
 from __future__ import annotations
@@ -13,25 +14,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from small_suite import SMALL, SUITE
 
 import tokdiag as td
-from tokdiag.report.batch import run_batch
 from tokdiag.report.catalog import notebooks
 from tokdiag.report.kernel import notebook_parameters
-from tokdiag.report.plan import load_plan, parse_plan
+from tokdiag.report.plan import load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {n.name: n.path for n in notebooks()}
-SUITE = ("tokenizer_caches", "agent_objects", "aworld_agents", "your_workload", "compare_runs")
 GENERIC = ("your_workload", "compare_runs", "journal_report")  # the tool's own; the rest are the workloads'
 
-SMALL = {
-    "tokenizer_caches": {"steps": 8, "kept_steps": 4, "model_names": 5, "threads": 3},
-    "agent_objects": {"tasks": 40},
-    "aworld_agents": {"tasks": 2, "tokenizer_steps": 3, "model_names": 3},
-    "your_workload": {"steps": 40, "name": "demo run"},
-    "compare_runs": {"tasks": 40, "names": ["per task", "reused"]},
-}
 BUILT_TO_SHOW = {
     "tokenizer_caches": {"per-instance load, kept: RSS": "leak", "lazy cache without a lock": "race",
                          "shared ranks dict": "mutated"},
@@ -97,13 +90,10 @@ def test_the_default_plan_names_every_notebook_of_the_suite() -> None:
     assert all("/" not in r.label for r in plan.runs)  # by name, not by a path into a source tree
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("suite")
-    plan = parse_plan({"title": "small suite", "timeout": 600,
-                       "runs": [{"notebook": name, "parameters": SMALL[name]} for name in SUITE]},
-                      base_dir=tmp_path_factory.mktemp("plan"), source="small.yaml")
-    return run_batch(plan, out, jobs=2, progress=None)
+@pytest.fixture
+def batch(small_suite):
+    """The five notebooks on small parameters (tests/small_suite.py; the layout tests open the same pages)."""
+    return small_suite
 
 
 @pytest.mark.slow
