@@ -60,6 +60,24 @@ def _measure(s: Series) -> str:
     return owner_of(s.probe, s.subject, s.metric)[2]
 
 
+def _held_by(chain: str) -> list[str]:
+    """The pieces that say what holds a leak: ``, held by `module app -> _DONE[0]```.
+
+    A root that says how it holds by itself (:data:`~tokdiag.analysis.retention.HELD_OUTSIDE`,
+    ``"held outside Python's heap (C state, e.g. atexit)"``) is written as it is, not after "held by",
+    and the rest of the chain follows it.
+
+    >>> "".join(_held_by("module app -> _DONE[0]"))
+    ', held by module app -> _DONE[0]'
+    >>> "".join(_held_by("held outside Python's heap (C state, e.g. atexit) -> method.__self__"))
+    ", held outside Python's heap (C state, e.g. atexit), via method.__self__"
+    """
+    root, _, rest = chain.partition(" -> ")
+    if not root.startswith("held "):
+        return [", held by ", code(chain)]
+    return [", ", root] + ([", via ", code(rest)] if rest else [])
+
+
 def leak(run: str, owner: str, kind: str, rows: list[Series], name: str, chain: str,
           sites: tuple[str, ...]) -> Finding:
     amounts = _amounts(rows, only_leaks=True)
@@ -75,7 +93,7 @@ def leak(run: str, owner: str, kind: str, rows: list[Series], name: str, chain: 
             f"{next((s.verdict for s in rows if s.role == 'main'), 'not judged')})"
         )
     if chain:
-        pieces += [", held by ", code(chain)]
+        pieces += _held_by(chain)
     elif kind == "class" and not any(s.probe == "watch" for s in rows):
         pieces += [" (no why-alive chain: only the census saw it; watch ", code(name), " to record one)"]
     if sites:
