@@ -1,18 +1,59 @@
 """What the answer says holds the growth, on real workloads tracked in this process.
 
-Objects kept by ``atexit`` (C state): the chain's root says how they are
-held, once.
+A logger per request (nothing watched): the growing ``loggerDict`` is the
+holder and leads the census counts of the loggers, dicts, lists and str it
+holds. Objects kept by ``atexit`` (C state): the chain's root says how they
+are held, once.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
+import uuid
 import warnings
 
+import pytest
+
 import tokdiag as td
-from tokdiag.analysis import answer
+from tokdiag.analysis import answer, growers
+from tokdiag.analysis.findings import Finding
 from tokdiag.analysis.retention import HELD_OUTSIDE
 from tokdiag.errors import TokdiagWarning
+
+LOGGERS = "logging:Logger.manager.loggerDict"
+
+
+@pytest.fixture(scope="module")
+def logger_run() -> td.Run:
+    prefix = f"req{uuid.uuid4().hex[:8]}"
+    try:
+        # 100 steps: the dict of loggers gains ~600 B a step, ~30 KiB over the judged half of the run, below the
+        # 64 KiB a bytes leak needs, so it leaks by its entries alone, as the census counts of what it holds do
+        return td.track(lambda i: logging.getLogger(f"{prefix}.{i}"), steps=100, every=5, progress=False)
+    finally:
+        for name in [n for n in logging.Logger.manager.loggerDict if n == prefix or n.startswith(f"{prefix}.")]:
+            del logging.Logger.manager.loggerDict[name]
+
+
+def _counted(f: Finding) -> bool:
+    """A finding of the census alone, by count: no bytes per step, no chain."""
+    return all(s.probe == "census" for s in f.series) and not f.numbers.get("bytes_per_step") and not f.chain
+
+
+def test_the_growing_container_leads_the_census_counts_of_what_it_holds(logger_run):
+    a = answer(logger_run)
+    leaks = [f for f in a.findings if f.kind == "leak"]
+    assert leaks[0].owner == LOGGERS, a.text
+    assert leaks[0].text == f"Leak: container {LOGGERS} +1 entry per step."
+    counted = {f.owner for f in leaks if _counted(f)}
+    assert {"logging.Logger", "builtins.str"} <= counted, a.text  # one logger and its name a request
+
+
+def test_the_top_growers_table_leads_with_the_container_too(logger_run):
+    rows = growers(logger_run)
+    assert rows.iloc[0]["owner"] == LOGGERS, rows[["owner", "bytes_per_step", "count_per_step"]]
+    assert rows.iloc[0]["count_per_step"] < rows.set_index("owner").loc["builtins.list", "count_per_step"]
 
 
 class HeldByAtexit:
