@@ -2,8 +2,10 @@
 
 A logger per request (nothing watched): the growing ``loggerDict`` is the
 holder and leads the census counts of the loggers, dicts, lists and str it
-holds. Objects kept by ``atexit`` (C state): the chain's root says how they
-are held, once.
+holds; the builtin types among them point at it rather than at watching
+them. A list kept by a closure: a builtin count with no holder anywhere is
+said bare. Objects kept by ``atexit`` (C state): the chain's root says how
+they are held, once.
 """
 
 from __future__ import annotations
@@ -54,6 +56,36 @@ def test_the_top_growers_table_leads_with_the_container_too(logger_run):
     rows = growers(logger_run)
     assert rows.iloc[0]["owner"] == LOGGERS, rows[["owner", "bytes_per_step", "count_per_step"]]
     assert rows.iloc[0]["count_per_step"] < rows.set_index("owner").loc["builtins.list", "count_per_step"]
+
+
+def test_builtin_types_point_at_the_holder_and_other_classes_at_watching_them(logger_run):
+    a = answer(logger_run)
+    leaks = {f.owner: f for f in a.findings if f.kind == "leak"}
+    builtin = [f for o, f in leaks.items() if o.startswith("builtins.")]
+    assert builtin, a.text
+    for f in builtin:
+        assert f.text.endswith(f" per step (a builtin type: perhaps held in container {LOGGERS}, which grows too).")
+        assert "watch" not in f.text
+    assert f"(a builtin type: perhaps held in container `{LOGGERS}`, which grows too)" in a.markdown
+    logger = leaks["logging.Logger"]  # a class of the workload: watching it records its chain
+    assert logger.text.endswith(f"(no why-alive chain: only the census saw it; watch {logger.name} to record one).")
+
+
+def test_a_builtin_count_with_no_holder_anywhere_is_said_bare():
+    def make():
+        keep = []  # a closure's list: no module-level container for the containers probe to find
+
+        def step(i: int) -> None:
+            keep.append([i, i])
+
+        return step, keep
+
+    step, keep = make()
+    a = answer(td.track(step, steps=60, every=5, progress=False))
+    keep.clear()
+    lists = next(f for f in a.findings if f.kind == "leak" and f.owner == "builtins.list")
+    assert lists.text.startswith("Leak: list +1 object per step"), a.text
+    assert lists.text.endswith(" per step.") and "watch" not in lists.text
 
 
 class HeldByAtexit:

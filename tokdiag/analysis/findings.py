@@ -17,9 +17,11 @@ What a run's findings are, in order
    holder (a container, a cache, a class with a chain) come first, so a
    growing container leads the census counts of what it holds. Each with
    the recorded why-alive chain (``held by ...``) and the allocation sites
-   in the owner's module when they were recorded. A leaking container that
-   a class's chain passes through is not a finding of its own: the class
-   says it. RSS, when it leaks, follows as a ``process`` finding.
+   in the owner's module when they were recorded; a builtin type only the
+   census counted (``dict``, ``str``) points at the first holder instead
+   of at watching it. A leaking container that a class's chain passes
+   through is not a finding of its own: the class says it. RSS, when it
+   leaks, follows as a ``process`` finding.
 2. ``clear`` or ``undecided`` when no series leaks: ``clear`` says what was
    measured and for how long (steps, snapshots, seconds, RSS, watched
    classes, caches, census types); it is ``undecided`` instead, never an
@@ -60,6 +62,7 @@ from tokdiag.analysis.owners import (
     chain_text,
     chain_through,
     display_name,
+    is_builtin,
     module_sites,
     names_holder,
 )
@@ -216,6 +219,11 @@ def findings(run: Any, *, project_to: int = 10_000, always: Iterable[tuple[str, 
             -max((say.rate(s) for s in f.series if s.unit != "bytes" and s.verdict == "leak"), default=0),
         )
     )
+    holder = next((f for f in leaks if names_holder(kinds[f.owner], f.chain)), None)
+    if holder is not None:  # census counts of builtin types point at it rather than at watching them
+        leaks = [say.leak(name, f.owner, kinds[f.owner], list(f.series), f.name, f.chain, f.sites,
+                          (kinds[holder.owner], holder.name))
+                 if f is not holder and is_builtin(f.owner, kinds[f.owner]) and not f.chain else f for f in leaks]
     process = say.process_finding(name, owners.get("process", []), project_to, bool(leaks))
     any_leak = bool(leaks) or (process is not None and process.verdict == "leak") or any(
         s.verdict == "leak" and s.role != "duplicate" for s in owners.get("process", []))
