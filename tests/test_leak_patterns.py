@@ -361,6 +361,7 @@ def test_atexit_bound_methods():
     assert s["verdicts"][f"watch|{owner}|count"] == "leak", s["answer"]
     assert _owner(s, owner)[0] == "watch" and _owner(s, owner)[1] > 200 * 500
     assert _finding(s, owner) == f"{HELD_OUTSIDE} -> method.__self__"
+    assert f" per step, {HELD_OUTSIDE}, via method.__self__." in s["answer"]  # not "held by held outside"
     assert f"{HELD_OUTSIDE} -> method.__self__ -> TracerProvider (x200)" in s["chains"]
 
 

@@ -12,11 +12,16 @@ What a run's findings are, in order
    :func:`~tokdiag.analysis.fold.fold_verdicts`: watch, census, cache,
    container, native, allocation sites, allocator free memory, file pages,
    disk; never the collector's generation counters, never tokdiag's own
-   buffers), bytes per step first, largest first; with the recorded
-   why-alive chain (``held by ...``) and the allocation sites in the owner's
-   module when they were recorded. A leaking container that such a chain
-   passes through is not a finding of its own: the class says it. RSS, when it leaks, follows as a
-   ``process`` finding.
+   buffers), bytes per step first, largest first; among owners that grow
+   by the same bytes per step (a count alone has none), those that name a
+   holder (a container, a cache, a class with a chain) come first, so a
+   growing container leads the census counts of what it holds. Each with
+   the recorded why-alive chain (``held by ...``) and the allocation sites
+   in the owner's module when they were recorded; a builtin type only the
+   census counted (``dict``, ``str``) points at the first holder instead
+   of at watching it. A leaking container that a class's chain passes
+   through is not a finding of its own: the class says it. RSS, when it
+   leaks, follows as a ``process`` finding.
 2. ``clear`` or ``undecided`` when no series leaks: ``clear`` says what was
    measured and for how long (steps, snapshots, seconds, RSS, watched
    classes, caches, census types); it is ``undecided`` instead, never an
@@ -53,7 +58,14 @@ from tokdiag.analysis.format import (
     format_value,
     short_name,
 )
-from tokdiag.analysis.owners import chain_text, chain_through, display_name, module_sites
+from tokdiag.analysis.owners import (
+    chain_text,
+    chain_through,
+    display_name,
+    is_builtin,
+    module_sites,
+    names_holder,
+)
 from tokdiag.analysis.verdicts import verdicts as judge
 
 __all__ = ["FINDING_KINDS", "Finding", "Series", "Text", "code", "findings", "sentence"]
@@ -198,12 +210,20 @@ def findings(run: Any, *, project_to: int = 10_000, always: Iterable[tuple[str, 
     chains = [chain_text(run.retention, f.owner) for f in leaks if kinds[f.owner] == "class"]
     leaks = [f for f in leaks
              if not (kinds[f.owner] == "container" and any(chain_through(c, f.owner) for c in chains))]
+    # bytes per step first; among equals (count-only growth has none) what names a holder first: a growing
+    # container before the census counts of what it holds
     leaks.sort(
         key=lambda f: (
             -f.numbers.get("bytes_per_step", 0.0),
+            not names_holder(kinds[f.owner], f.chain),
             -max((say.rate(s) for s in f.series if s.unit != "bytes" and s.verdict == "leak"), default=0),
         )
     )
+    holder = next((f for f in leaks if names_holder(kinds[f.owner], f.chain)), None)
+    if holder is not None:  # census counts of builtin types point at it rather than at watching them
+        leaks = [say.leak(name, f.owner, kinds[f.owner], list(f.series), f.name, f.chain, f.sites,
+                          (kinds[holder.owner], holder.name))
+                 if f is not holder and is_builtin(f.owner, kinds[f.owner]) and not f.chain else f for f in leaks]
     process = say.process_finding(name, owners.get("process", []), project_to, bool(leaks))
     any_leak = bool(leaks) or (process is not None and process.verdict == "leak") or any(
         s.verdict == "leak" and s.role != "duplicate" for s in owners.get("process", []))

@@ -53,7 +53,7 @@ from tokdiag.analysis.format import (
     measure_words,
     short_name,
 )
-from tokdiag.analysis.owners import chain_text, display_name, module_sites, runs_of
+from tokdiag.analysis.owners import chain_text, display_name, module_sites, names_holder, runs_of
 from tokdiag.analysis.verdicts import verdicts as judge
 from tokdiag.errors import ConfigError
 
@@ -142,13 +142,15 @@ def _run_growers(run: Any, project_to: int) -> list[dict[str, Any]]:
     return [r for r in out if not (r["kind"] == "site" and r["owner"] in attached)]
 
 
-def _order(r: dict[str, Any]) -> tuple[int, float, float, float]:
-    """Growing at the end first (bytes per step, then count per step), then settled owners by growth."""
+def _order(r: dict[str, Any]) -> tuple[int, float, bool, float, float]:
+    """Growing at the end first (bytes per step; among equals, an owner that names a holder before one that only
+    counts; then count per step), then settled owners by growth."""
     def neg(v: float) -> float:
         return -v if math.isfinite(v) else math.inf
 
     growing = math.isfinite(r["bytes_per_step"]) or math.isfinite(r["count_per_step"])
-    return (0 if growing else 1, neg(r["bytes_per_step"]), neg(r["count_per_step"]), neg(r["growth"]))
+    return (0 if growing else 1, neg(r["bytes_per_step"]), not names_holder(r["kind"], r["chain"]),
+            neg(r["count_per_step"]), neg(r["growth"]))
 
 
 def growers(run_or_runs: Any, *, top: int | None = 20, project_to: int = 10_000) -> pd.DataFrame:
@@ -158,8 +160,10 @@ def growers(run_or_runs: Any, *, top: int | None = 20, project_to: int = 10_000)
     or ``{label: run}``. An owner grew when one of its measures is a leak or
     inconclusive with a positive slope, or stepped or settled above where it
     started. Rows are sorted by ``bytes_per_step`` (owners without a bytes
-    measure last), then by ``count_per_step``; ``top`` keeps the first rows
-    of each run (None: all).
+    measure last), then owners that name a holder (a container, a cache, a
+    class with a chain: :func:`~tokdiag.analysis.owners.names_holder`) before
+    those that only count, then by ``count_per_step``; ``top`` keeps the
+    first rows of each run (None: all).
     """
     if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top <= 0):
         raise ConfigError(f"top={top!r}: pass a positive number of owners per run, or None for all")

@@ -16,7 +16,10 @@ from typing import Any
 from tokdiag.analysis.format import short_name
 from tokdiag.errors import ConfigError
 
-__all__ = ["chain_text", "chain_through", "display_name", "module_sites", "runs_of"]
+__all__ = ["chain_text", "chain_through", "display_name", "is_builtin", "module_sites", "names_holder", "runs_of"]
+
+HOLDER_KINDS: tuple[str, ...] = ("container", "cache")
+"""Kinds of owner that are holders themselves: a growing container or cache names where the growth lives."""
 
 
 def display_name(owner: str, kind: str, clashes: AbstractSet[str] = frozenset()) -> str:
@@ -27,6 +30,29 @@ def display_name(owner: str, kind: str, clashes: AbstractSet[str] = frozenset())
     if kind == "cache":
         return short_name("cache", owner)[0]
     return owner
+
+
+def names_holder(kind: str, chain: str) -> bool:
+    """Whether an owner of ``kind`` with the why-alive ``chain`` says what holds its growth.
+
+    A container or a cache is its own holder (its path names it); a class is
+    when a chain was recorded for it. A class only the census counted is not:
+    the findings and the top growers put the owners that name a holder before
+    those, when neither grows by more bytes per step.
+    """
+    return kind in HOLDER_KINDS or bool(chain)
+
+
+def is_builtin(owner: str, kind: str) -> bool:
+    """Whether ``owner`` is a class of the language core (``builtins.dict``, ``builtins.str``, ``builtins.int``).
+
+    Every heap is full of their instances: watching one to record a chain
+    sizes all of them at each snapshot, and ``str``, ``int`` and the other
+    types the collector does not track cannot be watched at all (the watch
+    probe warns). What holds them is read better from a growing container
+    or a watched class of the workload.
+    """
+    return kind == "class" and short_name("census", owner)[1] == "builtins"
 
 
 def chain_through(chain: str, container: str) -> bool:

@@ -20,7 +20,7 @@ from tokdiag.analysis.classification import MIN_SNAPSHOTS
 from tokdiag.analysis.findings import Finding, Series, code, sentence
 from tokdiag.analysis.fold import owner_of
 from tokdiag.analysis.format import format_signed, format_value, measure_words
-from tokdiag.analysis.owners import display_name
+from tokdiag.analysis.owners import display_name, is_builtin
 
 CLEAR_SNAPSHOTS = 2 * MIN_SNAPSHOTS
 """Fewest snapshots a run needs to be called leak-free: the verdicts judge the end of a run on its last
@@ -60,8 +60,35 @@ def _measure(s: Series) -> str:
     return owner_of(s.probe, s.subject, s.metric)[2]
 
 
+def _held_by(chain: str) -> list[str]:
+    """The pieces that say what holds a leak: ``, held by `module app -> _DONE[0]```.
+
+    A root that says how it holds by itself (:data:`~tokdiag.analysis.retention.HELD_OUTSIDE`,
+    ``"held outside Python's heap (C state, e.g. atexit)"``) is written as it is, not after "held by",
+    and the rest of the chain follows it.
+
+    >>> "".join(_held_by("module app -> _DONE[0]"))
+    ', held by module app -> _DONE[0]'
+    >>> "".join(_held_by("held outside Python's heap (C state, e.g. atexit) -> method.__self__"))
+    ", held outside Python's heap (C state, e.g. atexit), via method.__self__"
+    """
+    root, _, rest = chain.partition(" -> ")
+    if not root.startswith("held "):
+        return [", held by ", code(chain)]
+    return [", ", root] + ([", via ", code(rest)] if rest else [])
+
+
 def leak(run: str, owner: str, kind: str, rows: list[Series], name: str, chain: str,
-          sites: tuple[str, ...]) -> Finding:
+         sites: tuple[str, ...], holder: tuple[str, str] | None = None) -> Finding:
+    """``Leak: Job +10.5 KiB (+1 object) per step, held by module app -> _DONE[0].``
+
+    What holds it: the recorded ``chain``; for a class only the census saw,
+    how to record one (watch it), except for a builtin type
+    (:func:`~tokdiag.analysis.owners.is_builtin`), where watching is no
+    help: then ``holder`` (``(kind, name)`` of another leak of the run that
+    names a holder, see :func:`~tokdiag.analysis.owners.names_holder`) is
+    pointed at, or nothing is said.
+    """
     amounts = _amounts(rows, only_leaks=True)
     first, *rest = amounts or ["growth"]
     what = first + (f" ({rest[0]})" if rest else "")
@@ -75,9 +102,13 @@ def leak(run: str, owner: str, kind: str, rows: list[Series], name: str, chain: 
             f"{next((s.verdict for s in rows if s.role == 'main'), 'not judged')})"
         )
     if chain:
-        pieces += [", held by ", code(chain)]
+        pieces += _held_by(chain)
     elif kind == "class" and not any(s.probe == "watch" for s in rows):
-        pieces += [" (no why-alive chain: only the census saw it; watch ", code(name), " to record one)"]
+        if not is_builtin(owner, kind):
+            pieces += [" (no why-alive chain: only the census saw it; watch ", code(name), " to record one)"]
+        elif holder is not None:
+            pieces += [" (a builtin type: perhaps held in ", _LEAK_WORD.get(holder[0], ""), code(holder[1]),
+                       ", which grows too)"]
     if sites:
         pieces += [", allocated at ", code(", ".join(sites))]
     bytes_rate = sum(rate(s) for s in leaking if s.unit == "bytes" and s.role == "main")
