@@ -130,6 +130,24 @@ def test_ledger_stack_adds_up_to_the_rss_line_and_shows_the_unexplained_band():
     assert "step" in fig.layout.xaxis.title.text
 
 
+def test_a_ledger_of_many_owners_names_the_largest_and_lumps_the_rest_and_still_adds_up():
+    """The AWorld page had 40 owners: a legend taller than its chart, scrolling, its labels clipped."""
+    rows = [("r", s, f"census:type{k}", "census", 1000.0 * (k + 1) * s) for s in (0, 1, 2) for k in range(30)]
+    rows += [("r", s, charts.UNEXPLAINED, "unexplained", 5000.0 * s) for s in (0, 1, 2)]
+    df = pd.DataFrame(rows, columns=["run", "step", "owner", "kind", "bytes"])
+    fig = charts.ledger(df)
+    owners = {t.legendgroup for t in fig.data if t.stackgroup}
+    assert owners == {*(f"census:type{k}" for k in range(18, 30)), "18 other owners", charts.UNEXPLAINED}
+    bands = [t for t in fig.data if t.stackgroup]
+    stacked = np.sum([np.asarray(t.y, dtype=float) for t in bands], axis=0)
+    np.testing.assert_allclose(stacked, df.groupby("step")["bytes"].sum().to_numpy() / MiB)
+    # two steps: whole steps on the axis, never "step 0.5"
+    assert (fig.layout.xaxis.dtick, fig.layout.xaxis.tickformat) == (1, ",d")
+    few = charts.ledger(_ledger_df([0, 10, 20, 30, 40, 50]))
+    assert {t.legendgroup for t in few.data if t.stackgroup} == set(_ledger_df([0]).owner)  # 5 owners: as they are
+    assert few.layout.xaxis.dtick is None and few.layout.xaxis.tickformat == ",d"
+
+
 def test_ledger_from_a_run_stacks_up_to_its_measured_rss(leaking_run):
     rss = leaking_run.series("process", "process", "rss")
     for since in ("warmup", "start"):

@@ -144,6 +144,19 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=False)  # plotly shows &quot; literally; without "<" no tag can form
 
 
+def _step_axis(fig: go.Figure, **where: Any) -> go.Figure:
+    """The x axis of a chart over steps: titled, and labelled in whole steps only (no "step 0.5" in a short run).
+
+    ``where``: the subplot to set (``row=2, col=1``), as for ``fig.update_xaxes``.
+    """
+    xs = [float(x) for trace in fig.data if getattr(trace, "x", None) is not None for x in trace.x]
+    span = max(xs) - min(xs) if xs else 0.0
+    ticks: dict[str, Any] = {"tickformat": ",d"}
+    if span <= 10:  # plotly would put ticks at halves
+        ticks.update(dtick=1, tick0=0)
+    return fig.update_xaxes(title_text=STEP_AXIS, **ticks, **where)
+
+
 def _base_layout(fig: go.Figure, title: str, *, height: int | None = None) -> go.Figure:
     fig.update_layout(
         template="plotly_white",

@@ -13,7 +13,6 @@ from tokdiag.analysis import startup_costs
 from tokdiag.analysis.format import format_signed
 from tokdiag.charts._style import (
     KIND_ORDER,
-    STEP_AXIS,
     UNEXPLAINED,
     KiB,
     MiB,
@@ -21,6 +20,7 @@ from tokdiag.charts._style import (
     _empty,
     _esc,
     _kind_colors,
+    _step_axis,
 )
 from tokdiag.errors import ConfigError
 from tokdiag.recording.run import Run
@@ -28,6 +28,8 @@ from tokdiag.recording.run import Run
 _HATCH = {"shape": "/", "fgcolor": "#555555", "bgcolor": "#d9d9d9", "solidity": 0.3}
 _STARTUP_SHARE = 0.01
 """Owners below this share of the start-up cost are drawn as one bar ("N other owners")."""
+_LEDGER_OWNERS = 12
+"""Owners drawn by name in the ledger (the largest); the rest are one band ("N other owners"), so the legend fits."""
 
 
 def _short_owner(owner: str, kind: str) -> str:
@@ -66,6 +68,19 @@ def _ledger_frame(source: Any, since: Any) -> tuple[pd.DataFrame, pd.Series | No
                       "(tokdiag.analysis.ledger(run.timeline))")
 
 
+def _lump_small_owners(table: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
+    """The :data:`_LEDGER_OWNERS` largest owners (by their largest growth or shrinkage) and the unexplained
+    remainder as they are; the others summed into one "N other owners" column (``kinds`` learns its kind)."""
+    named = [o for o in table.columns if o != UNEXPLAINED]
+    if len(named) <= _LEDGER_OWNERS + 1:  # one lumped owner would not be shorter than its own name
+        return table
+    size = table[named].abs().max().sort_values(ascending=False, kind="stable")
+    rest = size.index[_LEDGER_OWNERS:].tolist()
+    lumped = f"{len(rest)} other owners"
+    kinds[lumped] = "other"
+    return table.drop(columns=rest).assign(**{lumped: table[rest].sum(axis=1)})
+
+
 def _kind_key(kind: str) -> int:
     return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER) - 1
 
@@ -91,7 +106,8 @@ def ledger(run_or_ledger_df: Run | pd.DataFrame, *, since: str | int = "warmup",
     :func:`tokdiag.analysis.ledger` (columns ``run, step, owner, kind,
     bytes``) for one run (``since`` is then the DataFrame's own). The legend
     names each owner short (``PageSnapshot (watch)``); its trace's
-    ``legendgroup`` and the hover carry the full name.
+    ``legendgroup`` and the hover carry the full name. The 12 largest
+    owners are drawn by name, the rest as one band, "N other owners".
     """
     df, rss_growth, name, base, first = _ledger_frame(run_or_ledger_df, since)
     if base is not None and first is not None and base > first:
@@ -108,6 +124,7 @@ def ledger(run_or_ledger_df: Run | pd.DataFrame, *, since: str | int = "warmup",
 
     table = df.pivot_table(index="step", columns="owner", values="bytes", aggfunc="sum").sort_index().fillna(0.0)
     kinds = df.drop_duplicates("owner", keep="last").set_index("owner")["kind"].astype(str).to_dict()
+    table = _lump_small_owners(table, kinds)
     order = sorted(table.columns, key=lambda o: (_kind_key(kinds.get(o, "")), o == UNEXPLAINED,
                                                  -float(table[o].abs().max()), str(o)))
     colors = _kind_colors(order, kinds)
@@ -143,7 +160,7 @@ def ledger(run_or_ledger_df: Run | pd.DataFrame, *, since: str | int = "warmup",
     _base_layout(fig, heading, height=480)
     # legend top-down like the stack: RSS line, unexplained, then owners down to the first cache
     fig.update_layout(legend_title_text="owner", legend_traceorder="reversed", hovermode="closest")
-    fig.update_xaxes(title_text=STEP_AXIS)
+    _step_axis(fig)
     axis = f"growth since step {base} (MiB)" if base is not None else "growth since the baseline (MiB)"
     fig.update_yaxes(title_text=axis, zeroline=True, zerolinecolor="#888")
     return fig

@@ -12,7 +12,6 @@ from plotly.subplots import make_subplots
 from tokdiag.charts._style import (
     _LINE_COLORS,
     _MAX_LINES,
-    STEP_AXIS,
     KiB,
     MiB,
     _base_layout,
@@ -20,6 +19,7 @@ from tokdiag.charts._style import (
     _empty,
     _esc,
     _match,
+    _step_axis,
 )
 from tokdiag.errors import ConfigError
 from tokdiag.recording.run import Run
@@ -72,7 +72,7 @@ def counts(run: Run, *, probe: str = "watch", subjects: list[str] | None = None)
             hovertemplate="%{customdata[0]}<br>step %{x}: %{y:,.0f} objects<extra></extra>",
         ))
     _base_layout(fig, title, height=420)
-    fig.update_xaxes(title_text=STEP_AXIS)
+    _step_axis(fig)
     peak = float(np.nanmax([np.nanmax(np.asarray(t.y, dtype=float)) for t in fig.data])) if fig.data else 0.0
     fig.update_yaxes(title_text="instances alive (objects)", rangemode="tozero", **_whole_ticks(peak))
     return fig
@@ -136,7 +136,7 @@ def caches(run: Run, *, subjects: list[str] | None = None) -> go.Figure:
                               + "<extra></extra>"),
                 row=2, col=1)
     _base_layout(fig, title, height=620)
-    fig.update_xaxes(title_text=STEP_AXIS, row=2, col=1)
+    _step_axis(fig, row=2, col=1)
     shown = entries.reindex(columns=[c for c in chosen if c in entries.columns]).to_numpy(dtype=float)
     most = float(np.nanmax(shown)) if shown.size and np.isfinite(shown).any() else 0.0
     fig.update_yaxes(title_text="entries", rangemode="tozero", row=1, col=1, **_whole_ticks(most))
@@ -179,7 +179,7 @@ def rss(runs: Run | Sequence[Run] | Mapping[str, Run]) -> go.Figure:
         return _empty(title, "no runs with RSS measurements to draw" if labelled else "no runs given")
     _base_layout(fig, title, height=440)
     fig.update_layout(legend_title_text="run")
-    fig.update_xaxes(title_text=STEP_AXIS)
+    _step_axis(fig)
     fig.update_yaxes(title_text="RSS (MiB)")
     return fig
 
