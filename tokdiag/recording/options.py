@@ -1,5 +1,5 @@
-"""Checks of the tracker's arguments: steps, snapshot interval, numbers, caches, and the params a journal's
-header can hold.
+"""Checks of the recording's arguments (the tracker's and the service recorder's): steps, snapshot interval,
+what a recorder's step is, numbers, caches, and the params a journal's header can hold.
 
 Each returns the value it accepts or raises a :class:`~tokdiag.errors.ConfigError`
 naming the bad value and the fix:
@@ -21,7 +21,11 @@ from typing import Any
 from tokdiag.errors import ConfigError
 from tokdiag.probes import CacheSpec
 
-__all__ = ["check_caches", "check_every", "check_number", "check_params", "check_steps", "check_whole"]
+__all__ = ["PER", "check_caches", "check_every", "check_number", "check_params", "check_per", "check_steps",
+           "check_whole"]
+
+PER = ("second", "request")
+"""What a step of a service recorder is (its ``per``)."""
 
 
 def check_whole(name: str, value: Any, least: int, rule: str) -> int:
@@ -47,6 +51,23 @@ def check_every(every: Any) -> int | str:
     if every == "auto":
         return every
     return check_whole("every", every, 1, "must be a positive integer (snapshot every k steps) or 'auto'")
+
+
+def check_per(per: Any, every_s: Any, every_requests: Any) -> float:
+    """``every_s`` as a float if a service recorder's ``per``, ``every_s`` and ``every_requests`` agree: a step
+    is a whole second (so ``every_s >= 1``) or a request (then a snapshot every ``every_requests`` too, if given)."""
+    if per not in PER:
+        raise ConfigError(f"per={per!r}: a step is a 'second' (default) or a 'request' (counted by the "
+                          "middleware or recorder.count_request())")
+    seconds = float(check_number("every_s", every_s, "must be a positive number, e.g. every_s=60"))
+    if every_requests is not None:
+        check_whole("every_requests", every_requests, 1, "must be a positive number of requests or None")
+    if per == "second" and seconds < 1:
+        raise ConfigError(f"every_s={every_s!r}: with per='second' a step is a whole second, so snapshots "
+                          "are at least 1 s apart; pass every_s>=1 (or per='request')")
+    if every_requests is not None and per != "request":
+        raise ConfigError(f"every_requests={every_requests} needs per='request' (steps counted as requests)")
+    return seconds
 
 
 def check_caches(caches: Any) -> Any:
