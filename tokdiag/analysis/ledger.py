@@ -120,7 +120,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tokdiag.analysis.classification import MIN_SNAPSHOTS, PRACTICAL_MIN, classify
+from tokdiag.analysis.classification import classify
+from tokdiag.analysis.thresholds import MIN_SNAPSHOTS, PRACTICAL_MIN
 from tokdiag.errors import ConfigError
 from tokdiag.recording.timeline import check_timeline
 
