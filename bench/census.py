@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokdiag.probes.census import IMPLEMENTATION, take_census, take_census_numpy
-from tokdiag.probes.sizing import Seen, deep_sizes
+from tokdiag.probes.seen import Seen
+from tokdiag.probes.sizing import deep_sizes
 
 GOAL = 1.5
 

@@ -21,6 +21,7 @@ import pytest
 import tokdiag as td
 from tokdiag._native import speedups
 from tokdiag.analysis.verdicts import verdicts
+from tokdiag.probes import seen as seen_module
 from tokdiag.probes import sizing
 from tokdiag.probes.footprint import PeakMeter, checkpoint, current_rss
 
@@ -154,7 +155,7 @@ def test_wide_containers_read_in_slices_size_exactly_as_listed_whole(monkeypatch
         pytest.skip("tokdiag._speedups not built")
     if slicing == "whole":
         monkeypatch.setattr(sizing, "speedups", None)  # no referents(): gc.get_referents lists them whole
-        monkeypatch.setattr(sizing, "IdSet", sizing._PyIdSet)
+        monkeypatch.setattr(seen_module, "IdSet", seen_module._PyIdSet)
     monkeypatch.setattr(sizing, "_SLICE", 1_000)  # containers of 1,000+ referents read in slices
     monkeypatch.setattr(sizing, "_BATCH", 256)
     shared = [f"shared {i}" for i in range(100)]
@@ -167,7 +168,7 @@ def test_wide_containers_read_in_slices_size_exactly_as_listed_whole(monkeypatch
         "small": [[j for j in range(i % 100)] for i in range(300)],
     }
     assert sizing.deep_size(graph) == _reference_deep_size(graph)
-    seen = sizing.Seen()
+    seen = seen_module.Seen()
     first = sizing.deep_sizes([graph["list"]], seen)
     assert first + sizing.deep_sizes([graph], seen) == _reference_deep_size(graph)
 

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 from pympler.asizeof import asizeof
 
+import tokdiag.probes.seen as seen_module
 import tokdiag.probes.sizing as sizing
-from tokdiag.probes.sizing import Seen, deep_size, deep_sizes
+from tokdiag.probes.seen import Seen
+from tokdiag.probes.sizing import deep_size, deep_sizes
 from tokdiag.probes.vocab import vocab_dict_size
 
 BACKENDS = [
-    pytest.param(sizing._PyIdSet, id="python"),
+    pytest.param(seen_module._PyIdSet, id="python"),
     pytest.param(
         getattr(sys.modules.get("tokdiag._speedups"), "IdSet", None),
         id="C",
@@ -29,7 +31,7 @@ BACKENDS = [
 
 @pytest.fixture(params=BACKENDS)
 def backend(request, monkeypatch):
-    monkeypatch.setattr(sizing, "IdSet", request.param)
+    monkeypatch.setattr(seen_module, "IdSet", request.param)
     return request.param
 
 
@@ -90,9 +92,9 @@ def test_repeated_values_are_not_sized_in_bulk():
 _SNAPSHOTS_OF_A_VOCABULARY = textwrap.dedent("""
     import json, sys
     import tokdiag as td
-    from tokdiag.probes import sizing
+    from tokdiag.probes import seen
     if sys.argv[1] == "python":
-        sizing.IdSet = sizing._PyIdSet
+        seen.IdSet = seen._PyIdSet
     CACHE = {"ranks": {b"tok%06d" % i: i for i in range(200_000)},
              "decoder": {i: b"x%06d" % i for i in range(200_000)}}
     run = td.track(lambda i: None, steps=10, every=1, caches=[CACHE], census=True, progress=False)

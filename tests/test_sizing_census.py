@@ -133,7 +133,8 @@ def test_unowned_bytes_leave_out_what_an_owner_claimed():
 def test_a_vocabulary_inside_a_cache_is_sized_in_bulk_exactly_and_only_once():
     from pympler.asizeof import asizeof
 
-    from tokdiag.probes.sizing import Seen, deep_sizes
+    from tokdiag.probes.seen import Seen
+    from tokdiag.probes.sizing import deep_sizes
 
     ranks = {f"tok{i:06d}".encode(): i for i in range(20_000)}
     first, second = {"path": ranks}, {"other": ranks}

@@ -171,7 +171,7 @@ def test_error_in_step_is_journalled_and_raised(tmp_path: Path):
 
 def test_budget_guard_stops_a_runaway_workload(tmp_path: Path):
     hog: list[bytearray] = []
-    start_mb = td.Tracker()._process.rss() / 2**20
+    start_mb = td.Tracker()._probes.process.rss() / 2**20
     path = tmp_path / "budget.jsonl"
 
     def runaway(i: int) -> None:

@@ -17,7 +17,8 @@ from tokdiag.errors import ConfigError, JournalError, TargetError, TokdiagError,
 from tokdiag.probes import presets
 from tokdiag.probes.caches import cache
 from tokdiag.probes.census import census
-from tokdiag.probes.sizing import Seen, deep_size
+from tokdiag.probes.seen import Seen
+from tokdiag.probes.sizing import deep_size
 from tokdiag.recording.recorder import record
 from tokdiag.recording.run import Run, load
 from tokdiag.recording.steps import atrack, track

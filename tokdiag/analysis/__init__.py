@@ -27,7 +27,7 @@ analysis reads timelines and returns DataFrames and plain records.
 from __future__ import annotations
 
 from tokdiag.analysis.answer import Answer, answer
-from tokdiag.analysis.classification import LABELS, PRACTICAL_MIN, SEVERITY, Verdict, classify
+from tokdiag.analysis.classification import LABELS, SEVERITY, Verdict, classify
 from tokdiag.analysis.compare import CHANGES, COMPARE_COLUMNS, compare
 from tokdiag.analysis.findings import Finding, findings
 from tokdiag.analysis.fold import fold_verdicts
@@ -42,6 +42,7 @@ from tokdiag.analysis.ledger import LEDGER_COLUMNS, UNEXPLAINED, ledger, owner_s
 from tokdiag.analysis.limit import TimeToLimit, time_to_limit
 from tokdiag.analysis.mutations import mutations
 from tokdiag.analysis.tables import compare_headlines, compare_notes, compare_table, runs_table, verdicts_table
+from tokdiag.analysis.thresholds import PRACTICAL_MIN
 from tokdiag.analysis.verdicts import verdicts
 
 __all__ = [

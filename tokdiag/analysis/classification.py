@@ -29,7 +29,7 @@ How a series is judged
    only widens it). 99% rather than 95% because a census has thousands of
    series and a false leak costs as much as a miss.
 5. **Decision.** Growth is *practically* significant only when, over the
-   tail, it would amount to at least :data:`PRACTICAL_MIN` for the unit
+   tail, it would amount to at least :data:`~tokdiag.analysis.thresholds.PRACTICAL_MIN` for the unit
    (``band = PRACTICAL_MIN[unit] / tail_span`` per step):
 
    - growing: interval above 0 and ``per_step * tail_span >= PRACTICAL_MIN``;
@@ -55,7 +55,8 @@ How a series is judged
    (flat for the last 6 of 21 snapshots, risen in 32 KiB allocator pools);
    growth is shown at the end only when both hold:
 
-   - the run does not end on a *pause*: its last :data:`MIN_SNAPSHOTS` or
+   - the run does not end on a *pause*: its last
+     :data:`~tokdiag.analysis.thresholds.MIN_SNAPSHOTS` or
      more snapshots exactly equal, over a longer span than any pause the
      tail took while it grew. RSS moves a page or an allocator pool at a
      time, so a slow leak pauses between rises; a pause at the end no longer
@@ -78,8 +79,10 @@ How a series is judged
    half cannot show growth (noise); the reason says which and how many more
    steps would tell.
 
-Fewer than :data:`MIN_SNAPSHOTS` snapshots are always ``inconclusive``: two
-points cannot tell a leak from a step.
+Fewer than :data:`~tokdiag.analysis.thresholds.MIN_SNAPSHOTS` snapshots are
+always ``inconclusive``: two points cannot tell a leak from a step. The
+thresholds, and why they are what they are, are in
+:mod:`tokdiag.analysis.thresholds`.
 
 >>> import numpy as np
 >>> steps = np.arange(0, 301, 10)
@@ -112,10 +115,11 @@ from tokdiag.analysis.stats import (
     split_point,
     theil_sen,
 )
+from tokdiag.analysis.thresholds import MIN_SNAPSHOTS, PRACTICAL_MIN, RESOLUTION, SLOWDOWN, STEP_SHARE
 from tokdiag.errors import ConfigError
 
-__all__ = ["LABELS", "MIN_SNAPSHOTS", "PRACTICAL_MIN", "SEVERITY", "SEVERITY_RANK", "Verdict", "classify",
-           "classify_arrays"]
+__all__ = ["LABELS", "SEVERITY", "SEVERITY_RANK", "Verdict", "classify", "classify_arrays"]
+# MIN_SNAPSHOTS and PRACTICAL_MIN live in thresholds; growers and phrases still import them from here.
 
 LABELS: tuple[str, ...] = ("leak", "bounded", "step", "flat", "inconclusive")
 """Every label :func:`classify` can return."""
@@ -126,64 +130,6 @@ comes before a settled one, because it may still be a leak)."""
 
 SEVERITY_RANK: dict[str, int] = {label: i for i, label in enumerate(SEVERITY)}
 """A label's place in :data:`SEVERITY` (sort by ``SEVERITY_RANK.get(v, len(SEVERITY))``)."""
-
-MIN_SNAPSHOTS = 4
-"""Fewer snapshots than this are ``inconclusive``.
-
-With three points a jump and a trend fit equally well; the fourth is the
-first that can contradict one of them.
-"""
-
-PRACTICAL_MIN: dict[str, float] = {
-    "bytes": 64 * 1024,
-    "objects": 8.0,
-    "entries": 8.0,
-    "blocks": 16.0,
-    "calls": 8.0,
-    "files": 8.0,
-}
-"""Least total growth over the judged window (the tail) that can be a leak, per unit.
-
-Why these numbers:
-
-- ``bytes``, 64 KiB: RSS moves by 4 KiB pages, pymalloc hands out 16 KiB
-  pools and glibc grows and trims the heap top in 128 KiB steps, and an
-  interpreter warming up (type attribute caches, interned strings, code
-  caches) adds tens of KB on its own. Growth below 64 KiB over a whole
-  window is what the allocator and the interpreter do by themselves; a real
-  1 KB/step leak passes it after 64 steps.
-- ``objects`` / ``entries``, 8: counts are exact, so noise is handled by the
-  interval; the minimum only keeps one or two lazily created singletons
-  (the second call of something creating one more helper object) from
-  being called a leak. A cache fed a new key every step passes it after 8
-  steps.
-- ``blocks``, 16: tracemalloc block counts per site are exact but churn
-  more than type counts.
-- ``calls``, 8: cumulative counters (only judged with ``counters=True``).
-- ``files``, 8: files under a directory (the disk probe), exact like objects.
-
-Units not listed get 0: only the interval decides.
-
-One exception for exact counts (objects, entries, blocks, files): when the count
-rose at *every* snapshot of the judged window (at least five snapshots),
-the minimum drops to that rise. Six agents kept by six tasks are a leak
-even though six is below eight: a singleton rises once, not every time.
-"""
-
-STEP_SHARE = 0.8
-"""A change is a ``step`` when one snapshot interval holds at least this share of it."""
-
-SLOWDOWN = 0.5
-"""Growth has slowed when the last half of the tail is surely below this share of the tail slope."""
-
-RESOLUTION = 1e-3
-"""Share of the practical minimum below which wiggles cannot start a new regime (66 B for bytes).
-
-A near-exact series (bytes on disk, deep sizes) has a robust noise of 0,
-and a warm-up split would then be believed for a few bytes of difference
-(JSON records of unequal length), leaving a short tail judged alone.
-"""
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +176,7 @@ def classify(steps: Iterable[float] | np.ndarray, values: Iterable[float] | np.n
 
     ``steps`` are snapshot steps (any spacing), ``values`` the series in
     ``unit``. See the module docstring for the method and
-    :data:`PRACTICAL_MIN` for the thresholds.
+    :mod:`tokdiag.analysis.thresholds` for the thresholds.
 
     >>> classify([0, 10], [0.0, 5e6]).verdict
     'inconclusive'

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tokdiag.analysis.classification import PRACTICAL_MIN
+from tokdiag.analysis.thresholds import PRACTICAL_MIN
 from tokdiag.analysis.verdicts import verdicts
 from tokdiag.errors import ConfigError, TokdiagWarning
 from tokdiag.recording.timeline import check_timeline

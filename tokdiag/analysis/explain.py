@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tokdiag.analysis.classification import PRACTICAL_MIN
 from tokdiag.analysis.findings import Finding, Series, code, sentence
 from tokdiag.analysis.format import format_signed, format_value, short_name
 from tokdiag.analysis.ledger import OTHER_OBJECTS, ledger, startup_costs
+from tokdiag.analysis.thresholds import PRACTICAL_MIN
 from tokdiag.errors import ConfigError
 
 __all__ = ["DOMINANT", "ledger_findings", "reconcile_findings"]

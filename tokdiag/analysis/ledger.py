@@ -8,21 +8,12 @@ rounding).
 
 The baseline
 ------------
-By default (``since="warmup"``) the baseline is the end of the run's
-warm-up, so that what a service loads once (a 36 MiB tokenizer vocabulary,
-imports, first-call caches) does not bury what keeps growing. Warm-up is
-the one the RSS verdict found (:func:`tokdiag.analysis.classify` on
-``process/rss``: its ``warmup_steps``, where the final regime of the series
-starts, found by a two-phase regression that a one-off jump fits exactly);
-the baseline is the first snapshot at or after ``first step +
-warmup_steps``. A run whose RSS has no warm-up (one regime from the start)
-or too few snapshots to judge has its first snapshot as the baseline. A
-jump between the first two snapshots ends the warm-up one snapshot after it
-(a head of two snapshots fits a line exactly, so the split cannot tell the
-two apart): one snapshot interval of later growth is counted as start-up.
-``since="start"`` measures from the first snapshot, ``since=<step>`` from
-the first snapshot at or after that step. :func:`startup_costs` is the
-other half: what the owners cost from the first snapshot to the baseline.
+By default (``since="warmup"``) the baseline is the end of the run's RSS
+warm-up, so that what a service loads once does not bury what keeps
+growing; ``since="start"`` is the first snapshot, ``since=<step>`` the first
+snapshot at or after that step. How the end of warm-up is found:
+:mod:`tokdiag.analysis.baseline`. :func:`startup_costs` is the other half:
+what the owners cost from the first snapshot to the baseline.
 
 Owners and kinds
 ----------------
@@ -120,17 +111,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tokdiag.analysis.classification import MIN_SNAPSHOTS, PRACTICAL_MIN, classify
+from tokdiag.analysis.baseline import Since, baseline_index, baseline_step, check_since, rss_series
+from tokdiag.analysis.thresholds import PRACTICAL_MIN
 from tokdiag.errors import ConfigError
 from tokdiag.recording.timeline import check_timeline
 
-__all__ = ["ALLOCATOR_OWNERS", "FILE_OWNERS", "KINDS", "LEDGER_COLUMNS", "OTHER_OBJECTS", "SINCE", "UNEXPLAINED",
-           "baseline_step", "ledger", "owner_shares", "startup_costs"]
-
-Since = str | int
-
-SINCE: tuple[str, ...] = ("warmup", "start")
-"""The named baselines of :func:`ledger` (besides a step number)."""
+__all__ = ["ALLOCATOR_OWNERS", "FILE_OWNERS", "KINDS", "LEDGER_COLUMNS", "OTHER_OBJECTS", "UNEXPLAINED", "ledger",
+           "owner_shares", "startup_costs"]
 
 LEDGER_COLUMNS: tuple[str, ...] = ("run", "step", "owner", "kind", "bytes")
 """Columns of :func:`ledger`, in order."""
@@ -184,53 +171,6 @@ def _growth(sub: pd.DataFrame, steps: np.ndarray, *, carry: bool = False, start:
     return wide - wide.iloc[0]
 
 
-def _rss(tl: pd.DataFrame) -> pd.Series:
-    rss = tl[(tl["probe"] == "process") & (tl["subject"] == "process") & (tl["metric"] == "rss")]
-    return rss.groupby("step")["value"].last().dropna().sort_index()
-
-
-def _baseline_index(rss: pd.Series, since: Since, run: object) -> int:
-    """Index into ``rss`` (sorted by step) of the baseline snapshot; see the module docstring."""
-    steps = rss.index.to_numpy()
-    if since == "start":
-        return 0
-    if since == "warmup":
-        if steps.size < MIN_SNAPSHOTS:
-            return 0
-        warmup = classify(steps, rss.to_numpy(dtype=float), unit="bytes").warmup_steps
-        at = float(steps[0]) + warmup
-    else:
-        at = float(since)
-        if at > float(steps[-1]):
-            raise ConfigError(f"since={since!r}: run {run!r} has no snapshot at or after step {since} (its last is "
-                              f"step {int(steps[-1])}); pass an earlier step, 'warmup' or 'start'")
-    return int(np.searchsorted(steps, at, side="left"))
-
-
-def _check_since(since: object) -> Since:
-    if isinstance(since, str) and since in SINCE:
-        return since
-    if isinstance(since, (int, np.integer)) and not isinstance(since, bool) and since >= 0:
-        return int(since)
-    raise ConfigError(f"since={since!r}: pass 'warmup' (the end of the RSS warm-up, the default), 'start' (the "
-                      "first snapshot) or a step number >= 0")
-
-
-def baseline_step(timeline: pd.DataFrame, *, since: Since = "warmup") -> dict[object, int]:
-    """The baseline step of each run of ``timeline`` for ``since`` (see the module docstring).
-
-    Runs without a ``process/rss`` series are left out.
-    """
-    since = _check_since(since)
-    timeline = check_timeline(timeline)
-    out: dict[object, int] = {}
-    for run, tl in timeline.groupby("run", sort=False, dropna=False):
-        rss = _rss(tl)
-        if not rss.empty:
-            out[run] = int(rss.index[_baseline_index(rss, since, run)])
-    return out
-
-
 def _renamed(block: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
     """The columns of ``block`` that ``names`` knows, renamed, in the order of ``names``."""
     keep = [c for c in names if c in block.columns]
@@ -239,13 +179,13 @@ def _renamed(block: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
 
 def _run_ledger(tl: pd.DataFrame, run: object, min_bytes: float, max_census_owners: int,
                 since: Since) -> tuple[pd.DataFrame, int]:
-    rss = _rss(tl)
+    rss = rss_series(tl)
     if rss.empty:
         raise ConfigError(
             f"run {run!r} has no process rss in its timeline, so there is no RSS growth to split; "
             "track it with the process probe (td.track / td.Tracker always add it) or pass a timeline "
             "with rows probe='process', subject='process', metric='rss'")
-    b = _baseline_index(rss, since, run)
+    b = baseline_index(rss, since, run)
     all_steps = rss.index.to_numpy()
     steps = all_steps[b:]
     total = rss.to_numpy(dtype=float)[b:] - float(rss.iloc[b])
@@ -328,7 +268,7 @@ def ledger(timeline: pd.DataFrame, *, since: Since = "warmup", min_bytes: float 
     ``since``: ``"warmup"`` (the end of the RSS warm-up, the default),
     ``"start"`` (the first snapshot) or a step number; the baseline step of
     each run is in ``df.attrs["baseline"]`` (``{run: step}``). See the module
-    docstring for the baseline, the owners and what "owned" means.
+    docstring for the owners and what "owned" means, :mod:`tokdiag.analysis.baseline` for the baseline.
 
     ``min_bytes``: a census type gets its own owner only when its unowned
     bytes moved by at least this much at some snapshot (default: the
@@ -347,7 +287,7 @@ def ledger(timeline: pd.DataFrame, *, since: Since = "warmup", min_bytes: float 
      {'owner': 'unexplained (native or untracked)', 'kind': 'unexplained', 'bytes': 12.0}]
     """
     timeline = check_timeline(timeline)
-    since = _check_since(since)
+    since = check_since(since)
     if isinstance(max_census_owners, bool) or not isinstance(max_census_owners, int) or max_census_owners < 0:
         raise ConfigError(f"max_census_owners={max_census_owners!r}: pass a number of types >= 0, e.g. 10")
     if not (isinstance(min_bytes, (int, float)) and min_bytes >= 0):

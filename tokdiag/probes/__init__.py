@@ -3,7 +3,7 @@
 A probe is anything with a ``name`` and a ``collect(ctx)`` method returning
 a list of :class:`~tokdiag.records.Record` (the :class:`Probe` protocol).
 ``ctx`` is the :class:`SnapshotContext` of one snapshot: the heap listed
-once for every probe that needs it, and one shared :class:`~tokdiag.probes.sizing.Seen`
+once for every probe that needs it, and one shared :class:`~tokdiag.probes.seen.Seen`
 so that bytes are split between owners (caches first, then watched classes)
 without double counting. The tracker drops the context when the snapshot
 returns, so no probe keeps anything it measured alive, and measures how far

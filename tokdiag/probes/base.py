@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tokdiag.errors import TokdiagWarning
 from tokdiag.probes.footprint import checkpoint
-from tokdiag.probes.sizing import Seen
+from tokdiag.probes.seen import Seen
 from tokdiag.records import Record
 
 

@@ -66,7 +66,8 @@ from tokdiag.errors import ConfigError
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.probes.native import estimate_tiktoken_native, tiktoken_native_of  # noqa: F401  (the model lives there)
 from tokdiag.probes.payloads import ATOM_TYPE_IDS, Fingerprint, builtin_base, encodings_among, payload_slices
-from tokdiag.probes.sizing import Seen, deep_sizes, unsized_message
+from tokdiag.probes.seen import Seen
+from tokdiag.probes.sizing import deep_sizes, unsized_message
 from tokdiag.recording.targets import ATTRIBUTE, resolve
 from tokdiag.records import BYTES, CALLS, ENTRIES, HASH, OBJECTS, Record
 

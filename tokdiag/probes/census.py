@@ -63,8 +63,9 @@ from tokdiag._clevel import type_name
 from tokdiag._native import speedups as _speedups
 from tokdiag.errors import ConfigError
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
+from tokdiag.probes.seen import IdSet, Seen
 from tokdiag.probes.shallow import ALIGN, CHUNK, MAX_OBJECT_BYTES, Rows, rows_numpy, shallow_size
-from tokdiag.probes.sizing import IdSet, Seen, referents, unsized_message
+from tokdiag.probes.sizing import referents, unsized_message
 from tokdiag.records import BYTES, OBJECTS, Record
 
 __all__ = ["IMPLEMENTATION", "CensusProbe", "census", "take_census", "take_census_c", "take_census_numpy",

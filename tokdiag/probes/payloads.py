@@ -26,7 +26,8 @@ import numpy as np
 
 from tokdiag._clevel import bare_name, distinct_types, instance_attr, is_one_of, is_subtype, module_name, type_name
 from tokdiag._native import speedups
-from tokdiag.probes.sizing import Seen, deep_sizes
+from tokdiag.probes.seen import Seen
+from tokdiag.probes.sizing import deep_sizes
 
 __all__ = ["ATOM_TYPE_IDS", "BUILTINS", "PAYLOAD_SLICE", "Fingerprint", "builtin_base", "encodings_among",
            "is_encoding_type", "payload_slices"]

@@ -282,7 +282,9 @@ def rows_by_type(objs: list[Any]) -> Rows:
     return rows_numpy(objs)
 
 
-# --------------------------------------------------------------------------- identities
+# --------------------------------------------------------------------------- managed dicts
+# id(class) -> (weak reference to the class, bytes of its instances' materialised __dict__).
+# Keyed by id, not by class: hashing a class runs its metaclass's __hash__.
 _managed_dict_size: dict[int, tuple[weakref.ref[type], int]] = {}
 
 

@@ -22,8 +22,8 @@ that does, it is what the C struct occupies, a deliberate departure.
 
 It walks the graph in batches of :data:`_BATCH` objects: one
 ``gc.get_referents(*batch)`` call per batch, identities de-duplicated in
-one C call per batch (:class:`Seen`; ``tokdiag._speedups.IdSet`` when the
-extension is built) and sizes summed by type in one C call per batch
+one C call per batch (:class:`~tokdiag.probes.seen.Seen`; ``tokdiag._speedups.IdSet``
+when the extension is built) and sizes summed by type in one C call per batch
 (``tokdiag._speedups.count``, or the numpy loops of :func:`~tokdiag.probes.shallow.rows_numpy`). A
 150k-entry ``dict[bytes, int]`` (a BPE vocabulary) is therefore a few C
 loops instead of 300k Python iterations; see ``bench/sizing.py`` for the
@@ -45,7 +45,7 @@ CPython 3.11+ does not visit the keys of a dict whose keys are all ``str``
 (they cannot make a cycle), so ``gc.get_referents({"x" * 10_000: 1})`` is
 ``[1]`` and a walk by referents alone would miss the 10 KB key.
 
-Owners without double counting: pass one :class:`Seen` to several calls and
+Owners without double counting: pass one :class:`~tokdiag.probes.seen.Seen` to several calls and
 each byte goes to the first owner that reaches it::
 
     >>> seen = Seen()
@@ -72,24 +72,21 @@ from __future__ import annotations
 
 import gc
 import operator
-import sys
 import types
 import warnings
 from collections.abc import Iterable
 from itertools import chain, compress, islice, repeat
 from typing import Any
 
-import numpy as np
-
 from tokdiag._clevel import distinct_types, is_subtype, type_name
 from tokdiag._native import speedups
 from tokdiag.errors import TokdiagWarning
 from tokdiag.probes.footprint import checkpoint
+from tokdiag.probes.seen import Seen
 from tokdiag.probes.shallow import ALIGN, MAX_OBJECT_BYTES, managed_dict_extra, object_size, rows_by_type, shallow_size
 from tokdiag.probes.vocab import VOCAB_MIN, vocab_dict_size, vocab_entries_size
 
-__all__ = ["ALIGN", "MAX_OBJECT_BYTES", "IdSet", "Seen", "deep_size", "deep_sizes", "referents",
-           "shallow_size", "unsized_message"]
+__all__ = ["ALIGN", "MAX_OBJECT_BYTES", "deep_size", "deep_sizes", "referents", "shallow_size", "unsized_message"]
 
 # Program structure, not data: never counted, never followed.
 _SKIP_TYPES: frozenset[type] = frozenset({
@@ -113,96 +110,6 @@ _SKIP_TYPES: frozenset[type] = frozenset({
     bool,
 })
 
-
-
-
-class _PyIdSet:
-    """:class:`tokdiag._speedups.IdSet` in Python (a set of ``id`` ints), when the extension is not built."""
-
-    __slots__ = ("ints",)
-
-    def __init__(self) -> None:
-        self.ints: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self.ints)
-
-    def __contains__(self, obj: object) -> bool:
-        return id(obj) in self.ints
-
-    def take_new(self, objs: Iterable[Any], skip: frozenset[type], wide: list[Any] | None = None,
-                 wide_min: int = sys.maxsize) -> list[Any]:
-        objs = list(objs)
-        batch = dict(zip(map(id, objs), objs, strict=False))
-        for k in batch.keys() & self.ints:
-            del batch[k]
-        skip_ids = {id(t) for t in skip}
-        skipped = {id(t) for t in distinct_types(list(batch.values())) if id(t) in skip_ids or is_subtype(t, type)}
-        if skipped:
-            for k in [k for k, o in batch.items() if id(type(o)) in skipped]:
-                del batch[k]
-        self.ints.update(batch.keys())
-        out = list(batch.values())
-        if wide is None:
-            return out
-        kinds = {id(k) for k in _WIDE_KINDS}
-        narrow: list[Any] = []
-        for o in out:
-            (wide if id(type(o)) in kinds and len(o) >= wide_min else narrow).append(o)
-        return narrow
-
-    def contains_any(self, objs: Iterable[object]) -> bool:
-        return not self.ints.isdisjoint(map(id, objs))
-
-    def add_all(self, objs: Iterable[object]) -> None:
-        self.ints.update(map(id, objs))
-
-    def ids(self) -> bytes:
-        return np.fromiter(self.ints, dtype=np.uint64, count=len(self.ints)).tobytes()
-
-
-IdSet = speedups.IdSet if speedups is not None else _PyIdSet  # the Python one without a C compiler
-
-
-class Seen:
-    """Identities already counted, shared between calls to split bytes between owners.
-
-    Holds identities only, never the objects, so it keeps nothing alive.
-    Valid while the objects it saw are alive: use one ``Seen`` within one
-    snapshot. With the C extension an identity is one bit of a bitmap of
-    the address space (1 KiB per 64 KiB region holding a counted object;
-    ``ids.nbytes`` says how much), which the OS gets back when the ``Seen``
-    is dropped (no int objects, nothing left behind in the allocator of the
-    measured process); without it, an ``int`` in a Python set (~60 bytes).
-    """
-
-    __slots__ = ("ids",)
-
-    def __init__(self) -> None:
-        self.ids = IdSet()
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __contains__(self, obj: object) -> bool:
-        return obj in self.ids
-
-    def sorted_ids(self) -> np.ndarray:
-        """The ids counted, as a sorted int64 array."""
-        arr = np.frombuffer(self.ids.ids(), dtype=np.uint64).astype(np.int64)
-        arr.sort()
-        return arr
-
-    def python_containers(self) -> tuple[object, ...]:
-        """The gc-tracked containers this ``Seen`` allocated (a census must not count them)."""
-        return (self.ids.ints,) if type(self.ids) is _PyIdSet else ()
-
-
-# --------------------------------------------------------------------------- managed dicts
-
-
-# id(class) -> (weak reference to the class, bytes of its instances' materialised __dict__).
-# Keyed by id, not by class: hashing a class runs its metaclass's __hash__.
 
 def deep_size(obj: object, seen: Seen | None = None) -> int:
     """Bytes reachable from ``obj`` that ``seen`` has not counted yet.
@@ -234,8 +141,6 @@ listed with the rest of their batch: their items are read in slices of at most :
 
 _SLICE = 65536
 """Referents per slice of a wide container (``tokdiag._speedups.referents``)."""
-
-_WIDE_KINDS = (dict, list, tuple, set, frozenset)
 
 
 class _Slices:

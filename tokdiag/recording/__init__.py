@@ -1,7 +1,8 @@
 """Recording: the step loop and everything that writes or reads a journal.
 
 - :mod:`~tokdiag.recording.tracker`: :class:`Tracker`, the step
-  loop (schedule, gc, progress, budget, journal);
+  loop (schedule, gc, progress, budget, journal); the probes it runs, in
+  their order, in :mod:`~tokdiag.recording.probe_set`;
 - :mod:`~tokdiag.recording.steps`: :func:`track` and :func:`atrack`, a step function
   (plain or ``async def``) called under a Tracker;
 - :mod:`~tokdiag.recording.isolated`: :func:`track_isolated`, the same in a fresh process;

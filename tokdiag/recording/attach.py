@@ -156,8 +156,7 @@ def attach(pids: Sequence[int], journal: str | os.PathLike[str], *, for_s: float
                           "(and for 4 or more to get verdicts)")
     from tokdiag.analysis.limit import parse_size
     from tokdiag.recording._inject import queue_code
-    from tokdiag.recording.recorder import service_name
-    from tokdiag.recording.service import journal_for
+    from tokdiag.recording.service import journal_for, service_name
 
     limit_bytes = None if limit is None else parse_size(limit)
     disk_paths = [os.path.abspath(os.path.expanduser(d)) for d in disk]  # the service's folder is not ours

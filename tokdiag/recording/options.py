@@ -1,10 +1,14 @@
-"""Checks of the tracker's arguments: steps, snapshot interval, and the params a journal's header can hold.
+"""Checks of the recording's arguments (the tracker's and the service recorder's): steps, snapshot interval,
+what a recorder's step is, numbers, caches, and the params a journal's header can hold.
 
 Each returns the value it accepts or raises a :class:`~tokdiag.errors.ConfigError`
 naming the bad value and the fix:
 
-    >>> check_every("auto"), check_steps(500)
-    ('auto', 500)
+    >>> check_every("auto"), check_steps(500), check_caches("myapp.llm:_TOKENIZERS")
+    ('auto', 500, ['myapp.llm:_TOKENIZERS'])
+    >>> check_number("overhead", 1.5, "must be a fraction of run time between 0 and 1", high=1)
+    Traceback (most recent call last):
+    tokdiag.errors.ConfigError: overhead=1.5: must be a fraction of run time between 0 and 1
 """
 
 from __future__ import annotations
@@ -15,22 +19,66 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokdiag.errors import ConfigError
+from tokdiag.probes import CacheSpec
 
-__all__ = ["check_every", "check_params", "check_steps"]
+__all__ = ["PER", "check_caches", "check_every", "check_number", "check_params", "check_per", "check_steps",
+           "check_whole"]
+
+PER = ("second", "request")
+"""What a step of a service recorder is (its ``per``)."""
+
+
+def check_whole(name: str, value: Any, least: int, rule: str) -> int:
+    """``value`` if it is an ``int`` (not a bool) of at least ``least``; else ``ConfigError("name=value: rule")``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{name}={value!r}: {rule}")
+    return value
+
+
+def check_number(name: str, value: Any, rule: str, *, high: float = math.inf) -> Any:
+    """``value`` if it is a number (not a bool) above 0 and below ``high`` (so never NaN);
+    else ``ConfigError("name=value: rule")``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < high:
+        raise ConfigError(f"{name}={value!r}: {rule}")
+    return value
 
 
 def check_steps(steps: Any) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-        raise ConfigError(f"steps={steps!r}: must be a positive integer number of workload steps, e.g. steps=500")
-    return steps
+    return check_whole("steps", steps, 1, "must be a positive integer number of workload steps, e.g. steps=500")
 
 
 def check_every(every: Any) -> int | str:
     if every == "auto":
         return every
-    if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
-        raise ConfigError(f"every={every!r}: must be a positive integer (snapshot every k steps) or 'auto'")
-    return every
+    return check_whole("every", every, 1, "must be a positive integer (snapshot every k steps) or 'auto'")
+
+
+def check_per(per: Any, every_s: Any, every_requests: Any) -> float:
+    """``every_s`` as a float if a service recorder's ``per``, ``every_s`` and ``every_requests`` agree: a step
+    is a whole second (so ``every_s >= 1``) or a request (then a snapshot every ``every_requests`` too, if given)."""
+    if per not in PER:
+        raise ConfigError(f"per={per!r}: a step is a 'second' (default) or a 'request' (counted by the "
+                          "middleware or recorder.count_request())")
+    seconds = float(check_number("every_s", every_s, "must be a positive number, e.g. every_s=60"))
+    if every_requests is not None:
+        check_whole("every_requests", every_requests, 1, "must be a positive number of requests or None")
+    if per == "second" and seconds < 1:
+        raise ConfigError(f"every_s={every_s!r}: with per='second' a step is a whole second, so snapshots "
+                          "are at least 1 s apart; pass every_s>=1 (or per='request')")
+    if every_requests is not None and per != "request":
+        raise ConfigError(f"every_requests={every_requests} needs per='request' (steps counted as requests)")
+    return seconds
+
+
+def check_caches(caches: Any) -> Any:
+    """``caches`` as a list: one ``"module:attr"`` string (or :func:`tokdiag.cache` spec) alone is a list of one;
+    a mapping is refused (the tracker takes a list of caches, not one cache's contents)."""
+    if isinstance(caches, (str, CacheSpec)):
+        return [caches]
+    if isinstance(caches, Mapping):
+        raise ConfigError(f"caches is a {type(caches).__name__} of {len(caches)} entries; to measure that "
+                          "object as a cache pass caches=[it] (caches takes a list of caches)")
+    return caches
 
 
 def check_params(params: Any) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from tokdiag.errors import TokdiagWarning
 
 if TYPE_CHECKING:
-    from tokdiag.probes import AllocationProbe, CacheProbe, ProcessProbe, WatchProbe
     from tokdiag.recording.journal import JournalWriter
+    from tokdiag.recording.probe_set import ProbeSet
 
 __all__ = ["PRIOR_PEAK", "RETENTION_BYTES_PER_OBJECT", "Pacing"]
 
@@ -43,11 +43,7 @@ class Pacing:
         overhead: float
         min_snapshots: int
         budget_bytes: int | None
-        _process: ProcessProbe
-        _cache_probe: CacheProbe | None
-        _watch_probe: WatchProbe | None
-        _alloc_probe: AllocationProbe | None
-        _probes: list[Any]
+        _probes: ProbeSet
         _writer: JournalWriter | None
         _peak: tuple[int, int] | None
         _light_warned: bool
@@ -78,14 +74,14 @@ class Pacing:
         """The probes of the snapshot at ``step``: all of them, or the light ones when a full
         snapshot's own peak would take the process past ``budget_mb`` (a warning event says so)."""
         if self.budget_bytes is None:
-            return self._probes
-        rss = self._process.rss()
+            return self._probes.all
+        rss = self._probes.process.rss()
         reserve = self._reserve(rss)
         if rss + reserve <= self.budget_bytes:
-            return self._probes
-        heavy = [p for p in (self._cache_probe, self._watch_probe, self._alloc_probe) if p is not None]
+            return self._probes.all
+        heavy = self._probes.heavy
         if not heavy:
-            return self._probes
+            return self._probes.all
         skipped = ", ".join(p.name for p in heavy)
         msg = (f"budget: the snapshot at step {step} measured only the process and the census ({skipped} skipped): "
                f"RSS {rss / _MiB:.0f} MiB plus the {reserve / _MiB:.0f} MiB a full snapshot adds (its own peak, "
@@ -96,7 +92,7 @@ class Pacing:
             if not self._light_warned:
                 self._light_warned = True
                 warnings.warn(msg, TokdiagWarning, stacklevel=4)
-        return [p for p in self._probes if not any(p is h for h in heavy)]
+        return [p for p in self._probes.all if not any(p is h for h in heavy)]
 
     def _schedule(self, step: int, cost: float) -> None:
         if self.every != "auto":
@@ -119,7 +115,7 @@ class Pacing:
         if not grown:
             return
         if self.budget_bytes is not None:  # why_alive indexes every reference of the heap at once
-            rss = self._process.rss()
+            rss = self._probes.process.rss()
             need = RETENTION_BYTES_PER_OBJECT * self._gc_objects
             if rss + need > self.budget_bytes:
                 msg = (f"budget: why_alive was not run for {', '.join(grown)}: its index of the heap's references "

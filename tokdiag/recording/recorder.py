@@ -13,8 +13,9 @@ in a service that did not)::
     run.verdicts()
 
 The snapshots are the :class:`~tokdiag.Tracker`'s (same probes, journal,
-why-alive chains at the end); the recorder decides when to take them and
-what a step is:
+why-alive chains at the end); the recorder decides when to take them
+(:mod:`~tokdiag.recording.recorder_schedule`) and what a step is
+(requests: :mod:`~tokdiag.recording.request_count`):
 
 - ``per="second"`` (default): a step is a second since the recorder started;
   verdicts read "per second". A snapshot every ``every_s`` seconds.
@@ -69,7 +70,6 @@ the journal's name without ``{pid}``, e.g. ``"service"``).
 from __future__ import annotations
 
 import atexit
-import math
 import os
 import threading
 import time
@@ -78,38 +78,18 @@ from pathlib import Path
 from typing import Any
 
 from tokdiag.errors import ConfigError
-from tokdiag.probes.base import SnapshotContext
+from tokdiag.recording.options import check_number, check_per
+from tokdiag.recording.recorder_schedule import Schedule
+from tokdiag.recording.request_count import RequestCount
+from tokdiag.recording.service import service_name
 from tokdiag.recording.tracker import Tracker
-from tokdiag.records import CALLS, Record
 
-__all__ = ["Recorder", "record", "service_name"]
+__all__ = ["Recorder", "record"]
 
 _MiB = 1024 * 1024
-PER = ("second", "request")
 
 Wait = Callable[[float], "tuple[str, str] | None"]
 """Blocks up to ``timeout`` seconds; returns ``(reason, message)`` to stop, or None to go on."""
-
-
-class _RequestsProbe:
-    """Requests counted so far (``recorder/service/requests``, unit calls: never judged as a leak)."""
-
-    name = "recorder"
-
-    def __init__(self, recorder: Recorder) -> None:
-        self._recorder = recorder
-
-    def collect(self, ctx: SnapshotContext) -> list[Record]:
-        return [Record("recorder", "service", "requests", float(self._recorder.requests), CALLS)]
-
-
-def _positive(name: str, value: Any, example: str, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}={value!r}: must be a positive number, e.g. {name}={example}"
-                          + (" (or None)" if allow_none else ""))
-    return float(value)
 
 
 class Recorder:
@@ -147,27 +127,15 @@ class Recorder:
         disk: Any = None,
         limit: int | float | str | None = None,
     ) -> None:
-        if per not in PER:
-            raise ConfigError(f"per={per!r}: a step is a 'second' (default) or a 'request' (counted by the "
-                              "middleware or recorder.count_request())")
-        self.every_s = float(_positive("every_s", every_s, "60") or 0)
-        if every_requests is not None and (isinstance(every_requests, bool) or not isinstance(every_requests, int)
-                                           or every_requests <= 0):
-            raise ConfigError(f"every_requests={every_requests!r}: must be a positive number of requests or None")
-        if per == "second" and self.every_s < 1:
-            raise ConfigError(f"every_s={every_s!r}: with per='second' a step is a whole second, so snapshots "
-                              "are at least 1 s apart; pass every_s>=1 (or per='request')")
-        if every_requests is not None and per != "request":
-            raise ConfigError(f"every_requests={every_requests} needs per='request' (steps counted as requests)")
-        self.for_s = _positive("for_s", for_s, "600", allow_none=True)
-        self.budget_bytes = None if budget_mb is None else int(float(_positive("budget_mb", budget_mb, "4096")
-                                                                           or 0) * _MiB)
-        self.max_mb = float(_positive("max_mb", max_mb, "64") or 0)
+        self.every_s = check_per(per, every_s, every_requests)
+        self.for_s = None if for_s is None else float(
+            check_number("for_s", for_s, "must be a positive number, e.g. for_s=600 (or None)"))
+        self.budget_bytes = None if budget_mb is None else int(
+            float(check_number("budget_mb", budget_mb, "must be a positive number, e.g. budget_mb=4096")) * _MiB)
+        self.max_mb = float(check_number("max_mb", max_mb, "must be a positive number, e.g. max_mb=64"))
         self.max_bytes = int(self.max_mb * _MiB)
-        if isinstance(overhead, bool) or not isinstance(overhead, (int, float)) or not 0 < overhead < 1:
-            raise ConfigError(f"overhead={overhead!r}: the largest share of time a snapshot may pause the service, "
-                              "between 0 and 1, e.g. 0.05")
-        self.overhead = float(overhead)
+        self.overhead = float(check_number("overhead", overhead, "the largest share of time a snapshot may pause "
+                                                                  "the service, between 0 and 1, e.g. 0.05", high=1))
         self.limit_bytes = None
         if limit is not None:
             from tokdiag.analysis.limit import parse_size
@@ -179,19 +147,17 @@ class Recorder:
         self.journal = path if path.is_absolute() else Path.cwd() / path
         self._epoch = epoch
         self._pid = os.getpid()
+        self._wake = threading.Event()
+        self._requests = RequestCount(every_requests, self._wake.set)
         self._tracker = Tracker(
             watch=watch, caches=caches, census=census, alloc_sites=alloc_sites, uss=uss, journal=self.journal,
             overwrite=overwrite, collect=collect, progress=False, name=name, why_alive=why_alive,
             # a snapshot that would itself take the service past the budget measures less (see Tracker)
             budget_mb=None if self.budget_bytes is None else self.budget_bytes / _MiB,
-            probes=[_RequestsProbe(self)] if per == "request" else [], disk=disk,
+            probes=[self._requests] if per == "request" else [], disk=disk,
             params={"every": f"{self.every_s:g}s", "every_requests": every_requests, "per": per, "step_unit": per,
                     "for_s": self.for_s, "max_mb": max_mb, "overhead": overhead, "pid": os.getpid(),
                     "service": service_name(journal), "limit": self.limit_bytes, **(params or {})})
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._requests = 0
-        self._next_requests = every_requests or 0
         self._stop_request: tuple[str, str] | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -208,7 +174,7 @@ class Recorder:
     @property
     def requests(self) -> int:
         """Requests counted so far."""
-        return self._requests
+        return self._requests.value
 
     @property
     def running(self) -> bool:
@@ -216,11 +182,7 @@ class Recorder:
 
     def count_request(self, n: int = 1) -> None:
         """Count ``n`` finished requests (the middleware calls this); wakes the recorder every ``every_requests``."""
-        with self._lock:
-            self._requests += n
-            due = self.every_requests is not None and self._requests >= self._next_requests
-        if due:
-            self._wake.set()
+        self._requests.add(n)
 
     def start(self) -> Recorder:
         """Open the journal, start the background thread and return once it took the first snapshot (step 0)."""
@@ -291,19 +253,17 @@ class Recorder:
 
         proc = psutil.Process()
         began = time.monotonic()
-        epoch = began if self._epoch is None else self._epoch
+        schedule = Schedule(self.every_s, self.overhead, self.for_s, began if self._epoch is None else self._epoch)
         reason, message = "completed", ""
         last_line = 0
         try:
             # the first snapshot now, or (sharing an attach's epoch) at the next slot of the grid, so that every
             # process attached at once has a snapshot at the same steps
-            next_due = began
-            if self._epoch is not None:
-                next_due = epoch + math.ceil((began - epoch) / self.every_s) * self.every_s
+            next_due = schedule.first_due(began)
             while True:
                 now = time.monotonic()
-                ending = self.for_s is not None and now - epoch >= self.for_s
-                if ending or now >= next_due or self._requests_due():
+                ending = schedule.ended(now)
+                if ending or now >= next_due or self._requests.due():
                     size = self._journal_size()
                     if size + last_line > self.max_bytes:
                         reason = "cap"
@@ -311,16 +271,12 @@ class Recorder:
                                    "snapshots; recording stopped (the service goes on); start a new recorder with a "
                                    "new journal or a larger max_mb to go on")
                         break
-                    # a scheduled snapshot is labelled with its slot, even when the machine made it late
-                    if ending and self.for_s is not None:
-                        at = epoch + self.for_s
-                    else:
-                        at = next_due if now >= next_due else now
-                    pause = self._snapshot(epoch, at)
+                    at = schedule.label(now, next_due, ending)
+                    pause = self._snapshot(schedule, at)
                     self._started.set()  # start() returns once the first snapshot (the baseline) is taken
                     last_line = self._journal_size() - size
                     rss = proc.memory_info().rss
-                    self._tell({"event": "snapshot", "snapshot": self.snapshots, "step": self._step(epoch, at),
+                    self._tell({"event": "snapshot", "snapshot": self.snapshots, "step": self._step(schedule, at),
                                 "pause_s": pause, "rss": rss})
                     if ending:
                         message = f"{self.snapshots} snapshots over {self.for_s:g} s (for_s)"
@@ -330,12 +286,13 @@ class Recorder:
                         message = (f"RSS {rss / _MiB:.0f} MiB passed budget_mb={self.budget_bytes / _MiB:.0f} after "
                                    f"{self.snapshots} snapshots; recording stopped (the service goes on)")
                         break
-                    next_due = self._next_due(epoch, time.monotonic(), pause)
-                horizon = next_due if self.for_s is None else min(next_due, epoch + self.for_s)
-                stop = wait(max(0.0, horizon - time.monotonic()))
+                    next_due, note = schedule.next_due(time.monotonic(), pause)
+                    if note is not None:
+                        self._tracker.event("interval", note)
+                stop = wait(max(0.0, schedule.horizon(next_due) - time.monotonic()))
                 if stop is not None:
                     reason, message = stop
-                    self._snapshot(epoch, time.monotonic())  # the state when it stopped is evidence too
+                    self._snapshot(schedule, time.monotonic())  # the state when it stopped is evidence too
                     break
         except Exception as exc:  # a probe failed: the journal says so, the service goes on
             reason, message = "error", f"{type(exc).__name__}: {exc} (after {self.snapshots} snapshots)"
@@ -350,38 +307,18 @@ class Recorder:
             self._done.set()
             self._tell({"event": "ended", "status": reason, "message": message, "snapshots": self.snapshots})
 
-    def _requests_due(self) -> bool:
-        return self.every_requests is not None and self._requests >= self._next_requests
+    def _step(self, schedule: Schedule, at: float) -> int:
+        """Requests so far, or the seconds since the epoch on the ``every_s`` grid (:meth:`Schedule.seconds`)."""
+        return self._requests.value if self.per == "request" else schedule.seconds(at)
 
-    def _step(self, epoch: float, now: float) -> int:
-        """Requests so far, or the seconds since ``epoch`` on the ``every_s`` grid (the same in every process
-        that shares the epoch, so their snapshots line up)."""
-        if self.per == "request":
-            return self._requests
-        return int(round(round((now - epoch) / self.every_s) * self.every_s))
-
-    def _snapshot(self, epoch: float, now: float) -> float:
+    def _snapshot(self, schedule: Schedule, at: float) -> float:
         """One snapshot at the current step; returns its pause (CPU seconds on this thread)."""
-        step = self._step(epoch, now)
-        if self.every_requests is not None:
-            with self._lock:
-                self._next_requests = (self._requests // self.every_requests + 1) * self.every_requests
+        step = self._step(schedule, at)
+        self._requests.snapshot_taken()
         cpu = time.thread_time()
         self._tracker.snapshot(step)
         self.snapshots += 1
         return time.thread_time() - cpu
-
-    def _next_due(self, epoch: float, now: float, pause: float) -> float:
-        """The next slot on the ``every_s`` grid from ``epoch``, put off while the pause is over ``overhead``."""
-        k = math.floor((now - epoch) / self.every_s) + 1
-        due = epoch + k * self.every_s
-        if pause > self.overhead * self.every_s:
-            least = pause / self.overhead  # the interval at which this pause is `overhead` of the time
-            due = max(due, now - pause + least)
-            self._tracker.event("interval", f"a snapshot paused the service {pause * 1000:.0f} ms, more than "
-                                 f"overhead={self.overhead:g} of every_s={self.every_s:g}; the next one waits "
-                                 f"{least:.1f} s")
-        return due
 
     def _journal_size(self) -> int:
         try:
@@ -396,15 +333,6 @@ class Recorder:
                 listener(event)
             except Exception:  # progress reports never stop the recording
                 pass
-
-
-def service_name(journal: str | os.PathLike[str]) -> str:
-    """The service a journal (or a ``{pid}`` template of one) belongs to: its name without the pid.
-
-    >>> service_name("runs/service-{pid}.jsonl"), service_name("svc.{pid}.jsonl"), service_name("{pid}.jsonl")
-    ('service', 'svc', 'service')
-    """
-    return Path(journal).stem.replace("{pid}", "").strip("-_. ") or "service"
 
 
 def record(journal: str | os.PathLike[str], *, every_s: float = 60.0, every_requests: int | None = None,

@@ -44,7 +44,7 @@ from tokdiag.errors import ConfigError, JournalError
 from tokdiag.recording.journal import read_header
 from tokdiag.recording.run import Run, load
 
-__all__ = ["journal_for", "load_service", "one_service", "service_journals", "service_parts"]
+__all__ = ["journal_for", "load_service", "one_service", "service_journals", "service_name", "service_parts"]
 
 _SUMMED_UNITS = ("bytes", "objects", "entries", "blocks", "calls")
 _SHARED_PROBES = ("disk",)
@@ -64,6 +64,15 @@ def journal_for(journal: str | os.PathLike[str], pid: int, several: bool) -> Pat
     if not several:
         return path
     return path.with_name(f"{path.stem}.pid{pid:07d}{path.suffix or '.jsonl'}")
+
+
+def service_name(journal: str | os.PathLike[str]) -> str:
+    """The service a journal (or a ``{pid}`` template of one) belongs to: its name without the pid.
+
+    >>> service_name("runs/service-{pid}.jsonl"), service_name("svc.{pid}.jsonl"), service_name("{pid}.jsonl")
+    ('service', 'svc', 'service')
+    """
+    return Path(journal).stem.replace("{pid}", "").strip("-_. ") or "service"
 
 
 def service_journals(journals: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:

@@ -38,42 +38,28 @@ ending with ``os._exit()`` gets a :class:`~tokdiag.errors.TokdiagError`
 at the end saying so.
 
 ``td.track`` and ``td.atrack`` (a step function called under a
-Tracker, ``async def`` steps included) are in :mod:`tokdiag.recording.steps`.
+Tracker, ``async def`` steps included) are in :mod:`tokdiag.recording.steps`;
+the probes a snapshot runs, and their order, in :mod:`tokdiag.recording.probe_set`.
 """
 
 from __future__ import annotations
 
 import gc
-import math
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tokdiag.errors import ConfigError, TokdiagWarning
-from tokdiag.probes import (
-    AllocationProbe,
-    AllocatorProbe,
-    CacheProbe,
-    CacheSpec,
-    CensusProbe,
-    ContainerProbe,
-    DiskProbe,
-    NativeProbe,
-    Probe,
-    ProcessProbe,
-    SnapshotContext,
-    WatchProbe,
-    cache,
-)
-from tokdiag.probes.footprint import PeakMeter
+from tokdiag.probes import Probe
 from tokdiag.probes.sizing import deep_sizes
 from tokdiag.recording.journal import JournalWriter, make_header, read_journal
-from tokdiag.recording.options import check_every, check_params, check_steps
+from tokdiag.recording.options import check_caches, check_every, check_number, check_params, check_steps, check_whole
 from tokdiag.recording.pacing import Pacing
+from tokdiag.recording.probe_set import ProbeSet
 from tokdiag.recording.progress import ProgressBar, progress_bar
 from tokdiag.recording.run import Run
 from tokdiag.records import BYTES, SECONDS, Record
@@ -166,60 +152,32 @@ class Tracker(Pacing):
         disk: Any = None,
     ) -> None:
         self.every = check_every(every)
-        if budget_mb is not None and (isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float))
-                                      or not 0 < budget_mb < math.inf):
-            raise ConfigError(f"budget_mb={budget_mb!r}: must be a positive, finite number of MiB (e.g. 4096), "
-                              "or None for no budget")
-        if isinstance(overhead, bool) or not isinstance(overhead, (int, float)) or not 0 < overhead < 1:
-            raise ConfigError(f"overhead={overhead!r}: must be a fraction of run time between 0 and 1, e.g. 0.05")
-        if isinstance(alloc_sites, bool) or not isinstance(alloc_sites, int) or alloc_sites < 0:
-            raise ConfigError(f"alloc_sites={alloc_sites!r}: must be 0 (off) or a positive number of sites")
+        if budget_mb is not None:
+            check_number("budget_mb", budget_mb, "must be a positive, finite number of MiB (e.g. 4096), "
+                                                 "or None for no budget")
+        check_number("overhead", overhead, "must be a fraction of run time between 0 and 1, e.g. 0.05", high=1)
+        check_whole("alloc_sites", alloc_sites, 0, "must be 0 (off) or a positive number of sites")
         if isinstance(watch, str):
             watch = [watch]
-        if isinstance(caches, (str, CacheSpec)):  # one cache: "module:attr" or td.cache(...)
-            caches = [caches]
-        elif isinstance(caches, Mapping):
-            raise ConfigError(f"caches is a {type(caches).__name__} of {len(caches)} entries; to measure that "
-                              "object as a cache pass caches=[it] (caches takes a list of caches)")
+        caches = check_caches(caches)
         self.budget_bytes = None if budget_mb is None else int(budget_mb * _MiB)
         self.collect = collect
         self.progress = progress
         self.why_alive = why_alive
         self.overhead = overhead
-        if isinstance(min_snapshots, bool) or not isinstance(min_snapshots, int) or min_snapshots < 1:
-            raise ConfigError(f"min_snapshots={min_snapshots!r}: must be a whole number >= 1, e.g. 20")
-        self.min_snapshots = min_snapshots
+        self.min_snapshots = check_whole("min_snapshots", min_snapshots, 1, "must be a whole number >= 1, e.g. 20")
         self.name = name or (Path(journal).stem if journal else "run")
         self._journal_path = Path(journal) if journal else None
         self._overwrite = overwrite
         self._temp_journal = journal is None
 
-        specs: list[CacheSpec] = [cache(c) for c in caches]
-        self._process = ProcessProbe(uss=uss)
-        self._cache_probe = CacheProbe(specs) if specs else None
-        self._watch_probe = WatchProbe(list(watch)) if watch else None
-        self._census_probe = CensusProbe() if census else None
-        containers_probe = ContainerProbe() if containers else None  # after caches and watch, before the census
-        self._alloc_probe = AllocationProbe(alloc_sites) if alloc_sites else None
-        # RSS and the allocator's view of it are read at the same moment; the native registry after the
-        # caches (an Encoding a cache counted is not counted again) and with the census (both name owners)
-        self._probes: list[Any] = [p for p in (self._process, AllocatorProbe(), self._cache_probe, self._watch_probe,
-                                              containers_probe, NativeProbe() if census else None,
-                                              self._census_probe, self._alloc_probe) if p is not None]
-        for probe in probes:  # one of a kind tokdiag adds itself replaces it in place: never measured twice
-            same = [i for i, q in enumerate(self._probes) if type(q) is type(probe) and q is not self._process]
-            if same:
-                self._probes[same[0]] = probe
-            else:
-                self._probes.append(probe)
-        disk_probe = None if disk is None else DiskProbe(disk)
-        if disk_probe is not None:
-            self._probes.append(disk_probe)
+        self._probes = ProbeSet(watch=watch, caches=caches, census=census, containers=containers,
+                                alloc_sites=alloc_sites, uss=uss, probes=probes, disk=disk)
         self._params = {
-            "watch": list(watch), "caches": [s.label for s in specs], "every": self.every,
+            "watch": list(watch), "caches": [s.label for s in self._probes.specs], "every": self.every,
             "census": census, "containers": containers, "alloc_sites": alloc_sites, "budget_mb": budget_mb,
             "collect": collect,
-            **({"disk": sorted(disk_probe.paths)} if disk_probe is not None else {}),
+            **({"disk": sorted(self._probes.disk.paths)} if self._probes.disk is not None else {}),
             **check_params(params),
         }
         self.run: Run | None = None
@@ -278,8 +236,8 @@ class Tracker(Pacing):
                 self._journal_path = None
             raise
         self._started = True
-        if self._alloc_probe is not None:
-            self._alloc_probe.start()
+        if self._probes.alloc is not None:
+            self._probes.alloc.start()
         self._t0 = time.perf_counter()
         self._done = 0
         self._total = total
@@ -287,7 +245,6 @@ class Tracker(Pacing):
         self._steps_since = 0
         self._next = 0
         self._snapshots = 0
-        self._warnings_written: dict[int, int] = {}  # probe id -> how many of its warnings the journal has
         self._first_counts: dict[str, float] = {}
         self._last_counts: dict[str, float] = {}
         self._baseline_mark: list[Any] | None = None  # tracked after the first snapshot: why_alive's newer_than
@@ -299,7 +256,7 @@ class Tracker(Pacing):
         n = check_steps(n)
         self._start(n)
         self._snapshot(0)
-        rss_now = self._process.rss
+        rss_now = self._probes.process.rss
         for i in range(n):
             t = time.perf_counter()
             yield i
@@ -346,16 +303,8 @@ class Tracker(Pacing):
         if self.collect:
             gc.collect()
         probes = self._probes_within_budget(step)
-        ctx = SnapshotContext()
-        records: list[Record] = []
-        try:
-            with PeakMeter() as meter:
-                for probe in probes:
-                    records.extend(probe.collect(ctx))
-        finally:
-            ctx.release()
-            del ctx
-        if probes is self._probes:  # a full snapshot: the estimate for the next one
+        records, meter = self._probes.measure(probes)
+        if probes is self._probes.all:  # a full snapshot: the estimate for the next one
             self._peak = (meter.peak, meter.start)
         cost = time.perf_counter() - t
         records.append(Record("tracker", "tokdiag", "snapshot_s", cost, SECONDS))
@@ -364,7 +313,8 @@ class Tracker(Pacing):
         records.append(Record("tracker", "tokdiag", "self_bytes", float(self._self_bytes()), BYTES))
         assert self._writer is not None
         self._writer.snapshot(step, time.perf_counter() - self._t0, records)
-        self._journal_probe_warnings()
+        for message in self._probes.new_warnings():  # each probe's warnings, once
+            self._writer.write({"kind": "warning", "message": message})
         self._last_step = step
         self._snapshots += 1
         if self._snapshots == 1:
@@ -380,25 +330,8 @@ class Tracker(Pacing):
         del records
         self._schedule(step, cost)
 
-    def _journal_probe_warnings(self) -> None:
-        """Write each probe's new warnings (:class:`~tokdiag.probes.base.OnceWarnings`) to the journal, once."""
-        assert self._writer is not None
-        for probe in self._probes:
-            warned = getattr(probe, "warned", None)  # tokdiag's own probes: a plain attribute read
-            messages = getattr(warned, "messages", None)
-            if not messages:
-                continue
-            done = self._warnings_written.get(id(probe), 0)
-            for message in messages[done:]:
-                self._writer.write({"kind": "warning", "message": str(message)})
-            self._warnings_written[id(probe)] = len(messages)
-
     def _self_bytes(self) -> int:
-        state: list[Any] = [self._first_counts, self._last_counts, self._params]
-        for p in (self._census_probe, self._watch_probe):
-            if p is not None:
-                state.append(vars(p) if hasattr(p, "__dict__") else p)
-        return deep_sizes(state)
+        return deep_sizes([self._first_counts, self._last_counts, self._params, *self._probes.kept()])
 
     def event(self, event: str, message: str) -> None:
         """Journal an ``event`` line at the current step (e.g. a recorder putting off its next snapshot)."""
@@ -424,21 +357,17 @@ class Tracker(Pacing):
                     self._snapshot(self._done)
                 except (Exception, KeyboardInterrupt):  # a second Ctrl-C must not cost the end line
                     pass
-            if self._watch_probe is not None:
-                for pattern, close in self._watch_probe.unmatched().items():
-                    hint = f"; did you mean {', '.join(close)}?" if close else (
-                        "; check the spelling, or import the module that defines it before tracking")
-                    msg = f"watch: no class matches {pattern!r}{hint} (its count and bytes were not measured)"
-                    warnings.warn(msg, TokdiagWarning, stacklevel=4)
-                    writer.write({"kind": "warning", "message": msg})
-                if self.why_alive and reason != "interrupted":
-                    self._record_retention(writer)
+            for msg in self._probes.unmatched_watch():
+                warnings.warn(msg, TokdiagWarning, stacklevel=4)
+                writer.write({"kind": "warning", "message": msg})
+            if self._probes.watch is not None and self.why_alive and reason != "interrupted":
+                self._record_retention(writer)
             writer.write({"kind": "end", "reason": reason, "step": self._done,
                           "elapsed_s": time.perf_counter() - self._t0, "message": message})
         finally:
             writer.close()
-            if self._alloc_probe is not None:
-                self._alloc_probe.stop()
+            if self._probes.alloc is not None:
+                self._probes.alloc.stop()
             if self._bar is not None:  # a completed run's bar goes in a notebook; one that stopped shows where
                 self._bar.close(keep=reason != "completed")
             self._bar = None
