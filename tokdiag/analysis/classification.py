@@ -119,7 +119,6 @@ from tokdiag.analysis.thresholds import MIN_SNAPSHOTS, PRACTICAL_MIN, RESOLUTION
 from tokdiag.errors import ConfigError
 
 __all__ = ["LABELS", "SEVERITY", "SEVERITY_RANK", "Verdict", "classify", "classify_arrays"]
-# MIN_SNAPSHOTS and PRACTICAL_MIN live in thresholds; growers and phrases still import them from here.
 
 LABELS: tuple[str, ...] = ("leak", "bounded", "step", "flat", "inconclusive")
 """Every label :func:`classify` can return."""

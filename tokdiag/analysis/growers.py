@@ -44,7 +44,7 @@ from typing import Any
 
 import pandas as pd
 
-from tokdiag.analysis.classification import PRACTICAL_MIN, SEVERITY_RANK
+from tokdiag.analysis.classification import SEVERITY_RANK
 from tokdiag.analysis.fold import fold_verdicts
 from tokdiag.analysis.format import (
     format_interval,
@@ -54,6 +54,7 @@ from tokdiag.analysis.format import (
     short_name,
 )
 from tokdiag.analysis.owners import chain_text, display_name, module_sites, names_holder, runs_of
+from tokdiag.analysis.thresholds import PRACTICAL_MIN
 from tokdiag.analysis.verdicts import verdicts as judge
 from tokdiag.errors import ConfigError
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from tokdiag.analysis.classification import MIN_SNAPSHOTS
 from tokdiag.analysis.findings import Finding, Series, code, sentence
 from tokdiag.analysis.fold import owner_of
 from tokdiag.analysis.format import format_signed, format_value, measure_words
 from tokdiag.analysis.owners import display_name, is_builtin
+from tokdiag.analysis.thresholds import MIN_SNAPSHOTS
 
 CLEAR_SNAPSHOTS = 2 * MIN_SNAPSHOTS
 """Fewest snapshots a run needs to be called leak-free: the verdicts judge the end of a run on its last
