@@ -202,3 +202,19 @@ def test_dependencies_are_exactly_what_the_tool_imports():
     # nothing declared that the tool never imports
     assert required - set(always) - set(sometimes) == set()
     assert {"numpy", "pandas", "bleach", "jupyter-client", "pyzmq", "ipython"} <= set(always) | set(sometimes)
+
+
+def test_the_readme_layout_table_names_every_module_of_each_pipeline_folder_and_no_other() -> None:
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(tokdiag/\w+/)` \| (.*) \|$", section, flags=re.M))
+    for folder in ("probes", "recording", "analysis", "charts", "report"):
+        row, here = rows[f"tokdiag/{folder}/"], ROOT / "tokdiag" / folder
+        for module in here.glob("*.py"):  # named as a file or as a word ("verdicts" for verdicts.py)
+            if module.stem != "__init__":
+                assert module.name in row or re.search(rf"\b{module.stem.lstrip('_')}", row, flags=re.I), \
+                    f"README's layout table does not name tokdiag/{folder}/{module.name}"
+        for named in re.findall(r"`([\w/]+\.py)`", row):
+            assert (here / named).is_file(), f"README's layout table names tokdiag/{folder}/{named}: no such file"
+        for sub in here.iterdir():
+            if sub.is_dir() and sub.name != "__pycache__":
+                assert sub.name in row, f"README's layout table does not name tokdiag/{folder}/{sub.name}/"
