@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -14,14 +15,23 @@ from tokdiag.cli import main
 _KEPT: list[bytearray] = []
 
 
-def _journals(folder: Path) -> tuple[Path, Path]:
-    """Two journals of one target name: one that leaks 10 KB per step, one that keeps nothing."""
+@pytest.fixture(scope="module")
+def _recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two journals of one target name, recorded once for the module: one leaks 10 KB per step, one keeps nothing."""
+    folder = tmp_path_factory.mktemp("journals")
     leaky, clean = folder / "before.jsonl", folder / "after.jsonl"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        td.track(lambda i: _KEPT.append(bytearray(10_000)), steps=60, name="handle", census=False, progress=False,
-                 journal=leaky)
-        td.track(lambda i: None, steps=60, name="handle", census=False, progress=False, journal=clean)
+        td.track(lambda i: _KEPT.append(bytearray(10_000)), steps=60, every=4, name="handle", census=False,
+                 progress=False, journal=leaky)
+        td.track(lambda i: None, steps=60, every=4, name="handle", census=False, progress=False, journal=clean)
+    return leaky, clean
+
+
+@pytest.fixture
+def journals(_recorded: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """The two journals, copied into the test's folder (its reports are written there)."""
+    leaky, clean = (Path(shutil.copy(journal, tmp_path / journal.name)) for journal in _recorded)
     return leaky, clean
 
 
@@ -43,10 +53,11 @@ def test_report_of_a_file_that_is_not_a_journal_says_what_it_is_and_which_comman
     assert "`tokdiag report` takes journals (.jsonl)" in err
 
 
-def test_names_must_be_one_per_journal_before_any_kernel_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_names_must_be_one_per_journal_before_any_kernel_starts(
+        tmp_path: Path, journals: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    leaky, clean = _journals(tmp_path)
+    leaky, clean = journals
     for command in ("report", "compare"):
         assert main([command, leaky.name, clean.name, "--name", "only one"]) == 2
         err = capsys.readouterr().err
@@ -54,19 +65,21 @@ def test_names_must_be_one_per_journal_before_any_kernel_starts(tmp_path: Path, 
     assert not Path("reports").exists()
 
 
-def test_compare_needs_two_journals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_needs_two_journals(
+        tmp_path: Path, journals: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    leaky, _ = _journals(tmp_path)
+    leaky, _ = journals
     assert main(["compare", leaky.name]) == 2
     assert "tokdiag compare takes two or more journals" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_compare_writes_an_ab_report_of_named_runs_and_ends_with_its_answer(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, journals: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    leaky, clean = _journals(tmp_path)
+    leaky, clean = journals
     assert main(["compare", leaky.name, clean.name, "--name", "leaky build", "--name", "fixed build"]) == 0
     out, err = capsys.readouterr()
     folder = tmp_path / "reports" / "compare-before-vs-after"
@@ -84,9 +97,10 @@ def test_compare_writes_an_ab_report_of_named_runs_and_ends_with_its_answer(
 
 @pytest.mark.slow
 def test_each_report_gets_its_own_folder_and_another_reports_folder_is_refused(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, journals: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    leaky, clean = _journals(tmp_path)
+    leaky, clean = journals
     assert main(["report", leaky.name]) == 0
     assert main(["report", leaky.name, clean.name, "--name", "A", "--name", "B"]) == 0
     first = tmp_path / "reports" / "report-before" / "journal_report.html"
