@@ -11,10 +11,9 @@ Leaks must read ``leak`` on their owner's series, name that owner in the
 answer or the ledger (not only "unexplained"), and, where a Python object
 holds them, give a why-alive chain naming the real holder. Non-leaks must
 have no ``leak`` verdict on RSS or on any owner, and the answer must not
-call them a leak. A non-leak runs in its own fresh process: a process
-reuses memory an earlier workload freed, which would hide or fake RSS
-growth. Run this file as a script with a pattern name to run one pattern
-and print its summary as JSON (that is what the fresh process does).
+call them a leak. Every pattern runs in its own fresh process (see
+``fresh``). Run this file as a script with a pattern name to run one
+pattern and print its summary as JSON (that is what the fresh process does).
 """
 
 from __future__ import annotations
@@ -34,7 +33,8 @@ import types
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ import pytest
 import tokdiag as td
 from tokdiag.analysis.retention import HELD_OUTSIDE
 
-HERE = __name__  # how this module was imported: the root of its containers' paths and chains
+HERE = "__main__"
+"""The module every pattern runs in (this file, run as a script in a fresh process): the root of its chains."""
 ROOT = Path(__file__).resolve().parents[1]
 KIB = 1024
 
@@ -89,7 +90,7 @@ def _warn(i: int) -> None:
 
 
 def warnings_registry() -> dict[str, Any]:
-    module = sys.modules[HERE]
+    module = sys.modules[__name__]
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.showwarning = lambda *a, **k: None
@@ -293,31 +294,33 @@ PATTERNS: dict[str, Callable[[], dict[str, Any]]] = {f.__name__: f for f in (
     re_compile_unique, bounded_lru_cache, tiktoken_get_encoding, httpx_client_per_request, fragmentation)}
 
 
-FRESH = ("ctypes_malloc", "re_compile_unique", "bounded_lru_cache", "tiktoken_get_encoding", "httpx_client_per_request",
-         "fragmentation")
-"""Patterns judged on RSS without a leak to carry them: each runs in its own fresh process."""
-
-
 @pytest.fixture(scope="module", autouse=True)
-def fresh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, Any]]:
-    """The summary of a pattern run in a fresh process; every selected one starts with the module's first test."""
-    wanted = {n for item in request.session.items for n in FRESH if item.name.startswith(f"test_{n}")}
+def fresh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        Callable[[str], dict[str, Any]]]:
+    """The summary of a pattern run in a fresh process, two at a time from the module's first test on.
+
+    Fresh, because a process reuses memory an earlier workload freed (which hides or fakes RSS growth), and
+    because every snapshot's full collection costs in proportion to the heap: in a test process that imported
+    half the test suite's libraries a pattern took 20-40 s, in a fresh one 3-6 s."""
+    wanted = [n for n in PATTERNS if any(item.name.startswith(f"test_{n}") for item in request.session.items)]
     cache = tmp_path_factory.mktemp("tiktoken-cache")
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(cache),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    procs = {n: subprocess.Popen([sys.executable, __file__, n], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True, env=env) for n in sorted(wanted)}
 
-    def result(name: str) -> dict[str, Any]:
-        out, err = procs[name].communicate(timeout=600)
-        assert procs[name].returncode == 0, err[-3000:]
-        return json.loads(out.strip().splitlines()[-1])
+    def run(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, __file__, name], capture_output=True, text=True, env=env, timeout=600)
 
-    yield result
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pattern") as pool:
+        done = {name: pool.submit(run, name) for name in wanted}
+
+        def result(name: str) -> dict[str, Any]:
+            out = done[name].result()
+            assert out.returncode == 0, out.stderr[-3000:]
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
+        yield result
+        for future in done.values():
+            future.cancel()
 
 
 def _owner(s: dict[str, Any], owner: str) -> tuple[str, float]:
@@ -337,8 +340,8 @@ def _finding(s: dict[str, Any], owner: str) -> str:
 # --------------------------------------------------------------------------- leaks
 
 
-def test_logger_per_request():
-    s = logger_per_request()
+def test_logger_per_request(fresh):
+    s = fresh("logger_per_request")
     assert s["verdicts"]["watch|logging.Logger|count"] == "leak", s["answer"]
     assert _owner(s, "logging.Logger")[1] > 200 * 200  # the watched class owns its loggers' bytes
     holder = "class logging.Logger -> manager -> Manager.loggerDict[*] (x"  # 200 and the process' own
@@ -346,8 +349,8 @@ def test_logger_per_request():
     assert s["chains"][0].startswith(holder)  # the loggers that grew, not the oldest module-level ones
 
 
-def test_warnings_registry():
-    s = warnings_registry()
+def test_warnings_registry(fresh):
+    s = fresh("warnings_registry")
     subject = f"{HERE}:__warningregistry__"
     assert s["verdicts"][f"containers|{subject}|entries"] == "leak", s["answer"]
     _finding(s, subject)
@@ -355,8 +358,8 @@ def test_warnings_registry():
     # no why-alive chain to ask for: the registry holds tuples and str, and its path is the holder
 
 
-def test_atexit_bound_methods():
-    s = atexit_bound_methods()
+def test_atexit_bound_methods(fresh):
+    s = fresh("atexit_bound_methods")
     owner = f"{HERE}.TracerProvider"
     assert s["verdicts"][f"watch|{owner}|count"] == "leak", s["answer"]
     assert _owner(s, owner)[0] == "watch" and _owner(s, owner)[1] > 200 * 500
@@ -365,16 +368,16 @@ def test_atexit_bound_methods():
     assert f"{HELD_OUTSIDE} -> method.__self__ -> TracerProvider (x200)" in s["chains"]
 
 
-def test_module_per_request():
-    s = module_per_request()
+def test_module_per_request(fresh):
+    s = fresh("module_per_request")
     assert s["verdicts"]["containers|sys:modules|entries"] == "leak", s["answer"]
     _finding(s, "sys:modules")
     assert _owner(s, "sys:modules")[0] == "container" and _owner(s, "sys:modules")[1] > 0
     assert s["chains"][0].startswith("sys.modules[*]")  # a chain through sys.modules, not "its own root"
 
 
-def test_unbounded_lru_cache():
-    s = unbounded_lru_cache()
+def test_unbounded_lru_cache(fresh):
+    s = fresh("unbounded_lru_cache")
     subject = f"{HERE}:_render"
     assert s["verdicts"][f"containers|{subject}|entries"] == "leak", s["answer"]
     _finding(s, subject)
@@ -382,8 +385,8 @@ def test_unbounded_lru_cache():
     # the cache is the holder (it keeps str), and its path names it: no chain to ask for
 
 
-def test_asyncio_tasks_in_a_set():
-    s = asyncio_tasks_in_a_set()
+def test_asyncio_tasks_in_a_set(fresh):
+    s = fresh("asyncio_tasks_in_a_set")
     assert s["verdicts"]["watch|_asyncio.Task|count"] == "leak", s["answer"]  # watched as asyncio.Task
     assert s["verdicts"][f"containers|{HERE}:_TASKS|entries"] == "leak"
     # the set is named once, as the tasks' holder in the Task finding's chain, not as a second finding
@@ -393,8 +396,8 @@ def test_asyncio_tasks_in_a_set():
     assert f"module {HERE} -> _TASKS{{member}} (x200) -> Task" in s["chains"]
 
 
-def test_openai_client_per_session():
-    s = openai_client_per_session()
+def test_openai_client_per_session(fresh):
+    s = fresh("openai_client_per_session")
     # RSS is not asserted: in a test process that already freed hundreds of MiB (an xdist worker) the contexts'
     # 860 KiB a step can come from free memory without RSS moving; the native estimate and the ledger say it
     assert s["verdicts"]["native|ssl.SSLContext|native_bytes"] == "leak"
@@ -407,8 +410,8 @@ def test_openai_client_per_session():
     assert f"module {HERE} -> _CLIENTS[*] (x16) -> OpenAI" in s["chains"]  # and maybe other tests' clients
 
 
-def test_sqlite_table():
-    s = sqlite_table()
+def test_sqlite_table(fresh):
+    s = fresh("sqlite_table")
     assert s["verdicts"]["native|sqlite3.Connection|native_bytes"] == "leak", s["answer"]
     _finding(s, "sqlite3.Connection")
     kind, size = _owner(s, "sqlite3.Connection (native)")
