@@ -14,10 +14,12 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
 import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 from unittest.mock import MagicMock
 
 import pandas as pd
@@ -25,6 +27,7 @@ import pandas as pd
 import tokdiag as td
 from tokdiag.probes.census import IMPLEMENTATION, take_census_c, take_census_numpy
 
+ROOT = Path(__file__).resolve().parents[1]
 CENSUSES = [take_census_numpy] + ([take_census_c] if IMPLEMENTATION == "C" else [])
 
 _KEEP: list[object] = []
@@ -58,7 +61,7 @@ def _workloads() -> None:
     mock.reset_mock()
 
 
-def test_any_number_of_different_workloads_then_a_noop_run_shows_no_leak():
+def any_number_of_different_workloads_then_a_noop_run_shows_no_leak() -> None:
     _KEEP.clear()
     try:
         for _ in range(3):
@@ -120,6 +123,27 @@ def test_deep_size_of_a_magicmock_ends():
     assert 0 < int(out.stdout.strip()) < 1 << 16  # the mock and its own dicts: no child mocks
 
 
+def _in_a_fresh_process(scenario: str) -> None:
+    """Run ``scenario`` (a function of this file) as this file's main in a new interpreter; its asserts are the test.
+
+    One process from its first run to its last: what "repeated runs" means. A fresh one, because every snapshot's
+    full collection costs in proportion to the heap, and a test process that imported half the suite's libraries
+    made these runs take three minutes instead of half of one."""
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": path}
+    out = subprocess.run([sys.executable, __file__, scenario], capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert out.stdout.strip().endswith(f"{scenario}: ok")
+
+
+def test_any_number_of_different_workloads_then_a_noop_run_shows_no_leak():
+    _in_a_fresh_process("any_number_of_different_workloads_then_a_noop_run_shows_no_leak")
+
+
+def test_ten_runs_in_one_process_leave_the_containers_probe_nothing_to_find_in_a_noop_run():
+    _in_a_fresh_process("ten_runs_in_one_process_leave_the_containers_probe_nothing_to_find_in_a_noop_run")
+
+
 _REQUESTS: dict[str, list[str]] = {}
 
 
@@ -138,7 +162,7 @@ def _container_workloads(k: int):
     return kinds[k % len(kinds)]
 
 
-def test_ten_runs_in_one_process_leave_the_containers_probe_nothing_to_find_in_a_noop_run():
+def ten_runs_in_one_process_leave_the_containers_probe_nothing_to_find_in_a_noop_run() -> None:
     kept: list[td.Run] = []
     for k in range(10):
         step, empty = _container_workloads(k)
@@ -155,3 +179,8 @@ def test_ten_runs_in_one_process_leave_the_containers_probe_nothing_to_find_in_a
     leaks = run.verdicts().query("verdict == 'leak'")[["probe", "subject", "metric"]]
     assert leaks.empty, leaks.to_string()
     del kept
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]]()
+    print(f"{sys.argv[1]}: ok")
