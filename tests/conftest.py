@@ -8,10 +8,17 @@ from typing import Any
 
 import pytest
 import small_suite as _small_suite
+from late_imports import LATE
 
 # The native registry's coefficients: the built-in ones, never a calibration
 # file the machine running the tests may have written (`tokdiag calibrate`).
 os.environ["TOKDIAG_CALIBRATION"] = "none"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of ``LATE`` after all others, in its order (tests/late_imports.py says why)."""
+    rank = {name: n for n, name in enumerate(LATE, start=1)}
+    items.sort(key=lambda item: rank.get(item.path.name, 0))  # stable: within a file, and among the rest
 
 
 @pytest.fixture(autouse=True)

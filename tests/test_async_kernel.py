@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
+from late_imports import lazy
 
 from tokdiag.report.kernel import execute
+
+nbformat = lazy("nbformat")  # at first use, not at collection (tests/late_imports.py)
 
 pytestmark = pytest.mark.slow
 

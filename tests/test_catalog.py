@@ -9,11 +9,13 @@ import textwrap
 import tomllib
 from pathlib import Path
 
-import nbformat
 import pytest
+from late_imports import lazy
 
 from tokdiag.errors import ConfigError
 from tokdiag.report import catalog
+
+nbformat = lazy("nbformat")  # at first use, not at collection (tests/late_imports.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -73,6 +73,12 @@ def test_each_kind_of_change():
     assert d["change"] == "unchanged" and not d["real"] and d["difference"] == 0
 
 
+def test_compare_headlines_name_each_series_once_with_what_it_measures():
+    heads = {subject: change for subject, change, _ in td.analysis.compare_headlines(compare(*_pair()))}
+    assert heads == {"patched: Agent instances": "fixed", "patched: Message instances": "new leak",
+                     "patched: RSS": "less growth", "patched: enc deep bytes": "more growth"}  # not "RSS RSS"
+
+
 def test_difference_interval_combines_the_two_intervals_conservatively():
     df = compare(*_pair())
     both = df.dropna(subset=["per_step_a", "per_step_b"])

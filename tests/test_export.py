@@ -11,15 +11,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import plotly.graph_objects as go
 import pytest
+from late_imports import lazy
 
 from tokdiag.errors import ConfigError
 from tokdiag.report.export import PLOTLY_MIME, export_html, plotly_renderer_setup
 from tokdiag.report.journal_report import report_from_journals
 from tokdiag.report.kernel import execute
 from tokdiag.report.scrub import scrub_notebook
+
+nbformat = lazy("nbformat")  # at first use, not at collection (tests/late_imports.py)
 
 HERE = Path(__file__).parent
 NOTEBOOKS = HERE / "notebooks"

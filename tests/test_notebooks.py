@@ -12,14 +12,16 @@ import json
 import re
 from pathlib import Path
 
-import nbformat
 import pytest
+from late_imports import lazy
 from small_suite import SMALL, SUITE
 
 import tokdiag as td
 from tokdiag.report.catalog import notebooks
 from tokdiag.report.kernel import notebook_parameters
 from tokdiag.report.plan import load_plan
+
+nbformat = lazy("nbformat")  # at first use, not at collection (tests/late_imports.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {n.name: n.path for n in notebooks()}

@@ -9,13 +9,15 @@ import shutil
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
+from late_imports import lazy
 
 import tokdiag as td
 from tokdiag.recording.journal import JournalWriter, make_header
 from tokdiag.recording.progress import JournalFollower, progress_bar
 from tokdiag.records import BYTES, Record
+
+nbformat = lazy("nbformat")  # at first use, not at collection (tests/late_imports.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = Path(__file__).parent / "notebooks"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import nbformat
+from late_imports import lazy
 
 from tokdiag.report.scrub import path_rules, sanitize_html, scrub_notebook, scrub_value
+
+nbformat = lazy("nbformat")  # at first use, not at collection (tests/late_imports.py)
 
 HERE = Path(__file__).parent
 REPO = HERE.parent

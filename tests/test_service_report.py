@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
+from late_imports import lazy
 
 import tokdiag as td
 from tokdiag.cli import main
@@ -30,6 +30,8 @@ from tokdiag.report.service import (
     time_to_limit_table,
 )
 from tokdiag.report.summary import headlines_from_runs
+
+nbformat = lazy("nbformat")  # at first use, not at collection (tests/late_imports.py)
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -7,12 +7,14 @@ import socket
 import urllib.error
 import urllib.request
 
-import openai
 import psutil
 import pytest
+from late_imports import lazy
 
 from tokdiag.errors import ConfigError
 from tokdiag_workloads.aworld.stub_server import StubServer
+
+openai = lazy("openai")  # at first use, not at collection (tests/late_imports.py)
 
 TOOLS = [{
     "type": "function",

@@ -256,7 +256,8 @@ def compare_headlines(compare_df: pd.DataFrame) -> tuple[tuple[str, str, str], .
     rows = rows.assign(_o=rows["change"].map(order)).sort_values("_o", kind="stable")
     return tuple(
         (
-            f"{lb}: {_series_label(r.probe, r.subject, r.metric)} {measure_words(r.probe, r.metric)}",
+            f"{lb}: {_series_label(r.probe, r.subject, r.metric)}"  # a process series' label is its measure
+            + ("" if r.probe == "process" else f" {measure_words(r.probe, r.metric)}"),
             str(r.change),
             f"{_side(r.verdict_a, r.per_step_a, r.unit)} → {_side(r.verdict_b, r.per_step_b, r.unit)}",
         )
