@@ -31,7 +31,7 @@ report: setup
 test: setup browser
 	$(BIN)/ruff check tokdiag tokdiag_workloads tests bench
 	$(BIN)/mypy tokdiag
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

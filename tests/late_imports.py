@@ -5,7 +5,9 @@ both workers' heaps from the first test on. Most tests measure that heap: every 
 collection and the containers probe walks every module, so a worker that had imported nbformat (128,000
 objects with jsonschema) and openai (60,000) ran tests/test_containers_probe.py in 174 s instead of 46 s
 (measured side by side, one run each, load ~4). So these libraries load on first use (:func:`lazy`), and the
-files that need them run after the rest (:data:`LATE`, applied by conftest's ``pytest_collection_modifyitems``).
+files that need them run after the rest (:data:`LATE`, applied by conftest's ``pytest_collection_modifyitems``;
+``make test`` passes ``--no-loadscope-reorder``, without which pytest-xdist hands out the files with the most
+tests first, whatever the collection order).
 """
 
 from __future__ import annotations
