@@ -86,6 +86,16 @@ def _version() -> str:
         return "(not installed)"
 
 
+def _journal_arguments(parser: argparse.ArgumentParser, journals: str, output: str) -> None:
+    """What ``report`` and ``compare`` both take: journals, -o, one --name per journal, --with-code."""
+    parser.add_argument("journals", nargs="+", metavar="JOURNAL", help=journals)
+    parser.add_argument("-o", "--output", metavar="DIR", help=output)
+    parser.add_argument("--name", action="append", default=[], metavar="NAME", dest="names",
+                        help="the runs' names, one --name per journal in their order (default: the names the "
+                             "journals recorded, or their file names when those are the same)")
+    parser.add_argument("--with-code", action="store_true", help=_WITH_CODE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tokdiag`` command."""
     parser = _Parser(prog="tokdiag", description="Measure where memory accumulates in long-running "
@@ -149,19 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "  tokdiag report runs/svc.jsonl --limit 4GiB -o reports/svc   "
                                    "# the -o of tokdiag attach: its svc.pid*.jsonl",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    report.add_argument("journals", nargs="+", metavar="JOURNAL",
-                        help="journal files (.jsonl); for a service also the -o path given to tokdiag attach")
-    report.add_argument("-o", "--output", metavar="DIR",
-                        help="folder for the report (default: reports/report-STEM[+STEM...], after the journals); "
-                             "a folder holding the report of other journals is refused")
-    report.add_argument("--name", action="append", default=[], metavar="NAME", dest="names",
-                        help="the runs' names, one --name per journal in their order (default: the names the "
-                             "journals recorded, or their file names when those are the same)")
+    _journal_arguments(report, "journal files (.jsonl); for a service also the -o path given to tokdiag attach",
+                       "folder for the report (default: reports/report-STEM[+STEM...], after the journals); "
+                       "a folder holding the report of other journals is refused")
     report.add_argument("--service", action="store_true",
                         help="report the journals as one service's processes (found by their names otherwise)")
     report.add_argument("--limit", metavar="SIZE",
                         help="the memory limit for the time to the limit, e.g. 4GiB (default: the one recorded)")
-    report.add_argument("--with-code", action="store_true", help=_WITH_CODE_HELP)
 
     compare = sub.add_parser("compare", help="an A/B report of two or more journals, the first the baseline",
                              description="Load JOURNAL files and write an A/B report: what changed against the "
@@ -171,13 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                              epilog="example:\n  tokdiag compare runs/before.jsonl runs/after.jsonl "
                                     "--name before --name fixed",
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    compare.add_argument("journals", nargs="+", metavar="JOURNAL", help="journal files (.jsonl), the baseline first")
-    compare.add_argument("-o", "--output", metavar="DIR",
-                         help="folder for the report (default: reports/compare-A-vs-B, after the journals)")
-    compare.add_argument("--name", action="append", default=[], metavar="NAME", dest="names",
-                         help="the runs' names, one --name per journal in their order (default: the names the "
-                              "journals recorded, or their file names when those are the same)")
-    compare.add_argument("--with-code", action="store_true", help=_WITH_CODE_HELP)
+    _journal_arguments(compare, "journal files (.jsonl), the baseline first",
+                       "folder for the report (default: reports/compare-A-vs-B, after the journals)")
 
     attach = sub.add_parser("attach", help="record a running Python service (no code change) into a journal",
                             description="Start a recorder inside running Python process(es) PID (CPython 3.11-3.13, "

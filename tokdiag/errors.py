@@ -16,7 +16,9 @@ that matches no class.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
+from typing import Any
 
 
 def did_you_mean(word: object, choices: Iterable[str], *, start: str = "", end: str = "") -> str:
@@ -57,3 +59,23 @@ class VocabularyNotFound(TokdiagError, FileNotFoundError):
 
 class TokdiagWarning(UserWarning):
     """Something measured may not mean what you think (e.g. a watch pattern matched nothing)."""
+
+
+def check_whole(name: str, value: Any, least: int, rule: str) -> int:
+    """``value`` if it is an ``int`` (not a bool) of at least ``least``; else ``ConfigError("name=value: rule")``.
+
+    >>> check_whole("steps", 0, 1, "must be a positive integer number of workload steps, e.g. steps=500")
+    Traceback (most recent call last):
+    tokdiag.errors.ConfigError: steps=0: must be a positive integer number of workload steps, e.g. steps=500
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{name}={value!r}: {rule}")
+    return value
+
+
+def check_number(name: str, value: Any, rule: str, *, high: float = math.inf) -> Any:
+    """``value`` if it is a number (not a bool) above 0 and below ``high`` (so never NaN);
+    else ``ConfigError("name=value: rule")``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < high:
+        raise ConfigError(f"{name}={value!r}: {rule}")
+    return value

@@ -61,7 +61,7 @@ import pandas as pd
 
 from tokdiag._clevel import type_name
 from tokdiag._native import speedups as _speedups
-from tokdiag.errors import ConfigError
+from tokdiag.errors import check_whole
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.probes.seen import IdSet, Seen
 from tokdiag.probes.shallow import ALIGN, CHUNK, MAX_OBJECT_BYTES, Rows, rows_numpy, shallow_size
@@ -282,8 +282,7 @@ class CensusProbe:
         given = {"min_bytes": min_bytes, "min_count": min_count, "min_growth": min_growth,
                  "min_bytes_growth": min_bytes_growth, "max_new": max_new, "max_growers": max_growers}
         for arg, value in given.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"CensusProbe({arg}={value!r}): pass a whole number >= 0, e.g. {arg}=8")
+            check_whole(arg, value, 0, f"CensusProbe takes a whole number >= 0, e.g. {arg}=8")
         self.min_bytes = min_bytes
         self.min_count = min_count
         self.min_growth = min_growth

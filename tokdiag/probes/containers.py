@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import time
 
-from tokdiag.errors import ConfigError
+from tokdiag.errors import check_whole
 from tokdiag.probes.base import OnceWarnings, SnapshotContext
 from tokdiag.probes.container_paths import (
     LENGTH_OF_EXACT,
@@ -117,8 +117,7 @@ class ContainerProbe:
                  "max_series": max_series}
         for arg, value in given.items():
             least = 0 if arg == "max_new" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ConfigError(f"ContainerProbe({arg}={value!r}): pass a whole number >= {least}, e.g. {arg}=10")
+            check_whole(arg, value, least, f"ContainerProbe takes a whole number >= {least}, e.g. {arg}=10")
         self.hops = hops
         self.rediscover = rediscover
         self.min_change = min_change

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from tokdiag.errors import ConfigError
+from tokdiag.errors import ConfigError, check_number, check_whole
 from tokdiag.probes import CacheSpec
 
 __all__ = ["PER", "check_caches", "check_every", "check_number", "check_params", "check_per", "check_steps",
@@ -26,21 +26,6 @@ __all__ = ["PER", "check_caches", "check_every", "check_number", "check_params",
 
 PER = ("second", "request")
 """What a step of a service recorder is (its ``per``)."""
-
-
-def check_whole(name: str, value: Any, least: int, rule: str) -> int:
-    """``value`` if it is an ``int`` (not a bool) of at least ``least``; else ``ConfigError("name=value: rule")``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"{name}={value!r}: {rule}")
-    return value
-
-
-def check_number(name: str, value: Any, rule: str, *, high: float = math.inf) -> Any:
-    """``value`` if it is a number (not a bool) above 0 and below ``high`` (so never NaN);
-    else ``ConfigError("name=value: rule")``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < high:
-        raise ConfigError(f"{name}={value!r}: {rule}")
-    return value
 
 
 def check_steps(steps: Any) -> int:
