@@ -180,8 +180,9 @@ def test_one_new_context_per_step_is_in_the_journal_from_the_first_snapshot():
                    census=False, progress=False, probes=[NativeProbe()])
     counts = run.series("native", "ssl.SSLContext", "count")
     assert list(counts.diff().dropna()) == [1.0] * 6
-    assert run.ledger().query("step == 6").set_index("owner").loc["ssl.SSLContext (native)", "bytes"] == \
-        pytest.approx(6 * coefficients("ssl")["base"], abs=8)
+    # from the first snapshot: the default baseline, the end of a warm-up read from RSS noise, may be step 1
+    assert run.ledger(since="start").query("step == 6").set_index("owner").loc[
+        "ssl.SSLContext (native)", "bytes"] == pytest.approx(6 * coefficients("ssl")["base"], abs=8)
 
 
 def test_listing_is_skipped_while_no_instance_was_made_or_freed():
